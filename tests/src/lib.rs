@@ -1,1 +1,18 @@
+//! ferrolb's testbed: a real control plane built from Go modules and a lab of network namespaces.
+//!
+//! ```text
+//!  tests/k8s (Go) ──bins::build_if_missing──> target/k8s/<versions>/bin/{etcd,kube-apiserver,...}
+//!  control_plane::ControlPlane ── etcd (loopback) + kube-apiserver (lab0 address) [+ kcm]
+//!  lab::Lab ── lab0 bridge, node1..N + client namespaces, Node objects
+//! ```
+//!
+//! Used by the integration tests in `tests/tests/` and by `cargo xtask cluster`.
 
+pub mod bins;
+pub mod control_plane;
+pub mod lab;
+pub mod pki;
+pub mod process;
+
+pub use control_plane::{ControlPlane, shared, unique_name};
+pub use lab::{Host, Lab};

@@ -1,1 +1,70 @@
-fn main() {}
+//! `cargo xtask`: ferrolb's developer commands.
+//!
+//! - `test`: installs what is missing, then format, lint, CRD drift, chart lint, unit tests, and
+//!   the real-cluster and lab tests (what `.ci/run` calls).
+//! - `cluster up [--nodes N]` / `cluster down`: a control plane and lab for humans.
+//! - `crds [--check]`: regenerate (or check) the CRD YAML committed under the chart.
+//! - `k8s-build`: build the control plane from Go modules (also done by `test` and `cluster up`).
+#![forbid(unsafe_code)]
+
+mod cluster;
+mod crds;
+mod deps;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "ferrolb developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install missing tools, then run format, lint, CRD drift, unit, real-cluster and lab tests.
+    Test {
+        /// Skip `apt-get install` of missing Debian packages (fail instead).
+        #[arg(long)]
+        no_install: bool,
+        /// Only run integration tests whose name contains this filter.
+        filter: Option<String>,
+    },
+    /// Start or stop a control plane and network lab for manual use.
+    Cluster {
+        #[command(subcommand)]
+        action: cluster::Action,
+    },
+    /// Regenerate the CRD YAML under charts/ferrolb (with --check: fail if it is stale).
+    Crds {
+        /// Fail instead of writing when the committed YAML differs from the types.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Build kube-apiserver, kube-controller-manager, kubectl, etcd and helm from tests/k8s.
+    K8sBuild,
+}
+
+fn main() {
+    let result = match Cli::parse().command {
+        Command::Test { no_install, filter } => test::run(!no_install, filter.as_deref()),
+        Command::Cluster { action } => cluster::run(action),
+        Command::Crds { check } => crds::run(check),
+        Command::K8sBuild => ferrolb_tests::bins::build_if_missing().map(|_| ()),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Runs a command with inherited output; fails naming it when it exits non-zero.
+pub(crate) fn run_step(what: &str, cmd: &mut std::process::Command) -> anyhow::Result<()> {
+    eprintln!("==> {what}");
+    let status = cmd.status().map_err(|e| anyhow::anyhow!("{what}: cannot start {cmd:?}: {e}"))?;
+    if !status.success() {
+        anyhow::bail!("{what} failed ({status})");
+    }
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! Debian packages the tests use, installed with apt-get when missing.
+
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+/// Package, and a command it provides (checked on PATH).
+const PACKAGES: &[(&str, &str)] = &[
+    ("iproute2", "ip"),
+    ("iputils-ping", "ping"),
+    ("nftables", "nft"),
+    ("arping", "arping"),
+    ("ndisc6", "ndisc6"),
+    ("tcpdump", "tcpdump"),
+    ("tshark", "tshark"),
+    ("curl", "curl"),
+    ("procps", "ps"),
+];
+
+fn missing() -> Vec<&'static str> {
+    PACKAGES
+        .iter()
+        .filter(|(_, cmd)| ferrolb_tests::bins::which(cmd).is_none() && !in_sbin(cmd))
+        .map(|(pkg, _)| *pkg)
+        .collect()
+}
+
+fn in_sbin(cmd: &str) -> bool {
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().any(|d| std::path::Path::new(d).join(cmd).is_file())
+}
+
+/// Installs missing packages (or, with `install` false, fails naming them).
+pub fn ensure(install: bool) -> Result<()> {
+    let missing = missing();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !install {
+        bail!("missing Debian packages: {} (apt-get install them, or drop --no-install)", missing.join(" "));
+    }
+    eprintln!("==> installing Debian packages: {}", missing.join(" "));
+    crate::run_step("apt-get update", Command::new("apt-get").args(["update", "-qq"]))?;
+    crate::run_step(
+        "apt-get install",
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    let still = self::missing();
+    if !still.is_empty() {
+        bail!("apt-get install finished but these are still missing: {}", still.join(" "));
+    }
+    Ok(())
+}
