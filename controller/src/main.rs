@@ -6,7 +6,11 @@ use std::io::Write;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "ferrolb-controller", version, about = "ferrolb controller: allocates LoadBalancer IPs from IPAddressPools")]
+#[command(
+    name = "ferrolb-controller",
+    version,
+    about = "ferrolb controller: allocates LoadBalancer IPs from IPAddressPools"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

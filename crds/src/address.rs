@@ -66,11 +66,17 @@ impl AddressRange {
     pub fn new(first: IpAddr, last: IpAddr) -> Result<AddressRange, AddressError> {
         let family = Family::of(first);
         if Family::of(last) != family {
-            return Err(AddressError::MixedFamilies { first, last });
+            return Err(AddressError::MixedFamilies {
+                first: first.to_string(),
+                last: last.to_string(),
+            });
         }
         let (lo, hi) = (to_u128(first), to_u128(last));
         if lo > hi {
-            return Err(AddressError::ReversedRange { first, last });
+            return Err(AddressError::ReversedRange {
+                first: first.to_string(),
+                last: last.to_string(),
+            });
         }
         Ok(AddressRange {
             family,
@@ -157,18 +163,18 @@ pub enum AddressError {
     /// A range from one family to the other.
     #[error("range {first}-{last} mixes IPv4 and IPv6; use one range per family")]
     MixedFamilies {
-        /// Start of the range.
-        first: IpAddr,
-        /// End of the range.
-        last: IpAddr,
+        /// Start of the range as written.
+        first: String,
+        /// End of the range as written.
+        last: String,
     },
     /// A range whose start lies after its end.
     #[error("range start {first} is after its end {last}; write it as {last}-{first}")]
     ReversedRange {
         /// Start of the range as written.
-        first: IpAddr,
+        first: String,
         /// End of the range as written.
-        last: IpAddr,
+        last: String,
     },
     /// A prefix length beyond the family's width.
     #[error("prefix length /{prefix} is out of range for {family} (0 to {max})", max = family.max_prefix())]
@@ -186,8 +192,8 @@ pub enum AddressError {
         /// The CIDR that was probably meant.
         network: String,
     },
-    /// `::ffff:a.b.c.d`, which the apiserver refuses too.
-    #[error("\"{0}\" is an IPv4-mapped IPv6 address; write the IPv4 address instead")]
+    /// Holds an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`), which the apiserver refuses too.
+    #[error("\"{0}\" holds an IPv4-mapped IPv6 address; write the IPv4 address instead")]
     Ipv4Mapped(String),
 }
 
@@ -208,14 +214,18 @@ pub enum AddressListError {
 }
 
 /// Parses every entry of a pool's `spec.addresses`, in order.
-pub fn parse_addresses<S: AsRef<str>>(entries: &[S]) -> Result<Vec<AddressRange>, AddressListError> {
+pub fn parse_addresses<S: AsRef<str>>(
+    entries: &[S],
+) -> Result<Vec<AddressRange>, AddressListError> {
     if entries.is_empty() {
         return Err(AddressListError::Empty);
     }
     entries
         .iter()
         .enumerate()
-        .map(|(index, e)| parse_entry(e.as_ref()).map_err(|error| AddressListError::Entry { index, error }))
+        .map(|(index, e)| {
+            parse_entry(e.as_ref()).map_err(|error| AddressListError::Entry { index, error })
+        })
         .collect()
 }
 
@@ -224,13 +234,24 @@ pub fn parse_entry(entry: &str) -> Result<AddressRange, AddressError> {
     let s = entry.trim();
     if let Some((start, end)) = s.split_once('-') {
         let (start, end) = (start.trim(), end.trim());
-        let (Some(first), Some(last)) = (parse_ip(start)?, parse_ip(end)?) else {
+        let (Some(first), Some(last)) = (parse_ip(start, entry)?, parse_ip(end, entry)?) else {
             return Err(AddressError::BadRangeEnd(entry.to_string()));
         };
-        return AddressRange::new(first, last);
+        // Errors quote the ends as written, as the apiserver's CEL rules do.
+        return AddressRange::new(first, last).map_err(|e| match e {
+            AddressError::MixedFamilies { .. } => AddressError::MixedFamilies {
+                first: start.to_string(),
+                last: end.to_string(),
+            },
+            AddressError::ReversedRange { .. } => AddressError::ReversedRange {
+                first: start.to_string(),
+                last: end.to_string(),
+            },
+            other => other,
+        });
     }
     if let Some((addr, prefix)) = s.split_once('/') {
-        let Some(ip) = parse_ip(addr)? else {
+        let Some(ip) = parse_ip(addr, entry)? else {
             return Err(AddressError::Garbage(entry.to_string()));
         };
         let Some(prefix) = parse_prefix(prefix) else {
@@ -238,16 +259,19 @@ pub fn parse_entry(entry: &str) -> Result<AddressRange, AddressError> {
         };
         return cidr_range(entry, ip, prefix);
     }
-    match parse_ip(s)? {
+    match parse_ip(s, entry)? {
         Some(ip) => AddressRange::new(ip, ip),
         None => Err(AddressError::Garbage(entry.to_string())),
     }
 }
 
-/// `Ok(None)` for text that is no address; an error for addresses the apiserver also refuses.
-fn parse_ip(s: &str) -> Result<Option<IpAddr>, AddressError> {
+/// `Ok(None)` for text that is no address; an error (quoting `entry`) for addresses the
+/// apiserver also refuses.
+fn parse_ip(s: &str, entry: &str) -> Result<Option<IpAddr>, AddressError> {
     match s.parse::<IpAddr>() {
-        Ok(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_some() => Err(AddressError::Ipv4Mapped(s.to_string())),
+        Ok(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_some() => {
+            Err(AddressError::Ipv4Mapped(entry.to_string()))
+        }
         Ok(ip) => Ok(Some(ip)),
         Err(_) => Ok(None),
     }
@@ -255,7 +279,10 @@ fn parse_ip(s: &str) -> Result<Option<IpAddr>, AddressError> {
 
 /// A decimal prefix length without leading zeros (as Go's `netip.ParsePrefix` wants).
 fn parse_prefix(s: &str) -> Option<u32> {
-    let ok = !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    let ok = !s.is_empty()
+        && s.len() <= 3
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && (s == "0" || !s.starts_with('0'));
     ok.then(|| s.parse().ok()).flatten()
 }
 
@@ -267,7 +294,11 @@ fn cidr_range(entry: &str, ip: IpAddr, prefix: u32) -> Result<AddressRange, Addr
     }
     let bits = to_u128(ip);
     // Host mask within the family's width: the low (width - prefix) bits.
-    let host_mask = if width - prefix == 128 { u128::MAX } else { (1u128 << (width - prefix)) - 1 };
+    let host_mask = if width - prefix == 128 {
+        u128::MAX
+    } else {
+        (1u128 << (width - prefix)) - 1
+    };
     let network = bits & !host_mask;
     if network != bits {
         return Err(AddressError::HostBitsSet {
@@ -313,41 +344,88 @@ mod tests {
 
     #[test]
     fn ipv4_cidr_covers_network_to_broadcast() {
-        assert_eq!(range("198.51.100.0/24"), ("198.51.100.0".into(), "198.51.100.255".into(), Some(256)));
-        assert_eq!(range("198.51.100.7/32"), ("198.51.100.7".into(), "198.51.100.7".into(), Some(1)));
-        assert_eq!(range("0.0.0.0/0"), ("0.0.0.0".into(), "255.255.255.255".into(), Some(1 << 32)));
+        assert_eq!(
+            range("198.51.100.0/24"),
+            ("198.51.100.0".into(), "198.51.100.255".into(), Some(256))
+        );
+        assert_eq!(
+            range("198.51.100.7/32"),
+            ("198.51.100.7".into(), "198.51.100.7".into(), Some(1))
+        );
+        assert_eq!(
+            range("0.0.0.0/0"),
+            ("0.0.0.0".into(), "255.255.255.255".into(), Some(1 << 32))
+        );
         assert_eq!(range("10.0.0.0/8").2, Some(1 << 24));
     }
 
     #[test]
     fn ipv6_cidr_of_any_size() {
-        assert_eq!(range("2001:db8:1::/64"), ("2001:db8:1::".into(), "2001:db8:1:0:ffff:ffff:ffff:ffff".into(), Some(1 << 64)));
+        assert_eq!(
+            range("2001:db8:1::/64"),
+            (
+                "2001:db8:1::".into(),
+                "2001:db8:1:0:ffff:ffff:ffff:ffff".into(),
+                Some(1 << 64)
+            )
+        );
         assert_eq!(range("2001:db8::1/128").2, Some(1));
-        assert_eq!(range("::/0").2, None, "the whole IPv6 space has 2^128 addresses");
+        assert_eq!(
+            range("::/0").2,
+            None,
+            "the whole IPv6 space has 2^128 addresses"
+        );
         assert_eq!(range("::/1").2, Some(1 << 127));
     }
 
     #[test]
     fn ranges_allow_spaces_around_the_dash() {
-        for s in ["198.51.100.10-198.51.100.20", "198.51.100.10 - 198.51.100.20", " 198.51.100.10 -198.51.100.20 "] {
-            assert_eq!(range(s), ("198.51.100.10".into(), "198.51.100.20".into(), Some(11)), "{s}");
+        for s in [
+            "198.51.100.10-198.51.100.20",
+            "198.51.100.10 - 198.51.100.20",
+            " 198.51.100.10 -198.51.100.20 ",
+        ] {
+            assert_eq!(
+                range(s),
+                ("198.51.100.10".into(), "198.51.100.20".into(), Some(11)),
+                "{s}"
+            );
         }
         assert_eq!(range("2001:db8::1-2001:db8::ff").2, Some(255));
-        assert_eq!(range("198.51.100.9-198.51.100.9").2, Some(1), "a one-address range is fine");
+        assert_eq!(
+            range("198.51.100.9-198.51.100.9").2,
+            Some(1),
+            "a one-address range is fine"
+        );
     }
 
     #[test]
     fn single_addresses_are_one_address_ranges() {
-        assert_eq!(range("203.0.113.9"), ("203.0.113.9".into(), "203.0.113.9".into(), Some(1)));
+        assert_eq!(
+            range("203.0.113.9"),
+            ("203.0.113.9".into(), "203.0.113.9".into(), Some(1))
+        );
         assert_eq!(range("2001:db8::9").2, Some(1));
     }
 
     #[test]
     fn reversed_range_is_refused_with_the_fix() {
         let e = parse_entry("198.51.100.20-198.51.100.10").unwrap_err();
-        assert_eq!(e, AddressError::ReversedRange { first: ip("198.51.100.20"), last: ip("198.51.100.10") });
-        assert_eq!(e.to_string(), "range start 198.51.100.20 is after its end 198.51.100.10; write it as 198.51.100.10-198.51.100.20");
-        assert!(matches!(parse_entry("2001:db8::ff-2001:db8::1"), Err(AddressError::ReversedRange { .. })));
+        assert_eq!(
+            e,
+            AddressError::ReversedRange {
+                first: "198.51.100.20".into(),
+                last: "198.51.100.10".into()
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "range start 198.51.100.20 is after its end 198.51.100.10; write it as 198.51.100.10-198.51.100.20"
+        );
+        assert!(matches!(
+            parse_entry("2001:db8::ff-2001:db8::1"),
+            Err(AddressError::ReversedRange { .. })
+        ));
     }
 
     #[test]
@@ -359,47 +437,100 @@ mod tests {
 
     #[test]
     fn prefix_length_out_of_range_names_the_limit() {
-        assert_eq!(parse_entry("198.51.100.0/33").unwrap_err().to_string(), "prefix length /33 is out of range for IPv4 (0 to 32)");
-        assert_eq!(parse_entry("2001:db8::/129").unwrap_err().to_string(), "prefix length /129 is out of range for IPv6 (0 to 128)");
+        assert_eq!(
+            parse_entry("198.51.100.0/33").unwrap_err().to_string(),
+            "prefix length /33 is out of range for IPv4 (0 to 32)"
+        );
+        assert_eq!(
+            parse_entry("2001:db8::/129").unwrap_err().to_string(),
+            "prefix length /129 is out of range for IPv6 (0 to 128)"
+        );
     }
 
     #[test]
     fn cidr_with_host_bits_says_which_network_was_meant() {
         let e = parse_entry("198.51.100.1/24").unwrap_err();
-        assert_eq!(e.to_string(), "\"198.51.100.1/24\" has host bits set; the network address is 198.51.100.0/24");
+        assert_eq!(
+            e.to_string(),
+            "\"198.51.100.1/24\" has host bits set; the network address is 198.51.100.0/24"
+        );
         let e = parse_entry("2001:db8:1::5/64").unwrap_err();
-        assert_eq!(e.to_string(), "\"2001:db8:1::5/64\" has host bits set; the network address is 2001:db8:1::/64");
+        assert_eq!(
+            e.to_string(),
+            "\"2001:db8:1::5/64\" has host bits set; the network address is 2001:db8:1::/64"
+        );
     }
 
     #[test]
     fn garbage_is_refused_with_the_accepted_forms() {
-        for s in ["", " ", "hello", "198.51.100", "198.51.100.256", "198.51.100.0/", "198.51.100.0/abc", "198.51.100.0/024", "/24", "01.2.3.4", "fe80::1%eth0", "198.51.100.0/24/1"] {
+        for s in [
+            "",
+            " ",
+            "hello",
+            "198.51.100",
+            "198.51.100.256",
+            "198.51.100.0/",
+            "198.51.100.0/abc",
+            "198.51.100.0/024",
+            "/24",
+            "01.2.3.4",
+            "fe80::1%eth0",
+            "198.51.100.0/24/1",
+        ] {
             let e = parse_entry(s).unwrap_err();
             assert_eq!(e, AddressError::Garbage(s.to_string()), "{s:?}");
-            assert!(e.to_string().contains("is not an IP address, a CIDR"), "{s:?}");
+            assert!(
+                e.to_string().contains("is not an IP address, a CIDR"),
+                "{s:?}"
+            );
         }
     }
 
     #[test]
     fn range_with_a_bad_end_is_refused() {
-        for s in ["198.51.100.1-foo", "-198.51.100.1", "198.51.100.1-", "198.51.100.1-198.51.100.2-198.51.100.3", "198.51.100.0/24-198.51.100.255"] {
-            assert_eq!(parse_entry(s).unwrap_err(), AddressError::BadRangeEnd(s.to_string()), "{s:?}");
+        for s in [
+            "198.51.100.1-foo",
+            "-198.51.100.1",
+            "198.51.100.1-",
+            "198.51.100.1-198.51.100.2-198.51.100.3",
+            "198.51.100.0/24-198.51.100.255",
+        ] {
+            assert_eq!(
+                parse_entry(s).unwrap_err(),
+                AddressError::BadRangeEnd(s.to_string()),
+                "{s:?}"
+            );
         }
     }
 
     #[test]
     fn ipv4_mapped_ipv6_is_refused() {
-        assert!(matches!(parse_entry("::ffff:198.51.100.1"), Err(AddressError::Ipv4Mapped(_))));
-        assert!(matches!(parse_entry("::ffff:198.51.100.0/120"), Err(AddressError::Ipv4Mapped(_))));
+        assert!(matches!(
+            parse_entry("::ffff:198.51.100.1"),
+            Err(AddressError::Ipv4Mapped(_))
+        ));
+        assert!(matches!(
+            parse_entry("::ffff:198.51.100.0/120"),
+            Err(AddressError::Ipv4Mapped(_))
+        ));
     }
 
     #[test]
     fn list_errors_name_the_entry_index() {
-        assert_eq!(parse_addresses::<&str>(&[]).unwrap_err(), AddressListError::Empty);
+        assert_eq!(
+            parse_addresses::<&str>(&[]).unwrap_err(),
+            AddressListError::Empty
+        );
         let e = parse_addresses(&["198.51.100.0/28", "2001:db8::/64", "bogus"]).unwrap_err();
-        assert_eq!(e.to_string(), "spec.addresses[2]: \"bogus\" is not an IP address, a CIDR (198.51.100.0/24) or a range (198.51.100.10-198.51.100.20)");
+        assert_eq!(
+            e.to_string(),
+            "spec.addresses[2]: \"bogus\" is not an IP address, a CIDR (198.51.100.0/24) or a range (198.51.100.10-198.51.100.20)"
+        );
         let ok = parse_addresses(&["198.51.100.0/28", "2001:db8::/64", "203.0.113.5"]).unwrap();
-        assert_eq!(ok.iter().map(|r| r.family()).collect::<Vec<_>>(), [Family::V4, Family::V6, Family::V4]);
+        assert_eq!(
+            ok.iter().map(|r| r.family()).collect::<Vec<_>>(),
+            [Family::V4, Family::V6, Family::V4]
+        );
     }
 
     #[test]
@@ -414,7 +545,11 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for s in ["198.51.100.0-198.51.100.255", "2001:db8::1", "2001:db8::-2001:db8::ff"] {
+        for s in [
+            "198.51.100.0-198.51.100.255",
+            "2001:db8::1",
+            "2001:db8::-2001:db8::ff",
+        ] {
             assert_eq!(parse_entry(s).unwrap().to_string(), s);
         }
     }

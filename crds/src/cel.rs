@@ -15,39 +15,72 @@ use schemars::{Schema, SchemaGenerator, json_schema};
 use serde_json::{Value, json};
 
 /// Longest accepted address entry: two full IPv6 addresses, a dash and spaces fit with room.
-pub const MAX_ADDRESS_ENTRY_LEN: u64 = 100;
+pub const MAX_ADDRESS_ENTRY_LEN: u64 = 90;
 /// Most entries one pool may list.
-pub const MAX_ADDRESS_ENTRIES: u64 = 128;
+pub const MAX_ADDRESS_ENTRIES: u64 = 64;
 
-/// `s` (the trimmed entry) is `a-b` with both ends IP addresses.
-const IS_RANGE: &str = "(s.split('-').size() == 2 && isIP(s.split('-')[0].trim()) && isIP(s.split('-')[1].trim()))";
+// Two limits of the apiserver's CRD rule environment shape these rules:
+// - there is no `cel.bind`; `[expr].all(x, body)` binds `x` to `expr` instead, so a sub-expression
+//   is computed once;
+// - the static cost estimator treats any string made from an IP, a CIDR or an int (`string(..)`)
+//   as unbounded, so messages quote the entry as written, and numbers are printed by indexing
+//   lists of literals.
+
+/// `body` with `var` bound to `expr`.
+fn let_in(var: &str, expr: &str, body: &str) -> String {
+    format!("[{expr}].all({var}, {body})")
+}
+
+/// `s` is `a-b` with both ends IP addresses.
+const IS_RANGE: &str =
+    "(s.split('-').size() == 2 && isIP(s.split('-')[0].trim()) && isIP(s.split('-')[1].trim()))";
 /// `s` is `ip/digits` (a CIDR, perhaps with an out-of-range prefix).
-const IS_CIDR_SHAPE: &str =
-    "(s.split('/').size() == 2 && isIP(s.split('/')[0]) && s.split('/')[1].matches('^(0|[1-9][0-9]{0,2})$'))";
+const IS_CIDR_SHAPE: &str = "(s.split('/').size() == 2 && isIP(s.split('/')[0]) && s.split('/')[1].matches('^(0|[1-9][0-9]{0,2})$'))";
+/// The range ends of the entry, as written, for messages.
+const START: &str = "self.trim().split('-')[0].trim()";
+const END: &str = "self.trim().split('-')[1].trim()";
 
-fn bind_entry(expr: &str) -> String {
-    format!("cel.bind(s, self.trim(), {expr})")
+fn entry_rule(body: &str) -> String {
+    let_in("s", "self.trim()", body)
 }
 
-fn bind_range_ends(expr: &str) -> String {
-    bind_entry(&format!(
-        "!{IS_RANGE} || cel.bind(a, s.split('-')[0].trim(), cel.bind(b, s.split('-')[1].trim(), {expr}))"
-    ))
+fn decimal_literals(n: usize) -> String {
+    let items: Vec<String> = (0..n).map(|i| format!("'{i}'")).collect();
+    format!("[{}]", items.join(","))
 }
 
-/// Fixed-width text of the address in CEL string `x`, ordered like the address itself.
-fn expanded(x: &str) -> String {
-    let v4 = format!("ip({x}).string().split('.').map(o, '00'.substring(size(o) - 1) + o).join('.')");
-    // Canonical IPv6 text has at most one '::'; replace it with the missing zero groups, then pad
-    // every group to four hex digits.
-    let v6 = format!(
-        "cel.bind(c, ip({x}).string(), cel.bind(h, c.split('::'), \
-         (size(h) == 1 ? c : [h[0], '0:0:0:0:0:0:0:0'.substring(0, 2 * (8 \
-           - (h[0] == '' ? 0 : size(h[0].split(':'))) \
-           - (h[1] == '' ? 0 : size(h[1].split(':')))) - 1), h[1]].filter(p, p != '').join(':'))\
-         .split(':').map(g, '000'.substring(size(g) - 1) + g).join(':')))"
-    );
-    format!("(ip({x}).family() == 4 ? {v4} : {v6})")
+/// Whether range start `a` is at or before range end `b` (same family). CEL cannot compare
+/// addresses, so find the first bit where they differ, `i`: the prefix `a/i` contains `b` but
+/// `a/(i+1)` does not; `a` is before `b` exactly when that bit of `a` is 0, i.e. when `a/(i+1)`
+/// contains the network address of `a/i`.
+fn start_not_after_end() -> String {
+    let bits: Vec<String> = (0..128).map(|i| i.to_string()).collect();
+    let p = decimal_literals(129);
+    format!(
+        "ip(a) == ip(b) || [{bits}].exists(i, i < (ip(a).family() == 4 ? 32 : 128) \
+         && cidr(a + '/' + {p}[i]).containsIP(b) \
+         && !cidr(a + '/' + {p}[i + 1]).containsIP(b) \
+         && cidr(a + '/' + {p}[i + 1]).containsIP(cidr(a + '/' + {p}[i]).masked().ip()))",
+        bits = bits.join(",")
+    )
+}
+
+/// The IPv4 network of CIDR entry `self` as text, computed octet by octet.
+fn ipv4_network_text() -> String {
+    let prefix = "int(self.trim().split('/')[1])";
+    let names = decimal_literals(256);
+    let octets: Vec<String> = (0..4)
+        .map(|k| {
+            let o = format!("int(self.trim().split('/')[0].split('.')[{k}])");
+            let kept = format!(
+                "({prefix} >= {hi} ? 8 : ({prefix} <= {lo} ? 0 : {prefix} - {lo}))",
+                hi = 8 * (k + 1),
+                lo = 8 * k
+            );
+            format!("{names}[{o} - {o} % [256, 128, 64, 32, 16, 8, 4, 2, 1][{kept}]]")
+        })
+        .collect();
+    octets.join(" + '.' + ")
 }
 
 fn rule(rule: String, message_expression: String) -> Value {
@@ -57,39 +90,58 @@ fn rule(rule: String, message_expression: String) -> Value {
 /// Rules for one `spec.addresses` entry, in the order the Rust parser checks them.
 pub fn address_entry_rules() -> Value {
     let form = rule(
-        bind_entry(&format!("isIP(s) || isCIDR(s) || {IS_RANGE} || {IS_CIDR_SHAPE}")),
-        "self.trim().contains('-') \
+        entry_rule(&format!("isIP(s) || isCIDR(s) || {IS_RANGE} || {IS_CIDR_SHAPE}")),
+        "self.trim().lowerAscii().matches('(^|[-\\\\s])(::|(0{1,4}:){5})ffff:([0-9.]+|[0-9a-f]{1,4}:[0-9a-f]{1,4})([-/\\\\s]|$)') \
+           ? '\"' + self + '\" holds an IPv4-mapped IPv6 address; write the IPv4 address instead' \
+           : self.trim().contains('-') \
            ? 'range \"' + self + '\" must be two IP addresses joined by \"-\"' \
            : '\"' + self + '\" is not an IP address, a CIDR (198.51.100.0/24) or a range (198.51.100.10-198.51.100.20)'"
             .into(),
     );
     let prefix = rule(
-        bind_entry(&format!("!{IS_CIDR_SHAPE} || isCIDR(s)")),
-        bind_entry(
-            "cel.bind(f, ip(s.split('/')[0]).family(), 'prefix length /' + s.split('/')[1] + \
-             ' is out of range for IPv' + string(f) + ' (0 to ' + (f == 4 ? '32' : '128') + ')')",
-        ),
+        entry_rule(&format!("!{IS_CIDR_SHAPE} || isCIDR(s)")),
+        "'prefix length /' + self.trim().split('/')[1] + ' is out of range for ' \
+           + (self.contains(':') ? 'IPv6 (0 to 128)' : 'IPv4 (0 to 32)')"
+            .into(),
     );
     let host_bits = rule(
-        bind_entry("!isCIDR(s) || cidr(s).masked().string() == cidr(s).string()"),
-        bind_entry("'\"' + s + '\" has host bits set; the network address is ' + cidr(s).masked().string()"),
+        entry_rule("!isCIDR(s) || cidr(s) == cidr(s).masked()"),
+        format!(
+            "'\"' + self.trim() + '\" has host bits set; the network address is ' + (self.contains(':') \
+               ? 'the address with every bit after /' + self.trim().split('/')[1] + ' cleared' \
+               : {} + '/' + self.trim().split('/')[1])",
+            ipv4_network_text()
+        ),
     );
     let families = rule(
-        bind_range_ends("ip(a).family() == ip(b).family()"),
-        message_for_range(
-            "'range ' + ip(a).string() + '-' + ip(b).string() + ' mixes IPv4 and IPv6; use one range per family'",
+        entry_rule(&format!(
+            "!{IS_RANGE} || ip(s.split('-')[0].trim()).family() == ip(s.split('-')[1].trim()).family()"
+        )),
+        format!(
+            "'range ' + {START} + '-' + {END} + ' mixes IPv4 and IPv6; use one range per family'"
         ),
     );
     let order = rule(
-        bind_range_ends(&format!("ip(a).family() != ip(b).family() || {} <= {}", expanded("a"), expanded("b"))),
-        message_for_range("'range start ' + ip(a).string() + ' is after its end ' + ip(b).string() + '; write it as ' + ip(b).string() + '-' + ip(a).string()"),
+        entry_rule(&format!(
+            "!{IS_RANGE} || {}",
+            let_in(
+                "a",
+                "s.split('-')[0].trim()",
+                &let_in(
+                    "b",
+                    "s.split('-')[1].trim()",
+                    &format!(
+                        "ip(a).family() != ip(b).family() || {}",
+                        start_not_after_end()
+                    )
+                )
+            )
+        )),
+        format!(
+            "'range start ' + {START} + ' is after its end ' + {END} + '; write it as ' + {END} + '-' + {START}"
+        ),
     );
     json!([form, prefix, host_bits, families, order])
-}
-
-/// A message expression over the range ends `a` and `b` of a range-shaped entry.
-fn message_for_range(expr: &str) -> String {
-    format!("cel.bind(s, self.trim(), cel.bind(a, s.split('-')[0].trim(), cel.bind(b, s.split('-')[1].trim(), {expr})))")
 }
 
 /// Schema of `IPAddressPool.spec.addresses`.

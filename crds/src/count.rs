@@ -36,10 +36,11 @@ impl<'de> Deserialize<'de> for AddressCount {
         }
         match Wire::deserialize(deserializer)? {
             Wire::Int(n) => Ok(AddressCount(u128::from(n))),
-            Wire::Text(s) => s
-                .parse()
-                .map(AddressCount)
-                .map_err(|_| serde::de::Error::custom(format!("address count {s:?} is not a non-negative integer"))),
+            Wire::Text(s) => s.parse().map(AddressCount).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "address count {s:?} is not a non-negative integer"
+                ))
+            }),
         }
     }
 }
@@ -65,8 +66,14 @@ mod tests {
     #[test]
     fn small_counts_are_integers_and_huge_ones_exact_strings() {
         assert_eq!(serde_json::to_string(&AddressCount(254)).unwrap(), "254");
-        assert_eq!(serde_json::to_string(&AddressCount(1 << 64)).unwrap(), "\"18446744073709551616\"");
-        assert_eq!(serde_json::to_string(&AddressCount(i64::MAX as u128)).unwrap(), i64::MAX.to_string());
+        assert_eq!(
+            serde_json::to_string(&AddressCount(1 << 64)).unwrap(),
+            "\"18446744073709551616\""
+        );
+        assert_eq!(
+            serde_json::to_string(&AddressCount(i64::MAX as u128)).unwrap(),
+            i64::MAX.to_string()
+        );
     }
 
     #[test]

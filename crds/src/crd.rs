@@ -35,7 +35,15 @@ mod tests {
 
     fn schema_of(crd: &CustomResourceDefinition) -> serde_json::Value {
         let v = &crd.spec.versions[0];
-        serde_json::to_value(v.schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap()
+        serde_json::to_value(
+            v.schema
+                .as_ref()
+                .unwrap()
+                .open_api_v3_schema
+                .as_ref()
+                .unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -54,8 +62,17 @@ mod tests {
         assert_eq!(addresses["minItems"], 1);
         assert!(addresses["maxItems"].is_u64());
         assert!(addresses["items"]["maxLength"].is_u64());
-        assert_eq!(addresses["items"]["x-kubernetes-validations"].as_array().unwrap().len(), 5);
-        assert_eq!(s["properties"]["spec"]["properties"]["autoAssign"]["default"], true);
+        assert_eq!(
+            addresses["items"]["x-kubernetes-validations"]
+                .as_array()
+                .unwrap()
+                .len(),
+            5
+        );
+        assert_eq!(
+            s["properties"]["spec"]["properties"]["autoAssign"]["default"],
+            true
+        );
     }
 
     #[test]
@@ -67,7 +84,18 @@ mod tests {
             .flatten()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(cols, ["Addresses", "Auto Assign", "Assigned IPv4", "Available IPv4", "Assigned IPv6", "Available IPv6", "Age"]);
+        assert_eq!(
+            cols,
+            [
+                "Addresses",
+                "Auto Assign",
+                "Assigned IPv4",
+                "Available IPv4",
+                "Assigned IPv6",
+                "Available IPv6",
+                "Age"
+            ]
+        );
     }
 
     #[test]

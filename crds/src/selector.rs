@@ -21,6 +21,7 @@ pub struct LabelSelector {
     pub match_labels: BTreeMap<String, String>,
     /// Requirements that must all hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub match_expressions: Vec<LabelSelectorRequirement>,
 }
 
@@ -56,7 +57,9 @@ pub enum SelectorOperator {
 impl LabelSelector {
     /// Whether `labels` satisfy every `matchLabels` entry and every requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
             && self.match_expressions.iter().all(|r| r.matches(labels))
     }
 
@@ -92,7 +95,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn req(key: &str, operator: SelectorOperator, values: &[&str]) -> LabelSelectorRequirement {
@@ -148,7 +154,10 @@ mod tests {
         assert!(expr(req("gpu", SelectorOperator::Exists, &[])).matches(&labels(&[("gpu", "")])));
         assert!(!expr(req("gpu", SelectorOperator::Exists, &[])).matches(&labels(&[])));
         assert!(expr(req("gpu", SelectorOperator::DoesNotExist, &[])).matches(&labels(&[])));
-        assert!(!expr(req("gpu", SelectorOperator::DoesNotExist, &[])).matches(&labels(&[("gpu", "1")])));
+        assert!(
+            !expr(req("gpu", SelectorOperator::DoesNotExist, &[]))
+                .matches(&labels(&[("gpu", "1")]))
+        );
     }
 
     #[test]
@@ -166,7 +175,10 @@ mod tests {
         let a = expr(req("zone", SelectorOperator::In, &["a"]));
         let b = expr(req("zone", SelectorOperator::In, &["b"]));
         assert!(any_matches(&[], &labels(&[])));
-        assert!(any_matches(&[a.clone(), b.clone()], &labels(&[("zone", "b")])));
+        assert!(any_matches(
+            &[a.clone(), b.clone()],
+            &labels(&[("zone", "b")])
+        ));
         assert!(!any_matches(&[a, b], &labels(&[("zone", "c")])));
     }
 
@@ -177,6 +189,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.match_expressions[0].operator, SelectorOperator::NotIn);
-        assert_eq!(serde_json::to_value(&s).unwrap()["matchExpressions"][0]["values"][0], "v");
+        assert_eq!(
+            serde_json::to_value(&s).unwrap()["matchExpressions"][0]["values"][0],
+            "v"
+        );
     }
 }

@@ -13,7 +13,10 @@ use anyhow::{Context, Result, bail};
 
 /// Repository root (the workspace directory).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// Where the Go modules live.
@@ -22,7 +25,13 @@ pub fn go_modules_dir() -> PathBuf {
 }
 
 /// Every binary the testbed runs.
-pub const BINARIES: [&str; 5] = ["kube-apiserver", "kube-controller-manager", "kubectl", "etcd", "helm"];
+pub const BINARIES: [&str; 5] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kubectl",
+    "etcd",
+    "helm",
+];
 
 /// Pinned versions, read from the Go modules.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +59,10 @@ impl Versions {
 
     /// Cache directory name.
     pub fn key(&self) -> String {
-        format!("kubernetes-{}_etcd-{}_helm-{}", self.kubernetes, self.etcd, self.helm)
+        format!(
+            "kubernetes-{}_etcd-{}_helm-{}",
+            self.kubernetes, self.etcd, self.helm
+        )
     }
 }
 
@@ -61,7 +73,9 @@ fn required_version(go_mod: &str, module: &str) -> Result<String> {
         .map(|l| l.trim().trim_start_matches("require").trim())
         .find_map(|l| {
             let mut words = l.split_whitespace();
-            (words.next() == Some(module)).then(|| words.next().map(str::to_string)).flatten()
+            (words.next() == Some(module))
+                .then(|| words.next().map(str::to_string))
+                .flatten()
         })
         .with_context(|| format!("no `require {module}` line in go.mod"))
 }
@@ -71,7 +85,10 @@ pub fn bin_dir() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("FERROLB_K8S_BIN") {
         return Ok(PathBuf::from(dir));
     }
-    Ok(workspace_root().join("target/k8s").join(Versions::pinned()?.key()).join("bin"))
+    Ok(workspace_root()
+        .join("target/k8s")
+        .join(Versions::pinned()?.key())
+        .join("bin"))
 }
 
 /// Path of one binary, failing with what to run when the cache is empty.
@@ -117,8 +134,17 @@ pub fn build_if_missing() -> Result<Option<Duration>> {
     );
 
     let mut ldflags = String::from("-s -w");
-    let minor = versions.kubernetes.trim_start_matches('v').split('.').nth(1).unwrap_or("0").to_string();
-    for pkg in ["k8s.io/component-base/version", "k8s.io/client-go/pkg/version"] {
+    let minor = versions
+        .kubernetes
+        .trim_start_matches('v')
+        .split('.')
+        .nth(1)
+        .unwrap_or("0")
+        .to_string();
+    for pkg in [
+        "k8s.io/component-base/version",
+        "k8s.io/client-go/pkg/version",
+    ] {
         for (var, value) in [
             ("gitVersion", versions.kubernetes.as_str()),
             ("gitMajor", "1"),
@@ -146,10 +172,21 @@ pub fn build_if_missing() -> Result<Option<Duration>> {
     )?;
     // etcd's main package is the module root, so `go build` names the binary after it.
     std::fs::rename(partial.join("server"), partial.join("etcd"))?;
-    go_build(&go, &modules.join("helm"), &partial, &["-ldflags", "-s -w"], &["helm.sh/helm/v4/cmd/helm"], started)?;
+    go_build(
+        &go,
+        &modules.join("helm"),
+        &partial,
+        &["-ldflags", "-s -w"],
+        &["helm.sh/helm/v4/cmd/helm"],
+        started,
+    )?;
     for b in BINARIES {
         if !partial.join(b).is_file() {
-            bail!("go build finished but {} is missing from {}", b, partial.display());
+            bail!(
+                "go build finished but {} is missing from {}",
+                b,
+                partial.display()
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&final_dir);
@@ -159,7 +196,14 @@ pub fn build_if_missing() -> Result<Option<Duration>> {
     Ok(Some(took))
 }
 
-fn go_build(go: &Path, module: &Path, out: &Path, flags: &[&str], packages: &[&str], started: Instant) -> Result<()> {
+fn go_build(
+    go: &Path,
+    module: &Path,
+    out: &Path,
+    flags: &[&str],
+    packages: &[&str],
+    started: Instant,
+) -> Result<()> {
     let mut cmd = Command::new(go);
     cmd.current_dir(module)
         .env("GOTOOLCHAIN", "local")
@@ -177,12 +221,20 @@ fn go_build(go: &Path, module: &Path, out: &Path, flags: &[&str], packages: &[&s
     loop {
         if let Some(status) = child.try_wait()? {
             if !status.success() {
-                bail!("go build of {} in {} failed ({status}); see the Go errors above", packages.join(" "), module.display());
+                bail!(
+                    "go build of {} in {} failed ({status}); see the Go errors above",
+                    packages.join(" "),
+                    module.display()
+                );
             }
             return Ok(());
         }
         if last_report.elapsed() >= Duration::from_secs(60) {
-            eprintln!("  still building {} ({:.0} s so far)", packages.join(", "), started.elapsed().as_secs_f64());
+            eprintln!(
+                "  still building {} ({:.0} s so far)",
+                packages.join(", "),
+                started.elapsed().as_secs_f64()
+            );
             last_report = Instant::now();
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -194,7 +246,10 @@ pub fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
-        .chain([PathBuf::from("/usr/local/go/bin"), PathBuf::from("/usr/lib/go/bin")])
+        .chain([
+            PathBuf::from("/usr/local/go/bin"),
+            PathBuf::from("/usr/lib/go/bin"),
+        ])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
@@ -215,7 +270,10 @@ mod tests {
     fn require_lines_in_blocks_and_single_form_are_read() {
         let m = "module x\n\nrequire k8s.io/kubernetes v1.37.2\n\nrequire (\n\tgo.etcd.io/etcd/server/v3 v3.7.0 // indirect\n)\n";
         assert_eq!(required_version(m, "k8s.io/kubernetes").unwrap(), "v1.37.2");
-        assert_eq!(required_version(m, "go.etcd.io/etcd/server/v3").unwrap(), "v3.7.0");
+        assert_eq!(
+            required_version(m, "go.etcd.io/etcd/server/v3").unwrap(),
+            "v3.7.0"
+        );
         assert!(required_version(m, "helm.sh/helm/v4").is_err());
     }
 }

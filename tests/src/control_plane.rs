@@ -80,12 +80,20 @@ impl ControlPlane {
             "--quota-backend-bytes=4294967296",
         ]);
         let mut etcd = spawn(opts, "etcd", etcd_cmd, &etcd_log)?;
-        wait_for("etcd to accept connections", Duration::from_secs(30), || {
-            etcd.check_running(&etcd_log)?;
-            Ok(TcpStream::connect(("127.0.0.1", etcd_client)).ok())
-        })?;
+        wait_for(
+            "etcd to accept connections",
+            Duration::from_secs(30),
+            || {
+                etcd.check_running(&etcd_log)?;
+                Ok(TcpStream::connect(("127.0.0.1", etcd_client)).ok())
+            },
+        )?;
 
-        let port = if opts.port == 0 { free_port()? } else { opts.port };
+        let port = if opts.port == 0 {
+            free_port()?
+        } else {
+            opts.port
+        };
         let server = format!("https://{bind}:{port}");
         let kubeconfig = dir.join("kubeconfig");
         write_kubeconfig(&kubeconfig, &server, &pki)?;
@@ -102,8 +110,14 @@ impl ControlPlane {
             format!("--client-ca-file={}", pki.ca_cert.display()),
             format!("--service-cluster-ip-range={SERVICE_CIDR_V4},{SERVICE_CIDR_V6}"),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-            format!("--service-account-key-file={}", pki.service_account_key.display()),
-            format!("--service-account-signing-key-file={}", pki.service_account_key.display()),
+            format!(
+                "--service-account-key-file={}",
+                pki.service_account_pub.display()
+            ),
+            format!(
+                "--service-account-signing-key-file={}",
+                pki.service_account_key.display()
+            ),
             "--authorization-mode=RBAC".into(),
             "--endpoint-reconciler-type=none".into(),
             "--profiling=false".into(),
@@ -140,15 +154,19 @@ impl ControlPlane {
                 "--v=1".into(),
             ]);
             let mut kcm = spawn(opts, "kube-controller-manager", cmd, &log)?;
-            wait_for("kube-controller-manager to create the default ServiceAccount", Duration::from_secs(60), || {
-                kcm.check_running(&log)?;
-                let ok = Command::new(&kubectl)
-                    .arg(format!("--kubeconfig={}", kubeconfig.display()))
-                    .args(["get", "serviceaccount", "default", "-n", "default"])
-                    .output()
-                    .is_ok_and(|o| o.status.success());
-                Ok(ok.then_some(()))
-            })?;
+            wait_for(
+                "kube-controller-manager to create the default ServiceAccount",
+                Duration::from_secs(60),
+                || {
+                    kcm.check_running(&log)?;
+                    let ok = Command::new(&kubectl)
+                        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+                        .args(["get", "serviceaccount", "default", "-n", "default"])
+                        .output()
+                        .is_ok_and(|o| o.status.success());
+                    Ok(ok.then_some(()))
+                },
+            )?;
             Some(kcm)
         } else {
             None
@@ -218,8 +236,21 @@ impl ControlPlane {
     pub fn install_crds(&self) -> Result<()> {
         let dir = bins::workspace_root().join("charts/ferrolb/charts/crds/templates");
         let dir = dir.to_string_lossy();
-        self.kubectl_run(&["apply", "--server-side", "--force-conflicts", "--field-manager=ferrolb-testbed", "-f", &dir])?;
-        self.kubectl_run(&["wait", "--for=condition=Established", "--timeout=60s", "-f", &dir])?;
+        self.kubectl_run(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=ferrolb-testbed",
+            "-f",
+            &dir,
+        ])?;
+        self.kubectl_run(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "-f",
+            &dir,
+        ])?;
         Ok(())
     }
 
@@ -248,7 +279,8 @@ impl Drop for ControlPlane {
 }
 
 fn write_kubeconfig(path: &Path, server: &str, pki: &Pki) -> Result<()> {
-    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     let b64 = |s: String| base64_encode(s.as_bytes());
     let config = serde_json::json!({
         "apiVersion": "v1",
@@ -272,7 +304,11 @@ fn base64_encode(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -292,7 +328,9 @@ fn free_port() -> Result<u16> {
 
 /// Scratch directory for this test process: `target/testbed/<pid>`.
 pub fn process_dir() -> PathBuf {
-    bins::workspace_root().join("target/testbed").join(std::process::id().to_string())
+    bins::workspace_root()
+        .join("target/testbed")
+        .join(std::process::id().to_string())
 }
 
 /// The control plane shared by every test in this test binary (with kube-controller-manager).
@@ -312,7 +350,11 @@ pub fn shared() -> &'static ControlPlane {
 /// `prefix-<pid>-<n>`: a name no other test (in this or an earlier run) uses.
 pub fn unique_name(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 #[cfg(test)]
@@ -321,7 +363,13 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (input, want) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64_encode(input.as_bytes()), want);
         }
     }

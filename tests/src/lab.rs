@@ -58,7 +58,16 @@ impl Host {
         Host {
             name: format!("node{i}"),
             ipv4: Ipv4Addr::new(198, 51, 100, octet),
-            ipv6: Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, u16::from_str_radix(&octet.to_string(), 16).unwrap_or(0)),
+            ipv6: Ipv6Addr::new(
+                0x2001,
+                0xdb8,
+                1,
+                0,
+                0,
+                0,
+                0,
+                u16::from_str_radix(&octet.to_string(), 16).unwrap_or(0),
+            ),
             mac: format!("02:fe:00:00:00:{i:02x}"),
             host_veth: format!("lab0-n{i}"),
         }
@@ -171,7 +180,9 @@ impl Lab {
                 }),
                 ..Default::default()
             };
-            api.patch_status(&host.name, &PatchParams::apply("ferrolb-testbed").force(), &Patch::Apply(&status))
+            // A merge patch: server-side apply cannot carry two InternalIP entries, since
+            // `status.addresses` is a list map keyed by type alone.
+            api.patch_status(&host.name, &PatchParams::default(), &Patch::Merge(&status))
                 .await
                 .with_context(|| format!("writing the status of Node {}", host.name))?;
         }
@@ -221,24 +232,54 @@ fn ip(args: &[&str]) -> Result<String> {
 /// Creates `lab0` with its addresses unless it exists. Idempotent.
 pub fn ensure_bridge() -> Result<()> {
     if !link_exists(BRIDGE)? {
-        ip(&["link", "add", BRIDGE, "type", "bridge", "mcast_snooping", "0"])
-            .context("creating the lab bridge (needs root and iproute2)")?;
+        ip(&[
+            "link",
+            "add",
+            BRIDGE,
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ])
+        .context("creating the lab bridge (needs root and iproute2)")?;
         // Never forward between lab0 and anything else: the host keeps its own forwarding
         // settings, and lab0 has no real ports, so traffic cannot leave.
         ip(&["addr", "add", &format!("{BRIDGE_IPV4}/24"), "dev", BRIDGE])?;
-        ip(&["addr", "add", &format!("{BRIDGE_IPV6}/64"), "dev", BRIDGE, "nodad"])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{BRIDGE_IPV6}/64"),
+            "dev",
+            BRIDGE,
+            "nodad",
+        ])?;
         ip(&["link", "set", BRIDGE, "up"])?;
     }
     Ok(())
 }
 
 fn link_exists(name: &str) -> Result<bool> {
-    Ok(Command::new("ip").args(["link", "show", "dev", name]).output()?.status.success())
+    Ok(Command::new("ip")
+        .args(["link", "show", "dev", name])
+        .output()?
+        .status
+        .success())
 }
 
 fn add_host(host: &Host) -> Result<()> {
     ip(&["netns", "add", &host.name])?;
-    ip(&["link", "add", &host.host_veth, "type", "veth", "peer", "name", "eth0", "netns", &host.name])?;
+    ip(&[
+        "link",
+        "add",
+        &host.host_veth,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &host.name,
+    ])?;
     ip(&["link", "set", &host.host_veth, "master", BRIDGE, "up"])?;
     let inside = |args: &[&str]| -> Result<String> {
         let mut all = vec!["-n", host.name.as_str()];
@@ -248,7 +289,14 @@ fn add_host(host: &Host) -> Result<()> {
     inside(&["link", "set", "lo", "up"])?;
     inside(&["link", "set", "eth0", "address", &host.mac])?;
     inside(&["addr", "add", &format!("{}/24", host.ipv4), "dev", "eth0"])?;
-    inside(&["addr", "add", &format!("{}/64", host.ipv6), "dev", "eth0", "nodad"])?;
+    inside(&[
+        "addr",
+        "add",
+        &format!("{}/64", host.ipv6),
+        "dev",
+        "eth0",
+        "nodad",
+    ])?;
     inside(&["link", "set", "eth0", "up"])?;
     Ok(())
 }
@@ -259,7 +307,11 @@ fn lab_namespaces() -> Result<Vec<String>> {
     Ok(out
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| *n == CLIENT || n.strip_prefix("node").is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|n| {
+            *n == CLIENT
+                || n.strip_prefix("node")
+                    .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+        })
         .map(str::to_string)
         .collect())
 }
@@ -288,9 +340,19 @@ mod tests {
     #[test]
     fn node_addresses_follow_the_testbed_plan() {
         let n1 = Host::node(1);
-        assert_eq!((n1.ipv4.to_string(), n1.ipv6.to_string()), ("198.51.100.11".into(), "2001:db8:1::11".into()));
+        assert_eq!(
+            (n1.ipv4.to_string(), n1.ipv6.to_string()),
+            ("198.51.100.11".into(), "2001:db8:1::11".into())
+        );
         let n12 = Host::node(12);
-        assert_eq!((n12.ipv4.to_string(), n12.ipv6.to_string(), n12.mac), ("198.51.100.22".into(), "2001:db8:1::22".into(), "02:fe:00:00:00:0c".into()));
+        assert_eq!(
+            (n12.ipv4.to_string(), n12.ipv6.to_string(), n12.mac),
+            (
+                "198.51.100.22".into(),
+                "2001:db8:1::22".into(),
+                "02:fe:00:00:00:0c".into()
+            )
+        );
         assert_eq!(Host::client().ipv6.to_string(), "2001:db8:1::100");
     }
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 
 /// Paths of the PEM files written by [`Pki::write`].
@@ -24,8 +24,10 @@ pub struct Pki {
     pub admin_cert: PathBuf,
     /// Key of `admin_cert`.
     pub admin_key: PathBuf,
-    /// Service-account token signing key (private key; the apiserver derives the public half).
+    /// Service-account token signing key (private).
     pub service_account_key: PathBuf,
+    /// Public half of `service_account_key`, for verifying tokens.
+    pub service_account_pub: PathBuf,
 }
 
 impl Pki {
@@ -35,9 +37,15 @@ impl Pki {
         std::fs::create_dir_all(dir)?;
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.distinguished_name.push(DnType::CommonName, "ferrolb-testbed-ca");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "ferrolb-testbed-ca");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let ca_cert = ca_params.self_signed(&ca_key)?;
         let issuer = Issuer::new(ca_params, ca_key);
 
@@ -48,15 +56,23 @@ impl Pki {
             "kubernetes.default".to_string(),
             "kubernetes.default.svc".to_string(),
         ])?;
-        serving.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
-        serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+        serving
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        serving
+            .distinguished_name
+            .push(DnType::CommonName, "kube-apiserver");
         serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let serving_cert = serving.signed_by(&serving_key, &issuer)?;
 
         let admin_key = KeyPair::generate()?;
         let mut admin = CertificateParams::new(Vec::<String>::new())?;
-        admin.distinguished_name.push(DnType::CommonName, "ferrolb-admin");
-        admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
+        admin
+            .distinguished_name
+            .push(DnType::CommonName, "ferrolb-admin");
+        admin
+            .distinguished_name
+            .push(DnType::OrganizationName, "system:masters");
         admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let admin_cert = admin.signed_by(&admin_key, &issuer)?;
 
@@ -69,6 +85,7 @@ impl Pki {
             admin_cert: dir.join("admin.crt"),
             admin_key: dir.join("admin.key"),
             service_account_key: dir.join("service-account.key"),
+            service_account_pub: dir.join("service-account.pub"),
         };
         for (path, pem) in [
             (&pki.ca_cert, ca_cert.pem()),
@@ -77,6 +94,7 @@ impl Pki {
             (&pki.admin_cert, admin_cert.pem()),
             (&pki.admin_key, admin_key.serialize_pem()),
             (&pki.service_account_key, sa_key.serialize_pem()),
+            (&pki.service_account_pub, sa_key.public_key_pem()),
         ] {
             std::fs::write(path, pem).with_context(|| format!("writing {}", path.display()))?;
         }

@@ -81,13 +81,21 @@ impl Supervised {
             .append(true)
             .open(log)
             .with_context(|| format!("opening log {}", log.display()))?;
-        cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
         let child = if detached {
             cmd.spawn().with_context(|| format!("starting {name}"))?
         } else {
             let (tx, rx) = mpsc::channel();
-            spawner().lock().unwrap().send((cmd, tx)).context("spawner thread is gone")?;
-            rx.recv().context("spawner thread is gone")?.with_context(|| format!("starting {name}"))?
+            spawner()
+                .lock()
+                .unwrap()
+                .send((cmd, tx))
+                .context("spawner thread is gone")?;
+            rx.recv()
+                .context("spawner thread is gone")?
+                .with_context(|| format!("starting {name}"))?
         };
         Ok(Supervised {
             name: name.to_string(),
@@ -131,7 +139,11 @@ impl Supervised {
         // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
         let rc = unsafe { libc::kill(pid, signal) };
         if rc != 0 {
-            bail!("signalling {}: {}", self.name, std::io::Error::last_os_error());
+            bail!(
+                "signalling {}: {}",
+                self.name,
+                std::io::Error::last_os_error()
+            );
         }
         Ok(())
     }
@@ -160,7 +172,10 @@ pub fn tail(path: &Path, n: usize) -> String {
 
 /// Runs `cmd` to completion; fails with its stderr when it exits non-zero.
 pub fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {cmd:?}"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}): {}{}",
@@ -172,18 +187,20 @@ pub fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Polls `check` every 50 ms until it returns `Ok(Some(_))` or `timeout` passes; the error says
-/// what was awaited and the last reason it was not yet true.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+/// Polls `check` every 50 ms until it returns `Ok(Some(_))` or `timeout` passes. `Ok(None)` means
+/// "not yet"; an error (say, the awaited process died) ends the wait at once.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
-        let last = match check() {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => "not yet".to_string(),
-            Err(e) => format!("{e:#}"),
-        };
+        if let Some(v) = check().with_context(|| format!("waiting for {what}"))? {
+            return Ok(v);
+        }
         if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what} (last: {last})");
+            bail!("timed out after {timeout:?} waiting for {what}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }

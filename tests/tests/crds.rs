@@ -4,13 +4,16 @@
 
 use std::sync::OnceLock;
 
-use ferrolb_crds::address::parse_entry;
+use ferrolb_crds::address::{AddressError, parse_entry};
 use ferrolb_tests::control_plane::{self, ControlPlane};
 
 fn cluster() -> &'static ControlPlane {
     static CRDS: OnceLock<()> = OnceLock::new();
     let cp = control_plane::shared();
-    CRDS.get_or_init(|| cp.install_crds().expect("CRDs install and become Established"));
+    CRDS.get_or_init(|| {
+        cp.install_crds()
+            .expect("CRDs install and become Established")
+    });
     cp
 }
 
@@ -26,14 +29,29 @@ fn apply(cp: &ControlPlane, manifest: &str) -> Result<String, String> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(manifest.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
-    if out.status.success() { Ok(text) } else { Err(text) }
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
 }
 
 fn pool(name: &str, spec: &str) -> String {
-    format!("apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: {name}\nspec:\n{spec}\n")
+    format!(
+        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: {name}\nspec:\n{spec}\n"
+    )
 }
 
 fn pool_with_addresses(name: &str, addresses: &[&str]) -> String {
@@ -45,19 +63,48 @@ fn pool_with_addresses(name: &str, addresses: &[&str]) -> String {
 fn crds_are_established_and_pools_list_with_their_columns() {
     let cp = cluster();
     let name = control_plane::unique_name("columns");
-    apply(cp, &pool_with_addresses(&name, &["198.51.100.200-198.51.100.250", "2001:db8:1::100/120"])).unwrap();
+    apply(
+        cp,
+        &pool_with_addresses(
+            &name,
+            &["198.51.100.200-198.51.100.250", "2001:db8:1::100/120"],
+        ),
+    )
+    .unwrap();
     let out = cp.kubectl_run(&["get", "ipaddresspools", &name]).unwrap();
     let header = out.lines().next().unwrap();
-    for col in ["NAME", "ADDRESSES", "AUTO ASSIGN", "ASSIGNED IPV4", "AVAILABLE IPV4", "ASSIGNED IPV6", "AVAILABLE IPV6", "AGE"] {
+    for col in [
+        "NAME",
+        "ADDRESSES",
+        "AUTO ASSIGN",
+        "ASSIGNED IPV4",
+        "AVAILABLE IPV4",
+        "ASSIGNED IPV6",
+        "AVAILABLE IPV6",
+        "AGE",
+    ] {
         assert!(header.contains(col), "column {col} missing: {header}");
     }
     let row = out.lines().nth(1).unwrap();
-    assert!(row.contains("198.51.100.200-198.51.100.250") && row.contains("true"), "defaulted autoAssign shows: {row}");
+    assert!(
+        row.contains("198.51.100.200-198.51.100.250") && row.contains("true"),
+        "defaulted autoAssign shows: {row}"
+    );
     // Short names and the category resolve too.
-    assert!(cp.kubectl_run(&["get", "ippool", &name, "-o", "name"]).unwrap().contains(&name));
-    assert!(cp.kubectl_run(&["get", "ferrolb", "-o", "name"]).unwrap().contains(&name));
+    assert!(
+        cp.kubectl_run(&["get", "ippool", &name, "-o", "name"])
+            .unwrap()
+            .contains(&name)
+    );
+    assert!(
+        cp.kubectl_run(&["get", "ferrolb", "-o", "name"])
+            .unwrap()
+            .contains(&name)
+    );
     let crds = cp.kubectl_run(&["get", "crd", "-o", "name"]).unwrap();
-    assert!(crds.contains("ipaddresspools.ferrolb.io") && crds.contains("l2advertisements.ferrolb.io"));
+    assert!(
+        crds.contains("ipaddresspools.ferrolb.io") && crds.contains("l2advertisements.ferrolb.io")
+    );
 }
 
 #[test]
@@ -71,12 +118,18 @@ fn valid_pools_are_accepted() {
         &["2001:db8:1::/64"],
         &["2001:db8:1::10-2001:db8:1::ff"],
         &["2001:db8::7"],
-        &["198.51.100.0/28", "2001:db8:2::/64", "203.0.113.5", "203.0.113.10-203.0.113.20"],
+        &[
+            "198.51.100.0/28",
+            "2001:db8:2::/64",
+            "203.0.113.5",
+            "203.0.113.10-203.0.113.20",
+        ],
         &["0.0.0.0/0"],
         &["198.51.100.9-198.51.100.9"],
     ] {
         let name = control_plane::unique_name("valid");
-        apply(cp, &pool_with_addresses(&name, addresses)).unwrap_or_else(|e| panic!("{addresses:?} refused: {e}"));
+        apply(cp, &pool_with_addresses(&name, addresses))
+            .unwrap_or_else(|e| panic!("{addresses:?} refused: {e}"));
     }
     let name = control_plane::unique_name("full");
     apply(
@@ -117,6 +170,19 @@ fn apiserver_and_parser_agree_on_every_address_entry() {
         "::1-::2",
         "::-::ffff",
         "2001:db8:0:0:1::-2001:db8::1:0:0:0",
+        "2001:DB8::1-2001:db8::2",
+        "198.51.100.128-198.51.100.127",
+        "0.0.0.0-255.255.255.255",
+        "255.255.255.255-0.0.0.0",
+        "ffff::-::1",
+        "::ffff:198.51.100.1",
+        "::ffff:c633:6401",
+        "::198.51.100.1",
+        "198.51.100.0/25",
+        "198.51.100.128/25",
+        "198.51.100.64/25",
+        "2001:db8:1:8000::/65",
+        "2001:db8:1:4000::/65",
     ];
     for (i, entry) in cases.iter().enumerate() {
         let name = format!("{}-{i}", control_plane::unique_name("agree"));
@@ -125,8 +191,22 @@ fn apiserver_and_parser_agree_on_every_address_entry() {
         match (&parsed, &applied) {
             (Ok(_), Ok(_)) => {}
             (Err(e), Err(msg)) => {
-                assert!(msg.contains("spec.addresses[1]"), "{entry:?}: error does not name the field: {msg}");
-                assert!(msg.contains(&e.to_string()), "{entry:?}: apiserver says\n{msg}\nparser says\n{e}");
+                assert!(
+                    msg.contains("spec.addresses[1]"),
+                    "{entry:?}: error does not name the field: {msg}"
+                );
+                // CEL cannot print a computed IPv6 address within its cost budget, so for IPv6
+                // host bits the apiserver names the bits to clear instead of the network.
+                let expected = match e {
+                    AddressError::HostBitsSet { written, .. } if written.contains(':') => format!(
+                        "\"{written}\" has host bits set; the network address is the address with every bit after /"
+                    ),
+                    _ => e.to_string(),
+                };
+                assert!(
+                    msg.contains(&expected),
+                    "{entry:?}: apiserver says\n{msg}\nparser says\n{e}"
+                );
             }
             _ => panic!("{entry:?}: parser says {parsed:?}, apiserver says {applied:?}"),
         }
@@ -146,7 +226,7 @@ fn bad_pools_are_refused_with_a_message_naming_the_field() {
         ("IPv4 prefix too long", pool_with_addresses("x", &["198.51.100.0/33"]), &["spec.addresses[0]", "out of range for IPv4 (0 to 32)"]),
         ("IPv6 prefix too long", pool_with_addresses("x", &["2001:db8::/129"]), &["spec.addresses[0]", "out of range for IPv6 (0 to 128)"]),
         ("IPv4 host bits", pool_with_addresses("x", &["198.51.100.1/24"]), &["spec.addresses[0]", "the network address is 198.51.100.0/24"]),
-        ("IPv6 host bits", pool_with_addresses("x", &["2001:db8:1::5/64"]), &["spec.addresses[0]", "the network address is 2001:db8:1::/64"]),
+        ("IPv6 host bits", pool_with_addresses("x", &["2001:db8:1::5/64"]), &["spec.addresses[0]", "every bit after /64 cleared"]),
         ("range with a bad end", pool_with_addresses("x", &["198.51.100.1-foo"]), &["spec.addresses[0]", "must be two IP addresses"]),
         ("second entry bad", pool_with_addresses("x", &["198.51.100.0/28", "198.51.100.300"]), &["spec.addresses[1]"]),
         ("negative priority", pool("x", "  addresses: [\"198.51.100.0/28\"]\n  serviceAllocation:\n    priority: -1"), &["spec.serviceAllocation.priority", "greater than or equal to 0"]),
@@ -166,8 +246,15 @@ fn bad_pools_are_refused_with_a_message_naming_the_field() {
         let manifest = manifest.replace("name: x\n", &format!("name: {name}\n"));
         let err = apply(cp, &manifest).expect_err(&format!("{what}: the apiserver accepted it"));
         for needle in *expected {
-            assert!(err.contains(needle), "{what}: expected {needle:?} in:\n{err}");
+            assert!(
+                err.contains(needle),
+                "{what}: expected {needle:?} in:\n{err}"
+            );
         }
-        assert!(err.contains(&name), "{what}: error names the object: {err}");
+        // Strict decoding (unknown fields) fails before the object is read, so names no object.
+        assert!(
+            err.contains(&name) || err.contains("strict decoding error"),
+            "{what}: error names the object: {err}"
+        );
     }
 }

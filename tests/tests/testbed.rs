@@ -26,14 +26,20 @@ fn control_plane_serves_and_leaves_no_process_behind_when_dropped() {
     let version = cp.kubectl_run(&["version", "-o", "json"]).unwrap();
     let v: serde_json::Value = serde_json::from_str(&version).unwrap();
     assert!(
-        v["serverVersion"]["gitVersion"].as_str().unwrap().starts_with("v1.37."),
+        v["serverVersion"]["gitVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("v1.37."),
         "version ldflags are set: {v}"
     );
     let pids = cp.pids();
     assert!(pids[0] > 0 && pids[1] > 0 && pids[2] == 0, "{pids:?}");
     assert!(pids[..2].iter().all(|p| pid_alive(*p)));
     drop(cp);
-    assert!(pids[..2].iter().all(|p| !pid_alive(*p)), "etcd and kube-apiserver are gone after drop");
+    assert!(
+        pids[..2].iter().all(|p| !pid_alive(*p)),
+        "etcd and kube-apiserver are gone after drop"
+    );
 }
 
 #[test]
@@ -54,7 +60,10 @@ fn control_plane_is_torn_down_when_a_test_panics() {
     assert!(outcome.is_err());
     let pids = *pids.lock().unwrap();
     assert!(pids[0] > 0 && pids[1] > 0);
-    assert!(pids[..2].iter().all(|p| !pid_alive(*p)), "unwinding killed etcd and kube-apiserver");
+    assert!(
+        pids[..2].iter().all(|p| !pid_alive(*p)),
+        "unwinding killed etcd and kube-apiserver"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -63,10 +72,16 @@ async fn apiserver_has_rbac_and_dual_stack_service_ranges() {
     let client = cp.client().await.unwrap();
     let ns = control_plane::unique_name("dual");
     Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &Namespace {
-            metadata: ObjectMeta { name: Some(ns.clone()), ..Default::default() },
-            ..Default::default()
-        })
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(ns.clone()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
@@ -79,18 +94,34 @@ async fn apiserver_has_rbac_and_dual_stack_service_ranges() {
     let created = services.create(&PostParams::default(), &svc).await.unwrap();
     let ips = created.spec.unwrap().cluster_ips.unwrap();
     assert_eq!(ips.len(), 2, "{ips:?}");
-    assert!(ips[0].starts_with("198.18.") && ips[1].starts_with("2001:db8:ffff:"), "{ips:?}");
+    assert!(
+        ips[0].starts_with("198.18.") && ips[1].starts_with("2001:db8:ffff:"),
+        "{ips:?}"
+    );
     let v6: Service = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "v6-only"},
         "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv6"], "ports": [{"port": 80}]}
     }))
     .unwrap();
     let created = services.create(&PostParams::default(), &v6).await.unwrap();
-    assert!(created.spec.unwrap().cluster_ip.unwrap().starts_with("2001:db8:ffff:"));
+    assert!(
+        created
+            .spec
+            .unwrap()
+            .cluster_ip
+            .unwrap()
+            .starts_with("2001:db8:ffff:")
+    );
 
     // RBAC is enforced: an unknown service account may not list Nodes.
     let denied = cp
-        .kubectl_run(&["auth", "can-i", "list", "nodes", "--as=system:serviceaccount:default:nobody"])
+        .kubectl_run(&[
+            "auth",
+            "can-i",
+            "list",
+            "nodes",
+            "--as=system:serviceaccount:default:nobody",
+        ])
         .unwrap_err();
     assert!(format!("{denied:#}").contains("no"), "{denied:#}");
 }
@@ -109,7 +140,10 @@ async fn lab_client_reaches_every_node_and_nodes_reach_the_apiserver() {
                 .unwrap_or_else(|e| panic!("client cannot ping {} at {addr}: {e:#}", node.name));
         }
         // The client learned the node's real MAC over the bridge.
-        let neigh = lab.client().exec("ip", &["neigh", "show", &node.ipv4.to_string()]).unwrap();
+        let neigh = lab
+            .client()
+            .exec("ip", &["neigh", "show", &node.ipv4.to_string()])
+            .unwrap();
         assert!(neigh.contains(&node.mac), "{neigh}");
     }
 
@@ -118,7 +152,13 @@ async fn lab_client_reaches_every_node_and_nodes_reach_the_apiserver() {
     let out = lab.nodes()[1]
         .exec(
             kubectl.to_str().unwrap(),
-            &[&format!("--kubeconfig={}", cp.kubeconfig().display()), "get", "nodes", "-o", "name"],
+            &[
+                &format!("--kubeconfig={}", cp.kubeconfig().display()),
+                "get",
+                "nodes",
+                "-o",
+                "name",
+            ],
         )
         .unwrap();
     for node in lab.nodes() {
@@ -127,15 +167,37 @@ async fn lab_client_reaches_every_node_and_nodes_reach_the_apiserver() {
     // Node objects carry the lab addresses and are Ready.
     let nodes: Api<Node> = Api::all(client);
     let node1 = nodes.get("node1").await.unwrap();
-    let addrs: Vec<String> = node1.status.unwrap().addresses.unwrap().into_iter().map(|a| a.address).collect();
-    assert!(addrs.contains(&"198.51.100.11".to_string()) && addrs.contains(&"2001:db8:1::11".to_string()), "{addrs:?}");
-    let listed = nodes.list(&ListParams::default().labels("ferrolb.io/lab-node=true")).await.unwrap();
+    let addrs: Vec<String> = node1
+        .status
+        .unwrap()
+        .addresses
+        .unwrap()
+        .into_iter()
+        .map(|a| a.address)
+        .collect();
+    assert!(
+        addrs.contains(&"198.51.100.11".to_string())
+            && addrs.contains(&"2001:db8:1::11".to_string()),
+        "{addrs:?}"
+    );
+    let listed = nodes
+        .list(&ListParams::default().labels("ferrolb.io/lab-node=true"))
+        .await
+        .unwrap();
     assert!(listed.items.len() >= 3);
 
     drop(lab);
-    let left = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let left = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
     let left = String::from_utf8_lossy(&left.stdout);
-    assert!(!left.lines().any(|l| l.starts_with("node") || l.starts_with(lab::CLIENT)), "namespaces left: {left}");
+    assert!(
+        !left
+            .lines()
+            .any(|l| l.starts_with("node") || l.starts_with(lab::CLIENT)),
+        "namespaces left: {left}"
+    );
 }
 
 #[test]
@@ -146,8 +208,17 @@ fn a_second_lab_waits_for_the_first() {
         let second = Lab::create(2).unwrap();
         tx.send(second.nodes().len()).unwrap();
     });
-    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "second lab must block while the first exists");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "second lab must block while the first exists"
+    );
     drop(first);
-    assert_eq!(wait_for("second lab", Duration::from_secs(30), || Ok(rx.try_recv().ok())).unwrap(), 2);
+    assert_eq!(
+        wait_for("second lab", Duration::from_secs(30), || Ok(rx
+            .try_recv()
+            .ok()))
+        .unwrap(),
+        2
+    );
     waiter.join().unwrap();
 }

@@ -34,7 +34,9 @@ pub fn run(action: Action) -> Result<()> {
 
 fn up(nodes: usize) -> Result<()> {
     if std::path::Path::new(lab::CLUSTER_MARKER).exists() {
-        bail!("a cluster is already up (see target/cluster/env); run `cargo xtask cluster down` first");
+        bail!(
+            "a cluster is already up (see target/cluster/env); run `cargo xtask cluster down` first"
+        );
     }
     crate::deps::ensure(true)?;
     bins::build_if_missing()?;
@@ -51,7 +53,10 @@ fn up(nodes: usize) -> Result<()> {
     runtime.block_on(async { lab.register_nodes(&cp.client().await?).await })?;
 
     let mut env = String::new();
-    writeln!(env, "# Written by `cargo xtask cluster up`; source it: . target/cluster/env")?;
+    writeln!(
+        env,
+        "# Written by `cargo xtask cluster up`; source it: . target/cluster/env"
+    )?;
     writeln!(env, "export KUBECONFIG={}", cp.kubeconfig().display())?;
     writeln!(env, "export PATH={}:$PATH", bins::bin_dir()?.display())?;
     writeln!(env, "export FERROLB_APISERVER={}", cp.server())?;
@@ -63,11 +68,20 @@ fn up(nodes: usize) -> Result<()> {
     let env_path = dir.join("env");
     std::fs::write(&env_path, &env)?;
     let pids = cp.release();
-    std::fs::write(dir.join("pids"), pids.iter().map(|p| format!("{p}\n")).collect::<String>())?;
+    std::fs::write(
+        dir.join("pids"),
+        pids.iter().map(|p| format!("{p}\n")).collect::<String>(),
+    )?;
     std::fs::write(lab::CLUSTER_MARKER, env_path.display().to_string())?;
     lab.release();
-    println!("cluster is up: {nodes} lab nodes, apiserver at https://{}:6443", lab::BRIDGE_IPV4);
-    println!("  . {}   # KUBECONFIG, PATH with kubectl and helm, lab names", env_path.display());
+    println!(
+        "cluster is up: {nodes} lab nodes, apiserver at https://{}:6443",
+        lab::BRIDGE_IPV4
+    );
+    println!(
+        "  . {}   # KUBECONFIG, PATH with kubectl and helm, lab names",
+        env_path.display()
+    );
     println!("  ip netns exec node1 ...     # run something on a node");
     println!("  cargo xtask cluster down    # stop it");
     Ok(())
@@ -78,12 +92,17 @@ fn down() -> Result<()> {
     if let Ok(pids) = std::fs::read_to_string(&pids_path) {
         for pid in pids.lines().filter(|l| !l.is_empty()) {
             // kill(1) rather than libc: the pid may be gone already, which is fine.
-            let _ = std::process::Command::new("kill").args(["-KILL", pid]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid])
+                .status();
         }
         std::fs::remove_file(&pids_path).context("removing target/cluster/pids")?;
     }
     lab::remove_all()?;
     let _ = std::fs::remove_file(lab::CLUSTER_MARKER);
-    println!("cluster is down: processes stopped, lab namespaces and {} removed", lab::BRIDGE);
+    println!(
+        "cluster is down: processes stopped, lab namespaces and {} removed",
+        lab::BRIDGE
+    );
     Ok(())
 }

@@ -22,13 +22,17 @@ pub fn run(check: bool) -> Result<()> {
                 stale.push(path.display().to_string());
             } else {
                 std::fs::create_dir_all(&dir)?;
-                std::fs::write(&path, want).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, want)
+                    .with_context(|| format!("writing {}", path.display()))?;
                 eprintln!("wrote {}", path.display());
             }
         }
     }
     if !stale.is_empty() {
-        bail!("CRD YAML is stale (the types changed): {}; run `cargo xtask crds` and commit", stale.join(", "));
+        bail!(
+            "CRD YAML is stale (the types changed): {}; run `cargo xtask crds` and commit",
+            stale.join(", ")
+        );
     }
     if check {
         eprintln!("==> CRD YAML matches the types");

@@ -26,7 +26,9 @@ fn missing() -> Vec<&'static str> {
 }
 
 fn in_sbin(cmd: &str) -> bool {
-    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().any(|d| std::path::Path::new(d).join(cmd).is_file())
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .any(|d| std::path::Path::new(d).join(cmd).is_file())
 }
 
 /// Installs missing packages (or, with `install` false, fails naming them).
@@ -36,10 +38,16 @@ pub fn ensure(install: bool) -> Result<()> {
         return Ok(());
     }
     if !install {
-        bail!("missing Debian packages: {} (apt-get install them, or drop --no-install)", missing.join(" "));
+        bail!(
+            "missing Debian packages: {} (apt-get install them, or drop --no-install)",
+            missing.join(" ")
+        );
     }
     eprintln!("==> installing Debian packages: {}", missing.join(" "));
-    crate::run_step("apt-get update", Command::new("apt-get").args(["update", "-qq"]))?;
+    crate::run_step(
+        "apt-get update",
+        Command::new("apt-get").args(["update", "-qq"]),
+    )?;
     crate::run_step(
         "apt-get install",
         Command::new("apt-get")
@@ -49,7 +57,10 @@ pub fn ensure(install: bool) -> Result<()> {
     )?;
     let still = self::missing();
     if !still.is_empty() {
-        bail!("apt-get install finished but these are still missing: {}", still.join(" "));
+        bail!(
+            "apt-get install finished but these are still missing: {}",
+            still.join(" ")
+        );
     }
     Ok(())
 }

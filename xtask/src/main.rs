@@ -62,7 +62,9 @@ fn main() {
 /// Runs a command with inherited output; fails naming it when it exits non-zero.
 pub(crate) fn run_step(what: &str, cmd: &mut std::process::Command) -> anyhow::Result<()> {
     eprintln!("==> {what}");
-    let status = cmd.status().map_err(|e| anyhow::anyhow!("{what}: cannot start {cmd:?}: {e}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| anyhow::anyhow!("{what}: cannot start {cmd:?}: {e}"))?;
     if !status.success() {
         anyhow::bail!("{what} failed ({status})");
     }

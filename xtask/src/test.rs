@@ -12,12 +12,20 @@ use crate::run_step;
 pub fn run(install: bool, filter: Option<&str>) -> Result<()> {
     let started = Instant::now();
     if std::path::Path::new(lab::CLUSTER_MARKER).exists() {
-        bail!("a `cargo xtask cluster up` cluster is running and its lab would clash with the tests; run `cargo xtask cluster down` first");
+        bail!(
+            "a `cargo xtask cluster up` cluster is running and its lab would clash with the tests; run `cargo xtask cluster down` first"
+        );
     }
     crate::deps::ensure(install)?;
     match bins::build_if_missing()? {
-        Some(took) => eprintln!("==> control plane: cold build took {:.0} s", took.as_secs_f64()),
-        None => eprintln!("==> control plane: cached in {}", bins::bin_dir()?.display()),
+        Some(took) => eprintln!(
+            "==> control plane: cold build took {:.0} s",
+            took.as_secs_f64()
+        ),
+        None => eprintln!(
+            "==> control plane: cached in {}",
+            bins::bin_dir()?.display()
+        ),
     }
     let root = bins::workspace_root();
     let cargo = || {
@@ -25,20 +33,36 @@ pub fn run(install: bool, filter: Option<&str>) -> Result<()> {
         c.current_dir(&root);
         c
     };
-    run_step("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]))?;
+    run_step(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--check"]),
+    )?;
     run_step(
         "cargo clippy -D warnings",
-        cargo().args(["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"]),
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--quiet",
+            "--",
+            "-D",
+            "warnings",
+        ]),
     )?;
     crate::crds::run(true)?;
     run_step(
         "helm lint charts/ferrolb",
-        Command::new(bins::binary("helm")?).args(["lint", "--strict", "--quiet"]).arg(root.join("charts/ferrolb")),
+        Command::new(bins::binary("helm")?)
+            .args(["lint", "--strict", "--quiet"])
+            .arg(root.join("charts/ferrolb")),
     )?;
 
-    let unit = counted_tests("unit tests", cargo().args(["test", "--workspace", "--lib", "--bins"]))?;
+    let unit = counted_tests(
+        "unit tests",
+        cargo().args(["test", "--workspace", "--lib", "--bins"]),
+    )?;
     let mut integration = cargo();
-    integration.args(["test", "-p", "ferrolb-tests", "--tests"]);
+    integration.args(["test", "-p", "ferrolb-tests", "--test", "*"]);
     if let Some(f) = filter {
         integration.args(["--", f]);
     }
@@ -65,7 +89,10 @@ struct Counts {
 
 fn counted_tests(what: &str, cmd: &mut Command) -> Result<Counts> {
     eprintln!("==> {what}");
-    let mut child = cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("starting {cmd:?}"))?;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
     let mut counts = Counts::default();
     for line in BufReader::new(child.stdout.take().context("no stdout")?).lines() {
         let line = line?;
@@ -77,7 +104,11 @@ fn counted_tests(what: &str, cmd: &mut Command) -> Result<Counts> {
     }
     let status = child.wait()?;
     if !status.success() {
-        bail!("{what} failed ({status}): {} passed, {} failed", counts.passed, counts.failed);
+        bail!(
+            "{what} failed ({status}): {} passed, {} failed",
+            counts.passed,
+            counts.failed
+        );
     }
     eprintln!("==> {what}: {} passed", counts.passed);
     Ok(counts)
@@ -85,7 +116,14 @@ fn counted_tests(what: &str, cmd: &mut Command) -> Result<Counts> {
 
 fn number_before(text: &str, label: &str) -> u64 {
     text.split(';')
-        .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(label.trim_start()).map(str::trim).and_then(|n| n.split_whitespace().last()?.parse().ok()))
+        .find_map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+                .strip_suffix(label.trim_start())
+                .map(str::trim)
+                .and_then(|n| n.split_whitespace().last()?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -94,7 +132,8 @@ fn cleanup() -> Result<()> {
     lab::remove_all()?;
     let scratch = bins::workspace_root().join("target/testbed");
     if scratch.exists() {
-        std::fs::remove_dir_all(&scratch).with_context(|| format!("removing {}", scratch.display()))?;
+        std::fs::remove_dir_all(&scratch)
+            .with_context(|| format!("removing {}", scratch.display()))?;
     }
     Ok(())
 }
@@ -108,6 +147,9 @@ mod tests {
         let l = "ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s";
         assert_eq!(number_before(l, " passed"), 12);
         assert_eq!(number_before(l, " failed"), 0);
-        assert_eq!(number_before("FAILED. 3 passed; 2 failed; 0 ignored", " failed"), 2);
+        assert_eq!(
+            number_before("FAILED. 3 passed; 2 failed; 0 ignored", " failed"),
+            2
+        );
     }
 }
