@@ -214,6 +214,9 @@ fn address(type_: &str, address: String) -> NodeAddress {
 }
 
 fn lock_exclusive() -> Result<File> {
+    if let Some(dir) = std::path::Path::new(LOCK_PATH).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let file = File::create(LOCK_PATH).with_context(|| format!("creating {LOCK_PATH}"))?;
     use std::os::fd::AsRawFd;
     #[allow(unsafe_code)]
@@ -316,8 +319,25 @@ fn lab_namespaces() -> Result<Vec<String>> {
         .collect())
 }
 
-/// Deletes every lab namespace (their veths go with them). Leaves the bridge.
+/// Host-side veth ends of lab namespaces (`lab0-n1`, `lab0-c`, ...).
+fn lab_veths() -> Result<Vec<String>> {
+    let out = ip(&["-o", "link", "show"])?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name))
+        .filter(|name| name.starts_with("lab0-"))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Deletes every lab namespace and its veth. Leaves the bridge.
 pub fn remove_namespaces() -> Result<()> {
+    // Deleting a namespace frees its veths asynchronously; deleting the host end first removes
+    // the pair at once, so a lab created right after finds the names free.
+    for veth in lab_veths()? {
+        ip(&["link", "del", &veth])?;
+    }
     for ns in lab_namespaces()? {
         ip(&["netns", "del", &ns])?;
     }
