@@ -13,16 +13,20 @@ fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-#[test]
-fn control_plane_serves_and_leaves_no_process_behind_when_dropped() {
-    let dir = control_plane::process_dir().join(control_plane::unique_name("own"));
-    let cp = ControlPlane::start(&Options {
-        dir,
+/// A control plane of this test's own (no controller manager), not the shared one.
+fn private_control_plane(prefix: &str) -> ControlPlane {
+    ControlPlane::start(&Options {
+        dir: control_plane::process_dir().join(control_plane::unique_name(prefix)),
         controller_manager: false,
         port: 0,
         detached: false,
     })
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn control_plane_serves_and_leaves_no_process_behind_when_dropped() {
+    let cp = private_control_plane("own");
     let version = cp.kubectl_run(&["version", "-o", "json"]).unwrap();
     let v: serde_json::Value = serde_json::from_str(&version).unwrap();
     assert!(
@@ -44,16 +48,9 @@ fn control_plane_serves_and_leaves_no_process_behind_when_dropped() {
 
 #[test]
 fn control_plane_is_torn_down_when_a_test_panics() {
-    let dir = control_plane::process_dir().join(control_plane::unique_name("panic"));
     let pids = std::sync::Mutex::new([0u32; 3]);
     let outcome = std::panic::catch_unwind(|| {
-        let cp = ControlPlane::start(&Options {
-            dir,
-            controller_manager: false,
-            port: 0,
-            detached: false,
-        })
-        .unwrap();
+        let cp = private_control_plane("panic");
         *pids.lock().unwrap() = cp.pids();
         panic!("a failing test");
     });
