@@ -101,7 +101,8 @@ impl Host {
 pub struct Lab {
     nodes: Vec<Host>,
     client: Host,
-    _lock: File,
+    /// Held while this handle owns the lab; `None` once released.
+    lock: Option<File>,
 }
 
 impl Lab {
@@ -122,7 +123,7 @@ impl Lab {
         let lab = Lab {
             nodes: (1..=nodes).map(Host::node).collect(),
             client: Host::client(),
-            _lock: lock,
+            lock: Some(lock),
         };
         for host in lab.nodes.iter().chain([&lab.client]) {
             add_host(host).with_context(|| format!("creating lab namespace {}", host.name))?;
@@ -192,14 +193,17 @@ impl Lab {
 
 impl Lab {
     /// Keeps the namespaces after this handle is gone (for `cargo xtask cluster up`, whose
-    /// `down` removes them).
-    pub fn release(self) {
-        std::mem::forget(self);
+    /// `down` removes them) and gives up the lock; the cluster-up marker keeps other labs out.
+    pub fn release(mut self) {
+        self.lock = None;
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if self.lock.is_none() {
+            return;
+        }
         if let Err(e) = remove_namespaces() {
             eprintln!("lab teardown: {e:#}");
         }

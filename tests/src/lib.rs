@@ -9,6 +9,7 @@
 //! Used by the integration tests in `tests/tests/` and by `cargo xtask cluster`.
 
 pub mod bins;
+pub mod cluster;
 pub mod control_plane;
 pub mod lab;
 pub mod pki;

@@ -127,9 +127,10 @@ fn number_before(text: &str, label: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Removes what test processes could not (lab namespaces and bridge, scratch directories).
+/// Removes what test processes could not: a cluster a failed `cluster` test left up, lab
+/// namespaces and bridge, scratch directories.
 fn cleanup() -> Result<()> {
-    lab::remove_all()?;
+    ferrolb_tests::cluster::down()?;
     let scratch = bins::workspace_root().join("target/testbed");
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch)
