@@ -129,12 +129,7 @@ impl ControlPlane {
         let kubectl = bins::binary("kubectl")?;
         wait_for("kube-apiserver /readyz", Duration::from_secs(90), || {
             apiserver.check_running(&apiserver_log)?;
-            let ok = Command::new(&kubectl)
-                .arg(format!("--kubeconfig={}", kubeconfig.display()))
-                .args(["get", "--raw=/readyz"])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            Ok(ok.then_some(()))
+            Ok(kubectl_succeeds(&kubectl, &kubeconfig, &["get", "--raw=/readyz"]).then_some(()))
         })?;
 
         let controller_manager = if opts.controller_manager {
@@ -159,12 +154,12 @@ impl ControlPlane {
                 Duration::from_secs(60),
                 || {
                     kcm.check_running(&log)?;
-                    let ok = Command::new(&kubectl)
-                        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-                        .args(["get", "serviceaccount", "default", "-n", "default"])
-                        .output()
-                        .is_ok_and(|o| o.status.success());
-                    Ok(ok.then_some(()))
+                    Ok(kubectl_succeeds(
+                        &kubectl,
+                        &kubeconfig,
+                        &["get", "serviceaccount", "default", "-n", "default"],
+                    )
+                    .then_some(()))
                 },
             )?;
             Some(kcm)
@@ -276,6 +271,15 @@ impl Drop for ControlPlane {
         self.apiserver.kill();
         self.etcd.kill();
     }
+}
+
+/// Whether `kubectl <args>` exits 0 against `kubeconfig` (a readiness probe).
+fn kubectl_succeeds(kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> bool {
+    Command::new(kubectl)
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn write_kubeconfig(path: &Path, server: &str, pki: &Pki) -> Result<()> {

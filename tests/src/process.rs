@@ -131,23 +131,6 @@ impl Supervised {
         Ok(())
     }
 
-    /// Sends `signal` (e.g. `libc::SIGTERM`) without waiting.
-    pub fn signal(&self, signal: i32) -> Result<()> {
-        let pid = libc::pid_t::try_from(self.pid())?;
-        // Sending a signal is safe in itself; libc marks every FFI call unsafe.
-        #[allow(unsafe_code)]
-        // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
-        let rc = unsafe { libc::kill(pid, signal) };
-        if rc != 0 {
-            bail!(
-                "signalling {}: {}",
-                self.name,
-                std::io::Error::last_os_error()
-            );
-        }
-        Ok(())
-    }
-
     /// Kills the process and waits for it to be reaped.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
