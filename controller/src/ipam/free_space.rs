@@ -48,9 +48,14 @@ impl FreeSpace {
 
     /// Takes the lowest eligible free address.
     pub fn allocate_lowest(&mut self) -> Option<u128> {
-        let (&first, &last) = self.free.iter().next()?;
-        let ip = self.first_eligible(first, last)?;
+        let ip = self.lowest()?;
         self.take(ip).then_some(ip)
+    }
+
+    /// The lowest eligible free address, left free.
+    pub fn lowest(&self) -> Option<u128> {
+        let (&first, &last) = self.free.iter().next()?;
+        self.first_eligible(first, last)
     }
 
     /// Takes `ip` if it is free and eligible.
