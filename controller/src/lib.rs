@@ -1,10 +1,14 @@
 //! ferrolb controller: allocates EXTERNAL-IPs from `IPAddressPool`s to LoadBalancer Services.
 //!
 //! ```text
-//!  pools + Services (watches) -> ipam (pure) -> desired status -> one writer (server-side apply)
+//!  pools + Services + namespaces (watches) -> reconcile::state (pure) -> ipam (pure)
+//!      -> desired status -> reconcile::writer (server-side apply, Events)
+//!  lease: one acting replica; http: /healthz /readyz /metrics
 //! ```
-//!
-//! Only the pure IPAM core exists so far (`ipam`); the reconciler and status writer follow.
 #![forbid(unsafe_code)]
 
+pub mod http;
 pub mod ipam;
+pub mod lease;
+pub mod metrics;
+pub mod reconcile;

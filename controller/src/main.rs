@@ -2,8 +2,18 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use ferrolb_controller::http::{self, HealthState};
+use ferrolb_controller::lease::LeaseConfig;
+use ferrolb_controller::metrics::Metrics;
+use ferrolb_controller::reconcile::{self, Config};
+use prometheus_client::registry::Registry;
+use tracing::{error, info};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -18,8 +28,68 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the controller (in-cluster, or with KUBECONFIG / ~/.kube/config).
+    Run(RunArgs),
     /// Print every ferrolb CustomResourceDefinition as a YAML stream (`... crds | kubectl apply -f -`).
     Crds,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Handle Services with this spec.loadBalancerClass (default: only Services without a class).
+    #[arg(long)]
+    lb_class: Option<String>,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "ferrolb-system")]
+    lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "ferrolb-controller")]
+    lease_name: String,
+    /// This replica's identity in the Lease and in Events (default: POD_NAME, else host-pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Act at once without a Lease (only safe with a single replica).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// How long a standby waits after the leader's last renewal before taking over.
+    #[arg(long, default_value = "4s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// How long a leader keeps acting without renewing (below --lease-duration).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    renew_deadline: Duration,
+    /// Pause between Lease attempts.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    retry_period: Duration,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:7472")]
+    metrics_addr: SocketAddr,
+    /// Status writes in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration like 500ms or 4s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?}: unit must be ms, s or m")),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -27,7 +97,81 @@ fn main() -> anyhow::Result<()> {
         Command::Crds => {
             let yaml = ferrolb_crds::crd::all_yaml()?;
             std::io::stdout().lock().write_all(yaml.as_bytes())?;
+            Ok(())
         }
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(run(args)),
     }
-    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    if args.renew_deadline >= args.lease_duration {
+        anyhow::bail!(
+            "--renew-deadline ({:?}) must be shorter than --lease-duration ({:?})",
+            args.renew_deadline,
+            args.lease_duration
+        );
+    }
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes client configuration: run in a Pod or set KUBECONFIG")?;
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let health = HealthState::new(Arc::new(registry));
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding --metrics-addr {}", args.metrics_addr))?;
+    info!(addr = %listener.local_addr()?, "serving /healthz, /readyz, /metrics");
+    tokio::spawn(http::serve(listener, health.clone()));
+
+    let lease = (!args.no_leader_election).then(|| LeaseConfig {
+        lease_duration: args.lease_duration,
+        renew_deadline: args.renew_deadline,
+        retry_period: args.retry_period,
+        ..LeaseConfig::new(&args.lease_namespace, &args.lease_name, &identity)
+    });
+    let config = Config {
+        lb_class: args.lb_class,
+        lease,
+        concurrency: args.concurrency.max(1),
+        identity,
+    };
+    let result = reconcile::run(client, config, metrics, health, shutdown_signal()).await;
+    if let Err(e) = &result {
+        error!(error = format!("{e:#}"), "controller stopped");
+    }
+    result
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    info!("shutting down");
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
 }

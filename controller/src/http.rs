@@ -1,0 +1,284 @@
+//! The probe and metrics endpoint: `/healthz`, `/readyz`, `/metrics` over HTTP/1.1.
+//!
+//! `/healthz` says the process serves requests; `/readyz` says whether it is ready (caches synced),
+//! with the reason when not; `/metrics` is the Prometheus registry in OpenMetrics text.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+/// The reason `/readyz` gives until [`HealthState::set_ready`] is called.
+pub const NOT_SYNCED: &str = "caches not synced";
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// What the endpoint reports: readiness and the metrics registry. Cheap to clone; clones share
+/// state, so the reconciler keeps one to flip readiness and [`serve`] gets another.
+#[derive(Clone, Debug)]
+pub struct HealthState {
+    /// `None` when ready, else why not.
+    not_ready: Arc<Mutex<Option<String>>>,
+    registry: Arc<Registry>,
+}
+
+impl HealthState {
+    /// Not ready ([`NOT_SYNCED`]) and serving `registry`: register metrics before this.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        HealthState {
+            not_ready: Arc::new(Mutex::new(Some(NOT_SYNCED.to_owned()))),
+            registry,
+        }
+    }
+
+    /// `/readyz` answers 200 from now on.
+    pub fn set_ready(&self) {
+        *self.lock() = None;
+    }
+
+    /// `/readyz` answers 503 with `not ready: <reason>` from now on.
+    pub fn set_not_ready(&self, reason: impl Into<String>) {
+        *self.lock() = Some(reason.into());
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.lock().is_none()
+    }
+
+    /// The registry `/metrics` serves.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        // The guarded value is always valid, even if a holder panicked.
+        self.not_ready.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Serves `state` on `listener` forever, one task per connection. Accept errors (a reset
+/// connection, running out of file descriptors) are logged and retried, so this does not return
+/// in practice; the `Result` lets callers treat it like any other server future.
+pub async fn serve(listener: TcpListener, state: HealthState) -> std::io::Result<()> {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                // Out of descriptors and the like: give the process a moment instead of spinning.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let response = respond(&req, &state);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let served = http1::Builder::new()
+                // Bounds how long a slow or idle client can hold a connection's header read.
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+}
+
+fn respond(req: &Request<Incoming>, state: &HealthState) -> Response<String> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET".into());
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok".into()),
+        "/readyz" => match state.lock().as_deref() {
+            None => text(StatusCode::OK, "ready".into()),
+            Some(reason) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {reason}"),
+            ),
+        },
+        "/metrics" => {
+            let mut body = String::new();
+            match prometheus_client::encoding::text::encode(&mut body, state.registry()) {
+                Ok(()) => with_type(StatusCode::OK, body, OPENMETRICS),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("encoding metrics: {e}"),
+                ),
+            }
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /healthz, /readyz or /metrics".into(),
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<String> {
+    with_type(status, body, TEXT)
+}
+
+fn with_type(status: StatusCode, body: String, content_type: &'static str) -> Response<String> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::counter::Counter;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    struct Server {
+        addr: std::net::SocketAddr,
+        task: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    async fn start(state: HealthState) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        Server {
+            addr,
+            task: tokio::spawn(serve(listener, state)),
+        }
+    }
+
+    /// A raw HTTP/1.1 exchange: (status, headers lowercased, body).
+    async fn get(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).await.unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, head.to_lowercase(), body.to_owned())
+    }
+
+    fn registry_with_counter() -> (Arc<Registry>, Counter) {
+        let mut registry = Registry::default();
+        let counter = Counter::<u64>::default();
+        registry.register(
+            "ferrolb_test_events",
+            "Events seen by the test",
+            counter.clone(),
+        );
+        (Arc::new(registry), counter)
+    }
+
+    #[tokio::test]
+    async fn healthz_answers_ok() {
+        let (registry, _) = registry_with_counter();
+        let server = start(HealthState::new(registry)).await;
+        let (status, head, body) = get(server.addr, "GET", "/healthz").await;
+        assert_eq!((status, body.as_str()), (200, "ok"));
+        assert!(head.contains("content-type: text/plain"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_the_state() {
+        let (registry, _) = registry_with_counter();
+        let state = HealthState::new(registry);
+        let server = start(state.clone()).await;
+
+        assert!(!state.is_ready());
+        let (status, _, body) = get(server.addr, "GET", "/readyz").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (503, "not ready: caches not synced")
+        );
+
+        state.set_ready();
+        assert!(state.is_ready());
+        let (status, _, body) = get(server.addr, "GET", "/readyz").await;
+        assert_eq!((status, body.as_str()), (200, "ready"));
+
+        state.set_not_ready("standing by for the leader Lease");
+        let (status, _, body) = get(server.addr, "GET", "/readyz").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (503, "not ready: standing by for the leader Lease")
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_are_openmetrics_text_with_current_values() {
+        let (registry, counter) = registry_with_counter();
+        let server = start(HealthState::new(registry)).await;
+        counter.inc_by(3);
+        let (status, head, body) = get(server.addr, "GET", "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(
+            head.contains(
+                "content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+            ),
+            "{head}"
+        );
+        assert!(
+            body.contains("# TYPE ferrolb_test_events counter\n"),
+            "{body}"
+        );
+        assert!(body.contains("ferrolb_test_events_total 3\n"), "{body}");
+        assert!(body.ends_with("# EOF\n"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn other_paths_and_methods_are_refused() {
+        let (registry, _) = registry_with_counter();
+        let server = start(HealthState::new(registry)).await;
+        assert_eq!(get(server.addr, "GET", "/").await.0, 404);
+        assert_eq!(get(server.addr, "GET", "/healthz/extra").await.0, 404);
+        assert_eq!(get(server.addr, "POST", "/healthz").await.0, 405);
+        // HEAD: same status, no body.
+        let (status, _, body) = get(server.addr, "HEAD", "/healthz").await;
+        assert_eq!((status, body.as_str()), (200, ""));
+    }
+
+    #[tokio::test]
+    async fn serves_concurrent_keep_alive_connections() {
+        // An idle keep-alive connection must not block others (one task per connection).
+        let (registry, _) = registry_with_counter();
+        let server = start(HealthState::new(registry)).await;
+        let mut idle = TcpStream::connect(server.addr).await.unwrap();
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        // Read the first response only; the connection then stays open.
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        while !seen.ends_with(b"ok") {
+            let n = idle.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert!(seen.starts_with(b"HTTP/1.1 200"));
+        assert_eq!(get(server.addr, "GET", "/healthz").await.0, 200);
+    }
+}

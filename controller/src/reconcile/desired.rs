@@ -1,0 +1,325 @@
+//! What a Service's and a pool's status should say, what they say now, and the server-side apply
+//! bodies that move one to the other (pure).
+//!
+//! The controller owns, on a Service: `status.loadBalancer.ingress`, the condition
+//! [`CONDITION_TYPE`] in `status.conditions`, and the annotation
+//! [`ALLOCATED_FROM_POOL`](crate::ipam::request::ALLOCATED_FROM_POOL). All three go in one apply
+//! to the `/status` subresource (the Service status strategy keeps metadata changes), so a
+//! Service converges in one write.
+
+use std::net::IpAddr;
+
+use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{Value, json};
+
+use crate::ipam::ServiceKey;
+use crate::ipam::request::ALLOCATED_FROM_POOL;
+
+/// The field manager of every controller write.
+pub const FIELD_MANAGER: &str = "ferrolb-controller";
+/// Condition type on Services: whether ferrolb allocated the Service's addresses, and why not.
+pub const CONDITION_TYPE: &str = "ferrolb.io/IPAllocated";
+
+/// The condition as the controller decides it (times are filled in when writing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConditionState {
+    /// True when addresses are allocated.
+    pub allocated: bool,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human message.
+    pub message: String,
+}
+
+/// The controller's part of a Service's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceState {
+    /// `status.loadBalancer.ingress[].ip`, all with `ipMode: VIP`.
+    pub ips: Vec<IpAddr>,
+    /// The `ip-allocated-from-pool` annotation.
+    pub pool: Option<String>,
+    /// The condition.
+    pub condition: Option<ConditionState>,
+}
+
+/// What a Service's object shows of the controller's part.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// The state as observed; `ips` holds only well-formed VIP-mode ingress addresses.
+    pub state: ServiceState,
+    /// Ingress entries that are not a plain VIP address (hostname, other ipMode, garbage).
+    pub foreign_ingress: bool,
+    /// `lastTransitionTime` of the observed condition.
+    pub condition_since: Option<Time>,
+    /// Whether the controller's field manager owns fields of the status.
+    pub managed: bool,
+    /// `metadata.resourceVersion`, when numeric.
+    pub resource_version: Option<u64>,
+}
+
+impl Observed {
+    /// Reads the controller's part of a Service.
+    pub fn of(svc: &Service) -> Observed {
+        let mut observed = Observed::default();
+        let status = svc.status.as_ref();
+        for ingress in status
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            match ingress.ip.as_deref().map(str::parse::<IpAddr>) {
+                Some(Ok(ip))
+                    if ingress.hostname.is_none()
+                        && ingress.ip_mode.as_deref() == Some("VIP")
+                        && ingress.ports.is_none() =>
+                {
+                    observed.state.ips.push(ip)
+                }
+                _ => observed.foreign_ingress = true,
+            }
+        }
+        observed.state.pool = svc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ALLOCATED_FROM_POOL))
+            .cloned();
+        if let Some(c) = status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == CONDITION_TYPE)
+        {
+            observed.state.condition = Some(ConditionState {
+                allocated: c.status == "True",
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+            });
+            observed.condition_since = Some(c.last_transition_time.clone());
+        }
+        observed.managed = svc
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .any(|m| m.manager.as_deref() == Some(FIELD_MANAGER));
+        observed.resource_version = svc
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|rv| rv.parse().ok());
+        observed
+    }
+
+    /// Whether the object already shows `desired`.
+    pub fn shows(&self, desired: &ServiceState) -> bool {
+        !self.foreign_ingress && self.state == *desired
+    }
+}
+
+/// The apply body for a Service's `/status`: exactly the fields the controller owns. Fields left
+/// out are released, so an empty `desired` removes everything the controller wrote.
+pub fn service_patch(
+    key: &ServiceKey,
+    desired: &ServiceState,
+    observed: &Observed,
+    now: Timestamp,
+) -> Value {
+    let mut metadata = json!({"name": key.name, "namespace": key.namespace});
+    if let Some(pool) = &desired.pool {
+        metadata["annotations"] = json!({ ALLOCATED_FROM_POOL: pool });
+    }
+    let mut status = json!({});
+    if !desired.ips.is_empty() {
+        let ingress: Vec<Value> = desired
+            .ips
+            .iter()
+            .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+            .collect();
+        status["loadBalancer"] = json!({ "ingress": ingress });
+    }
+    if let Some(c) = &desired.condition {
+        status["conditions"] = json!([condition(c, observed, now)]);
+    }
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": metadata, "status": status})
+}
+
+fn condition(c: &ConditionState, observed: &Observed, now: Timestamp) -> Condition {
+    let same_status = observed
+        .state
+        .condition
+        .as_ref()
+        .is_some_and(|o| o.allocated == c.allocated);
+    let since = match (&observed.condition_since, same_status) {
+        (Some(t), true) => t.clone(),
+        _ => Time(now),
+    };
+    Condition {
+        type_: CONDITION_TYPE.into(),
+        status: if c.allocated { "True" } else { "False" }.into(),
+        reason: c.reason.clone(),
+        message: truncate(&c.message, 32_768),
+        last_transition_time: since,
+        observed_generation: None,
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max - 3;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// The apply body for a pool's `/status`, keeping condition times that did not change.
+pub fn pool_patch(pool: &IPAddressPool, mut status: IPAddressPoolStatus) -> Value {
+    let old = pool.status.as_ref();
+    for c in &mut status.conditions {
+        if let Some(prev) = old
+            .into_iter()
+            .flat_map(|s| s.conditions.iter())
+            .find(|p| p.type_ == c.type_ && p.status == c.status)
+        {
+            c.last_transition_time = prev.last_transition_time.clone();
+        }
+    }
+    json!({
+        "apiVersion": "ferrolb.io/v1beta1",
+        "kind": "IPAddressPool",
+        "metadata": {"name": pool.metadata.name},
+        "status": status,
+    })
+}
+
+/// Whether a pool's status already says `desired` (ignoring condition times).
+pub fn pool_shows(pool: &IPAddressPool, desired: &IPAddressPoolStatus) -> bool {
+    let Some(status) = &pool.status else {
+        return false;
+    };
+    let strip = |s: &IPAddressPoolStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    strip(status) == strip(desired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+    use kube::api::ObjectMeta;
+    use std::collections::BTreeMap;
+
+    fn allocated() -> ServiceState {
+        ServiceState {
+            ips: vec!["203.0.113.5".parse().unwrap()],
+            pool: Some("p".into()),
+            condition: Some(ConditionState {
+                allocated: true,
+                reason: "Allocated".into(),
+                message: "203.0.113.5 from pool p".into(),
+            }),
+        }
+    }
+
+    fn service_showing(state: &ServiceState, since: &str) -> Service {
+        let key = ServiceKey::new("ns", "web");
+        let patch = service_patch(&key, state, &Observed::default(), since.parse().unwrap());
+        let mut svc: Service = serde_json::from_value(patch).unwrap();
+        svc.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        }]);
+        svc.metadata.resource_version = Some("42".into());
+        svc
+    }
+
+    #[test]
+    fn a_written_state_reads_back_as_converged() {
+        let svc = service_showing(&allocated(), "2026-01-01T00:00:00Z");
+        let observed = Observed::of(&svc);
+        assert!(observed.shows(&allocated()));
+        assert!(observed.managed);
+        assert_eq!(observed.resource_version, Some(42));
+        assert!(!observed.shows(&ServiceState::default()));
+    }
+
+    #[test]
+    fn patch_has_ingress_vip_annotation_and_condition() {
+        let key = ServiceKey::new("ns", "web");
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let p = service_patch(&key, &allocated(), &Observed::default(), now);
+        assert_eq!(
+            p["status"]["loadBalancer"]["ingress"],
+            json!([{"ip": "203.0.113.5", "ipMode": "VIP"}])
+        );
+        assert_eq!(p["metadata"]["annotations"][ALLOCATED_FROM_POOL], "p");
+        assert_eq!(p["status"]["conditions"][0]["type"], CONDITION_TYPE);
+        assert_eq!(p["status"]["conditions"][0]["status"], "True");
+        assert_eq!(
+            p["status"]["conditions"][0]["lastTransitionTime"],
+            "2026-01-01T00:00:00Z"
+        );
+        // An empty state releases every owned field.
+        let empty = service_patch(&key, &ServiceState::default(), &Observed::default(), now);
+        assert_eq!(empty["status"], json!({}));
+        assert!(empty["metadata"].get("annotations").is_none());
+    }
+
+    #[test]
+    fn transition_time_is_kept_while_the_status_value_stays() {
+        let svc = service_showing(&allocated(), "2026-01-01T00:00:00Z");
+        let observed = Observed::of(&svc);
+        let later: Timestamp = "2026-02-01T00:00:00Z".parse().unwrap();
+        let mut moved = allocated();
+        moved.condition.as_mut().unwrap().message = "other".into();
+        let p = service_patch(&ServiceKey::new("ns", "web"), &moved, &observed, later);
+        assert_eq!(
+            p["status"]["conditions"][0]["lastTransitionTime"],
+            "2026-01-01T00:00:00Z"
+        );
+        moved.condition.as_mut().unwrap().allocated = false;
+        let p = service_patch(&ServiceKey::new("ns", "web"), &moved, &observed, later);
+        assert_eq!(
+            p["status"]["conditions"][0]["lastTransitionTime"],
+            "2026-02-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn foreign_ingress_is_not_converged() {
+        let mut svc = service_showing(&allocated(), "2026-01-01T00:00:00Z");
+        svc.status = Some(ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(vec![LoadBalancerIngress {
+                    hostname: Some("lb.example.com".into()),
+                    ..Default::default()
+                }]),
+            }),
+            conditions: None,
+        });
+        svc.metadata.annotations = Some(BTreeMap::new());
+        let observed = Observed::of(&svc);
+        assert!(observed.foreign_ingress);
+        assert!(!observed.shows(&ServiceState::default()));
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_char_boundary() {
+        let s = "é".repeat(20_000);
+        let t = truncate(&s, 32_768);
+        assert!(t.len() <= 32_768 && t.ends_with("..."));
+    }
+}

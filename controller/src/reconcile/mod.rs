@@ -1,0 +1,314 @@
+//! The reconciler: watches in, one state machine, concurrent status writes out; gated by a Lease
+//! so that of several replicas only one acts.
+//!
+//! ```text
+//!  watch Services ─┐
+//!  watch pools ────┼─> Input ─> State (pure) ─> Action ─> Writer (SSA, Events) ─┐
+//!  watch namespaces┘     ^                                                      │
+//!                        └──────────── ServiceWritten / PoolWritten ────────────┘
+//! ```
+
+pub mod desired;
+pub mod state;
+pub mod writer;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ferrolb_crds::IPAddressPool;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::http::HealthState;
+use crate::ipam::ServiceKey;
+use crate::lease::{LeaderElector, LeaseConfig};
+use crate::metrics::Metrics;
+use state::State;
+use writer::Writer;
+
+/// How the reconciler runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `spec.loadBalancerClass` handled; `None`: Services without a class.
+    pub lb_class: Option<String>,
+    /// Leader election; `None` acts at once (a single replica).
+    pub lease: Option<LeaseConfig>,
+    /// Status writes in flight at once.
+    pub concurrency: usize,
+    /// This replica's name, for Events.
+    pub identity: String,
+}
+
+/// A change the state machine reacts to.
+#[derive(Debug)]
+pub enum Input {
+    /// A Service watch event.
+    Service(Watched<Service>),
+    /// A pool watch event.
+    Pool(Watched<IPAddressPool>),
+    /// A namespace watch event.
+    Namespace(Watched<PartialObjectMeta<Namespace>>),
+    /// A Service status write finished, with the object written (`None`: it failed).
+    ServiceWritten(ServiceKey, Option<Box<Service>>),
+    /// A pool status write finished.
+    PoolWritten(String, Result<Box<IPAddressPool>, ()>),
+    /// Time to retry a failed Service write.
+    Retry(ServiceKey),
+}
+
+/// A watch event, with (re)lists delivered whole.
+#[derive(Debug)]
+pub enum Watched<K> {
+    /// Added or changed.
+    Applied(K),
+    /// Deleted.
+    Deleted(K),
+    /// A complete list: everything else is gone.
+    Listed(Vec<K>),
+}
+
+/// Runs until `shutdown` completes: waits for leadership (when configured), then reconciles
+/// until leadership is lost, and starts over.
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: Metrics,
+    health: HealthState,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
+    let Some(lease) = config.lease.clone() else {
+        metrics.leader.set(1);
+        return tokio::select! {
+            r = lead(client, &config, &metrics, &health) => r,
+            () = &mut shutdown => Ok(()),
+        };
+    };
+    loop {
+        let mut elector = LeaderElector::new(client.clone(), lease.clone());
+        // A standby has nothing to sync; it is ready to take over.
+        health.set_ready();
+        tokio::select! {
+            r = elector.acquire() => r.with_context(|| format!("acquiring Lease {}/{}", lease.namespace, lease.name))?,
+            () = &mut shutdown => return Ok(()),
+        }
+        info!(identity = %lease.identity, "leading");
+        health.set_not_ready("leading: caches not synced");
+        metrics.leader.set(1);
+        tokio::select! {
+            lost = elector.hold() => {
+                metrics.leader.set(0);
+                warn!(reason = %lost, "lost leadership; stopped acting, standing by");
+            }
+            r = lead(client.clone(), &config, &metrics, &health) => return r,
+            () = &mut shutdown => {
+                metrics.leader.set(0);
+                if let Err(e) = elector.release().await {
+                    warn!(error = %e, "could not release the Lease; a standby takes over when it expires");
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Reconciles forever. Dropping the future stops every watch and write at once.
+async fn lead(
+    client: Client,
+    config: &Config,
+    metrics: &Metrics,
+    health: &HealthState,
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default());
+    tasks.spawn(forward(services, tx.clone(), "Services", Input::Service));
+    let pools = watcher(
+        Api::<IPAddressPool>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    tasks.spawn(forward(pools, tx.clone(), "IPAddressPools", Input::Pool));
+    let namespaces = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    tasks.spawn(forward(namespaces, tx.clone(), "Namespaces", Input::Namespace));
+
+    let writer = Writer::new(
+        client,
+        tx.clone(),
+        config.concurrency,
+        config.identity.clone(),
+        metrics.clone(),
+    );
+    let mut state = State::new(config.lb_class.clone());
+    let mut listed = [false; 3];
+    let mut failures: HashMap<ServiceKey, u32> = HashMap::new();
+    let mut flush = tokio::time::interval(Duration::from_millis(250));
+    let mut writes: JoinSet<()> = JoinSet::new();
+    loop {
+        tokio::select! {
+            input = rx.recv() => {
+                let Some(input) = input else { anyhow::bail!("every watch stopped") };
+                let started = Instant::now();
+                let now = Timestamp::now();
+                match input {
+                    Input::Service(w) => {
+                        listed[0] |= matches!(w, Watched::Listed(_));
+                        apply_services(&mut state, w, now);
+                    }
+                    Input::Pool(w) => {
+                        listed[1] |= matches!(w, Watched::Listed(_));
+                        match w {
+                            Watched::Applied(p) => state.pool_applied(p, now),
+                            Watched::Deleted(p) => state.pool_deleted(&p.name_any(), now),
+                            Watched::Listed(all) => {
+                                let names: HashSet<String> = all.iter().map(|p| p.name_any()).collect();
+                                for p in all {
+                                    state.pool_applied(p, now);
+                                }
+                                state.retain_pools(&names, now);
+                            }
+                        }
+                    }
+                    Input::Namespace(w) => {
+                        listed[2] |= matches!(w, Watched::Listed(_));
+                        match w {
+                            Watched::Applied(ns) => state.namespace_applied(&ns.name_any(), ns.labels().clone(), now),
+                            Watched::Deleted(ns) => state.namespace_deleted(&ns.name_any()),
+                            Watched::Listed(all) => {
+                                for ns in all {
+                                    state.namespace_applied(&ns.name_any(), ns.labels().clone(), now);
+                                }
+                            }
+                        }
+                    }
+                    Input::ServiceWritten(key, written) => {
+                        if written.is_some() {
+                            failures.remove(&key);
+                        } else {
+                            let n = failures.entry(key.clone()).or_default();
+                            *n += 1;
+                            let delay = Duration::from_millis(250 << (*n).min(7));
+                            let tx = tx.clone();
+                            let key = key.clone();
+                            writes.spawn(async move {
+                                tokio::time::sleep(delay).await;
+                                let _ = tx.send(Input::Retry(key));
+                            });
+                        }
+                        state.write_done(&key, written.as_deref(), now);
+                    }
+                    Input::PoolWritten(name, result) => {
+                        let ok = result.is_ok();
+                        state.pool_write_done(&name, result.ok().map(|p| *p), ok);
+                    }
+                    Input::Retry(key) => state.retry(&key, now),
+                }
+                if !state.started() && listed.iter().all(|l| *l) {
+                    state.start(now);
+                    health.set_ready();
+                    info!(
+                        services = state.allocator().assigned_services().count(),
+                        waiting = state.waiting(),
+                        "caches synced; addresses reclaimed"
+                    );
+                }
+                writer.dispatch(state.take_actions(), &mut writes);
+                let tally = state.take_tally();
+                metrics.allocations.inc_by(tally.allocated);
+                for (reason, n) in tally.failed {
+                    metrics.failures.get_or_create(&crate::metrics::ReasonLabels { reason: reason.into() }).inc_by(n);
+                }
+                metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+            }
+            _ = flush.tick() => {
+                state.flush_pools(Timestamp::now());
+                writer.dispatch(state.take_actions(), &mut writes);
+                metrics.observe_pools(state.allocator());
+                metrics.waiting.set(state.waiting() as i64);
+            }
+            Some(done) = writes.join_next(), if !writes.is_empty() => {
+                if let Err(e) = done && e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+            Some(done) = tasks.join_next() => {
+                done.context("a watch task failed")?;
+                anyhow::bail!("a watch stopped");
+            }
+        }
+    }
+}
+
+fn apply_services(state: &mut State, w: Watched<Service>, now: Timestamp) {
+    match w {
+        Watched::Applied(svc) => state.service_applied(&svc, now),
+        Watched::Deleted(svc) => state.service_deleted(
+            &ServiceKey::new(svc.namespace().unwrap_or_default(), svc.name_any()),
+            now,
+        ),
+        Watched::Listed(all) => {
+            let keys: HashSet<ServiceKey> = all
+                .iter()
+                .map(|s| ServiceKey::new(s.namespace().unwrap_or_default(), s.name_any()))
+                .collect();
+            state.retain_services(&keys, now);
+            for svc in all {
+                state.service_applied(&svc, now);
+            }
+        }
+    }
+}
+
+/// Forwards a watch as [`Input`]s, (re)lists whole. Errors are logged and retried with backoff;
+/// a missing CRD is named.
+async fn forward<K, S>(
+    stream: S,
+    tx: mpsc::UnboundedSender<Input>,
+    what: &'static str,
+    wrap: fn(Watched<K>) -> Input,
+) where
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    K: Send + 'static,
+{
+    let stream = stream.default_backoff();
+    futures::pin_mut!(stream);
+    let mut buffer: Vec<K> = Vec::new();
+    while let Some(event) = stream.next().await {
+        let watched = match event {
+            Ok(watcher::Event::Apply(k)) => Watched::Applied(k),
+            Ok(watcher::Event::Delete(k)) => Watched::Deleted(k),
+            Ok(watcher::Event::Init) => {
+                buffer.clear();
+                continue;
+            }
+            Ok(watcher::Event::InitApply(k)) => {
+                buffer.push(k);
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => Watched::Listed(std::mem::take(&mut buffer)),
+            Err(e) => {
+                let hint = if what == "IPAddressPools" && e.to_string().contains("404") {
+                    " (is the IPAddressPool CRD installed? helm install ferrolb charts/ferrolb installs it)"
+                } else {
+                    ""
+                };
+                warn!(watch = what, error = %e, "watch failed; retrying{hint}");
+                continue;
+            }
+        };
+        if tx.send(wrap(watched)).is_err() {
+            return;
+        }
+    }
+}

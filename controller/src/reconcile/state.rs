@@ -1,0 +1,654 @@
+//! The controller's state machine (pure): watch events in, writes and Events out.
+//!
+//! It keeps a compact view of every Service (its request and what its status shows, never the
+//! whole object), the pools, the namespaces' labels and the allocator, and decides which objects
+//! must be written. Nothing is written for a converged object, and at most one write per object
+//! is in flight; its result comes back through [`State::write_done`].
+//!
+//! Order on start ([`State::start`]): pools first, then every Service whose status already holds
+//! addresses reclaims them (oldest first), then waiting Services are served (oldest first). So a
+//! restart never hands an address held by one Service to another.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+
+use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use serde_json::Value;
+
+use super::desired::{ConditionState, Observed, ServiceState, pool_patch, pool_shows, service_patch};
+use crate::ipam::{
+    AllocationError, Allocator, Handling, PoolConfig, Request, ServiceKey, read_service,
+};
+
+/// Something for the I/O layer to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Server-side apply `body` to the Service's `/status`.
+    ApplyService {
+        /// Which Service.
+        key: ServiceKey,
+        /// The apply body.
+        body: Value,
+    },
+    /// Server-side apply `body` to the pool's `/status`.
+    ApplyPool {
+        /// Which pool.
+        name: String,
+        /// The apply body.
+        body: Value,
+    },
+    /// Record a Kubernetes Event about a Service.
+    Event(ServiceEvent),
+}
+
+/// An Event about a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEvent {
+    /// The Service.
+    pub key: ServiceKey,
+    /// Its UID.
+    pub uid: String,
+    /// Warning (true) or Normal.
+    pub warning: bool,
+    /// CamelCase reason: IPAllocated, IPReleased, AllocationFailed.
+    pub reason: &'static str,
+    /// What happened.
+    pub note: String,
+}
+
+/// What an allocation step did, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// New assignments.
+    pub allocated: u64,
+    /// Failures by reason.
+    pub failed: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    uid: String,
+    created: i64,
+    handling: Handling,
+    observed: Observed,
+    /// The last allocation failure (cleared on success); an Event is sent once per message.
+    failure: Option<AllocationError>,
+    in_flight: bool,
+}
+
+/// The controller's state.
+#[derive(Debug)]
+pub struct State {
+    lb_class: Option<String>,
+    alloc: Allocator,
+    services: HashMap<ServiceKey, Tracked>,
+    namespaces: HashMap<String, BTreeMap<String, String>>,
+    pools: BTreeMap<String, IPAddressPool>,
+    /// Services without addresses that may get some later, oldest first.
+    waiting: BTreeSet<(i64, ServiceKey)>,
+    /// Pools whose status may need a write.
+    dirty_pools: BTreeSet<String>,
+    pools_in_flight: BTreeSet<String>,
+    started: bool,
+    actions: Vec<Action>,
+    tally: Tally,
+}
+
+impl State {
+    /// An empty state for Services of `lb_class` (`None`: Services without a class).
+    pub fn new(lb_class: Option<String>) -> State {
+        State {
+            lb_class,
+            alloc: Allocator::new(),
+            services: HashMap::new(),
+            namespaces: HashMap::new(),
+            pools: BTreeMap::new(),
+            waiting: BTreeSet::new(),
+            dirty_pools: BTreeSet::new(),
+            pools_in_flight: BTreeSet::new(),
+            started: false,
+            actions: Vec::new(),
+            tally: Tally::default(),
+        }
+    }
+
+    /// Whether [`State::start`] ran.
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// The allocator, for inspection.
+    pub fn allocator(&self) -> &Allocator {
+        &self.alloc
+    }
+
+    /// Services waiting for addresses.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Takes the actions decided so far.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Takes the allocation tally since the last call.
+    pub fn take_tally(&mut self) -> Tally {
+        std::mem::take(&mut self.tally)
+    }
+
+    /// All caches are filled: reclaim held addresses, then serve the rest, oldest first.
+    pub fn start(&mut self, now: Timestamp) {
+        self.started = true;
+        self.alloc.set_pools(self.pool_configs());
+        let mut order: Vec<(bool, i64, ServiceKey)> = self
+            .services
+            .iter()
+            .map(|(k, t)| (t.observed.state.ips.is_empty(), t.created, k.clone()))
+            .collect();
+        order.sort();
+        for (_, _, key) in order {
+            self.reconcile(&key, now);
+        }
+        self.dirty_pools.extend(self.pools.keys().cloned());
+    }
+
+    /// A Service was added or changed.
+    pub fn service_applied(&mut self, svc: &Service, now: Timestamp) {
+        let key = ServiceKey::new(
+            svc.metadata.namespace.clone().unwrap_or_default(),
+            svc.metadata.name.clone().unwrap_or_default(),
+        );
+        let handling = read_service(svc, self.lb_class.as_deref());
+        let observed = Observed::of(svc);
+        let uid = svc.metadata.uid.clone().unwrap_or_default();
+        let created = svc
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(0, |t| t.0.as_second());
+        if let Some(t) = self.services.get_mut(&key).filter(|t| t.uid == uid) {
+            // Events older than one already seen (our own write's result) are stale.
+            if let (Some(old), Some(new)) = (t.observed.resource_version, observed.resource_version)
+                && new < old
+            {
+                return;
+            }
+            let changed = t.handling != handling;
+            t.handling = handling;
+            t.observed = observed;
+            if self.started {
+                if changed {
+                    self.reconcile(&key, now);
+                } else {
+                    self.converge(&key, now);
+                }
+            }
+            return;
+        }
+        if self.services.contains_key(&key) {
+            // Re-created under the same name: the old one is gone.
+            self.service_deleted(&key, now);
+        }
+        self.services.insert(
+            key.clone(),
+            Tracked {
+                uid,
+                created,
+                handling,
+                observed,
+                failure: None,
+                in_flight: false,
+            },
+        );
+        if self.started {
+            self.reconcile(&key, now);
+        }
+    }
+
+    /// A Service was deleted.
+    pub fn service_deleted(&mut self, key: &ServiceKey, now: Timestamp) {
+        if let Some(t) = self.services.remove(key) {
+            self.waiting.remove(&(t.created, key.clone()));
+        }
+        let freed = self.alloc.release(key);
+        if self.started && !freed.is_empty() {
+            self.mark_pools_of(&freed);
+            self.serve_waiting(&freed, now);
+        }
+    }
+
+    /// A complete list of Services arrived: every Service not in it is gone.
+    pub fn retain_services(&mut self, keep: &HashSet<ServiceKey>, now: Timestamp) {
+        let mut gone: Vec<ServiceKey> = self
+            .services
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
+        gone.sort();
+        for key in gone {
+            self.service_deleted(&key, now);
+        }
+    }
+
+    /// A complete list of pools arrived: every pool not in it is gone.
+    pub fn retain_pools(&mut self, keep: &HashSet<String>, now: Timestamp) {
+        let gone: Vec<String> = self
+            .pools
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.pool_deleted(&name, now);
+        }
+    }
+
+    /// A pool was added or changed.
+    pub fn pool_applied(&mut self, pool: IPAddressPool, now: Timestamp) {
+        let name = pool.metadata.name.clone().unwrap_or_default();
+        let spec_changed = self
+            .pools
+            .get(&name)
+            .is_none_or(|old| old.spec != pool.spec || old.metadata.uid != pool.metadata.uid);
+        self.pools.insert(name.clone(), pool);
+        if self.started {
+            if spec_changed {
+                self.pools_changed(now);
+            } else {
+                self.dirty_pools.insert(name);
+            }
+        }
+    }
+
+    /// A pool was deleted.
+    pub fn pool_deleted(&mut self, name: &str, now: Timestamp) {
+        if self.pools.remove(name).is_some() && self.started {
+            self.pools_changed(now);
+        }
+    }
+
+    /// A namespace was added or its labels changed.
+    pub fn namespace_applied(&mut self, name: &str, labels: BTreeMap<String, String>, now: Timestamp) {
+        let old = self.namespaces.insert(name.to_string(), labels.clone());
+        if !self.started || old.as_ref() == Some(&labels) {
+            return;
+        }
+        let mut keys: Vec<ServiceKey> = self
+            .services
+            .keys()
+            .filter(|k| k.namespace == name)
+            .cloned()
+            .collect();
+        keys.sort();
+        for key in keys {
+            self.reconcile(&key, now);
+        }
+    }
+
+    /// A namespace was deleted (its Services' deletions arrive on their own).
+    pub fn namespace_deleted(&mut self, name: &str) {
+        self.namespaces.remove(name);
+    }
+
+    /// The write for `key` finished. `written` is the object the apiserver returned.
+    pub fn write_done(&mut self, key: &ServiceKey, written: Option<&Service>, now: Timestamp) {
+        let Some(t) = self.services.get_mut(key) else {
+            return;
+        };
+        t.in_flight = false;
+        if let Some(svc) = written {
+            self.service_applied(svc, now);
+        }
+    }
+
+    /// Retry a failed write.
+    pub fn retry(&mut self, key: &ServiceKey, now: Timestamp) {
+        if self.started {
+            self.converge(key, now);
+        }
+    }
+
+    /// The pool write for `name` finished.
+    pub fn pool_write_done(&mut self, name: &str, written: Option<IPAddressPool>, ok: bool) {
+        self.pools_in_flight.remove(name);
+        if let Some(pool) = written {
+            self.pools.insert(name.to_string(), pool);
+        }
+        if !ok {
+            self.dirty_pools.insert(name.to_string());
+        }
+    }
+
+    /// Status writes for pools whose counts or conditions changed (called on a timer, so a
+    /// burst of allocations costs one pool write, not one per Service).
+    pub fn flush_pools(&mut self, now: Timestamp) {
+        if !self.started {
+            return;
+        }
+        let dirty = std::mem::take(&mut self.dirty_pools);
+        for name in dirty {
+            if self.pools_in_flight.contains(&name) {
+                self.dirty_pools.insert(name);
+                continue;
+            }
+            let Some(pool) = self.pools.get(&name) else {
+                continue;
+            };
+            let desired = self.pool_status(pool, now);
+            if pool_shows(pool, &desired) {
+                continue;
+            }
+            self.pools_in_flight.insert(name.clone());
+            self.actions.push(Action::ApplyPool {
+                name,
+                body: pool_patch(pool, desired),
+            });
+        }
+    }
+
+    fn pool_configs(&self) -> Vec<PoolConfig> {
+        self.pools.values().map(PoolConfig::from_object).collect()
+    }
+
+    fn pools_changed(&mut self, now: Timestamp) {
+        let affected = self.alloc.set_pools(self.pool_configs());
+        for key in affected {
+            self.reconcile(&key, now);
+        }
+        let waiting: Vec<ServiceKey> = self.waiting.iter().map(|(_, k)| k.clone()).collect();
+        for key in waiting {
+            self.reconcile(&key, now);
+        }
+        self.dirty_pools.extend(self.pools.keys().cloned());
+    }
+
+    fn mark_pools_of(&mut self, ips: &[IpAddr]) {
+        for ip in ips {
+            if let Some(p) = self.alloc.pool_of(*ip) {
+                self.dirty_pools.insert(p.to_string());
+            }
+        }
+    }
+
+    /// Freed addresses go to waiting Services, oldest first, without looking at the others.
+    fn serve_waiting(&mut self, freed: &[IpAddr], now: Timestamp) {
+        let pools: BTreeSet<String> = freed
+            .iter()
+            .filter_map(|ip| self.alloc.pool_of(*ip).map(str::to_string))
+            .collect();
+        let candidates: Vec<ServiceKey> = self
+            .waiting
+            .iter()
+            .map(|(_, k)| k.clone())
+            .filter(|k| {
+                self.services
+                    .get(k)
+                    .and_then(|t| t.failure.as_ref())
+                    .is_some_and(|f| could_use(f, &pools, freed))
+            })
+            .collect();
+        let mut left = freed.len();
+        for key in candidates {
+            if left == 0 {
+                break;
+            }
+            self.reconcile(&key, now);
+            if self.alloc.assignment(&key).is_some() {
+                left -= 1;
+            }
+        }
+    }
+
+    /// Allocates for `key` if its request needs it, then converges its object.
+    fn reconcile(&mut self, key: &ServiceKey, now: Timestamp) {
+        let Some(t) = self.services.get(key) else {
+            return;
+        };
+        let request: Option<Result<Request, AllocationError>> = match &t.handling {
+            Handling::NotHandled(_) => None,
+            Handling::Handled(Ok(r)) => Some(Ok(r.clone())),
+            Handling::Handled(Err(e)) => Some(Err(AllocationError::Invalid(e.clone()))),
+        };
+        let created = t.created;
+        let uid = t.uid.clone();
+        let observed_ips = t.observed.state.ips.clone();
+        let before = self.alloc.assignment(key).cloned();
+        let ns_labels = self
+            .namespaces
+            .get(&key.namespace)
+            .cloned()
+            .unwrap_or_default();
+        let mut events = Vec::new();
+        let failure = match request {
+            None => {
+                let freed = self.alloc.release(key);
+                if !freed.is_empty() {
+                    self.mark_pools_of(&freed);
+                    events.push(event(key, &uid, false, "IPReleased", format!(
+                        "Released {}: the Service is no longer a LoadBalancer of this controller's class",
+                        join(&freed)
+                    )));
+                    self.serve_waiting(&freed, now);
+                }
+                None
+            }
+            Some(Err(invalid)) => {
+                if let Some(b) = before.as_ref() {
+                    events.push(event(key, &uid, true, "IPReleased", format!(
+                        "Released {}: {invalid}", join(&b.ips))));
+                }
+                let freed = self.alloc.release(key);
+                self.mark_pools_of(&freed);
+                if !freed.is_empty() {
+                    self.serve_waiting(&freed, now);
+                }
+                Some(invalid)
+            }
+            Some(Ok(req)) => match self.alloc.assign(key, &req, &ns_labels, &observed_ips) {
+                Ok(outcome) => {
+                    if let Some(lost) = &outcome.lost {
+                        events.push(event(key, &uid, true, "IPReleased", format!(
+                            "Released {}: {}", join(&lost.ips), lost.why)));
+                    }
+                    let a = &outcome.assignment;
+                    let changed = before.as_ref() != Some(a);
+                    let reclaimed = before.is_none() && a.ips == observed_ips;
+                    if changed && !reclaimed {
+                        self.tally.allocated += 1;
+                        events.push(event(key, &uid, false, "IPAllocated", format!(
+                            "Assigned {} from pool {}", join(&a.ips), a.pool)));
+                    }
+                    if changed {
+                        self.dirty_pools.insert(a.pool.clone());
+                        if let Some(b) = &before {
+                            self.dirty_pools.insert(b.pool.clone());
+                            let freed: Vec<IpAddr> = b
+                                .ips
+                                .iter()
+                                .filter(|ip| !a.ips.contains(ip) && self.alloc.users(**ip).next().is_none())
+                                .copied()
+                                .collect();
+                            if !freed.is_empty() {
+                                self.serve_waiting(&freed, now);
+                            }
+                        }
+                    }
+                    None
+                }
+                Err(f) => {
+                    if let Some(lost) = &f.lost {
+                        events.push(event(key, &uid, true, "IPReleased", format!(
+                            "Released {}: {}", join(&lost.ips), lost.why)));
+                    }
+                    if let Some(b) = &before {
+                        self.dirty_pools.insert(b.pool.clone());
+                        let freed: Vec<IpAddr> = b
+                            .ips
+                            .iter()
+                            .filter(|ip| self.alloc.users(**ip).next().is_none())
+                            .copied()
+                            .collect();
+                        if !freed.is_empty() {
+                            self.serve_waiting(&freed, now);
+                        }
+                    }
+                    Some(f.error)
+                }
+            },
+        };
+        let Some(t) = self.services.get_mut(key) else {
+            return;
+        };
+        match &failure {
+            Some(err) => {
+                if t.failure.as_ref() != Some(err) {
+                    *self.tally.failed.entry(err.reason()).or_default() += 1;
+                    events.push(event(key, &uid, true, "AllocationFailed", err.to_string()));
+                }
+                if err.may_resolve_by_itself() {
+                    self.waiting.insert((created, key.clone()));
+                } else {
+                    self.waiting.remove(&(created, key.clone()));
+                }
+            }
+            None => {
+                self.waiting.remove(&(created, key.clone()));
+            }
+        }
+        t.failure = failure;
+        self.actions.extend(events.into_iter().map(Action::Event));
+        self.converge(key, now);
+    }
+
+    /// Writes `key`'s object unless it shows what it should or a write is in flight.
+    fn converge(&mut self, key: &ServiceKey, now: Timestamp) {
+        let desired = self.desired(key);
+        let Some(t) = self.services.get_mut(key) else {
+            return;
+        };
+        if t.in_flight {
+            return; // write_done looks again.
+        }
+        let needed = match &desired {
+            Some(d) => !t.observed.shows(d),
+            // Not ours: clear only what this controller wrote.
+            None => t.observed.managed && t.observed.state != ServiceState::default(),
+        };
+        if !needed {
+            return;
+        }
+        t.in_flight = true;
+        let body = service_patch(key, &desired.unwrap_or_default(), &t.observed, now);
+        self.actions.push(Action::ApplyService {
+            key: key.clone(),
+            body,
+        });
+    }
+
+    /// What `key`'s object should show; `None` when ferrolb does not handle it.
+    fn desired(&self, key: &ServiceKey) -> Option<ServiceState> {
+        let t = self.services.get(key)?;
+        if matches!(t.handling, Handling::NotHandled(_)) {
+            return None;
+        }
+        Some(match (self.alloc.assignment(key), &t.failure) {
+            (Some(a), _) => ServiceState {
+                ips: a.ips.clone(),
+                pool: Some(a.pool.clone()),
+                condition: Some(ConditionState {
+                    allocated: true,
+                    reason: "Allocated".into(),
+                    message: format!("{} from pool {}", join(&a.ips), a.pool),
+                }),
+            },
+            (None, Some(err)) => ServiceState {
+                ips: Vec::new(),
+                pool: None,
+                condition: Some(ConditionState {
+                    allocated: false,
+                    reason: err.reason().into(),
+                    message: err.to_string(),
+                }),
+            },
+            (None, None) => ServiceState::default(),
+        })
+    }
+
+    fn pool_status(&self, pool: &IPAddressPool, now: Timestamp) -> IPAddressPoolStatus {
+        let name = pool.metadata.name.clone().unwrap_or_default();
+        let mut status = IPAddressPoolStatus {
+            observed_generation: pool.metadata.generation,
+            ..Default::default()
+        };
+        let now = Time(now);
+        let condition = |type_: &str, ok: bool, reason: &str, message: String| Condition {
+            type_: type_.into(),
+            status: if ok { "True" } else { "False" }.into(),
+            reason: reason.into(),
+            message,
+            last_transition_time: now.clone(),
+            observed_generation: pool.metadata.generation,
+        };
+        match (self.alloc.counts(&name), self.alloc.problems().get(&name)) {
+            (Some(c), _) => {
+                let exhausted = c.available_v4.0 == 0 && c.available_v6.0 == 0;
+                status.assigned_ipv4 = c.assigned_v4;
+                status.available_ipv4 = c.available_v4;
+                status.assigned_ipv6 = c.assigned_v6;
+                status.available_ipv6 = c.available_v6;
+                status.conditions = vec![
+                    condition("Valid", true, "Valid", "the pool is in use".into()),
+                    condition(
+                        "Exhausted",
+                        exhausted,
+                        if exhausted { "NoFreeAddress" } else { "AddressesFree" },
+                        if exhausted {
+                            "every address is held; Services asking this pool wait".into()
+                        } else {
+                            "addresses are free".into()
+                        },
+                    ),
+                ];
+            }
+            (None, problem) => {
+                let message = problem.cloned().unwrap_or_else(|| "not yet processed".into());
+                let reason = if message.contains("overlap") { "Overlap" } else { "InvalidAddresses" };
+                status.conditions = vec![condition("Valid", false, reason, message)];
+            }
+        }
+        status
+    }
+}
+
+/// Whether freed addresses in `pools` may cure `failure`.
+fn could_use(failure: &AllocationError, pools: &BTreeSet<String>, freed: &[IpAddr]) -> bool {
+    match failure {
+        AllocationError::Exhausted { considered, .. } => {
+            considered.iter().any(|c| pools.contains(&c.pool))
+        }
+        AllocationError::InUse { ip, .. } => freed.contains(ip),
+        _ => false,
+    }
+}
+
+fn event(key: &ServiceKey, uid: &str, warning: bool, reason: &'static str, note: String) -> ServiceEvent {
+    ServiceEvent {
+        key: key.clone(),
+        uid: uid.to_string(),
+        warning,
+        reason,
+        note,
+    }
+}
+
+fn join(ips: &[IpAddr]) -> String {
+    ips.iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
