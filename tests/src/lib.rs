@@ -14,6 +14,7 @@ pub mod control_plane;
 pub mod lab;
 pub mod pki;
 pub mod process;
+pub mod rbac;
 
 pub use control_plane::{ControlPlane, shared, unique_name};
 pub use lab::{Host, Lab};

@@ -1,0 +1,72 @@
+{{/*
+Chart name, truncated to the 63 characters a label value allows.
+*/}}
+{{- define "ferrolb.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified name: the release name, plus the chart name unless the release name contains it.
+Cluster-scoped objects (ClusterRole, ClusterRoleBinding) are named after it, so two releases never
+share one.
+*/}}
+{{- define "ferrolb.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the controller's objects (Deployment, ServiceAccount, roles and bindings).
+*/}}
+{{- define "ferrolb.controller.fullname" -}}
+{{- printf "%s-controller" (include "ferrolb.fullname" . | trunc 52 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+The Lease the controller replicas elect a leader with. The Deployment's --lease-name and the
+Role's resourceNames both come from here so they cannot drift apart.
+*/}}
+{{- define "ferrolb.controller.leaseName" -}}
+ferrolb-controller
+{{- end }}
+
+{{- define "ferrolb.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "ferrolb.labels" -}}
+helm.sh/chart: {{ include "ferrolb.chart" . }}
+{{ include "ferrolb.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "ferrolb.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ferrolb.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "ferrolb.controller.labels" -}}
+{{ include "ferrolb.labels" . }}
+app.kubernetes.io/component: controller
+{{- end }}
+
+{{- define "ferrolb.controller.selectorLabels" -}}
+{{ include "ferrolb.selectorLabels" . }}
+app.kubernetes.io/component: controller
+{{- end }}
+
+{{/*
+Container image: repository:tag, the tag defaulting to the chart's appVersion.
+*/}}
+{{- define "ferrolb.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
+{{- end }}

@@ -1,0 +1,708 @@
+//! The Helm chart: what `helm template` renders for the controller, and its RBAC on a real
+//! apiserver, checked both with `kubectl auth can-i` and with real requests under a token minted
+//! for the chart's ServiceAccount.
+
+use std::sync::OnceLock;
+
+use ferrolb_crds::pool::IPAddressPool;
+use ferrolb_tests::control_plane::{self, ControlPlane};
+use ferrolb_tests::rbac::{self, CONTROLLER_LEASE};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+fn cluster() -> &'static ControlPlane {
+    static CRDS: OnceLock<()> = OnceLock::new();
+    let cp = control_plane::shared();
+    CRDS.get_or_init(|| {
+        cp.install_crds()
+            .expect("CRDs install and become Established")
+    });
+    cp
+}
+
+/// The rendered documents of the chart.
+fn render(release: &str, namespace: &str, set: &[&str]) -> Vec<Value> {
+    rbac::documents(&rbac::render_chart(release, namespace, set).unwrap()).unwrap()
+}
+
+/// The one document of `kind` labelled component=controller.
+fn controller_doc<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let found: Vec<&Value> = docs
+        .iter()
+        .filter(|d| {
+            d["kind"] == kind
+                && d["metadata"]["labels"]["app.kubernetes.io/component"] == "controller"
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one controller {kind}: {found:#?}");
+    found[0]
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn chart_app_version() -> String {
+    let chart = std::fs::read_to_string(
+        ferrolb_tests::bins::workspace_root().join("charts/ferrolb/Chart.yaml"),
+    )
+    .unwrap();
+    let chart: Value = serde_yaml::from_str(&chart).unwrap();
+    chart["appVersion"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn deployment_runs_two_hardened_replicas_with_the_controller_args() {
+    let docs = render("ferrolb", "lb-system", &[]);
+    let deploy = controller_doc(&docs, "Deployment");
+    assert_eq!(deploy["metadata"]["namespace"], "lb-system");
+    let spec = &deploy["spec"];
+    assert_eq!(spec["replicas"], 2);
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "ferrolb-controller");
+
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    assert_eq!(
+        c["image"],
+        format!("ghcr.io/ferrolb/ferrolb:{}", chart_app_version())
+    );
+    assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(strings(&c["command"]), ["ferrolb-controller", "run"]);
+    assert_eq!(
+        strings(&c["args"]),
+        [
+            "--lease-namespace=$(POD_NAMESPACE)",
+            "--lease-name=ferrolb-controller",
+            "--metrics-addr=0.0.0.0:7472",
+            "--log-format=json",
+        ]
+    );
+    assert!(
+        !strings(&c["args"])
+            .iter()
+            .any(|a| a.starts_with("--lb-class")),
+        "no --lb-class unless controller.loadBalancerClass is set"
+    );
+    for (var, path) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        let env = c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == var)
+            .unwrap_or_else(|| panic!("env {var} is set: {}", c["env"]));
+        assert_eq!(env["valueFrom"]["fieldRef"]["fieldPath"], path, "{var}");
+    }
+
+    // Hardened: non-root, read-only root, no capabilities, no privilege escalation, seccomp.
+    let sc = &c["securityContext"];
+    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
+    assert!(sc["capabilities"]["add"].is_null(), "{sc}");
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert!(
+        pod["hostNetwork"].is_null(),
+        "the controller never needs the host network"
+    );
+
+    // Probes and metrics on the named port 7472.
+    let ports = c["ports"].as_array().unwrap();
+    assert!(
+        ports
+            .iter()
+            .any(|p| p["name"] == "monitoring" && p["containerPort"] == 7472),
+        "{ports:?}"
+    );
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"], "monitoring");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"], "monitoring");
+
+    // Small requests and a memory limit.
+    assert_eq!(c["resources"]["requests"]["cpu"], "50m");
+    assert_eq!(c["resources"]["requests"]["memory"], "64Mi");
+    assert_eq!(c["resources"]["limits"]["memory"], "128Mi");
+
+    // Replicas prefer different nodes, selecting exactly this Deployment's pods.
+    let terms =
+        pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+            .as_array()
+            .unwrap_or_else(|| panic!("preferred pod anti-affinity: {}", pod["affinity"]));
+    let term = &terms[0]["podAffinityTerm"];
+    assert_eq!(term["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(
+        term["labelSelector"]["matchLabels"],
+        spec["selector"]["matchLabels"]
+    );
+    assert_eq!(
+        spec["selector"]["matchLabels"]["app.kubernetes.io/component"],
+        "controller"
+    );
+    assert!(
+        pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            .is_null()
+    );
+
+    // The speaker is not part of the chart yet; nothing else runs pods.
+    let workloads: Vec<&Value> = docs
+        .iter()
+        .filter(|d| {
+            matches!(
+                d["kind"].as_str(),
+                Some("Deployment" | "DaemonSet" | "StatefulSet" | "Pod")
+            )
+        })
+        .collect();
+    assert_eq!(workloads.len(), 1, "{workloads:#?}");
+}
+
+#[test]
+fn lb_class_is_passed_only_when_set_and_must_be_a_valid_class() {
+    let docs = render(
+        "classy",
+        "lb-system",
+        &[
+            "controller.loadBalancerClass=example.com/ferrolb",
+            "image.tag=dev",
+            "controller.replicas=3",
+        ],
+    );
+    let deploy = controller_doc(&docs, "Deployment");
+    assert_eq!(deploy["spec"]["replicas"], 3);
+    let c = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "ghcr.io/ferrolb/ferrolb:dev");
+    let args = strings(&c["args"]);
+    assert_eq!(
+        args.iter()
+            .filter(|a| a.starts_with("--lb-class"))
+            .collect::<Vec<_>>(),
+        ["--lb-class=example.com/ferrolb"]
+    );
+    assert!(
+        args.contains(&"--lease-name=ferrolb-controller".to_string()),
+        "{args:?}"
+    );
+
+    // A class Kubernetes would refuse on a Service fails the render, naming the value.
+    let err = rbac::render_chart(
+        "classy",
+        "lb-system",
+        &["controller.loadBalancerClass=ferrolb"],
+    )
+    .unwrap_err();
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("controller.loadBalancerClass") && err.contains("domain prefix"),
+        "{err}"
+    );
+}
+
+#[test]
+fn helm_lint_strict_passes() {
+    let helm = ferrolb_tests::bins::binary("helm").unwrap();
+    let chart = ferrolb_tests::bins::workspace_root().join("charts/ferrolb");
+    for set in [
+        "controller.loadBalancerClass=",
+        "controller.loadBalancerClass=example.com/lb,controller.metricsService.enabled=true",
+    ] {
+        ferrolb_tests::process::run(
+            std::process::Command::new(&helm)
+                .args(["lint", "--strict", "--set", set])
+                .arg(&chart),
+        )
+        .unwrap_or_else(|e| panic!("helm lint --strict --set {set}: {e:#}"));
+    }
+}
+
+#[test]
+fn metrics_service_selects_the_controller_pods_when_enabled() {
+    let docs = render("ferrolb", "lb-system", &[]);
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "Service"),
+        "no Service by default"
+    );
+    let docs = render(
+        "ferrolb",
+        "lb-system",
+        &["controller.metricsService.enabled=true"],
+    );
+    let svc = controller_doc(&docs, "Service");
+    let deploy = controller_doc(&docs, "Deployment");
+    assert_eq!(
+        svc["spec"]["selector"],
+        deploy["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(svc["spec"]["ports"][0]["port"], 7472);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "monitoring");
+}
+
+/// A policy rule as a comparable tuple: (apiGroups, resources, resourceNames, verbs), each sorted.
+type Rule = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
+
+/// A role's rules, sorted.
+fn rules(role: &Value) -> Vec<Rule> {
+    let sorted = |v: &Value| {
+        let mut s = if v.is_null() { Vec::new() } else { strings(v) };
+        s.sort();
+        s
+    };
+    let mut out: Vec<_> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                sorted(&r["apiGroups"]),
+                sorted(&r["resources"]),
+                sorted(&r["resourceNames"]),
+                sorted(&r["verbs"]),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn rule(groups: &[&str], resources: &[&str], names: &[&str], verbs: &[&str]) -> Rule {
+    let v = |s: &[&str]| {
+        let mut v: Vec<String> = s.iter().map(|s| s.to_string()).collect();
+        v.sort();
+        v
+    };
+    (v(groups), v(resources), v(names), v(verbs))
+}
+
+#[test]
+fn rendered_rbac_is_exactly_the_least_privilege_rules() {
+    let docs = render("rules", "lb-system", &[]);
+    let mut want = vec![
+        rule(&[""], &["services"], &[], &["get", "list", "watch"]),
+        rule(&[""], &["services/status"], &[], &["patch", "update"]),
+        rule(&[""], &["namespaces"], &[], &["get", "list", "watch"]),
+        rule(
+            &["ferrolb.io"],
+            &["ipaddresspools"],
+            &[],
+            &["get", "list", "watch"],
+        ),
+        rule(
+            &["ferrolb.io"],
+            &["ipaddresspools/status"],
+            &[],
+            &["patch", "update"],
+        ),
+        rule(&["events.k8s.io"], &["events"], &[], &["create", "patch"]),
+        rule(&[""], &["events"], &[], &["create", "patch"]),
+    ];
+    want.sort();
+    assert_eq!(rules(controller_doc(&docs, "ClusterRole")), want);
+
+    let role = controller_doc(&docs, "Role");
+    assert_eq!(role["metadata"]["namespace"], "lb-system");
+    let mut want = vec![
+        rule(&["coordination.k8s.io"], &["leases"], &[], &["create"]),
+        rule(
+            &["coordination.k8s.io"],
+            &["leases"],
+            &[CONTROLLER_LEASE],
+            &["get", "update"],
+        ),
+    ];
+    want.sort();
+    assert_eq!(rules(role), want);
+
+    // Bindings give exactly these roles to the controller's ServiceAccount in the release
+    // namespace.
+    let sa = controller_doc(&docs, "ServiceAccount")["metadata"]["name"].clone();
+    for (binding, role) in [
+        ("ClusterRoleBinding", "ClusterRole"),
+        ("RoleBinding", "Role"),
+    ] {
+        let b = controller_doc(&docs, binding);
+        assert_eq!(b["roleRef"]["kind"], role);
+        assert_eq!(
+            b["roleRef"]["name"],
+            controller_doc(&docs, role)["metadata"]["name"]
+        );
+        assert_eq!(
+            b["subjects"],
+            json!([{"kind": "ServiceAccount", "name": sa, "namespace": "lb-system"}]),
+            "{binding}"
+        );
+    }
+}
+
+#[test]
+fn cluster_scoped_names_carry_the_release_name() {
+    let a = render("alpha", "ns-a", &[]);
+    let b = render("beta", "ns-b", &[]);
+    for kind in ["ClusterRole", "ClusterRoleBinding"] {
+        let name_a = controller_doc(&a, kind)["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let name_b = controller_doc(&b, kind)["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            name_a.contains("alpha") && name_b.contains("beta"),
+            "{name_a} {name_b}"
+        );
+        assert_ne!(name_a, name_b);
+    }
+    // A release named after the chart is not doubled: `ferrolb-controller`.
+    let plain = render("ferrolb", "lb-system", &[]);
+    assert_eq!(
+        controller_doc(&plain, "ClusterRole")["metadata"]["name"],
+        "ferrolb-controller"
+    );
+}
+
+/// `kubectl auth can-i` for `user`, panicking on anything but yes/no.
+fn can(cp: &ControlPlane, user: &str, args: &[&str]) -> bool {
+    rbac::can_i(cp, user, args).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+#[test]
+fn controller_service_account_has_least_privilege_on_a_real_apiserver() {
+    let cp = cluster();
+    let release = control_plane::unique_name("canirel");
+    let ns = control_plane::unique_name("canins");
+    let other = control_plane::unique_name("caniother");
+    cp.kubectl_run(&["create", "namespace", &other]).unwrap();
+    let applied = rbac::apply_rbac(cp, &release, &ns, &[]).unwrap();
+    let kinds: Vec<&str> = applied.objects.iter().map(|o| o.kind.as_str()).collect();
+    for kind in rbac::RBAC_KINDS {
+        assert!(kinds.contains(&kind), "{kind} applied: {kinds:?}");
+    }
+    let user = applied.user("controller").unwrap();
+    let lease = format!("leases/{CONTROLLER_LEASE}");
+    // Wait for the authorizer to see the new bindings before judging any answer.
+    rbac::wait_until_granted(
+        cp,
+        &user,
+        &[&["list", "services", "-A"], &["update", &lease, "-n", &ns]],
+    )
+    .unwrap();
+
+    let allowed: &[&[&str]] = &[
+        &["list", "services", "-A"],
+        &["watch", "services", "-A"],
+        &["get", "services", "-n", &other],
+        &["patch", "services", "--subresource=status", "-n", &other],
+        &["update", "services", "--subresource=status", "-n", &other],
+        &["list", "namespaces"],
+        &["watch", "namespaces"],
+        &["list", "ipaddresspools.ferrolb.io"],
+        &["watch", "ipaddresspools.ferrolb.io"],
+        &["patch", "ipaddresspools.ferrolb.io", "--subresource=status"],
+        &["create", "events.events.k8s.io", "-n", &other],
+        &["patch", "events.events.k8s.io", "-n", &other],
+        &["create", "events", "-n", &other],
+        &["create", "leases.coordination.k8s.io", "-n", &ns],
+        &["get", &lease, "-n", &ns],
+        &["update", &lease, "-n", &ns],
+    ];
+    let denied: &[&[&str]] = &[
+        // The Service itself: only its status.
+        &["create", "services", "-n", &other],
+        &["update", "services", "-n", &other],
+        &["patch", "services", "-n", &other],
+        &["delete", "services", "-n", &other],
+        // Nothing it has no use for.
+        &["get", "secrets", "-n", &ns],
+        &["list", "secrets", "-A"],
+        &["create", "pods", "-n", &ns],
+        &["list", "pods", "-A"],
+        &["list", "nodes"],
+        &["patch", "namespaces"],
+        &["list", "l2advertisements.ferrolb.io"],
+        // Pools are the user's: read and status only.
+        &["create", "ipaddresspools.ferrolb.io"],
+        &["update", "ipaddresspools.ferrolb.io"],
+        &["patch", "ipaddresspools.ferrolb.io"],
+        &["delete", "ipaddresspools.ferrolb.io"],
+        &["list", "events", "-A"],
+        // Its Lease, in its namespace only.
+        &["update", &lease, "-n", &other],
+        &["get", &lease, "-n", &other],
+        &["create", "leases.coordination.k8s.io", "-n", &other],
+        &[
+            "update",
+            "leases.coordination.k8s.io/someone-else",
+            "-n",
+            &ns,
+        ],
+        &["get", "leases.coordination.k8s.io/someone-else", "-n", &ns],
+        &["delete", &lease, "-n", &ns],
+        &["list", "leases.coordination.k8s.io", "-n", &ns],
+        // No escalation.
+        &["create", "clusterrolebindings"],
+        &["create", "rolebindings", "-n", &ns],
+        &["create", "serviceaccounts/token", "-n", &ns],
+    ];
+    let mut wrong = Vec::new();
+    for args in allowed {
+        if !can(cp, &user, args) {
+            wrong.push(format!("should be allowed: {}", args.join(" ")));
+        }
+    }
+    for args in denied {
+        if can(cp, &user, args) {
+            wrong.push(format!("should be denied: {}", args.join(" ")));
+        }
+    }
+    assert!(wrong.is_empty(), "{user}:\n{}", wrong.join("\n"));
+}
+
+fn is_forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> bool {
+    match result {
+        Err(kube::Error::Api(status)) => status.is_forbidden(),
+        other => panic!("expected 403 Forbidden, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn minted_controller_identity_writes_status_and_its_lease_and_nothing_else() {
+    let cp = cluster();
+    let release = control_plane::unique_name("idrel");
+    let ns = control_plane::unique_name("idns");
+    let other = control_plane::unique_name("idother");
+    let dir = control_plane::process_dir().join("rbac").join(&release);
+    let kubeconfig = rbac::controller_kubeconfig(cp, &release, &ns, &dir).unwrap();
+    assert!(kubeconfig.starts_with(&dir));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kubeconfig).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the kubeconfig holds a token: owner-only");
+    }
+    let admin = cp.client().await.unwrap();
+    let sa = rbac::client(&kubeconfig).await.unwrap();
+    cp.kubectl_run(&["create", "namespace", &other]).unwrap();
+
+    // The token authenticates as the chart's ServiceAccount.
+    let whoami = std::process::Command::new(ferrolb_tests::bins::binary("kubectl").unwrap())
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args([
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&whoami.stdout),
+        format!("system:serviceaccount:{ns}:{release}-ferrolb-controller")
+    );
+
+    // Services: read everywhere; status and the allocation annotation in one server-side apply
+    // to the status subresource, as the controller writes them.
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(admin.clone(), &other)
+        .create(&PostParams::default(), &svc)
+        .await
+        .unwrap();
+    let services: Api<Service> = Api::namespaced(sa.clone(), &other);
+    let listed = Api::<Service>::all(sa.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        listed
+            .items
+            .iter()
+            .any(|s| s.metadata.name.as_deref() == Some("web"))
+    );
+    let status = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "annotations": {"ferrolb.io/ip-allocated-from-pool": "pool-a"}},
+        "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.200", "ipMode": "VIP"}]}},
+    });
+    services
+        .patch_status(
+            "web",
+            &PatchParams::apply("ferrolb-controller").force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .unwrap();
+    let stored = Api::<Service>::namespaced(admin.clone(), &other)
+        .get("web")
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.metadata.annotations.unwrap_or_default()["ferrolb.io/ip-allocated-from-pool"],
+        "pool-a",
+        "an annotation applied through services/status is stored"
+    );
+    let ingress = stored
+        .status
+        .unwrap()
+        .load_balancer
+        .unwrap()
+        .ingress
+        .unwrap();
+    assert_eq!(ingress[0].ip.as_deref(), Some("198.51.100.200"));
+
+    // ... but never the Service itself.
+    let spec_change = json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"loadBalancerClass": "example.com/stolen"},
+    });
+    assert!(is_forbidden(
+        services
+            .patch(
+                "web",
+                &PatchParams::apply("ferrolb-controller").force(),
+                &Patch::Apply(&spec_change)
+            )
+            .await
+    ));
+    assert!(is_forbidden(
+        services.delete("web", &DeleteParams::default()).await
+    ));
+    assert!(is_forbidden(
+        Api::<Secret>::namespaced(sa.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+    ));
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "example.com/none"}]},
+    }))
+    .unwrap();
+    assert!(is_forbidden(
+        Api::<Pod>::namespaced(sa.clone(), &ns)
+            .create(&PostParams::default(), &pod)
+            .await
+    ));
+
+    // Pools: read and status, not the pool itself.
+    let pool_name = control_plane::unique_name("rbac-pool");
+    let pool: IPAddressPool = serde_json::from_value(json!({
+        "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+        "metadata": {"name": pool_name},
+        "spec": {"addresses": ["198.51.100.240/29"]},
+    }))
+    .unwrap();
+    Api::<IPAddressPool>::all(admin.clone())
+        .create(&PostParams::default(), &pool)
+        .await
+        .unwrap();
+    let pools: Api<IPAddressPool> = Api::all(sa.clone());
+    assert!(pools.list(&ListParams::default()).await.is_ok());
+    pools
+        .patch_status(
+            &pool_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"observedGeneration": 1}})),
+        )
+        .await
+        .unwrap();
+    assert!(is_forbidden(
+        pools
+            .patch(
+                &pool_name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"autoAssign": false}}))
+            )
+            .await
+    ));
+    assert!(is_forbidden(
+        pools.delete(&pool_name, &DeleteParams::default()).await
+    ));
+
+    // Events (events.k8s.io/v1) in any namespace.
+    let event: Event = serde_json::from_value(json!({
+        "metadata": {"name": "web.ferrolb-test"},
+        "eventTime": "2025-01-01T00:00:00.000000Z",
+        "reportingController": "ferrolb.io/controller",
+        "reportingInstance": "ferrolb-controller-test",
+        "action": "Allocate",
+        "reason": "IPAllocated",
+        "type": "Normal",
+        "note": "Assigned 198.51.100.200 from pool-a",
+        "regarding": {"apiVersion": "v1", "kind": "Service", "namespace": other, "name": "web"},
+    }))
+    .unwrap();
+    Api::<Event>::namespaced(sa.clone(), &other)
+        .create(&PostParams::default(), &event)
+        .await
+        .unwrap();
+
+    // Its Lease: create, get and update in the release namespace; nothing elsewhere.
+    let leases: Api<Lease> = Api::namespaced(sa.clone(), &ns);
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": CONTROLLER_LEASE},
+        "spec": {"holderIdentity": "replica-a", "leaseDurationSeconds": 15},
+    }))
+    .unwrap();
+    leases.create(&PostParams::default(), &lease).await.unwrap();
+    let mut held = leases.get(CONTROLLER_LEASE).await.unwrap();
+    held.spec.as_mut().unwrap().holder_identity = Some("replica-b".into());
+    let replaced = leases
+        .replace(CONTROLLER_LEASE, &PostParams::default(), &held)
+        .await
+        .unwrap();
+    assert_eq!(
+        replaced.spec.unwrap().holder_identity.as_deref(),
+        Some("replica-b")
+    );
+    assert!(is_forbidden(leases.get("someone-else").await));
+    assert!(is_forbidden(
+        leases
+            .delete(CONTROLLER_LEASE, &DeleteParams::default())
+            .await
+    ));
+    assert!(is_forbidden(
+        Api::<Lease>::namespaced(sa.clone(), &other)
+            .create(&PostParams::default(), &lease)
+            .await
+    ));
+
+    // Removing the chart's RBAC takes every right away again (deleting the ServiceAccount
+    // also invalidates its token: 401 or 403, whichever the apiserver notices first).
+    rbac::apply_rbac(cp, &release, &ns, &[])
+        .unwrap()
+        .remove(cp)
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match Api::<Service>::all(sa.clone())
+            .list(&ListParams::default())
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "still allowed 30 s after removing the RBAC: {other:?}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
