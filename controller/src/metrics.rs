@@ -82,7 +82,11 @@ impl Metrics {
             "Addresses of a pool held by Services, per family",
             m.pool_in_use.clone(),
         );
-        r.register("allocations", "New address assignments", m.allocations.clone());
+        r.register(
+            "allocations",
+            "New address assignments",
+            m.allocations.clone(),
+        );
         r.register(
             "allocation_failures",
             "Failed allocations by reason",
@@ -98,7 +102,11 @@ impl Metrics {
             "Time to process one watch event or write result",
             m.reconcile_seconds.clone(),
         );
-        r.register("writes", "API writes by object and result", m.writes.clone());
+        r.register(
+            "writes",
+            "API writes by object and result",
+            m.writes.clone(),
+        );
         r.register("leader", "1 while this replica leads", m.leader.clone());
         m
     }

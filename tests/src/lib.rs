@@ -11,6 +11,7 @@
 pub mod bins;
 pub mod cluster;
 pub mod control_plane;
+pub mod controller;
 pub mod lab;
 pub mod pki;
 pub mod process;

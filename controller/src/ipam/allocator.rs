@@ -50,8 +50,8 @@ pub struct Outcome {
 /// A failed [`Allocator::assign`]: the Service holds nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
-    /// Why nothing could be allocated.
-    pub error: AllocationError,
+    /// Why nothing could be allocated (boxed: the error is large and failures are rare).
+    pub error: Box<AllocationError>,
     /// What it held before and lost.
     pub lost: Option<Loss>,
 }
@@ -296,7 +296,10 @@ impl Allocator {
                 self.commit(key, usage, assignment.clone());
                 Ok(Outcome { assignment, lost })
             }
-            Err(error) => Err(Failure { error, lost }),
+            Err(error) => Err(Failure {
+                error: Box::new(error),
+                lost,
+            }),
         }
     }
 

@@ -78,7 +78,7 @@ fn got(a: &mut Allocator, name: &str, req: &Request) -> (String, Vec<IpAddr>) {
 }
 
 fn error(a: &mut Allocator, name: &str, req: &Request) -> AllocationError {
-    assign(a, name, req)
+    *assign(a, name, req)
         .expect_err("allocation should fail")
         .error
 }
@@ -258,7 +258,7 @@ fn service_allocation_must_select_namespace_and_service() {
         .unwrap_err()
         .error;
     assert!(
-        matches!(&err, AllocationError::NoPoolMatches(r) if r[0].1 == RuledOut::NamespaceNotSelected("ns".into())),
+        matches!(&*err, AllocationError::NoPoolMatches(r) if r[0].1 == RuledOut::NamespaceNotSelected("ns".into())),
         "{err}"
     );
     // Wrong Service labels.

@@ -219,7 +219,6 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-    use kube::api::ObjectMeta;
     use std::collections::BTreeMap;
 
     fn allocated() -> ServiceState {

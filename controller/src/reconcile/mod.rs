@@ -52,11 +52,11 @@ pub struct Config {
 #[derive(Debug)]
 pub enum Input {
     /// A Service watch event.
-    Service(Watched<Service>),
+    Service(Box<Watched<Service>>),
     /// A pool watch event.
-    Pool(Watched<IPAddressPool>),
+    Pool(Box<Watched<IPAddressPool>>),
     /// A namespace watch event.
-    Namespace(Watched<PartialObjectMeta<Namespace>>),
+    Namespace(Box<Watched<PartialObjectMeta<Namespace>>>),
     /// A Service status write finished, with the object written (`None`: it failed).
     ServiceWritten(ServiceKey, Option<Box<Service>>),
     /// A pool status write finished.
@@ -130,18 +130,27 @@ async fn lead(
 ) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
     let mut tasks: JoinSet<()> = JoinSet::new();
-    let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default());
-    tasks.spawn(forward(services, tx.clone(), "Services", Input::Service));
+    let services = watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    tasks.spawn(forward(services, tx.clone(), "Services", |w| {
+        Input::Service(Box::new(w))
+    }));
     let pools = watcher(
         Api::<IPAddressPool>::all(client.clone()),
         watcher::Config::default(),
     );
-    tasks.spawn(forward(pools, tx.clone(), "IPAddressPools", Input::Pool));
+    tasks.spawn(forward(pools, tx.clone(), "IPAddressPools", |w| {
+        Input::Pool(Box::new(w))
+    }));
     let namespaces = watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default(),
     );
-    tasks.spawn(forward(namespaces, tx.clone(), "Namespaces", Input::Namespace));
+    tasks.spawn(forward(namespaces, tx.clone(), "Namespaces", |w| {
+        Input::Namespace(Box::new(w))
+    }));
 
     let writer = Writer::new(
         client,
@@ -163,12 +172,12 @@ async fn lead(
                 let now = Timestamp::now();
                 match input {
                     Input::Service(w) => {
-                        listed[0] |= matches!(w, Watched::Listed(_));
-                        apply_services(&mut state, w, now);
+                        listed[0] |= matches!(*w, Watched::Listed(_));
+                        apply_services(&mut state, *w, now);
                     }
                     Input::Pool(w) => {
-                        listed[1] |= matches!(w, Watched::Listed(_));
-                        match w {
+                        listed[1] |= matches!(*w, Watched::Listed(_));
+                        match *w {
                             Watched::Applied(p) => state.pool_applied(p, now),
                             Watched::Deleted(p) => state.pool_deleted(&p.name_any(), now),
                             Watched::Listed(all) => {
@@ -181,8 +190,8 @@ async fn lead(
                         }
                     }
                     Input::Namespace(w) => {
-                        listed[2] |= matches!(w, Watched::Listed(_));
-                        match w {
+                        listed[2] |= matches!(*w, Watched::Listed(_));
+                        match *w {
                             Watched::Applied(ns) => state.namespace_applied(&ns.name_any(), ns.labels().clone(), now),
                             Watched::Deleted(ns) => state.namespace_deleted(&ns.name_any()),
                             Watched::Listed(all) => {

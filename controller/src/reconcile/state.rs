@@ -18,7 +18,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
-use super::desired::{ConditionState, Observed, ServiceState, pool_patch, pool_shows, service_patch};
+use super::desired::{
+    ConditionState, Observed, ServiceState, pool_patch, pool_shows, service_patch,
+};
 use crate::ipam::{
     AllocationError, Allocator, Handling, PoolConfig, Request, ServiceKey, read_service,
 };
@@ -273,7 +275,12 @@ impl State {
     }
 
     /// A namespace was added or its labels changed.
-    pub fn namespace_applied(&mut self, name: &str, labels: BTreeMap<String, String>, now: Timestamp) {
+    pub fn namespace_applied(
+        &mut self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        now: Timestamp,
+    ) {
         let old = self.namespaces.insert(name.to_string(), labels.clone());
         if !self.started || old.as_ref() == Some(&labels) {
             return;
@@ -439,8 +446,13 @@ impl State {
             }
             Some(Err(invalid)) => {
                 if let Some(b) = before.as_ref() {
-                    events.push(event(key, &uid, true, "IPReleased", format!(
-                        "Released {}: {invalid}", join(&b.ips))));
+                    events.push(event(
+                        key,
+                        &uid,
+                        true,
+                        "IPReleased",
+                        format!("Released {}: {invalid}", join(&b.ips)),
+                    ));
                 }
                 let freed = self.alloc.release(key);
                 self.mark_pools_of(&freed);
@@ -452,16 +464,26 @@ impl State {
             Some(Ok(req)) => match self.alloc.assign(key, &req, &ns_labels, &observed_ips) {
                 Ok(outcome) => {
                     if let Some(lost) = &outcome.lost {
-                        events.push(event(key, &uid, true, "IPReleased", format!(
-                            "Released {}: {}", join(&lost.ips), lost.why)));
+                        events.push(event(
+                            key,
+                            &uid,
+                            true,
+                            "IPReleased",
+                            format!("Released {}: {}", join(&lost.ips), lost.why),
+                        ));
                     }
                     let a = &outcome.assignment;
                     let changed = before.as_ref() != Some(a);
                     let reclaimed = before.is_none() && a.ips == observed_ips;
                     if changed && !reclaimed {
                         self.tally.allocated += 1;
-                        events.push(event(key, &uid, false, "IPAllocated", format!(
-                            "Assigned {} from pool {}", join(&a.ips), a.pool)));
+                        events.push(event(
+                            key,
+                            &uid,
+                            false,
+                            "IPAllocated",
+                            format!("Assigned {} from pool {}", join(&a.ips), a.pool),
+                        ));
                     }
                     if changed {
                         self.dirty_pools.insert(a.pool.clone());
@@ -470,7 +492,9 @@ impl State {
                             let freed: Vec<IpAddr> = b
                                 .ips
                                 .iter()
-                                .filter(|ip| !a.ips.contains(ip) && self.alloc.users(**ip).next().is_none())
+                                .filter(|ip| {
+                                    !a.ips.contains(ip) && self.alloc.users(**ip).next().is_none()
+                                })
                                 .copied()
                                 .collect();
                             if !freed.is_empty() {
@@ -482,8 +506,13 @@ impl State {
                 }
                 Err(f) => {
                     if let Some(lost) = &f.lost {
-                        events.push(event(key, &uid, true, "IPReleased", format!(
-                            "Released {}: {}", join(&lost.ips), lost.why)));
+                        events.push(event(
+                            key,
+                            &uid,
+                            true,
+                            "IPReleased",
+                            format!("Released {}: {}", join(&lost.ips), lost.why),
+                        ));
                     }
                     if let Some(b) = &before {
                         self.dirty_pools.insert(b.pool.clone());
@@ -497,7 +526,7 @@ impl State {
                             self.serve_waiting(&freed, now);
                         }
                     }
-                    Some(f.error)
+                    Some(*f.error)
                 }
             },
         };
@@ -606,7 +635,11 @@ impl State {
                     condition(
                         "Exhausted",
                         exhausted,
-                        if exhausted { "NoFreeAddress" } else { "AddressesFree" },
+                        if exhausted {
+                            "NoFreeAddress"
+                        } else {
+                            "AddressesFree"
+                        },
                         if exhausted {
                             "every address is held; Services asking this pool wait".into()
                         } else {
@@ -616,8 +649,14 @@ impl State {
                 ];
             }
             (None, problem) => {
-                let message = problem.cloned().unwrap_or_else(|| "not yet processed".into());
-                let reason = if message.contains("overlap") { "Overlap" } else { "InvalidAddresses" };
+                let message = problem
+                    .cloned()
+                    .unwrap_or_else(|| "not yet processed".into());
+                let reason = if message.contains("overlap") {
+                    "Overlap"
+                } else {
+                    "InvalidAddresses"
+                };
                 status.conditions = vec![condition("Valid", false, reason, message)];
             }
         }
@@ -636,7 +675,13 @@ fn could_use(failure: &AllocationError, pools: &BTreeSet<String>, freed: &[IpAdd
     }
 }
 
-fn event(key: &ServiceKey, uid: &str, warning: bool, reason: &'static str, note: String) -> ServiceEvent {
+fn event(
+    key: &ServiceKey,
+    uid: &str,
+    warning: bool,
+    reason: &'static str,
+    note: String,
+) -> ServiceEvent {
     ServiceEvent {
         key: key.clone(),
         uid: uid.to_string(),
