@@ -50,6 +50,8 @@ pub struct Metrics {
     pub failures: Family<ReasonLabels, Counter>,
     /// Services waiting for addresses.
     pub waiting: Gauge,
+    /// Services holding addresses.
+    pub assigned: Gauge,
     /// Time to process one watch event or write result, in seconds.
     pub reconcile_seconds: Histogram,
     /// Writes by object kind and result.
@@ -67,6 +69,7 @@ impl Metrics {
             allocations: Counter::default(),
             failures: Family::default(),
             waiting: Gauge::default(),
+            assigned: Gauge::default(),
             reconcile_seconds: Histogram::new(exponential_buckets(0.000_05, 4.0, 10)),
             writes: Family::default(),
             leader: Gauge::default(),
@@ -96,6 +99,11 @@ impl Metrics {
             "services_waiting",
             "LoadBalancer Services waiting for an address",
             m.waiting.clone(),
+        );
+        r.register(
+            "services_assigned",
+            "LoadBalancer Services holding addresses",
+            m.assigned.clone(),
         );
         r.register(
             "reconcile_seconds",

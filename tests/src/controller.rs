@@ -169,12 +169,10 @@ impl Controller {
 
 /// The value of `sample` in a Prometheus text exposition.
 pub fn parse_sample(text: &str, sample: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == sample).then(|| value.parse().ok())?
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == sample).then(|| value.parse().ok())?
+    })
 }
 
 /// A plain HTTP/1.0 GET on loopback: (status, body).

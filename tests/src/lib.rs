@@ -16,6 +16,7 @@ pub mod lab;
 pub mod pki;
 pub mod process;
 pub mod rbac;
+pub mod scenario;
 
 pub use control_plane::{ControlPlane, shared, unique_name};
 pub use lab::{Host, Lab};

@@ -219,6 +219,11 @@ impl Allocator {
         self.services.iter()
     }
 
+    /// How many Services hold addresses.
+    pub fn assigned_count(&self) -> usize {
+        self.services.len()
+    }
+
     /// The Services using `ip`.
     pub fn users(&self, ip: IpAddr) -> impl Iterator<Item = &ServiceKey> {
         self.held.get(&ip).into_iter().flat_map(|u| u.keys())

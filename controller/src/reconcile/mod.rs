@@ -227,7 +227,7 @@ async fn lead(
                     state.start(now);
                     health.set_ready();
                     info!(
-                        services = state.allocator().assigned_services().count(),
+                        services = state.allocator().assigned_count(),
                         waiting = state.waiting(),
                         "caches synced; addresses reclaimed"
                     );
@@ -245,6 +245,7 @@ async fn lead(
                 writer.dispatch(state.take_actions(), &mut writes);
                 metrics.observe_pools(state.allocator());
                 metrics.waiting.set(state.waiting() as i64);
+                metrics.assigned.set(state.allocator().assigned_count() as i64);
             }
             Some(done) = writes.join_next(), if !writes.is_empty() => {
                 if let Err(e) = done && e.is_panic() {

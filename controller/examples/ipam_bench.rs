@@ -1,0 +1,312 @@
+//! Pure IPAM micro-benchmark: nanoseconds per allocate+release pair in a /12 pool.
+//!
+//! ```sh
+//! cargo run --release -p ferrolb-controller --example ipam_bench [-- --runs 7 --quick]
+//! ```
+//!
+//! Prints one JSON object on stdout (what `cargo xtask bench` reads). Four scenarios, each timed
+//! over many pairs, several runs, median reported:
+//!
+//! - `free_space_hot`: [`FreeSpace`] with 100,000 addresses taken from the bottom of the pool
+//!   (one free interval); a pair is `allocate_lowest` then `release` of the same address.
+//! - `free_space_churn`: 150,000 taken, then a pseudo-random 50,000 of them released (the pool is
+//!   fragmented into tens of thousands of free intervals, 100,000 held); a pair is
+//!   `allocate_lowest` (fills the lowest hole) then `release` of a pseudo-random held address, so
+//!   the holes wander through the whole tree as they do under Service churn.
+//! - `allocator_hot` / `allocator_churn`: the same two shapes through the full
+//!   [`Allocator::assign`] + [`Allocator::release`] (one pool, SingleStack IPv4 request with one
+//!   port, Services keyed by namespace/name), which adds pool selection, sharing bookkeeping and
+//!   the per-Service maps.
+//!
+//! The pool is `10.0.0.0/12`: the addresses only ever live in this process's memory.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::Instant;
+
+use ferrolb_controller::ipam::request::{Backends, FamilyPolicy, Port};
+use ferrolb_controller::ipam::{Allocator, FreeSpace, PoolConfig, Request, ServiceKey};
+use ferrolb_crds::address::{parse_addresses, to_u128};
+use ferrolb_crds::{AddressRange, Family};
+use serde_json::{Value, json};
+
+/// The pool every scenario uses: a /12 (1,048,576 addresses).
+const POOL: &str = "10.0.0.0/12";
+/// Addresses held while measuring.
+const HELD: usize = 100_000;
+/// Extra addresses taken and released again to fragment the churn scenarios' pools.
+const FRAGMENTING: usize = 50_000;
+
+/// xorshift64*: a deterministic, dependency-free pseudo-random sequence.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+struct Args {
+    runs: usize,
+    free_space_pairs: usize,
+    allocator_pairs: usize,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        runs: 7,
+        free_space_pairs: 2_000_000,
+        allocator_pairs: 500_000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--runs" => {
+                args.runs = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n > 0)
+                    .expect("--runs needs a positive number");
+            }
+            "--quick" => {
+                args.runs = 3;
+                args.free_space_pairs = 200_000;
+                args.allocator_pairs = 50_000;
+            }
+            other => {
+                eprintln!("usage: ipam_bench [--runs N] [--quick]; unknown argument {other:?}");
+                std::process::exit(2);
+            }
+        }
+    }
+    args
+}
+
+fn pool_ranges() -> Vec<AddressRange> {
+    parse_addresses(&[POOL]).expect("a valid pool")
+}
+
+fn pool_config() -> PoolConfig {
+    PoolConfig {
+        name: "bench".into(),
+        created: 0,
+        ranges: Ok(pool_ranges()),
+        auto_assign: true,
+        avoid_buggy: false,
+        allocation: None,
+    }
+}
+
+fn request() -> Request {
+    Request {
+        families: vec![Family::V4],
+        policy: FamilyPolicy::SingleStack,
+        requested: vec![],
+        pool: None,
+        sharing_key: None,
+        ports: vec![Port {
+            port: 80,
+            protocol: "TCP".into(),
+        }],
+        backends: Backends::Cluster,
+        labels: BTreeMap::new(),
+    }
+}
+
+/// Times `runs` runs of `pairs` calls of `pair`; nanoseconds per pair of each run.
+fn measure(runs: usize, pairs: usize, mut pair: impl FnMut()) -> Vec<f64> {
+    // One untimed warm-up run of a tenth of the size.
+    for _ in 0..pairs / 10 {
+        pair();
+    }
+    (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..pairs {
+                pair();
+            }
+            start.elapsed().as_nanos() as f64 / pairs as f64
+        })
+        .collect()
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn scenario(name: &str, what: &str, pairs: usize, fragments: Option<usize>, ns: &[f64]) -> Value {
+    json!({
+        "name": name,
+        "what": what,
+        "pairs_per_run": pairs,
+        "free_intervals_before": fragments,
+        "ns_per_pair": ns,
+        "median_ns_per_pair": median(ns),
+        "min_ns_per_pair": ns.iter().copied().fold(f64::INFINITY, f64::min),
+        "max_ns_per_pair": ns.iter().copied().fold(0.0, f64::max),
+    })
+}
+
+/// A pool with `HELD + FRAGMENTING` addresses taken and a pseudo-random `FRAGMENTING` of them
+/// released again: returns the space, the held addresses and the number of free intervals.
+fn fragmented_space(rng: &mut Rng) -> (FreeSpace, Vec<u128>, usize) {
+    let mut space = FreeSpace::new(Family::V4, &pool_ranges(), false);
+    let mut held: Vec<u128> = (0..HELD + FRAGMENTING)
+        .map(|_| space.allocate_lowest().expect("room in a /12"))
+        .collect();
+    for _ in 0..FRAGMENTING {
+        let i = rng.below(held.len());
+        let ip = held.swap_remove(i);
+        assert!(space.release(ip));
+    }
+    let intervals = count_intervals(&held);
+    (space, held, intervals)
+}
+
+/// Free intervals of a pool whose held addresses are `held`: the gaps between them.
+fn count_intervals(held: &[u128]) -> usize {
+    let range = pool_ranges()[0];
+    let mut sorted = held.to_vec();
+    sorted.sort_unstable();
+    let (Some(&lowest), Some(&highest)) = (sorted.first(), sorted.last()) else {
+        return 1;
+    };
+    let inner = sorted.windows(2).filter(|w| w[1] > w[0] + 1).count();
+    inner + usize::from(lowest > range.first_bits()) + usize::from(highest < range.last_bits())
+}
+
+fn free_space_scenarios(args: &Args, rng: &mut Rng) -> Vec<Value> {
+    let pairs = args.free_space_pairs;
+    let mut out = Vec::new();
+
+    let mut space = FreeSpace::new(Family::V4, &pool_ranges(), false);
+    for _ in 0..HELD {
+        space.allocate_lowest().expect("room in a /12");
+    }
+    let ns = measure(args.runs, pairs, || {
+        let ip = space.allocate_lowest().expect("room");
+        black_box(space.release(black_box(ip)));
+    });
+    out.push(scenario(
+        "free_space_hot",
+        "FreeSpace::allocate_lowest + release of the same address, 100k held below one free interval",
+        pairs,
+        Some(1),
+        &ns,
+    ));
+
+    let (mut space, mut held, intervals) = fragmented_space(rng);
+    let ns = measure(args.runs, pairs, || {
+        let ip = space.allocate_lowest().expect("room");
+        let i = rng.below(held.len());
+        let old = std::mem::replace(&mut held[i], ip);
+        black_box(space.release(old));
+    });
+    out.push(scenario(
+        "free_space_churn",
+        "FreeSpace::allocate_lowest + release of a pseudo-random held address, 100k held, fragmented",
+        pairs,
+        Some(intervals),
+        &ns,
+    ));
+    out
+}
+
+fn allocator_scenarios(args: &Args, rng: &mut Rng) -> Vec<Value> {
+    let pairs = args.allocator_pairs;
+    let req = request();
+    let labels = BTreeMap::new();
+    let key = |i: usize| ServiceKey::new("bench", format!("svc-{i}"));
+    let assign = |a: &mut Allocator, k: &ServiceKey| {
+        let outcome = a.assign(k, &req, &labels, &[]);
+        black_box(outcome.is_ok())
+    };
+    let mut out = Vec::new();
+
+    let mut a = Allocator::new();
+    a.set_pools(vec![pool_config()]);
+    for i in 0..HELD {
+        assert!(assign(&mut a, &key(i)));
+    }
+    let extra = key(HELD);
+    let ns = measure(args.runs, pairs, || {
+        assign(&mut a, &extra);
+        black_box(a.release(&extra));
+    });
+    out.push(scenario(
+        "allocator_hot",
+        "Allocator::assign + release of the same Service (one pool, SingleStack IPv4), 100k held",
+        pairs,
+        Some(1),
+        &ns,
+    ));
+
+    let mut a = Allocator::new();
+    a.set_pools(vec![pool_config()]);
+    let mut holders: Vec<ServiceKey> = (0..HELD + FRAGMENTING).map(key).collect();
+    for k in &holders {
+        assert!(assign(&mut a, k));
+    }
+    let mut spare: Vec<ServiceKey> = Vec::new();
+    for _ in 0..FRAGMENTING {
+        let i = rng.below(holders.len());
+        let k = holders.swap_remove(i);
+        a.release(&k);
+        spare.push(k);
+    }
+    let held: Vec<u128> = a
+        .assigned_services()
+        .flat_map(|(_, assignment)| assignment.ips.iter().map(|ip| to_u128(*ip)))
+        .collect();
+    let intervals = count_intervals(&held);
+    let ns = measure(args.runs, pairs, || {
+        let k = spare.pop().expect("a spare key");
+        assign(&mut a, &k);
+        let i = rng.below(holders.len());
+        let old = std::mem::replace(&mut holders[i], k);
+        black_box(a.release(&old));
+        spare.push(old);
+    });
+    out.push(scenario(
+        "allocator_churn",
+        "Allocator::assign of a new Service + release of a pseudo-random holder, 100k held, fragmented",
+        pairs,
+        Some(intervals),
+        &ns,
+    ));
+    out
+}
+
+fn main() {
+    let args = parse_args();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut scenarios = free_space_scenarios(&args, &mut rng);
+    scenarios.extend(allocator_scenarios(&args, &mut rng));
+    let report = json!({
+        "pool": POOL,
+        "held": HELD,
+        "runs": args.runs,
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "scenarios": scenarios,
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).expect("JSON serialises")
+    );
+}
