@@ -61,6 +61,11 @@ pub fn run(install: bool, filter: Option<&str>) -> Result<()> {
         "unit tests",
         cargo().args(["test", "--workspace", "--lib", "--bins"]),
     )?;
+    // The integration tests run the real controller binary (ferrolb_tests::controller).
+    run_step(
+        "cargo build -p ferrolb-controller",
+        cargo().args(["build", "-p", "ferrolb-controller", "--bins"]),
+    )?;
     let mut integration = cargo();
     integration.args(["test", "-p", "ferrolb-tests", "--test", "*"]);
     if let Some(f) = filter {
