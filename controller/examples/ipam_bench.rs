@@ -1,7 +1,7 @@
 //! Pure IPAM micro-benchmark: nanoseconds per allocate+release pair in a /12 pool.
 //!
 //! ```sh
-//! cargo run --release -p ferrolb-controller --example ipam_bench [-- --runs 7 --quick]
+//! cargo run --release -p ferrolb-controller --example ipam_bench [-- --runs 7 --quick --only NAME]
 //! ```
 //!
 //! Prints one JSON object on stdout (what `cargo xtask bench` reads). Four scenarios, each timed
@@ -57,6 +57,8 @@ impl Rng {
 
 struct Args {
     runs: usize,
+    /// Run only the scenarios whose name contains this (for profiling one of them).
+    only: Option<String>,
     free_space_pairs: usize,
     allocator_pairs: usize,
 }
@@ -64,6 +66,7 @@ struct Args {
 fn parse_args() -> Args {
     let mut args = Args {
         runs: 7,
+        only: None,
         free_space_pairs: 2_000_000,
         allocator_pairs: 500_000,
     };
@@ -77,13 +80,16 @@ fn parse_args() -> Args {
                     .filter(|n| *n > 0)
                     .expect("--runs needs a positive number");
             }
+            "--only" => args.only = Some(it.next().expect("--only needs a scenario name")),
             "--quick" => {
                 args.runs = 3;
                 args.free_space_pairs = 200_000;
                 args.allocator_pairs = 50_000;
             }
             other => {
-                eprintln!("usage: ipam_bench [--runs N] [--quick]; unknown argument {other:?}");
+                eprintln!(
+                    "usage: ipam_bench [--runs N] [--quick] [--only SCENARIO]; unknown argument {other:?}"
+                );
                 std::process::exit(2);
             }
         }
@@ -191,10 +197,8 @@ fn count_intervals(held: &[u128]) -> usize {
     inner + usize::from(lowest > range.first_bits()) + usize::from(highest < range.last_bits())
 }
 
-fn free_space_scenarios(args: &Args, rng: &mut Rng) -> Vec<Value> {
+fn free_space_hot(args: &Args, _rng: &mut Rng) -> Value {
     let pairs = args.free_space_pairs;
-    let mut out = Vec::new();
-
     let mut space = FreeSpace::new(Family::V4, &pool_ranges(), false);
     for _ in 0..HELD {
         space.allocate_lowest().expect("room in a /12");
@@ -203,14 +207,17 @@ fn free_space_scenarios(args: &Args, rng: &mut Rng) -> Vec<Value> {
         let ip = space.allocate_lowest().expect("room");
         black_box(space.release(black_box(ip)));
     });
-    out.push(scenario(
+    scenario(
         "free_space_hot",
         "FreeSpace::allocate_lowest + release of the same address, 100k held below one free interval",
         pairs,
         Some(1),
         &ns,
-    ));
+    )
+}
 
+fn free_space_churn(args: &Args, rng: &mut Rng) -> Value {
+    let pairs = args.free_space_pairs;
     let (mut space, mut held, intervals) = fragmented_space(rng);
     let ns = measure(args.runs, pairs, || {
         let ip = space.allocate_lowest().expect("room");
@@ -218,50 +225,53 @@ fn free_space_scenarios(args: &Args, rng: &mut Rng) -> Vec<Value> {
         let old = std::mem::replace(&mut held[i], ip);
         black_box(space.release(old));
     });
-    out.push(scenario(
+    scenario(
         "free_space_churn",
         "FreeSpace::allocate_lowest + release of a pseudo-random held address, 100k held, fragmented",
         pairs,
         Some(intervals),
         &ns,
-    ));
-    out
+    )
 }
 
-fn allocator_scenarios(args: &Args, rng: &mut Rng) -> Vec<Value> {
+fn service_key(i: usize) -> ServiceKey {
+    ServiceKey::new("bench", format!("svc-{i}"))
+}
+
+fn assign(a: &mut Allocator, key: &ServiceKey, req: &Request) -> bool {
+    black_box(a.assign(key, req, &BTreeMap::new(), &[]).is_ok())
+}
+
+fn allocator_hot(args: &Args, _rng: &mut Rng) -> Value {
     let pairs = args.allocator_pairs;
     let req = request();
-    let labels = BTreeMap::new();
-    let key = |i: usize| ServiceKey::new("bench", format!("svc-{i}"));
-    let assign = |a: &mut Allocator, k: &ServiceKey| {
-        let outcome = a.assign(k, &req, &labels, &[]);
-        black_box(outcome.is_ok())
-    };
-    let mut out = Vec::new();
-
     let mut a = Allocator::new();
     a.set_pools(vec![pool_config()]);
     for i in 0..HELD {
-        assert!(assign(&mut a, &key(i)));
+        assert!(assign(&mut a, &service_key(i), &req));
     }
-    let extra = key(HELD);
+    let extra = service_key(HELD);
     let ns = measure(args.runs, pairs, || {
-        assign(&mut a, &extra);
+        assign(&mut a, &extra, &req);
         black_box(a.release(&extra));
     });
-    out.push(scenario(
+    scenario(
         "allocator_hot",
         "Allocator::assign + release of the same Service (one pool, SingleStack IPv4), 100k held",
         pairs,
         Some(1),
         &ns,
-    ));
+    )
+}
 
+fn allocator_churn(args: &Args, rng: &mut Rng) -> Value {
+    let pairs = args.allocator_pairs;
+    let req = request();
     let mut a = Allocator::new();
     a.set_pools(vec![pool_config()]);
-    let mut holders: Vec<ServiceKey> = (0..HELD + FRAGMENTING).map(key).collect();
+    let mut holders: Vec<ServiceKey> = (0..HELD + FRAGMENTING).map(service_key).collect();
     for k in &holders {
-        assert!(assign(&mut a, k));
+        assert!(assign(&mut a, k, &req));
     }
     let mut spare: Vec<ServiceKey> = Vec::new();
     for _ in 0..FRAGMENTING {
@@ -277,27 +287,37 @@ fn allocator_scenarios(args: &Args, rng: &mut Rng) -> Vec<Value> {
     let intervals = count_intervals(&held);
     let ns = measure(args.runs, pairs, || {
         let k = spare.pop().expect("a spare key");
-        assign(&mut a, &k);
+        assign(&mut a, &k, &req);
         let i = rng.below(holders.len());
         let old = std::mem::replace(&mut holders[i], k);
         black_box(a.release(&old));
         spare.push(old);
     });
-    out.push(scenario(
+    scenario(
         "allocator_churn",
         "Allocator::assign of a new Service + release of a pseudo-random holder, 100k held, fragmented",
         pairs,
         Some(intervals),
         &ns,
-    ));
-    out
+    )
 }
+
+type Scenario = fn(&Args, &mut Rng) -> Value;
 
 fn main() {
     let args = parse_args();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut scenarios = free_space_scenarios(&args, &mut rng);
-    scenarios.extend(allocator_scenarios(&args, &mut rng));
+    let all: [(&str, Scenario); 4] = [
+        ("free_space_hot", free_space_hot),
+        ("free_space_churn", free_space_churn),
+        ("allocator_hot", allocator_hot),
+        ("allocator_churn", allocator_churn),
+    ];
+    let scenarios: Vec<Value> = all
+        .iter()
+        .filter(|(name, _)| args.only.as_ref().is_none_or(|o| name.contains(o.as_str())))
+        .map(|(_, run)| run(&args, &mut rng))
+        .collect();
     let report = json!({
         "pool": POOL,
         "held": HELD,

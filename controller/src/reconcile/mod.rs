@@ -72,8 +72,8 @@ pub enum Watched<K> {
     Applied(K),
     /// Deleted.
     Deleted(K),
-    /// A complete list: everything else is gone.
-    Listed(Vec<K>),
+    /// A list is complete: these objects exist (each came as `Applied`), every other is gone.
+    Listed(HashSet<ObjectName>),
 }
 
 /// Runs until `shutdown` completes: waits for leadership (when configured), then reconciles
@@ -180,11 +180,8 @@ async fn lead(
                         match *w {
                             Watched::Applied(p) => state.pool_applied(p, now),
                             Watched::Deleted(p) => state.pool_deleted(&p.name_any(), now),
-                            Watched::Listed(all) => {
-                                let names: HashSet<String> = all.iter().map(|p| p.name_any()).collect();
-                                for p in all {
-                                    state.pool_applied(p, now);
-                                }
+                            Watched::Listed(seen) => {
+                                let names: HashSet<String> = seen.into_iter().map(|o| o.name).collect();
                                 state.retain_pools(&names, now);
                             }
                         }
@@ -194,10 +191,9 @@ async fn lead(
                         match *w {
                             Watched::Applied(ns) => state.namespace_applied(&ns.name_any(), ns.labels().clone(), now),
                             Watched::Deleted(ns) => state.namespace_deleted(&ns.name_any()),
-                            Watched::Listed(all) => {
-                                for ns in all {
-                                    state.namespace_applied(&ns.name_any(), ns.labels().clone(), now);
-                                }
+                            Watched::Listed(seen) => {
+                                let names: HashSet<String> = seen.into_iter().map(|o| o.name).collect();
+                                state.retain_namespaces(&names);
                             }
                         }
                     }
@@ -267,21 +263,19 @@ fn apply_services(state: &mut State, w: Watched<Service>, now: Timestamp) {
             &ServiceKey::new(svc.namespace().unwrap_or_default(), svc.name_any()),
             now,
         ),
-        Watched::Listed(all) => {
-            let keys: HashSet<ServiceKey> = all
-                .iter()
-                .map(|s| ServiceKey::new(s.namespace().unwrap_or_default(), s.name_any()))
+        Watched::Listed(seen) => {
+            let keys: HashSet<ServiceKey> = seen
+                .into_iter()
+                .map(|o| ServiceKey::new(o.namespace, o.name))
                 .collect();
             state.retain_services(&keys, now);
-            for svc in all {
-                state.service_applied(&svc, now);
-            }
         }
     }
 }
 
-/// Forwards a watch as [`Input`]s, (re)lists whole. Errors are logged and retried with backoff;
-/// a missing CRD is named.
+/// Forwards a watch as [`Input`]s. A (re)list arrives object by object as `Applied` (so full
+/// objects are never buffered), then `Listed` with the names seen. Errors are logged and retried
+/// with backoff; a missing CRD is named.
 async fn forward<K, S>(
     stream: S,
     tx: mpsc::UnboundedSender<Input>,
@@ -289,24 +283,24 @@ async fn forward<K, S>(
     wrap: fn(Watched<K>) -> Input,
 ) where
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-    K: Send + 'static,
+    K: kube::Resource + Send + 'static,
 {
     let stream = stream.default_backoff();
     futures::pin_mut!(stream);
-    let mut buffer: Vec<K> = Vec::new();
+    let mut seen: HashSet<ObjectName> = HashSet::new();
     while let Some(event) = stream.next().await {
         let watched = match event {
             Ok(watcher::Event::Apply(k)) => Watched::Applied(k),
             Ok(watcher::Event::Delete(k)) => Watched::Deleted(k),
             Ok(watcher::Event::Init) => {
-                buffer.clear();
+                seen.clear();
                 continue;
             }
             Ok(watcher::Event::InitApply(k)) => {
-                buffer.push(k);
-                continue;
+                seen.insert(ObjectName::of(&k));
+                Watched::Applied(k)
             }
-            Ok(watcher::Event::InitDone) => Watched::Listed(std::mem::take(&mut buffer)),
+            Ok(watcher::Event::InitDone) => Watched::Listed(std::mem::take(&mut seen)),
             Err(e) => {
                 let hint = if what == "IPAddressPools" && e.to_string().contains("404") {
                     " (is the IPAddressPool CRD installed? helm install ferrolb charts/ferrolb installs it)"
@@ -319,6 +313,24 @@ async fn forward<K, S>(
         };
         if tx.send(wrap(watched)).is_err() {
             return;
+        }
+    }
+}
+
+/// Namespace and name of a watched object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ObjectName {
+    /// Namespace (empty for cluster-scoped objects).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectName {
+    fn of<K: kube::Resource>(k: &K) -> ObjectName {
+        ObjectName {
+            namespace: k.meta().namespace.clone().unwrap_or_default(),
+            name: k.meta().name.clone().unwrap_or_default(),
         }
     }
 }

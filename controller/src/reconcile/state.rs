@@ -297,6 +297,11 @@ impl State {
         }
     }
 
+    /// A complete list of namespaces arrived: forget the others.
+    pub fn retain_namespaces(&mut self, keep: &HashSet<String>) {
+        self.namespaces.retain(|name, _| keep.contains(name));
+    }
+
     /// A namespace was deleted (its Services' deletions arrive on their own).
     pub fn namespace_deleted(&mut self, name: &str) {
         self.namespaces.remove(name);

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use ferrolb_crds::IPAddressPool;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
-use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -28,7 +30,7 @@ pub struct Writer {
     results: mpsc::UnboundedSender<Input>,
     status_lane: Arc<Semaphore>,
     event_lane: Arc<Semaphore>,
-    recorder: Recorder,
+    instance: Arc<str>,
     metrics: Metrics,
 }
 
@@ -47,12 +49,8 @@ impl Writer {
         instance: String,
         metrics: Metrics,
     ) -> Writer {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: Some(instance),
-        };
         Writer {
-            recorder: Recorder::new(client.clone(), reporter),
+            instance: instance.into(),
             client,
             results,
             status_lane: Arc::new(Semaphore::new(concurrency)),
@@ -103,11 +101,13 @@ impl Writer {
                 }
                 Action::Event(event) => {
                     let lane = self.event_lane.clone();
-                    let recorder = self.recorder.clone();
+                    let api: Api<Event> =
+                        Api::namespaced(self.client.clone(), &event.key.namespace);
+                    let instance = self.instance.clone();
                     let metrics = self.metrics.clone();
                     tasks.spawn(async move {
                         let _permit = lane.acquire_owned().await;
-                        let ok = publish(&recorder, &event).await;
+                        let ok = publish(&api, &instance, &event).await;
                         metrics.write("event", ok);
                     });
                 }
@@ -134,33 +134,41 @@ where
     })
 }
 
-async fn publish(recorder: &Recorder, e: &ServiceEvent) -> bool {
-    let reference = ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Service".into()),
-        namespace: Some(e.key.namespace.clone()),
-        name: Some(e.key.name.clone()),
-        uid: Some(e.uid.clone()),
+/// Creates an events.k8s.io/v1 Event. The state machine already sends each distinct failure once,
+/// so no client-side series aggregation (and no cache of past Events) is needed.
+async fn publish(api: &Api<Event>, instance: &str, e: &ServiceEvent) -> bool {
+    let now = Timestamp::now();
+    let event = Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{}.{:x}", e.key.name, now.as_nanosecond())),
+            namespace: Some(e.key.namespace.clone()),
+            ..Default::default()
+        },
+        event_time: Some(MicroTime(now)),
+        regarding: Some(ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Service".into()),
+            namespace: Some(e.key.namespace.clone()),
+            name: Some(e.key.name.clone()),
+            uid: Some(e.uid.clone()),
+            ..Default::default()
+        }),
+        type_: Some(if e.warning { "Warning" } else { "Normal" }.into()),
+        reason: Some(e.reason.into()),
+        action: Some(
+            match e.reason {
+                "IPReleased" => "Release",
+                _ => "Allocate",
+            }
+            .into(),
+        ),
+        note: Some(truncate_note(&e.note)),
+        reporting_controller: Some(FIELD_MANAGER.into()),
+        reporting_instance: Some(instance.to_string()),
         ..Default::default()
     };
-    let event = Event {
-        type_: if e.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: e.reason.into(),
-        note: Some(truncate_note(&e.note)),
-        action: match e.reason {
-            "AllocationFailed" => "Allocate",
-            "IPReleased" => "Release",
-            _ => "Allocate",
-        }
-        .into(),
-        secondary: None,
-    };
-    match recorder.publish(&event, &reference).await {
-        Ok(()) => true,
+    match api.create(&PostParams::default(), &event).await {
+        Ok(_) => true,
         Err(err) => {
             debug!(service = %e.key, error = %err, "event not recorded");
             false
