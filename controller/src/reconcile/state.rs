@@ -702,3 +702,7 @@ fn join(ips: &[IpAddr]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

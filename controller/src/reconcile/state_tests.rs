@@ -1,0 +1,215 @@
+//! The state machine without a cluster: objects in, actions out.
+
+use std::collections::BTreeMap;
+
+use ferrolb_crds::IPAddressPool;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::{Action, State};
+use crate::ipam::ServiceKey;
+
+fn now() -> Timestamp {
+    "2026-11-22T12:00:00Z".parse().unwrap()
+}
+
+fn pool(name: &str, addresses: &[&str]) -> IPAddressPool {
+    serde_json::from_value(json!({
+        "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+        "metadata": {"name": name, "uid": format!("uid-{name}"), "generation": 1,
+                     "creationTimestamp": "2026-11-22T10:00:00Z"},
+        "spec": {"addresses": addresses},
+    }))
+    .unwrap()
+}
+
+fn service(name: &str, created: &str, rv: u64, status_ips: &[&str]) -> Service {
+    let ingress: Vec<Value> = status_ips
+        .iter()
+        .map(|ip| json!({"ip": ip, "ipMode": "VIP"}))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+                     "resourceVersion": rv.to_string(), "creationTimestamp": created},
+        "spec": {"type": "LoadBalancer", "clusterIP": "198.18.0.9", "ipFamilies": ["IPv4"],
+                 "ports": [{"port": 80}]},
+        "status": {"loadBalancer": {"ingress": ingress}},
+    }))
+    .unwrap()
+}
+
+fn writes(actions: &[Action]) -> Vec<(String, Vec<String>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ApplyService { key, body } => Some((
+                key.name.clone(),
+                body["status"]["loadBalancer"]["ingress"]
+                    .as_array()
+                    .map(|i| {
+                        i.iter()
+                            .map(|e| e["ip"].as_str().unwrap().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The object the apiserver would return for an apply of `body` onto `svc`.
+fn applied(svc: &Service, body: &Value, rv: u64) -> Service {
+    let mut v = serde_json::to_value(svc).unwrap();
+    v["status"] = body["status"].clone();
+    if let Some(a) = body["metadata"].get("annotations") {
+        v["metadata"]["annotations"] = a.clone();
+    }
+    v["metadata"]["resourceVersion"] = json!(rv.to_string());
+    v["metadata"]["managedFields"] = json!([{"manager": "ferrolb-controller"}]);
+    serde_json::from_value(v).unwrap()
+}
+
+fn started(pools: Vec<IPAddressPool>, services: &[Service]) -> State {
+    let mut s = State::new(None);
+    for p in pools {
+        s.pool_applied(p, now());
+    }
+    s.namespace_applied("ns", BTreeMap::new(), now());
+    for svc in services {
+        s.service_applied(svc, now());
+    }
+    s.start(now());
+    s
+}
+
+#[test]
+fn nothing_is_decided_before_the_caches_are_synced() {
+    let mut s = State::new(None);
+    s.pool_applied(pool("p", &["203.0.113.10/31"]), now());
+    s.service_applied(&service("a", "2026-11-22T11:00:00Z", 1, &[]), now());
+    assert!(s.take_actions().is_empty());
+    assert!(!s.started());
+}
+
+#[test]
+fn start_reclaims_status_addresses_before_serving_older_pending_services() {
+    // "pending" is older than "holder", but "holder"'s status already shows .10.
+    let pending = service("pending", "2026-11-22T10:30:00Z", 1, &[]);
+    let holder = service("holder", "2026-11-22T11:00:00Z", 2, &["203.0.113.10"]);
+    let mut s = started(vec![pool("p", &["203.0.113.10/31"])], &[pending, holder]);
+    let w = writes(&s.take_actions());
+    // The holder's status already shows its address (only the annotation/condition are
+    // missing); the pending Service gets the other one.
+    assert!(
+        w.contains(&("pending".into(), vec!["203.0.113.11".into()])),
+        "{w:?}"
+    );
+    assert!(
+        w.contains(&("holder".into(), vec!["203.0.113.10".into()])),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn a_converged_service_is_not_written_and_one_write_is_in_flight_per_object() {
+    let svc = service("a", "2026-11-22T11:00:00Z", 1, &[]);
+    let mut s = started(
+        vec![pool("p", &["203.0.113.10/31"])],
+        std::slice::from_ref(&svc),
+    );
+    let actions = s.take_actions();
+    let body = match actions
+        .iter()
+        .find(|a| matches!(a, Action::ApplyService { .. }))
+    {
+        Some(Action::ApplyService { body, .. }) => body.clone(),
+        _ => panic!("no write: {actions:?}"),
+    };
+    // Another event for the same object while the write is in flight: no second write.
+    let mut labelled = svc.clone();
+    labelled.metadata.labels = Some(BTreeMap::from([("x".into(), "y".into())]));
+    labelled.metadata.resource_version = Some("2".into());
+    s.service_applied(&labelled, now());
+    assert!(writes(&s.take_actions()).is_empty());
+    // The write returns the converged object: nothing more to write.
+    let result = applied(&labelled, &body, 3);
+    s.write_done(&ServiceKey::new("ns", "a"), Some(&result), now());
+    assert!(writes(&s.take_actions()).is_empty());
+    // The watch echo of our own write changes nothing either; an older event is ignored.
+    s.service_applied(&result, now());
+    s.service_applied(&labelled, now());
+    assert!(writes(&s.take_actions()).is_empty());
+}
+
+#[test]
+fn a_failed_write_is_retried() {
+    let svc = service("a", "2026-11-22T11:00:00Z", 1, &[]);
+    let mut s = started(
+        vec![pool("p", &["203.0.113.10/31"])],
+        std::slice::from_ref(&svc),
+    );
+    assert_eq!(writes(&s.take_actions()).len(), 1);
+    s.write_done(&ServiceKey::new("ns", "a"), None, now());
+    assert!(writes(&s.take_actions()).is_empty());
+    s.retry(&ServiceKey::new("ns", "a"), now());
+    assert_eq!(
+        writes(&s.take_actions()),
+        vec![("a".to_string(), vec!["203.0.113.10".to_string()])]
+    );
+}
+
+#[test]
+fn foreign_status_of_unhandled_services_is_never_touched() {
+    let mut other = service("other", "2026-11-22T11:00:00Z", 1, &["192.0.2.1"]);
+    other.spec.as_mut().unwrap().load_balancer_class = Some("example.com/lb".into());
+    let mut s = started(vec![pool("p", &["203.0.113.10/31"])], &[other]);
+    assert!(writes(&s.take_actions()).is_empty());
+}
+
+#[test]
+fn pool_status_is_written_on_flush_once_per_burst() {
+    let services: Vec<Service> = (0..5)
+        .map(|i| service(&format!("s{i}"), "2026-11-22T11:00:00Z", i + 1, &[]))
+        .collect();
+    let mut s = started(vec![pool("p", &["203.0.113.0/28"])], &services);
+    let actions = s.take_actions();
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::ApplyPool { .. }))
+    );
+    s.flush_pools(now());
+    let pools: Vec<Value> = s
+        .take_actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::ApplyPool { body, .. } => Some(body),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pools.len(), 1);
+    assert_eq!(pools[0]["status"]["assignedIPv4"], 5);
+    assert_eq!(pools[0]["status"]["availableIPv4"], 11);
+    // In flight: a second flush does not write again.
+    s.flush_pools(now());
+    assert!(s.take_actions().is_empty());
+}
+
+#[test]
+fn a_deleted_holder_serves_the_oldest_waiter() {
+    let a = service("a", "2026-11-22T10:00:00Z", 1, &[]);
+    let b = service("b", "2026-11-22T10:01:00Z", 2, &[]);
+    let c = service("c", "2026-11-22T10:02:00Z", 3, &[]);
+    let mut s = started(vec![pool("p", &["203.0.113.10/32"])], &[a, b, c]);
+    s.take_actions();
+    assert_eq!(s.waiting(), 2);
+    s.service_deleted(&ServiceKey::new("ns", "a"), now());
+    let key = ServiceKey::new("ns", "b");
+    assert_eq!(
+        s.allocator().assignment(&key).map(|a| a.ips[0].to_string()),
+        Some("203.0.113.10".into())
+    );
+    assert_eq!(s.waiting(), 1);
+}
