@@ -85,7 +85,7 @@ pub struct Allocator {
     /// Per family: first address of a disjoint interval -> (last, pool).
     index: [BTreeMap<u128, (u128, String)>; 2],
     /// Held address -> its users.
-    held: BTreeMap<IpAddr, BTreeMap<ServiceKey, Usage>>,
+    held: HashMap<IpAddr, BTreeMap<ServiceKey, Usage>>,
     services: HashMap<ServiceKey, Assignment>,
     /// Sharing key -> addresses held under it.
     by_key: HashMap<String, BTreeSet<IpAddr>>,
@@ -169,23 +169,19 @@ impl Allocator {
         affected
     }
 
+    /// Held addresses inside `pool` (a scan of every held address: pools change rarely,
+    /// allocations often, so the held set is a hash map).
     fn held_in(&self, pool: &Pool) -> Vec<IpAddr> {
-        pool.ranges()
-            .iter()
-            .flat_map(|r| self.held.range(r.first()..=r.last()).map(|(ip, _)| *ip))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
+        self.held
+            .keys()
+            .filter(|ip| pool.contains(**ip))
+            .copied()
             .collect()
     }
 
     /// The valid pool containing `ip`.
     pub fn pool_of(&self, ip: IpAddr) -> Option<&str> {
-        let bits = to_u128(ip);
-        self.index[family_index(Family::of(ip))]
-            .range(..=bits)
-            .next_back()
-            .filter(|(_, (last, _))| *last >= bits)
-            .map(|(_, (_, pool))| pool.as_str())
+        indexed_pool(&self.index, ip)
     }
 
     /// Pools not in use, and why.
@@ -334,8 +330,8 @@ impl Allocator {
                     self.by_key.remove(&k);
                 }
             }
-            if let Some(pool) = self.pool_of(ip).map(str::to_string) {
-                self.pools.get_mut(&pool).expect("indexed pool").unhold(ip);
+            if let Some(pool) = indexed_pool(&self.index, ip) {
+                self.pools.get_mut(pool).expect("indexed pool").unhold(ip);
                 freed.push(ip);
             }
         }
@@ -431,15 +427,14 @@ impl Allocator {
         if candidates.is_empty() {
             return Err(AllocationError::NoPoolMatches(ruled_out));
         }
-        let mut passes = vec![req.families.clone()];
-        if req.policy == FamilyPolicy::PreferDualStack && req.families.len() > 1 {
-            passes.push(req.families[..1].to_vec());
-        }
+        // PreferDualStack falls back to the primary family alone.
+        let fallback = req.policy == FamilyPolicy::PreferDualStack && req.families.len() > 1;
+        let passes: [&[Family]; 2] = [&req.families, &req.families[..1]];
         let mut conflict = None;
-        for families in &passes {
+        for families in &passes[..if fallback { 2 } else { 1 }] {
             'pools: for pool in &candidates {
                 let mut ips = Vec::new();
-                for family in families {
+                for family in families.iter() {
                     match self.pick(pool, *family, key, req, usage) {
                         Ok(Some(ip)) => ips.push(ip),
                         Ok(None) => continue 'pools,
@@ -523,8 +518,8 @@ impl Allocator {
         self.release(key);
         for ip in &assignment.ips {
             if self.held.get(ip).is_none_or(BTreeMap::is_empty) {
-                if let Some(pool) = self.pool_of(*ip).map(str::to_string) {
-                    self.pools.get_mut(&pool).expect("indexed pool").hold(*ip);
+                if let Some(pool) = indexed_pool(&self.index, *ip) {
+                    self.pools.get_mut(pool).expect("indexed pool").hold(*ip);
                 }
                 if let Some(k) = &usage.key {
                     self.by_key.entry(k.clone()).or_default().insert(*ip);
@@ -537,6 +532,16 @@ impl Allocator {
         }
         self.services.insert(key.clone(), assignment);
     }
+}
+
+/// The pool whose indexed interval holds `ip`.
+fn indexed_pool(index: &[BTreeMap<u128, (u128, String)>; 2], ip: IpAddr) -> Option<&str> {
+    let bits = to_u128(ip);
+    index[family_index(Family::of(ip))]
+        .range(..=bits)
+        .next_back()
+        .filter(|(_, (last, _))| *last >= bits)
+        .map(|(_, (_, pool))| pool.as_str())
 }
 
 /// A pool's ranges as disjoint, non-adjacent intervals per family.
