@@ -17,6 +17,7 @@ pub mod pki;
 pub mod process;
 pub mod rbac;
 pub mod scenario;
+pub mod services;
 
 pub use control_plane::{ControlPlane, shared, unique_name};
 pub use lab::{Host, Lab};

@@ -215,6 +215,12 @@ impl Allocator {
         self.services.iter()
     }
 
+    /// The sharing key `key` holds its addresses under.
+    pub fn sharing_key(&self, key: &ServiceKey) -> Option<String> {
+        let ip = self.services.get(key)?.ips.first()?;
+        self.held.get(ip)?.get(key)?.key.clone()
+    }
+
     /// How many Services hold addresses.
     pub fn assigned_count(&self) -> usize {
         self.services.len()

@@ -18,8 +18,17 @@ use serde_json::{Value, json};
 use crate::ipam::ServiceKey;
 use crate::ipam::request::ALLOCATED_FROM_POOL;
 
-/// The field manager of every controller write.
+/// The field manager of the controller of classless Services; a controller with `--lb-class`
+/// writes as `ferrolb-controller/<class>`, so two controllers never release each other's fields.
 pub const FIELD_MANAGER: &str = "ferrolb-controller";
+
+/// The field manager for `lb_class`.
+pub fn field_manager(lb_class: Option<&str>) -> String {
+    match lb_class {
+        None => FIELD_MANAGER.to_string(),
+        Some(class) => format!("{FIELD_MANAGER}/{class}"),
+    }
+}
 /// Condition type on Services: whether ferrolb allocated the Service's addresses, and why not.
 pub const CONDITION_TYPE: &str = "ferrolb.io/IPAllocated";
 
@@ -61,8 +70,8 @@ pub struct Observed {
 }
 
 impl Observed {
-    /// Reads the controller's part of a Service.
-    pub fn of(svc: &Service) -> Observed {
+    /// Reads the part of a Service the controller writing as `manager` owns.
+    pub fn of(svc: &Service, manager: &str) -> Observed {
         let mut observed = Observed::default();
         let status = svc.status.as_ref();
         for ingress in status
@@ -106,7 +115,7 @@ impl Observed {
             .managed_fields
             .iter()
             .flatten()
-            .any(|m| m.manager.as_deref() == Some(FIELD_MANAGER));
+            .any(|m| m.manager.as_deref() == Some(manager));
         observed.resource_version = svc
             .metadata
             .resource_version
@@ -248,7 +257,7 @@ mod tests {
     #[test]
     fn a_written_state_reads_back_as_converged() {
         let svc = service_showing(&allocated(), "2026-01-01T00:00:00Z");
-        let observed = Observed::of(&svc);
+        let observed = Observed::of(&svc, FIELD_MANAGER);
         assert!(observed.shows(&allocated()));
         assert!(observed.managed);
         assert_eq!(observed.resource_version, Some(42));
@@ -280,7 +289,7 @@ mod tests {
     #[test]
     fn transition_time_is_kept_while_the_status_value_stays() {
         let svc = service_showing(&allocated(), "2026-01-01T00:00:00Z");
-        let observed = Observed::of(&svc);
+        let observed = Observed::of(&svc, FIELD_MANAGER);
         let later: Timestamp = "2026-02-01T00:00:00Z".parse().unwrap();
         let mut moved = allocated();
         moved.condition.as_mut().unwrap().message = "other".into();
@@ -310,7 +319,7 @@ mod tests {
             conditions: None,
         });
         svc.metadata.annotations = Some(BTreeMap::new());
-        let observed = Observed::of(&svc);
+        let observed = Observed::of(&svc, FIELD_MANAGER);
         assert!(observed.foreign_ingress);
         assert!(!observed.shows(&ServiceState::default()));
     }

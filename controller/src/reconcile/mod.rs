@@ -152,14 +152,15 @@ async fn lead(
         Input::Namespace(Box::new(w))
     }));
 
+    let mut state = State::new(config.lb_class.clone());
     let writer = Writer::new(
         client,
         tx.clone(),
         config.concurrency,
         config.identity.clone(),
+        state.field_manager().to_string(),
         metrics.clone(),
     );
-    let mut state = State::new(config.lb_class.clone());
     let mut listed = [false; 3];
     let mut failures: HashMap<ServiceKey, u32> = HashMap::new();
     let mut flush = tokio::time::interval(Duration::from_millis(250));

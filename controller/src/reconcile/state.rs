@@ -19,11 +19,16 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
 use super::desired::{
-    ConditionState, Observed, ServiceState, pool_patch, pool_shows, service_patch,
+    ConditionState, Observed, ServiceState, field_manager, pool_patch, pool_shows, service_patch,
 };
 use crate::ipam::{
     AllocationError, Allocator, Handling, PoolConfig, Request, ServiceKey, read_service,
 };
+
+/// Annotation on an `IPAddressPool` naming the `--lb-class` of the controller that uses it;
+/// pools without it belong to the controller of classless Services. So controllers of different
+/// classes never hand out one pool's addresses twice or fight over its status.
+pub const POOL_CLASS_ANNOTATION: &str = "ferrolb.io/load-balancer-class";
 
 /// Something for the I/O layer to do.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,6 +90,8 @@ struct Tracked {
 #[derive(Debug)]
 pub struct State {
     lb_class: Option<String>,
+    /// Field manager of this controller's writes (one per class).
+    manager: String,
     alloc: Allocator,
     services: HashMap<ServiceKey, Tracked>,
     namespaces: HashMap<String, BTreeMap<String, String>>,
@@ -102,7 +109,9 @@ pub struct State {
 impl State {
     /// An empty state for Services of `lb_class` (`None`: Services without a class).
     pub fn new(lb_class: Option<String>) -> State {
+        let manager = field_manager(lb_class.as_deref());
         State {
+            manager,
             lb_class,
             alloc: Allocator::new(),
             services: HashMap::new(),
@@ -115,6 +124,11 @@ impl State {
             actions: Vec::new(),
             tally: Tally::default(),
         }
+    }
+
+    /// The field manager this controller writes with.
+    pub fn field_manager(&self) -> &str {
+        &self.manager
     }
 
     /// Whether [`State::start`] ran.
@@ -165,7 +179,7 @@ impl State {
             svc.metadata.name.clone().unwrap_or_default(),
         );
         let handling = read_service(svc, self.lb_class.as_deref());
-        let observed = Observed::of(svc);
+        let observed = Observed::of(svc, &self.manager);
         let uid = svc.metadata.uid.clone().unwrap_or_default();
         let created = svc
             .metadata
@@ -216,10 +230,10 @@ impl State {
         if let Some(t) = self.services.remove(key) {
             self.waiting.remove(&(t.created, key.clone()));
         }
+        let sharing_key = self.alloc.sharing_key(key);
         let freed = self.alloc.release(key);
-        if self.started && !freed.is_empty() {
-            self.mark_pools_of(&freed);
-            self.serve_waiting(&freed, now);
+        if self.started && (!freed.is_empty() || sharing_key.is_some()) {
+            self.serve_waiting(&freed, sharing_key.as_deref(), now);
         }
     }
 
@@ -250,9 +264,20 @@ impl State {
         }
     }
 
-    /// A pool was added or changed.
+    /// A pool was added or changed. Pools annotated with another controller's class
+    /// ([`POOL_CLASS_ANNOTATION`]) are not this controller's: they count as absent.
     pub fn pool_applied(&mut self, pool: IPAddressPool, now: Timestamp) {
         let name = pool.metadata.name.clone().unwrap_or_default();
+        let class = pool
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(POOL_CLASS_ANNOTATION))
+            .map(String::as_str);
+        if class != self.lb_class.as_deref() {
+            self.pool_deleted(&name, now);
+            return;
+        }
         let spec_changed = self
             .pools
             .get(&name)
@@ -387,33 +412,54 @@ impl State {
         }
     }
 
-    /// Freed addresses go to waiting Services, oldest first, without looking at the others.
-    fn serve_waiting(&mut self, freed: &[IpAddr], now: Timestamp) {
+    /// After a Service released addresses or left a shared one: freed addresses go to waiting
+    /// Services that could use them, oldest first, while their pools have free addresses; and
+    /// waiters with the leaver's sharing key are retried (a port or an address of theirs may have
+    /// come free). Nobody else is looked at.
+    fn serve_waiting(&mut self, freed: &[IpAddr], sharing_key: Option<&str>, now: Timestamp) {
+        self.mark_pools_of(freed);
         let pools: BTreeSet<String> = freed
             .iter()
             .filter_map(|ip| self.alloc.pool_of(*ip).map(str::to_string))
             .collect();
-        let candidates: Vec<ServiceKey> = self
-            .waiting
-            .iter()
-            .map(|(_, k)| k.clone())
-            .filter(|k| {
-                self.services
-                    .get(k)
-                    .and_then(|t| t.failure.as_ref())
-                    .is_some_and(|f| could_use(f, &pools, freed))
-            })
-            .collect();
-        let mut left = freed.len();
-        for key in candidates {
-            if left == 0 {
+        let waiters: Vec<ServiceKey> = self.waiting.iter().map(|(_, k)| k.clone()).collect();
+        for key in &waiters {
+            if !pools.iter().any(|p| self.has_free(p)) {
                 break;
             }
-            self.reconcile(&key, now);
-            if self.alloc.assignment(&key).is_some() {
-                left -= 1;
+            let fits = self
+                .services
+                .get(key)
+                .and_then(|t| t.failure.as_ref())
+                .is_some_and(|f| could_use(f, &pools, freed));
+            if fits {
+                self.reconcile(key, now);
             }
         }
+        let Some(sharing_key) = sharing_key else {
+            return;
+        };
+        for key in &waiters {
+            let same_key = self.waiting_contains(key)
+                && self.services.get(key).is_some_and(|t| {
+                    matches!(&t.handling, Handling::Handled(Ok(r)) if r.sharing_key.as_deref() == Some(sharing_key))
+                });
+            if same_key {
+                self.reconcile(key, now);
+            }
+        }
+    }
+
+    fn has_free(&self, pool: &str) -> bool {
+        self.alloc
+            .counts(pool)
+            .is_some_and(|c| c.available_v4.0 > 0 || c.available_v6.0 > 0)
+    }
+
+    fn waiting_contains(&self, key: &ServiceKey) -> bool {
+        self.services
+            .get(key)
+            .is_some_and(|t| self.waiting.contains(&(t.created, key.clone())))
     }
 
     /// Allocates for `key` if its request needs it, then converges its object.
@@ -430,6 +476,7 @@ impl State {
         let uid = t.uid.clone();
         let observed_ips = t.observed.state.ips.clone();
         let before = self.alloc.assignment(key).cloned();
+        let before_key = self.alloc.sharing_key(key);
         let ns_labels = self
             .namespaces
             .get(&key.namespace)
@@ -439,13 +486,12 @@ impl State {
         let failure = match request {
             None => {
                 let freed = self.alloc.release(key);
-                if !freed.is_empty() {
-                    self.mark_pools_of(&freed);
+                if let Some(b) = &before {
                     events.push(event(key, &uid, false, "IPReleased", format!(
                         "Released {}: the Service is no longer a LoadBalancer of this controller's class",
-                        join(&freed)
+                        join(&b.ips)
                     )));
-                    self.serve_waiting(&freed, now);
+                    self.serve_waiting(&freed, before_key.as_deref(), now);
                 }
                 None
             }
@@ -460,9 +506,8 @@ impl State {
                     ));
                 }
                 let freed = self.alloc.release(key);
-                self.mark_pools_of(&freed);
-                if !freed.is_empty() {
-                    self.serve_waiting(&freed, now);
+                if before.is_some() {
+                    self.serve_waiting(&freed, before_key.as_deref(), now);
                 }
                 Some(invalid)
             }
@@ -502,9 +547,7 @@ impl State {
                                 })
                                 .copied()
                                 .collect();
-                            if !freed.is_empty() {
-                                self.serve_waiting(&freed, now);
-                            }
+                            self.serve_waiting(&freed, before_key.as_deref(), now);
                         }
                     }
                     None
@@ -527,9 +570,7 @@ impl State {
                             .filter(|ip| self.alloc.users(**ip).next().is_none())
                             .copied()
                             .collect();
-                        if !freed.is_empty() {
-                            self.serve_waiting(&freed, now);
-                        }
+                        self.serve_waiting(&freed, before_key.as_deref(), now);
                     }
                     Some(*f.error)
                 }
@@ -540,9 +581,14 @@ impl State {
         };
         match &failure {
             Some(err) => {
-                if t.failure.as_ref() != Some(err) {
+                let message = err.to_string();
+                // Already on the object (say, before a restart): not a new failure.
+                let shown = t.observed.state.condition.as_ref().is_some_and(|c| {
+                    !c.allocated && c.reason == err.reason() && c.message == message
+                });
+                if t.failure.as_ref() != Some(err) && !shown {
                     *self.tally.failed.entry(err.reason()).or_default() += 1;
-                    events.push(event(key, &uid, true, "AllocationFailed", err.to_string()));
+                    events.push(event(key, &uid, true, "AllocationFailed", message));
                 }
                 if err.may_resolve_by_itself() {
                     self.waiting.insert((created, key.clone()));

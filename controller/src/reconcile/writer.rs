@@ -20,7 +20,6 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use super::Input;
-use super::desired::FIELD_MANAGER;
 use super::state::{Action, ServiceEvent};
 use crate::metrics::Metrics;
 
@@ -31,6 +30,7 @@ pub struct Writer {
     status_lane: Arc<Semaphore>,
     event_lane: Arc<Semaphore>,
     instance: Arc<str>,
+    manager: Arc<str>,
     metrics: Metrics,
 }
 
@@ -47,9 +47,11 @@ impl Writer {
         results: mpsc::UnboundedSender<Input>,
         concurrency: usize,
         instance: String,
+        manager: String,
         metrics: Metrics,
     ) -> Writer {
         Writer {
+            manager: manager.into(),
             instance: instance.into(),
             client,
             results,
@@ -68,9 +70,10 @@ impl Writer {
                     let api: Api<Service> = Api::namespaced(self.client.clone(), &key.namespace);
                     let results = self.results.clone();
                     let metrics = self.metrics.clone();
+                    let manager = self.manager.clone();
                     tasks.spawn(async move {
                         let _permit = lane.acquire_owned().await;
-                        let result = apply_status(&api, &key.name, &body).await;
+                        let result = apply_status(&api, &manager, &key.name, &body).await;
                         metrics.write("service", result.is_ok());
                         let written = match result {
                             Ok(svc) => Some(svc),
@@ -86,8 +89,9 @@ impl Writer {
                     let api: Api<IPAddressPool> = Api::all(self.client.clone());
                     let results = self.results.clone();
                     let metrics = self.metrics.clone();
+                    let manager = self.manager.clone();
                     tasks.spawn(async move {
-                        let result = apply_status(&api, &name, &body).await;
+                        let result = apply_status(&api, &manager, &name, &body).await;
                         metrics.write("pool", result.is_ok());
                         let written = match result {
                             Ok(pool) => Ok(pool),
@@ -117,11 +121,16 @@ impl Writer {
 }
 
 /// Applies `body` to `name`'s status, forcing ownership of the fields it names.
-async fn apply_status<K>(api: &Api<K>, name: &str, body: &serde_json::Value) -> kube::Result<K>
+async fn apply_status<K>(
+    api: &Api<K>,
+    manager: &str,
+    name: &str,
+    body: &serde_json::Value,
+) -> kube::Result<K>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let params = PatchParams::apply(manager).force();
     tokio::time::timeout(
         Duration::from_secs(10),
         api.patch_status(name, &params, &Patch::Apply(body)),
@@ -163,7 +172,8 @@ async fn publish(api: &Api<Event>, instance: &str, e: &ServiceEvent) -> bool {
             .into(),
         ),
         note: Some(truncate_note(&e.note)),
-        reporting_controller: Some(FIELD_MANAGER.into()),
+        // The class is in the field manager, not here: a reporting controller is a plain name.
+        reporting_controller: Some(super::desired::FIELD_MANAGER.into()),
         reporting_instance: Some(instance.to_string()),
         ..Default::default()
     };
