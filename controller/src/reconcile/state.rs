@@ -423,6 +423,9 @@ impl State {
             .filter_map(|ip| self.alloc.pool_of(*ip).map(str::to_string))
             .collect();
         let waiters: Vec<ServiceKey> = self.waiting.iter().map(|(_, k)| k.clone()).collect();
+        // Sharing keys whose addresses changed: the leaver's, and those of waiters served now
+        // (others of their key may join the address they just took).
+        let mut keys: BTreeSet<String> = sharing_key.map(str::to_string).into_iter().collect();
         for key in &waiters {
             if !pools.iter().any(|p| self.has_free(p)) {
                 break;
@@ -434,15 +437,17 @@ impl State {
                 .is_some_and(|f| could_use(f, &pools, freed));
             if fits {
                 self.reconcile(key, now);
+                keys.extend(self.alloc.sharing_key(key));
             }
         }
-        let Some(sharing_key) = sharing_key else {
+        if keys.is_empty() {
             return;
-        };
+        }
         for key in &waiters {
             let same_key = self.waiting_contains(key)
                 && self.services.get(key).is_some_and(|t| {
-                    matches!(&t.handling, Handling::Handled(Ok(r)) if r.sharing_key.as_deref() == Some(sharing_key))
+                    matches!(&t.handling, Handling::Handled(Ok(r))
+                        if r.sharing_key.as_ref().is_some_and(|k| keys.contains(k)))
                 });
             if same_key {
                 self.reconcile(key, now);

@@ -213,3 +213,49 @@ fn a_deleted_holder_serves_the_oldest_waiter() {
     );
     assert_eq!(s.waiting(), 1);
 }
+
+fn keyed(name: &str, created: &str, rv: u64, port: i32) -> Service {
+    let mut svc = service(name, created, rv, &[]);
+    svc.metadata.annotations = Some(BTreeMap::from([(
+        "ferrolb.io/allow-shared-ip".to_string(),
+        "k".to_string(),
+    )]));
+    svc.spec.as_mut().unwrap().ports = Some(vec![k8s_openapi::api::core::v1::ServicePort {
+        port,
+        ..Default::default()
+    }]);
+    svc
+}
+
+fn holds(s: &State, name: &str) -> Option<String> {
+    s.allocator()
+        .assignment(&ServiceKey::new("ns", name))
+        .map(|a| a.ips[0].to_string())
+}
+
+#[test]
+fn waiters_of_a_key_join_when_a_colliding_user_leaves() {
+    // a (k, 80) holds the only address; b (k, 80) collides and waits.
+    let a = keyed("a", "2026-11-22T10:00:00Z", 1, 80);
+    let c = keyed("c", "2026-11-22T10:01:00Z", 2, 443);
+    let b = keyed("b", "2026-11-22T10:02:00Z", 3, 80);
+    let mut s = started(vec![pool("p", &["203.0.113.10/32"])], &[a, c, b]);
+    assert_eq!(holds(&s, "c").as_deref(), Some("203.0.113.10"));
+    assert_eq!(holds(&s, "b"), None);
+    // a leaves: nothing is freed (c still uses the address), but b now fits next to c.
+    s.service_deleted(&ServiceKey::new("ns", "a"), now());
+    assert_eq!(holds(&s, "b").as_deref(), Some("203.0.113.10"));
+}
+
+#[test]
+fn a_freed_address_taken_by_a_keyed_waiter_lets_its_key_join() {
+    let p = service("p", "2026-11-22T10:00:00Z", 1, &[]);
+    let d = keyed("d", "2026-11-22T10:01:00Z", 2, 80);
+    let e = keyed("e", "2026-11-22T10:02:00Z", 3, 443);
+    let mut s = started(vec![pool("pool", &["203.0.113.10/32"])], &[p, d, e]);
+    assert_eq!(s.waiting(), 2);
+    s.service_deleted(&ServiceKey::new("ns", "p"), now());
+    assert_eq!(holds(&s, "d").as_deref(), Some("203.0.113.10"));
+    assert_eq!(holds(&s, "e").as_deref(), Some("203.0.113.10"));
+    assert_eq!(s.waiting(), 0);
+}
