@@ -153,7 +153,7 @@ async fn lead(
     }));
 
     let mut state = State::new(config.lb_class.clone());
-    let writer = Writer::new(
+    let mut writer = Writer::new(
         client,
         tx.clone(),
         config.concurrency,
@@ -164,7 +164,7 @@ async fn lead(
     let mut listed = [false; 3];
     let mut failures: HashMap<ServiceKey, u32> = HashMap::new();
     let mut flush = tokio::time::interval(Duration::from_millis(250));
-    let mut writes: JoinSet<()> = JoinSet::new();
+    let mut writes: JoinSet<writer::Finished> = JoinSet::new();
     loop {
         tokio::select! {
             input = rx.recv() => {
@@ -210,6 +210,7 @@ async fn lead(
                             writes.spawn(async move {
                                 tokio::time::sleep(delay).await;
                                 let _ = tx.send(Input::Retry(key));
+                                writer::Finished::Other
                             });
                         }
                         state.write_done(&key, written.as_deref(), now);
@@ -245,8 +246,10 @@ async fn lead(
                 metrics.assigned.set(state.allocator().assigned_count() as i64);
             }
             Some(done) = writes.join_next(), if !writes.is_empty() => {
-                if let Err(e) = done && e.is_panic() {
-                    std::panic::resume_unwind(e.into_panic());
+                match done {
+                    Ok(finished) => writer.finished(finished, &mut writes),
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(_) => {}
                 }
             }
             Some(done) = tasks.join_next() => {

@@ -1,11 +1,12 @@
 //! Carries out the state machine's [`Action`]s against the apiserver, concurrently, and reports
 //! each result back as an [`Input`].
 //!
-//! Status applies run up to `concurrency` at a time (the state machine keeps at most one per
-//! object in flight, so order per object is kept); Events go through a smaller lane so they never
-//! hold up status writes.
+//! Actions wait in queues, as compact JSON text, and at most `concurrency` status applies (the
+//! state machine keeps at most one per object in flight, so order per object is kept) and
+//! [`EVENT_LANE`] Event creations run at once. So a burst of 10,000 Services costs 10,000 small
+//! queue entries, not 10,000 tasks each holding a JSON tree, and Events never hold up status.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use ferrolb_crds::IPAddressPool;
@@ -15,33 +16,60 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
-use tokio::sync::{Semaphore, mpsc};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use super::Input;
 use super::state::{Action, ServiceEvent};
+use crate::ipam::ServiceKey;
 use crate::metrics::Metrics;
+
+/// Event creations in flight at once.
+pub const EVENT_LANE: usize = 4;
+
+/// What a finished write task was, so the writer can start the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// A Service or pool status apply.
+    Status,
+    /// An Event creation.
+    Event,
+    /// Anything else (a retry timer).
+    Other,
+}
 
 /// Runs actions as tasks of a [`JoinSet`] owned by the caller: dropping it stops every write.
 pub struct Writer {
     client: Client,
     results: mpsc::UnboundedSender<Input>,
-    status_lane: Arc<Semaphore>,
-    event_lane: Arc<Semaphore>,
-    instance: Arc<str>,
-    manager: Arc<str>,
+    concurrency: usize,
+    status_queue: VecDeque<(Target, Box<RawValue>)>,
+    event_queue: VecDeque<ServiceEvent>,
+    status_in_flight: usize,
+    events_in_flight: usize,
+    instance: String,
+    manager: String,
     metrics: Metrics,
+}
+
+enum Target {
+    Service(ServiceKey),
+    Pool(String),
 }
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").finish_non_exhaustive()
+        f.debug_struct("Writer")
+            .field("queued_status", &self.status_queue.len())
+            .field("queued_events", &self.event_queue.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl Writer {
-    /// A writer reporting to `results`.
+    /// A writer reporting to `results`, writing as field manager `manager`.
     pub fn new(
         client: Client,
         results: mpsc::UnboundedSender<Input>,
@@ -51,73 +79,111 @@ impl Writer {
         metrics: Metrics,
     ) -> Writer {
         Writer {
-            manager: manager.into(),
-            instance: instance.into(),
             client,
             results,
-            status_lane: Arc::new(Semaphore::new(concurrency)),
-            event_lane: Arc::new(Semaphore::new(4)),
+            concurrency: concurrency.max(1),
+            status_queue: VecDeque::new(),
+            event_queue: VecDeque::new(),
+            status_in_flight: 0,
+            events_in_flight: 0,
+            instance,
+            manager,
             metrics,
         }
     }
 
-    /// Starts `actions` on `tasks`.
-    pub fn dispatch(&self, actions: Vec<Action>, tasks: &mut JoinSet<()>) {
+    /// Queues `actions` and starts what fits.
+    pub fn dispatch(&mut self, actions: Vec<Action>, tasks: &mut JoinSet<Finished>) {
         for action in actions {
             match action {
                 Action::ApplyService { key, body } => {
-                    let lane = self.status_lane.clone();
+                    self.status_queue
+                        .push_back((Target::Service(key), compact(&body)));
+                }
+                Action::ApplyPool { name, body } => {
+                    self.status_queue
+                        .push_back((Target::Pool(name), compact(&body)));
+                }
+                Action::Event(event) => self.event_queue.push_back(event),
+            }
+        }
+        self.pump(tasks);
+    }
+
+    /// A task finished: start the next queued one.
+    pub fn finished(&mut self, what: Finished, tasks: &mut JoinSet<Finished>) {
+        match what {
+            Finished::Status => self.status_in_flight -= 1,
+            Finished::Event => self.events_in_flight -= 1,
+            Finished::Other => {}
+        }
+        self.pump(tasks);
+    }
+
+    fn pump(&mut self, tasks: &mut JoinSet<Finished>) {
+        while self.status_in_flight < self.concurrency {
+            let Some((target, body)) = self.status_queue.pop_front() else {
+                break;
+            };
+            self.status_in_flight += 1;
+            let results = self.results.clone();
+            let metrics = self.metrics.clone();
+            let manager = self.manager.clone();
+            match target {
+                Target::Service(key) => {
                     let api: Api<Service> = Api::namespaced(self.client.clone(), &key.namespace);
-                    let results = self.results.clone();
-                    let metrics = self.metrics.clone();
-                    let manager = self.manager.clone();
                     tasks.spawn(async move {
-                        let _permit = lane.acquire_owned().await;
                         let result = apply_status(&api, &manager, &key.name, &body).await;
                         metrics.write("service", result.is_ok());
                         let written = match result {
-                            Ok(svc) => Some(svc),
+                            Ok(svc) => Some(Box::new(svc)),
                             Err(e) => {
                                 warn!(service = %key, error = %e, "status write failed; retrying");
                                 None
                             }
                         };
-                        let _ = results.send(Input::ServiceWritten(key, written.map(Box::new)));
+                        let _ = results.send(Input::ServiceWritten(key, written));
+                        Finished::Status
                     });
                 }
-                Action::ApplyPool { name, body } => {
+                Target::Pool(name) => {
                     let api: Api<IPAddressPool> = Api::all(self.client.clone());
-                    let results = self.results.clone();
-                    let metrics = self.metrics.clone();
-                    let manager = self.manager.clone();
                     tasks.spawn(async move {
                         let result = apply_status(&api, &manager, &name, &body).await;
                         metrics.write("pool", result.is_ok());
                         let written = match result {
-                            Ok(pool) => Ok(pool),
+                            Ok(pool) => Ok(Box::new(pool)),
                             Err(e) => {
                                 warn!(pool = %name, error = %e, "pool status write failed; retrying");
                                 Err(())
                             }
                         };
-                        let _ = results.send(Input::PoolWritten(name, written.map(Box::new)));
-                    });
-                }
-                Action::Event(event) => {
-                    let lane = self.event_lane.clone();
-                    let api: Api<Event> =
-                        Api::namespaced(self.client.clone(), &event.key.namespace);
-                    let instance = self.instance.clone();
-                    let metrics = self.metrics.clone();
-                    tasks.spawn(async move {
-                        let _permit = lane.acquire_owned().await;
-                        let ok = publish(&api, &instance, &event).await;
-                        metrics.write("event", ok);
+                        let _ = results.send(Input::PoolWritten(name, written));
+                        Finished::Status
                     });
                 }
             }
         }
+        while self.events_in_flight < EVENT_LANE {
+            let Some(event) = self.event_queue.pop_front() else {
+                break;
+            };
+            self.events_in_flight += 1;
+            let api: Api<Event> = Api::namespaced(self.client.clone(), &event.key.namespace);
+            let instance = self.instance.clone();
+            let metrics = self.metrics.clone();
+            tasks.spawn(async move {
+                let ok = publish(&api, &instance, &event).await;
+                metrics.write("event", ok);
+                Finished::Event
+            });
+        }
     }
+}
+
+/// The body as JSON text: a few hundred bytes instead of a tree of small allocations.
+fn compact(body: &serde_json::Value) -> Box<RawValue> {
+    RawValue::from_string(body.to_string()).expect("a serialized Value is valid JSON")
 }
 
 /// Applies `body` to `name`'s status, forcing ownership of the fields it names.
@@ -125,7 +191,7 @@ async fn apply_status<K>(
     api: &Api<K>,
     manager: &str,
     name: &str,
-    body: &serde_json::Value,
+    body: &RawValue,
 ) -> kube::Result<K>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
