@@ -5,8 +5,10 @@
 //! - `cluster up [--nodes N]` / `cluster down`: a control plane and lab for humans.
 //! - `crds [--check]`: regenerate (or check) the CRD YAML committed under the chart.
 //! - `k8s-build`: build the control plane from Go modules (also done by `test` and `cluster up`).
+//! - `bench [--quick]`: performance figures on a real apiserver; writes target/bench/report.{md,json}.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod cluster;
 mod crds;
 mod deps;
@@ -44,6 +46,9 @@ enum Command {
     },
     /// Build kube-apiserver, kube-controller-manager, kubectl, etcd and helm from tests/k8s.
     K8sBuild,
+    /// Measure burst ratio, create-to-status latency, pure IPAM and controller memory; writes
+    /// target/bench/report.md and report.json.
+    Bench(bench::Args),
 }
 
 fn main() {
@@ -52,6 +57,7 @@ fn main() {
         Command::Cluster { action } => cluster::run(action),
         Command::Crds { check } => crds::run(check),
         Command::K8sBuild => ferrolb_tests::bins::build_if_missing().map(|_| ()),
+        Command::Bench(args) => bench::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

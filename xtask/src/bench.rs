@@ -1,0 +1,247 @@
+//! `cargo xtask bench`: the performance figures of issue #3, measured on a real apiserver.
+//!
+//! ```text
+//!  cargo xtask bench [--quick]
+//!    └─ re-runs itself as a release build (the harness must not be the slow part)
+//!       ├─ cargo build --release -p ferrolb-controller (binary + example ipam_bench)
+//!       ├─ ipam_bench (pure IPAM, ns per allocate+release pair)          -> ipam
+//!       └─ per repetition, a fresh control plane (etcd + kube-apiserver):  -> cluster::run_rep
+//!            plain loop, pending burst, create-to-status latency, running burst, memory
+//!  -> target/bench/report.json + target/bench/report.md (also printed)
+//! ```
+//!
+//! This command only measures; tests never assert times. What each figure means is written into
+//! the report itself ([`report::DEFINITIONS`]) and into `docs/benchmarks.md`.
+
+mod cluster;
+mod procfs;
+mod report;
+mod stats;
+mod watch;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use ferrolb_tests::bins;
+
+use report::{Build, Params, Report};
+
+/// Set on the release re-run so that it does not re-run itself again.
+const REEXEC_GUARD: &str = "FERROLB_BENCH_RELEASE_HARNESS";
+
+/// `cargo xtask bench` options.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Args {
+    /// Development run: 1,000 Services, one repetition, 50 latency probes, a short IPAM run.
+    #[arg(long)]
+    pub quick: bool,
+    /// Services per burst (default 10,000; 1,000 with --quick).
+    #[arg(long)]
+    pub services: Option<usize>,
+    /// Repetitions of the cluster scenario, each on a fresh control plane (default 3; 1 with
+    /// --quick).
+    #[arg(long)]
+    pub reps: Option<usize>,
+    /// Services created one at a time for the create-to-status latency (default 200; 50 with
+    /// --quick).
+    #[arg(long)]
+    pub probes: Option<usize>,
+    /// Latency probes created per second.
+    #[arg(long, default_value_t = 20)]
+    pub probe_rate: u32,
+    /// Creates (and deletes) in flight at once when making a burst.
+    #[arg(long, default_value_t = 32)]
+    pub in_flight: usize,
+    /// Use the binaries already in target/release instead of building them.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Skip the pure IPAM figure.
+    #[arg(long)]
+    pub skip_ipam: bool,
+    /// Skip the cluster figures (burst ratio, latency, memory).
+    #[arg(long)]
+    pub skip_cluster: bool,
+    /// Where the report and each repetition's logs go (relative to the workspace root).
+    #[arg(long, default_value = "target/bench")]
+    pub out: PathBuf,
+    /// Extra environment for the controller process, KEY=VALUE (repeatable), for experiments
+    /// such as `GLIBC_TUNABLES=glibc.malloc.arena_max=1`; recorded in the report.
+    #[arg(long, value_parser = parse_env)]
+    pub controller_env: Vec<(String, String)>,
+    /// Run the controller under this command (split at spaces), e.g. a profiler:
+    /// `--controller-wrapper "perf record -g -o target/bench/perf.data --"` or
+    /// `--controller-wrapper "heaptrack -o target/bench/heaptrack"`. CPU and memory are still
+    /// read from the controller process itself; timings include the wrapper's overhead.
+    #[arg(long)]
+    pub controller_wrapper: Option<String>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
+}
+
+impl Args {
+    fn params(&self) -> Params {
+        Params {
+            services: self
+                .services
+                .unwrap_or(if self.quick { 1_000 } else { 10_000 }),
+            reps: self.reps.unwrap_or(if self.quick { 1 } else { 3 }).max(1),
+            probes: self.probes.unwrap_or(if self.quick { 50 } else { 200 }),
+            probe_rate_per_s: self.probe_rate.max(1),
+            in_flight: self.in_flight.max(1),
+            pools: cluster::POOLS,
+            controller_env: self.controller_env.clone(),
+            controller_wrapper: self
+                .controller_wrapper
+                .as_deref()
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+}
+
+/// Runs the benchmark and writes the report.
+pub fn run(args: Args) -> Result<()> {
+    if cfg!(debug_assertions) && std::env::var_os(REEXEC_GUARD).is_none() {
+        return rerun_in_release();
+    }
+    let root = bins::workspace_root();
+    let out_dir = root.join(&args.out);
+    std::fs::create_dir_all(&out_dir)?;
+    let params = args.params();
+    if params.services + params.probes > 60_000 {
+        bail!("the Service cluster-IP range holds about 65,000 Services; ask for fewer");
+    }
+    let started = Instant::now();
+
+    if !args.no_build {
+        crate::run_step(
+            "cargo build --release -p ferrolb-controller (binary and example ipam_bench)",
+            Command::new(cargo()).current_dir(&root).args([
+                "build",
+                "--release",
+                "-p",
+                "ferrolb-controller",
+                "--bin",
+                "ferrolb-controller",
+                "--example",
+                "ipam_bench",
+            ]),
+        )?;
+    }
+    let controller_bin = root.join("target/release/ferrolb-controller");
+    let ipam_bin = root.join("target/release/examples/ipam_bench");
+
+    let mut report = Report::new(params.clone(), build_info(&root, &controller_bin)?);
+    report.machine = procfs::machine();
+
+    if !args.skip_ipam {
+        eprintln!("==> pure IPAM ({})", ipam_bin.display());
+        report.ipam = Some(run_ipam(&ipam_bin, args.quick)?);
+        report.write(&out_dir)?;
+    }
+    if !args.skip_cluster {
+        bins::build_if_missing()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        for rep in 0..params.reps {
+            eprintln!("==> cluster repetition {}/{}", rep + 1, params.reps);
+            let dir = out_dir.join(format!("rep-{}", rep + 1));
+            let result = runtime.block_on(cluster::run_rep(&params, &controller_bin, &dir))?;
+            report.apiserver_version = result.apiserver_version.clone();
+            report.reps.push(result.rep);
+            // Written after every repetition, so a later failure keeps what was measured.
+            report.summarise();
+            report.write(&out_dir)?;
+        }
+    }
+    report.summarise();
+    report.duration_s = started.elapsed().as_secs_f64();
+    report.write(&out_dir)?;
+    println!("{}", report.markdown());
+    eprintln!(
+        "==> report: {} and {}",
+        out_dir.join("report.md").display(),
+        out_dir.join("report.json").display()
+    );
+    Ok(())
+}
+
+/// The harness times apiserver round trips and decodes every watch event of 10,000 Services: a
+/// debug build of it would slow the baseline loop and steal CPU from the controller. So the debug
+/// `cargo xtask` re-runs this command from a release build.
+fn rerun_in_release() -> Result<()> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    crate::run_step(
+        "cargo run --release -p xtask -- bench (the harness runs as a release build)",
+        Command::new(cargo())
+            .current_dir(bins::workspace_root())
+            .args(["run", "--release", "-p", "xtask", "--"])
+            .args(args)
+            .env(REEXEC_GUARD, "1"),
+    )
+}
+
+fn cargo() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+fn run_ipam(bin: &Path, quick: bool) -> Result<serde_json::Value> {
+    let mut cmd = Command::new(bin);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            bin.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("ipam_bench printed no JSON")
+}
+
+fn build_info(root: &Path, controller_bin: &Path) -> Result<Build> {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let dirty = git(&["status", "--porcelain", "--", "controller", "crds"])
+        .map(|s| !s.is_empty())
+        .unwrap_or(false);
+    if !controller_bin.exists() {
+        bail!(
+            "{} is missing; run without --no-build",
+            controller_bin.display()
+        );
+    }
+    Ok(Build {
+        controller_binary: controller_bin.display().to_string(),
+        controller_profile: "release".into(),
+        harness_profile: if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+        .into(),
+        git_commit: git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_default(),
+        controller_sources_modified: dirty,
+    })
+}

@@ -1,0 +1,654 @@
+//! One repetition of the cluster figures on a fresh control plane (etcd + kube-apiserver, no
+//! kube-controller-manager): plain loop, pending burst, create-to-status latency, running burst,
+//! and the controller's memory.
+//!
+//! Every Service is `type: LoadBalancer` with one TCP port and
+//! `allocateLoadBalancerNodePorts: false` (10,000 Services would not fit the NodePort range),
+//! in the namespace [`NAMESPACE`]. Pools come from the benchmarking range 198.19.0.0/16 and
+//! the documentation range 203.0.113.0/24; the controller never sends anything to them.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ferrolb_controller::ipam::ServiceKey;
+use ferrolb_controller::reconcile::desired::{
+    ConditionState, Observed, ServiceState, service_patch,
+};
+use ferrolb_crds::{IPAddressPool, IPAddressPoolSpec};
+use ferrolb_tests::control_plane::{ControlPlane, Options};
+use ferrolb_tests::controller::get;
+use ferrolb_tests::process::{Supervised, tail};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tokio::task::block_in_place;
+
+use super::procfs::{self, CpuSnapshot, round3};
+use super::report::{
+    ControllerMetrics, LatencyPhase, LoopPhase, Params, PendingPhase, Rep, RunningPhase,
+};
+use super::stats::Distribution;
+use super::watch::Watch;
+
+/// Namespace of every benchmark Service.
+pub const NAMESPACE: &str = "bench";
+/// Pools created: `bench-pool-000` (198.19.0.0/18, where every Service's address comes from,
+/// first by name), 98 pools of 64 addresses in 198.19.64.0/18 and one of 203.0.113.0/24.
+pub const POOLS: usize = 100;
+/// The pool the controller hands addresses out of (and the plain loop writes).
+const SERVING_POOL: &str = "bench-pool-000";
+/// Field manager of the plain loop's writes.
+const LOOP_FIELD_MANAGER: &str = "ferrolb-bench-loop";
+
+/// What one repetition measured.
+#[derive(Debug)]
+pub struct RepResult {
+    /// `gitVersion` of the apiserver.
+    pub apiserver_version: String,
+    /// The figures.
+    pub rep: Rep,
+}
+
+/// Runs one repetition in `dir` (removed first).
+pub async fn run_rep(params: &Params, controller_bin: &Path, dir: &Path) -> Result<RepResult> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let cp = block_in_place(|| {
+        ControlPlane::start(&Options {
+            dir: dir.join("control-plane"),
+            controller_manager: false,
+            port: 0,
+            detached: false,
+        })
+    })
+    .context("starting the control plane")?;
+    block_in_place(|| cp.install_crds())?;
+    let client = cp.client().await?;
+    let apiserver_version = client.apiserver_version().await?.git_version;
+    setup(&client).await?;
+    let bench = Bench {
+        cp: &cp,
+        client: client.clone(),
+        api: Api::namespaced(client, NAMESPACE),
+        params,
+        names: (0..params.services)
+            .map(|i| format!("svc-{i:05}"))
+            .collect(),
+        controller_bin,
+        dir,
+    };
+    let loadavg_start = procfs::loadavg();
+
+    eprintln!("    plain loop");
+    let plain = bench.plain_loop().await?;
+    bench.delete_all(&bench.names).await?;
+
+    eprintln!("    pending burst");
+    let (pending, mut controller, mut watch) = bench.pending_burst(plain.loop_s).await?;
+
+    eprintln!("    create-to-status latency");
+    let latency = bench.latency(&mut watch).await;
+    let latency = latency.with_context(|| controller.context())?;
+    drop(watch);
+    controller.kill();
+
+    eprintln!("    running burst");
+    let mut all: Vec<String> = bench.names.clone();
+    all.extend(latency.names.iter().cloned());
+    bench.delete_all(&all).await?;
+    let running = bench.running_burst(plain.loop_s).await?;
+
+    Ok(RepResult {
+        apiserver_version,
+        rep: Rep {
+            loadavg_start,
+            loadavg_end: procfs::loadavg(),
+            plain_loop: plain,
+            pending,
+            latency: latency.phase,
+            running,
+        },
+    })
+}
+
+/// The namespace and the pools.
+async fn setup(client: &Client) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?,
+        )
+        .await
+        .context("creating the bench namespace")?;
+    let pools: Api<IPAddressPool> = Api::all(client.clone());
+    for i in 0..POOLS {
+        let addresses = match i {
+            0 => "198.19.0.0/18".to_string(),
+            i if i == POOLS - 1 => "203.0.113.0/24".to_string(),
+            i => {
+                let offset = (i - 1) * 64;
+                format!("198.19.{}.{}/26", 64 + offset / 256, offset % 256)
+            }
+        };
+        let pool = IPAddressPool::new(
+            &format!("bench-pool-{i:03}"),
+            IPAddressPoolSpec {
+                addresses: vec![addresses],
+                auto_assign: true,
+                avoid_buggy_ips: false,
+                service_allocation: None,
+            },
+        );
+        pools
+            .create(&PostParams::default(), &pool)
+            .await
+            .with_context(|| format!("creating pool {i}"))?;
+    }
+    Ok(())
+}
+
+/// A LoadBalancer Service with one port and no node ports.
+fn service(name: &str) -> Service {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "type": "LoadBalancer",
+            "allocateLoadBalancerNodePorts": false,
+            "selector": {"app": name},
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}],
+        },
+    }))
+    .expect("a valid Service")
+}
+
+/// The status body the controller writes for a Service that gets `ip` from [`SERVING_POOL`]:
+/// built by the controller's own [`service_patch`].
+fn controller_body(name: &str, ip: Ipv4Addr) -> serde_json::Value {
+    let desired = ServiceState {
+        ips: vec![ip.into()],
+        pool: Some(SERVING_POOL.into()),
+        condition: Some(ConditionState {
+            allocated: true,
+            reason: "Allocated".into(),
+            message: format!("{ip} from pool {SERVING_POOL}"),
+        }),
+    };
+    service_patch(
+        &ServiceKey::new(NAMESPACE, name),
+        &desired,
+        &Observed::default(),
+        Timestamp::now(),
+    )
+}
+
+/// Whole seconds, to the millisecond.
+fn secs(d: Duration) -> f64 {
+    round3(d.as_secs_f64())
+}
+
+/// Waits (at most 60 s) until the whole machine has been under 25 % busy for 2 s in a row, so a
+/// timed phase does not start in the middle of the previous one's aftermath or of another
+/// session's build.
+async fn quiesce() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let give_up = Instant::now() + Duration::from_secs(60);
+    let mut quiet = 0;
+    while quiet < 2 && Instant::now() < give_up {
+        let before = procfs::machine_busy_seconds();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let busy = (procfs::machine_busy_seconds() - before) / cores;
+        quiet = if busy < 0.25 { quiet + 1 } else { 0 };
+    }
+    if quiet < 2 {
+        eprintln!("    (the machine stayed busy for 60 s; measuring anyway)");
+    }
+}
+
+/// The latest of `instants`.
+fn latest(instants: &[Instant]) -> Option<Instant> {
+    instants.iter().copied().max()
+}
+
+struct Bench<'a> {
+    cp: &'a ControlPlane,
+    client: Client,
+    api: Api<Service>,
+    params: &'a Params,
+    names: Vec<String>,
+    controller_bin: &'a Path,
+    dir: &'a Path,
+}
+
+/// How long to wait for a whole burst to get IPs before giving up.
+fn burst_timeout(services: usize) -> Duration {
+    Duration::from_secs(120) + Duration::from_millis(50) * services as u32
+}
+
+struct LatencyRun {
+    phase: LatencyPhase,
+    names: Vec<String>,
+}
+
+impl Bench<'_> {
+    fn processes(&self, controller: Option<&RunningController>) -> Vec<(&'static str, u32)> {
+        let [etcd, apiserver, _] = self.cp.pids();
+        let mut p = vec![("etcd", etcd), ("kube-apiserver", apiserver)];
+        if let Some(c) = controller {
+            p.push(("controller", c.pid()));
+        }
+        p
+    }
+
+    /// Creates `names` with `in_flight` creates at once; returns when each create returned.
+    async fn create_all(&self, names: &[String]) -> Result<Vec<Instant>> {
+        let api = &self.api;
+        let mut done: Vec<(usize, Instant)> = futures::stream::iter(names.iter().enumerate())
+            .map(|(i, name)| async move {
+                api.create(&PostParams::default(), &service(name))
+                    .await
+                    .with_context(|| format!("creating Service {name}"))?;
+                anyhow::Ok((i, Instant::now()))
+            })
+            .buffer_unordered(self.params.in_flight)
+            .try_collect()
+            .await?;
+        done.sort_by_key(|(i, _)| *i);
+        Ok(done.into_iter().map(|(_, at)| at).collect())
+    }
+
+    /// Deletes `names` (missing ones are fine), `in_flight` at once.
+    async fn delete_all(&self, names: &[String]) -> Result<()> {
+        let api = &self.api;
+        futures::stream::iter(names)
+            .map(|name| async move {
+                match api.delete(name, &DeleteParams::default()).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                    Err(e) => Err(e).with_context(|| format!("deleting Service {name}")),
+                }
+            })
+            .buffer_unordered(self.params.in_flight)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// The baseline: one client applies the controller's status body to each pending Service,
+    /// one after another.
+    async fn plain_loop(&self) -> Result<LoopPhase> {
+        let created = Instant::now();
+        self.create_all(&self.names).await?;
+        let create_s = secs(created.elapsed());
+        // The same watch runs as while the controller works, so the apiserver has the same
+        // watcher to feed and this process the same events to decode.
+        let mut watch = Watch::start(self.client.clone(), NAMESPACE).await?;
+        let loop_client = self.cp.client().await?;
+        let api: Api<Service> = Api::namespaced(loop_client, NAMESPACE);
+        let params = PatchParams::apply(LOOP_FIELD_MANAGER).force();
+        let base = u32::from(Ipv4Addr::new(198, 19, 0, 0));
+        let bodies: Vec<serde_json::Value> = self
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| controller_body(name, Ipv4Addr::from(base + i as u32)))
+            .collect();
+        quiesce().await;
+        let cpu_before = CpuSnapshot::take(&self.processes(None));
+        let start = Instant::now();
+        for (name, body) in self.names.iter().zip(&bodies) {
+            api.patch_status(name, &params, &Patch::Apply(body))
+                .await
+                .with_context(|| format!("plain loop: applying the status of {name}"))?;
+        }
+        let loop_time = start.elapsed();
+        let cpu = CpuSnapshot::take(&self.processes(None)).since(&cpu_before);
+        let seen = watch
+            .wait_all(&self.names, burst_timeout(self.names.len()))
+            .await?;
+        let loop_seen = latest(&seen).map_or(loop_time, |t| t.duration_since(start));
+        Ok(LoopPhase {
+            create_s,
+            loop_s: secs(loop_time),
+            loop_seen_s: secs(loop_seen),
+            mean_patch_ms: round3(loop_time.as_secs_f64() * 1000.0 / self.names.len() as f64),
+            cpu_s: cpu,
+        })
+    }
+
+    /// (a): every Service created while no controller runs, then the controller started.
+    async fn pending_burst(&self, loop_s: f64) -> Result<(PendingPhase, RunningController, Watch)> {
+        let created = Instant::now();
+        self.create_all(&self.names).await?;
+        let create_s = secs(created.elapsed());
+        let mut watch = Watch::start(self.client.clone(), NAMESPACE).await?;
+        if watch.with_ip() != 0 {
+            bail!("pending Services already have IPs before the controller started");
+        }
+        quiesce().await;
+        let cpu_before = CpuSnapshot::take(&self.processes(None));
+        let start = Instant::now();
+        let controller = RunningController::start(
+            self.controller_bin,
+            self.cp.kubeconfig(),
+            &self.dir.join("controller-pending.log"),
+            self.params,
+        )?;
+        let sampler = RssSampler::start(controller.pid(), start);
+        let ready = controller.ready_poller(start + burst_timeout(self.names.len()));
+        let seen = watch
+            .wait_all(&self.names, burst_timeout(self.names.len()))
+            .await
+            .with_context(|| controller.context())?;
+        let cpu = CpuSnapshot::take(&self.processes(Some(&controller))).since(&cpu_before);
+        let all_ip = latest(&seen).context("no Services")?.duration_since(start);
+        let first_ip = seen
+            .iter()
+            .min()
+            .context("no Services")?
+            .duration_since(start);
+        let ready_at = ready.await?.context("the controller never became ready")?;
+        let settled = controller.settle().await?;
+        let memory = procfs::memory(controller.pid());
+        let rss_timeline = sampler.stop();
+        let metrics = controller.metrics_snapshot(&self.dir.join("metrics-pending.txt"))?;
+        let ready_s = secs(ready_at.duration_since(start));
+        Ok((
+            PendingPhase {
+                create_s,
+                ready_s,
+                first_ip_s: secs(first_ip),
+                all_ip_s: secs(all_ip),
+                writes_settled_s: secs(settled.saturating_duration_since(start)),
+                ratio_vs_loop: round3(all_ip.as_secs_f64() / loop_s),
+                cpu_s: cpu,
+                memory,
+                rss_at_ready_mib: rss_near(&rss_timeline, ready_s),
+                rss_at_all_ip_mib: rss_near(&rss_timeline, all_ip.as_secs_f64()),
+                rss_timeline,
+                metrics,
+            },
+            controller,
+            watch,
+        ))
+    }
+
+    /// Services created one at a time, spaced, while the controller runs with the burst present.
+    async fn latency(&self, watch: &mut Watch) -> Result<LatencyRun> {
+        let names: Vec<String> = (0..self.params.probes)
+            .map(|i| format!("probe-{i:04}"))
+            .collect();
+        quiesce().await;
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(
+            1.0 / f64::from(self.params.probe_rate_per_s),
+        ));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut created = Vec::with_capacity(names.len());
+        for name in &names {
+            tick.tick().await;
+            self.api
+                .create(&PostParams::default(), &service(name))
+                .await
+                .with_context(|| format!("creating Service {name}"))?;
+            created.push(Instant::now());
+        }
+        let seen = watch.wait_all(&names, Duration::from_secs(60)).await?;
+        let samples_ms: Vec<f64> = created
+            .iter()
+            .zip(&seen)
+            .map(|(c, s)| round3(s.saturating_duration_since(*c).as_secs_f64() * 1000.0))
+            .collect();
+        Ok(LatencyRun {
+            phase: LatencyPhase {
+                distribution_ms: Distribution::of(&samples_ms),
+                samples_ms,
+            },
+            names,
+        })
+    }
+
+    /// (b): the controller runs (synced, no Services), then every Service is created in a burst.
+    async fn running_burst(&self, loop_s: f64) -> Result<RunningPhase> {
+        let mut controller = RunningController::start(
+            self.controller_bin,
+            self.cp.kubeconfig(),
+            &self.dir.join("controller-running.log"),
+            self.params,
+        )?;
+        controller
+            .ready_poller(Instant::now() + Duration::from_secs(120))
+            .await?
+            .with_context(|| controller.context())?;
+        controller.settle().await?;
+        let mut watch = Watch::start(self.client.clone(), NAMESPACE).await?;
+        let metrics_before = controller.metrics_snapshot(&self.dir.join("metrics-idle.txt"))?;
+        quiesce().await;
+        let cpu_before = CpuSnapshot::take(&self.processes(Some(&controller)));
+        let start = Instant::now();
+        let created = self.create_all(&self.names).await?;
+        let create_time = latest(&created)
+            .context("no Services")?
+            .duration_since(start);
+        let seen = watch
+            .wait_all(&self.names, burst_timeout(self.names.len()))
+            .await
+            .with_context(|| controller.context())?;
+        let cpu = CpuSnapshot::take(&self.processes(Some(&controller))).since(&cpu_before);
+        let all_ip = latest(&seen).context("no Services")?.duration_since(start);
+        let per_service_ms: Vec<f64> = created
+            .iter()
+            .zip(&seen)
+            .map(|(c, s)| s.saturating_duration_since(*c).as_secs_f64() * 1000.0)
+            .collect();
+        let settled = controller.settle().await?;
+        let memory = procfs::memory(controller.pid());
+        let mut metrics = controller.metrics_snapshot(&self.dir.join("metrics-running.txt"))?;
+        metrics.subtract(&metrics_before);
+        controller.kill();
+        Ok(RunningPhase {
+            create_s: secs(create_time),
+            all_ip_s: secs(all_ip),
+            after_last_create_s: secs(all_ip.saturating_sub(create_time)),
+            writes_settled_s: secs(settled.saturating_duration_since(start)),
+            ratio_vs_create: round3(all_ip.as_secs_f64() / create_time.as_secs_f64()),
+            ratio_vs_loop: round3(all_ip.as_secs_f64() / loop_s),
+            create_to_ip_ms: Distribution::of(&per_service_ms),
+            cpu_s: cpu,
+            memory,
+            metrics,
+        })
+    }
+}
+
+/// Samples a process's VmRSS every 250 ms from a background task.
+struct RssSampler {
+    task: tokio::task::JoinHandle<()>,
+    samples: std::sync::Arc<std::sync::Mutex<Vec<[f64; 2]>>>,
+}
+
+impl RssSampler {
+    /// Starts sampling `pid`; times are seconds since `start`.
+    fn start(pid: u32, start: Instant) -> RssSampler {
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = samples.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let rss = procfs::memory(pid).vm_rss_mib;
+                out.lock()
+                    .expect("sampler lock")
+                    .push([round3(start.elapsed().as_secs_f64()), round3(rss)]);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        RssSampler { task, samples }
+    }
+
+    /// Stops and returns `[seconds, MiB]` pairs.
+    fn stop(self) -> Vec<[f64; 2]> {
+        self.task.abort();
+        std::mem::take(&mut *self.samples.lock().expect("sampler lock"))
+    }
+}
+
+/// The VmRSS sample closest to `at` seconds.
+fn rss_near(timeline: &[[f64; 2]], at: f64) -> f64 {
+    timeline
+        .iter()
+        .min_by(|a, b| (a[0] - at).abs().total_cmp(&(b[0] - at).abs()))
+        .map_or(f64::NAN, |s| s[1])
+}
+
+/// The release controller binary, run as `ferrolb-controller run --no-leader-election` with the
+/// admin kubeconfig, optionally under a wrapper (a profiler).
+struct RunningController {
+    process: Supervised,
+    /// The controller's own pid (not the wrapper's).
+    pid: u32,
+    wrapped: bool,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl RunningController {
+    /// Spawns it (waits for nothing but, under a wrapper, the controller process to appear).
+    fn start(
+        bin: &Path,
+        kubeconfig: &Path,
+        log: &Path,
+        params: &Params,
+    ) -> Result<RunningController> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let wrapper = &params.controller_wrapper;
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
+        cmd.args(["run", "--no-leader-election"])
+            .arg(format!("--metrics-addr={addr}"))
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info")
+            .envs(params.controller_env.iter().map(|(k, v)| (k, v)));
+        let process = Supervised::spawn("ferrolb-controller", cmd, log)?;
+        let pid = if wrapper.is_empty() {
+            process.pid()
+        } else {
+            let root = process.pid();
+            block_in_place(|| {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    if let Some(pid) = procfs::descendant_running(root, bin) {
+                        return Ok(pid);
+                    }
+                    if Instant::now() > deadline {
+                        bail!(
+                            "no {} process appeared under the wrapper {wrapper:?}",
+                            bin.display()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })?
+        };
+        Ok(RunningController {
+            process,
+            pid,
+            wrapped: !wrapper.is_empty(),
+            addr,
+            log: log.to_path_buf(),
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Stops it: SIGKILL, or under a wrapper SIGTERM to the controller so that the wrapper can
+    /// write its data and exit (up to 60 s).
+    fn kill(&mut self) {
+        if self.wrapped && self.pid != 0 {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.pid.to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let log = self.log.clone();
+            while Instant::now() < deadline && self.process.check_running(&log).is_ok() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            self.pid = 0;
+        }
+        self.process.kill();
+    }
+
+    /// The end of its log, to explain a failure.
+    fn context(&self) -> String {
+        format!(
+            "controller log {}:\n{}",
+            self.log.display(),
+            tail(&self.log, 30)
+        )
+    }
+
+    /// Polls `/readyz` every 20 ms on a blocking thread; yields when it first answered 200
+    /// (`None` at `deadline`).
+    fn ready_poller(&self, deadline: Instant) -> tokio::task::JoinHandle<Option<Instant>> {
+        let addr = self.addr;
+        tokio::task::spawn_blocking(move || {
+            while Instant::now() < deadline {
+                if get(addr, "/readyz").is_ok_and(|(code, _)| code == 200) {
+                    return Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            None
+        })
+    }
+
+    fn metrics_text(&self) -> Result<String> {
+        let addr = self.addr;
+        let (code, body) = block_in_place(|| get(addr, "/metrics"))?;
+        if code != 200 {
+            bail!("/metrics answered {code}");
+        }
+        Ok(body)
+    }
+
+    /// The controller's metrics now; the text is kept in `file`.
+    fn metrics_snapshot(&self, file: &Path) -> Result<ControllerMetrics> {
+        let text = self.metrics_text()?;
+        std::fs::write(file, &text)?;
+        Ok(ControllerMetrics::parse(&text))
+    }
+
+    /// Waits until the controller's write counters (Services, pools, Events) have not moved for
+    /// 3 s (at most 3 minutes); returns when they last moved.
+    async fn settle(&self) -> Result<Instant> {
+        let give_up = Instant::now() + Duration::from_secs(180);
+        let mut last: Option<f64> = None;
+        let mut moved = Instant::now();
+        loop {
+            let total = ControllerMetrics::parse(&self.metrics_text()?).all_writes();
+            if last != Some(total) {
+                last = Some(total);
+                moved = Instant::now();
+            } else if moved.elapsed() >= Duration::from_secs(3) || Instant::now() > give_up {
+                return Ok(moved);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
