@@ -18,7 +18,7 @@ use ferrolb_crds::{AddressCount, Family};
 use super::error::{AllocationError, Considered};
 use super::pool::{Pool, PoolConfig, RuledOut, family_index};
 use super::request::{FamilyPolicy, Request, ServiceKey};
-use super::sharing::{self, Conflict, Usage};
+use super::sharing::{self, Conflict, Usage, Users};
 
 /// The addresses a Service holds, primary family first, and the pool they come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,7 +85,7 @@ pub struct Allocator {
     /// Per family: first address of a disjoint interval -> (last, pool).
     index: [BTreeMap<u128, (u128, String)>; 2],
     /// Held address -> its users.
-    held: HashMap<IpAddr, BTreeMap<ServiceKey, Usage>>,
+    held: HashMap<IpAddr, Users>,
     services: HashMap<ServiceKey, Assignment>,
     /// Sharing key -> addresses held under it.
     by_key: HashMap<String, BTreeSet<IpAddr>>,
@@ -523,7 +523,7 @@ impl Allocator {
     fn commit(&mut self, key: &ServiceKey, usage: Usage, assignment: Assignment) {
         self.release(key);
         for ip in &assignment.ips {
-            if self.held.get(ip).is_none_or(BTreeMap::is_empty) {
+            if self.held.get(ip).is_none_or(Users::is_empty) {
                 if let Some(pool) = indexed_pool(&self.index, *ip) {
                     self.pools.get_mut(pool).expect("indexed pool").hold(*ip);
                 }

@@ -16,7 +16,6 @@ use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use serde_json::Value;
 
 use super::desired::{
     ConditionState, Observed, ServiceState, field_manager, pool_patch, pool_shows, service_patch,
@@ -37,15 +36,15 @@ pub enum Action {
     ApplyService {
         /// Which Service.
         key: ServiceKey,
-        /// The apply body.
-        body: Value,
+        /// The apply body, as JSON text (compact: a burst queues thousands).
+        body: String,
     },
     /// Server-side apply `body` to the pool's `/status`.
     ApplyPool {
         /// Which pool.
         name: String,
-        /// The apply body.
-        body: Value,
+        /// The apply body, as JSON text.
+        body: String,
     },
     /// Record a Kubernetes Event about a Service.
     Event(ServiceEvent),
@@ -383,7 +382,7 @@ impl State {
             self.pools_in_flight.insert(name.clone());
             self.actions.push(Action::ApplyPool {
                 name,
-                body: pool_patch(pool, desired),
+                body: pool_patch(pool, desired).to_string(),
             });
         }
     }
@@ -628,7 +627,7 @@ impl State {
             return;
         }
         t.in_flight = true;
-        let body = service_patch(key, &desired.unwrap_or_default(), &t.observed, now);
+        let body = service_patch(key, &desired.unwrap_or_default(), &t.observed, now).to_string();
         self.actions.push(Action::ApplyService {
             key: key.clone(),
             body,

@@ -45,6 +45,13 @@ fn writes(actions: &[Action]) -> Vec<(String, Vec<String>)> {
         .filter_map(|a| match a {
             Action::ApplyService { key, body } => Some((
                 key.name.clone(),
+                serde_json::from_str::<Value>(body).unwrap(),
+            )),
+            _ => None,
+        })
+        .map(|(name, body)| {
+            (
+                name,
                 body["status"]["loadBalancer"]["ingress"]
                     .as_array()
                     .map(|i| {
@@ -53,8 +60,7 @@ fn writes(actions: &[Action]) -> Vec<(String, Vec<String>)> {
                             .collect()
                     })
                     .unwrap_or_default(),
-            )),
-            _ => None,
+            )
         })
         .collect()
 }
@@ -124,7 +130,7 @@ fn a_converged_service_is_not_written_and_one_write_is_in_flight_per_object() {
         .iter()
         .find(|a| matches!(a, Action::ApplyService { .. }))
     {
-        Some(Action::ApplyService { body, .. }) => body.clone(),
+        Some(Action::ApplyService { body, .. }) => serde_json::from_str::<Value>(body).unwrap(),
         _ => panic!("no write: {actions:?}"),
     };
     // Another event for the same object while the write is in flight: no second write.
@@ -185,7 +191,7 @@ fn pool_status_is_written_on_flush_once_per_burst() {
         .take_actions()
         .into_iter()
         .filter_map(|a| match a {
-            Action::ApplyPool { body, .. } => Some(body),
+            Action::ApplyPool { body, .. } => Some(serde_json::from_str(&body).unwrap()),
             _ => None,
         })
         .collect();

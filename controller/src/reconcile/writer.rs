@@ -98,11 +98,10 @@ impl Writer {
             match action {
                 Action::ApplyService { key, body } => {
                     self.status_queue
-                        .push_back((Target::Service(key), compact(&body)));
+                        .push_back((Target::Service(key), raw(body)));
                 }
                 Action::ApplyPool { name, body } => {
-                    self.status_queue
-                        .push_back((Target::Pool(name), compact(&body)));
+                    self.status_queue.push_back((Target::Pool(name), raw(body)));
                 }
                 Action::Event(event) => self.event_queue.push_back(event),
             }
@@ -181,9 +180,9 @@ impl Writer {
     }
 }
 
-/// The body as JSON text: a few hundred bytes instead of a tree of small allocations.
-fn compact(body: &serde_json::Value) -> Box<RawValue> {
-    RawValue::from_string(body.to_string()).expect("a serialized Value is valid JSON")
+/// The body as raw JSON (the state machine serialized it from a `Value`).
+fn raw(body: String) -> Box<RawValue> {
+    RawValue::from_string(body).expect("a serialized Value is valid JSON")
 }
 
 /// Applies `body` to `name`'s status, forcing ownership of the fields it names.
