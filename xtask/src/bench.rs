@@ -71,9 +71,10 @@ pub struct Args {
     #[arg(long, value_parser = parse_env)]
     pub controller_env: Vec<(String, String)>,
     /// Run the controller under this command (split at spaces), e.g. a profiler:
-    /// `--controller-wrapper "perf record -g -o target/bench/perf.data --"` or
-    /// `--controller-wrapper "heaptrack -o target/bench/heaptrack"`. CPU and memory are still
-    /// read from the controller process itself; timings include the wrapper's overhead.
+    /// `--controller-wrapper "perf record -g -o /tmp/controller-{phase}.perf --"` or
+    /// `--controller-wrapper "heaptrack -o /tmp/heap-{phase}"` (`{phase}` becomes `pending` or
+    /// `running`, one file per controller run). CPU and memory are still read from the
+    /// controller process itself; timings include the wrapper's overhead.
     #[arg(long)]
     pub controller_wrapper: Option<String>,
 }
@@ -153,9 +154,22 @@ pub fn run(args: Args) -> Result<()> {
             .enable_all()
             .build()?;
         for rep in 0..params.reps {
-            eprintln!("==> cluster repetition {}/{}", rep + 1, params.reps);
             let dir = out_dir.join(format!("rep-{}", rep + 1));
-            let result = runtime.block_on(cluster::run_rep(&params, &controller_bin, &dir))?;
+            let mut attempt = 1;
+            let result = loop {
+                eprintln!(
+                    "==> cluster repetition {}/{} (attempt {attempt})",
+                    rep + 1,
+                    params.reps
+                );
+                match runtime.block_on(cluster::run_rep(&params, &controller_bin, &dir)) {
+                    Err(e) if e.is::<cluster::BridgeRemoved>() && attempt < 3 => {
+                        eprintln!("    {e}; starting the repetition again");
+                        attempt += 1;
+                    }
+                    other => break other?,
+                }
+            };
             report.apiserver_version = result.apiserver_version.clone();
             report.reps.push(result.rep);
             // Written after every repetition, so a later failure keeps what was measured.

@@ -55,8 +55,46 @@ pub struct RepResult {
     pub rep: Rep,
 }
 
-/// Runs one repetition in `dir` (removed first).
+/// The lab bridge the apiserver listens on disappeared mid-repetition: another session ran
+/// `cargo xtask cluster down` (or the cluster test), which removes it. The repetition is void.
+#[derive(Debug)]
+pub struct BridgeRemoved;
+
+impl std::fmt::Display for BridgeRemoved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the bridge {} (where the apiserver listens) was removed by another process, e.g. `cargo xtask cluster down` or the cluster test",
+            ferrolb_tests::lab::BRIDGE
+        )
+    }
+}
+
+impl std::error::Error for BridgeRemoved {}
+
+/// Resolves when the lab bridge is gone (checked every 200 ms).
+async fn bridge_removed() -> BridgeRemoved {
+    let path = format!("/sys/class/net/{}", ferrolb_tests::lab::BRIDGE);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if !Path::new(&path).exists() {
+            return BridgeRemoved;
+        }
+    }
+}
+
+/// Runs one repetition in `dir` (removed first). Fails with [`BridgeRemoved`] at once if the lab
+/// bridge disappears meanwhile (every process of the repetition is stopped).
 pub async fn run_rep(params: &Params, controller_bin: &Path, dir: &Path) -> Result<RepResult> {
+    let rep = run_rep_inner(params, controller_bin, dir);
+    tokio::pin!(rep);
+    tokio::select! {
+        result = &mut rep => result,
+        removed = bridge_removed() => Err(removed.into()),
+    }
+}
+
+async fn run_rep_inner(params: &Params, controller_bin: &Path, dir: &Path) -> Result<RepResult> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     }
@@ -494,9 +532,15 @@ impl RssSampler {
     }
 
     /// Stops and returns `[seconds, MiB]` pairs.
-    fn stop(self) -> Vec<[f64; 2]> {
+    fn stop(&self) -> Vec<[f64; 2]> {
         self.task.abort();
         std::mem::take(&mut *self.samples.lock().expect("sampler lock"))
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -529,7 +573,17 @@ impl RunningController {
     ) -> Result<RunningController> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let wrapper = &params.controller_wrapper;
+        // `{phase}` in the wrapper becomes `pending` or `running`, so each run has its own file.
+        let phase = log
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.strip_prefix("controller-"))
+            .unwrap_or("controller");
+        let wrapper: Vec<String> = params
+            .controller_wrapper
+            .iter()
+            .map(|a| a.replace("{phase}", phase))
+            .collect();
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut cmd = Command::new(program);
@@ -578,17 +632,19 @@ impl RunningController {
     }
 
     /// Stops it: SIGKILL, or under a wrapper SIGTERM to the controller so that the wrapper can
-    /// write its data and exit (up to 60 s).
+    /// write its data and exit (up to 3 minutes).
     fn kill(&mut self) {
         if self.wrapped && self.pid != 0 {
             let _ = Command::new("kill")
                 .args(["-TERM", &self.pid.to_string()])
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(60);
+            let deadline = Instant::now() + Duration::from_secs(180);
             let log = self.log.clone();
-            while Instant::now() < deadline && self.process.check_running(&log).is_ok() {
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            block_in_place(|| {
+                while Instant::now() < deadline && self.process.check_running(&log).is_ok() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
             self.pid = 0;
         }
         self.process.kill();
