@@ -216,23 +216,101 @@ fn go_build(
         .arg(format!("{}/", out.display()))
         .args(packages)
         .stdin(Stdio::null());
-    let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+    let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+    wait_with_progress(child, &packages.join(", "), started).with_context(|| {
+        format!(
+            "go build of {} in {} failed; see the Go errors above",
+            packages.join(" "),
+            module.display()
+        )
+    })
+}
+
+/// A binary of this workspace: `$<env>` when set, else `name` in the target directory of the
+/// running executable (`target/<profile>/`, also for test executables in `target/<profile>/deps/`),
+/// else `target/debug/<name>`. Fails with `build_hint` (the command that builds it) when missing.
+pub fn cargo_binary(name: &str, env: &str, build_hint: &str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env) {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("${env} is {}, which is not a file", path.display());
+        }
+        return Ok(path);
+    }
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        if dir.file_name().is_some_and(|n| n == "deps")
+            && let Some(profile) = dir.parent()
+        {
+            candidates.push(profile.join(name));
+        }
+        candidates.push(dir.join(name));
+    }
+    candidates.push(workspace_root().join("target/debug").join(name));
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .with_context(|| {
+            format!(
+                "{name} is missing (looked for {}); build it with `{build_hint}` or set ${env}",
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+/// `cargo build` of `bins` (`(package, binary)` pairs) in the workspace, with cargo's output on
+/// the terminal and a `==>` line now and then, so a long first build is visibly alive.
+pub fn cargo_build(bins: &[(&str, &str)]) -> Result<()> {
+    let names: Vec<&str> = bins.iter().map(|(_, b)| *b).collect();
+    eprintln!(
+        "==> cargo build {} (the first build takes a few minutes)",
+        names.join(" ")
+    );
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root()).arg("build");
+    for (package, bin) in bins {
+        cmd.args(["-p", package, "--bin", bin]);
+    }
+    let started = Instant::now();
+    let child = cmd
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    wait_with_progress(child, &names.join(", "), started).with_context(|| {
+        format!(
+            "cargo build of {}; see cargo's errors above",
+            names.join(" ")
+        )
+    })?;
+    eprintln!(
+        "==> built {} in {:.0} s",
+        names.join(" "),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Waits for `child`, printing a line every minute; fails when it exits non-zero.
+fn wait_with_progress(mut child: std::process::Child, what: &str, started: Instant) -> Result<()> {
     let mut last_report = Instant::now();
     loop {
         if let Some(status) = child.try_wait()? {
             if !status.success() {
-                bail!(
-                    "go build of {} in {} failed ({status}); see the Go errors above",
-                    packages.join(" "),
-                    module.display()
-                );
+                bail!("building {what} failed ({status})");
             }
             return Ok(());
         }
         if last_report.elapsed() >= Duration::from_secs(60) {
             eprintln!(
-                "  still building {} ({:.0} s so far)",
-                packages.join(", "),
+                "==> still building {what} ({:.0} s so far)",
                 started.elapsed().as_secs_f64()
             );
             last_report = Instant::now();

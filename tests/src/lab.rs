@@ -21,6 +21,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 
+use crate::backend::Backends;
 use crate::process::run;
 
 /// The bridge every lab namespace hangs off.
@@ -36,6 +37,12 @@ pub const MAX_NODES: usize = 89;
 const LOCK_PATH: &str = "/run/lock/ferrolb-lab.lock";
 /// Present while a `cargo xtask cluster up` lab runs; holds the path of its env file.
 pub const CLUSTER_MARKER: &str = "/run/ferrolb-cluster-up";
+/// The IPv4 addresses lab pools hand out as VIPs (198.51.100.192-255, holding the documented
+/// pool 198.51.100.200-250); node namespaces DNAT them to their backends
+/// ([`crate::backend`]).
+pub const VIP_RANGE_V4: &str = "198.51.100.192/26";
+/// The IPv6 addresses lab pools hand out as VIPs (2001:db8:1::200-2ff).
+pub const VIP_RANGE_V6: &str = "2001:db8:1::200/120";
 
 /// A lab namespace (a node or the client).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,6 +146,17 @@ impl Lab {
     /// The client namespace.
     pub fn client(&self) -> &Host {
         &self.client
+    }
+
+    /// Starts a [`Backends`]: a `ferrolb-lab-backend` and the VIP DNAT rules in every node
+    /// namespace (logs under the test process's scratch directory). Keep the guard for as long as
+    /// the backends should run; the lab's teardown stops them too.
+    pub fn start_backends(&self) -> Result<Backends> {
+        Backends::start(
+            &self.nodes,
+            &crate::control_plane::process_dir().join("backends"),
+            false,
+        )
     }
 
     /// Creates (or updates) one Ready Node object per lab node, with its addresses, labels
@@ -335,15 +353,46 @@ fn lab_veths() -> Result<Vec<String>> {
         .collect())
 }
 
-/// Deletes every lab namespace and its veth. Leaves the bridge.
+/// Deletes every lab namespace and its veth, first killing every process still running inside
+/// one (backends, speakers, leftovers of a crashed run): `ip netns del` only unmounts the name,
+/// and a process inside would keep the namespace alive, unreachable. Leaves the bridge.
 pub fn remove_namespaces() -> Result<()> {
+    let namespaces = lab_namespaces()?;
+    for ns in &namespaces {
+        kill_processes_in(ns)?;
+    }
     // Deleting a namespace frees its veths asynchronously; deleting the host end first removes
     // the pair at once, so a lab created right after finds the names free.
     for veth in lab_veths()? {
         ip(&["link", "del", &veth])?;
     }
-    for ns in lab_namespaces()? {
-        ip(&["netns", "del", &ns])?;
+    for ns in &namespaces {
+        ip(&["netns", "del", ns])?;
+    }
+    Ok(())
+}
+
+/// SIGKILLs the processes whose network namespace is `ns` (`ip netns pids`) and waits briefly
+/// for them to go.
+fn kill_processes_in(ns: &str) -> Result<()> {
+    let pids: Vec<String> = ip(&["netns", "pids", ns])?
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    if pids.is_empty() {
+        return Ok(());
+    }
+    // Some may exit meanwhile: `kill` then fails for those, which is fine.
+    let _ = Command::new("kill").arg("-KILL").args(&pids).output();
+    let gone = || {
+        pids.iter().all(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .map_or(true, |s| s.contains("State:\tZ"))
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !gone() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     Ok(())
 }

@@ -4,14 +4,19 @@
 //!  tests/k8s (Go) ──bins::build_if_missing──> target/k8s/<versions>/bin/{etcd,kube-apiserver,...}
 //!  control_plane::ControlPlane ── etcd (loopback) + kube-apiserver (lab0 address) [+ kcm]
 //!  lab::Lab ── lab0 bridge, node1..N + client namespaces, Node objects
+//!     backend::Backends ── ferrolb-lab-backend + VIP DNAT rules per node (kube-proxy's part)
+//!  daemon::Daemon ── a ferrolb binary with /healthz, /readyz, /metrics:
+//!     controller::Controller (loopback)   speaker::Speaker (one per node namespace)
 //! ```
 //!
 //! Used by the integration tests in `tests/tests/` and by `cargo xtask cluster`.
 
+pub mod backend;
 pub mod bins;
 pub mod cluster;
 pub mod control_plane;
 pub mod controller;
+pub mod daemon;
 pub mod lab;
 pub mod pki;
 pub mod process;

@@ -170,6 +170,35 @@ pub fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs `cmd` with `input` on its stdin to completion; stdout, or an error with its stderr.
+pub fn run_input(cmd: &mut Command, input: &str) -> Result<String> {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {cmd:?}"))?;
+    let mut stdin = child.stdin.take().context("no stdin pipe")?;
+    // Write from a thread: a child that answers before reading everything must not deadlock us.
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output()?;
+    let written = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("stdin writer panicked"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    written.with_context(|| format!("writing the input of {cmd:?}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Polls `check` every 50 ms until it returns `Ok(Some(_))` or `timeout` passes. `Ok(None)` means
 /// "not yet"; an error (say, the awaited process died) ends the wait at once.
 pub fn wait_for<T>(

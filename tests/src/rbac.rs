@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::bins;
 use crate::control_plane::ControlPlane;
-use crate::process::{run, wait_for};
+use crate::process::{run, run_input, wait_for};
 
 /// The Lease the controller's replicas elect a leader with (`--lease-name` in the chart).
 pub const CONTROLLER_LEASE: &str = "ferrolb-controller";
@@ -228,28 +228,7 @@ pub fn apply_rbac(
 
 /// Runs kubectl with `input` on stdin; stdout, or an error with stderr.
 fn kubectl_stdin(cp: &ControlPlane, args: &[&str], input: &str) -> Result<String> {
-    let mut cmd = cp.kubectl()?;
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().with_context(|| format!("running {cmd:?}"))?;
-    child
-        .stdin
-        .take()
-        .context("kubectl stdin")?
-        .write_all(input.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "kubectl {} failed ({}): {}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim(),
-            String::from_utf8_lossy(&out.stdout).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    run_input(cp.kubectl()?.args(args), input)
 }
 
 /// Mints a token for `service_account` in `namespace` (`kubectl create token`, valid 24 h) and

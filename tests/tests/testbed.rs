@@ -219,3 +219,105 @@ fn a_second_lab_waits_for_the_first() {
     );
     waiter.join().unwrap();
 }
+
+/// Points the client's neighbour entries for the lab's first VIPs at `node`, as an ARP/NDP answer
+/// from that node would.
+fn resolve_vips_to(lab: &Lab, node: &ferrolb_tests::Host) {
+    for vip in ["198.51.100.200", "2001:db8:1::200"] {
+        lab.client()
+            .exec(
+                "ip",
+                &[
+                    "neigh",
+                    "replace",
+                    vip,
+                    "lladdr",
+                    &node.mac,
+                    "dev",
+                    "eth0",
+                    "nud",
+                    "permanent",
+                ],
+            )
+            .unwrap();
+    }
+}
+
+/// `curl` from the client: the body.
+fn curl_from_client(lab: &Lab, args: &[&str]) -> String {
+    let mut all = vec!["-sS", "--max-time", "5"];
+    all.extend_from_slice(args);
+    lab.client()
+        .exec("curl", &all)
+        .unwrap_or_else(|e| panic!("curl {}: {e:#}", args.join(" ")))
+}
+
+fn process_gone(pid: u32) -> bool {
+    // Gone, or a zombie its (killed) handle has not reaped yet.
+    std::fs::read_to_string(format!("/proc/{pid}/status")).map_or(true, |s| s.contains("State:\tZ"))
+}
+
+#[test]
+fn backends_answer_a_vip_on_the_node_the_client_resolved_it_to() {
+    let lab = Lab::create(3).unwrap();
+    let backends = lab.start_backends().unwrap();
+    let pids = backends.pids();
+    assert_eq!(pids.len(), 3);
+
+    for node in [&lab.nodes()[1], &lab.nodes()[2]] {
+        resolve_vips_to(&lab, node);
+        let want = format!("{}\n", node.name);
+        assert_eq!(
+            curl_from_client(&lab, &["http://198.51.100.200/"]),
+            want,
+            "IPv4"
+        );
+        assert_eq!(
+            curl_from_client(&lab, &["-6", "http://[2001:db8:1::200]/"]),
+            want,
+            "IPv6"
+        );
+        // Other ports and protocols reach the node itself: ping answers from the VIP.
+        for vip in ["198.51.100.200", "2001:db8:1::200"] {
+            let out = lab
+                .client()
+                .exec("ping", &["-c", "1", "-W", "2", vip])
+                .unwrap_or_else(|e| panic!("ping {vip} via {}: {e:#}", node.name));
+            assert!(out.contains(&format!("from {vip}")), "{out}");
+        }
+    }
+
+    // The rules match the lab VIP ranges.
+    let ruleset = lab.nodes()[0].exec("nft", &["list", "ruleset"]).unwrap();
+    assert!(ruleset.contains(lab::VIP_RANGE_V4) && ruleset.contains(lab::VIP_RANGE_V6));
+
+    // Tearing the lab down stops the backends even while their guard is alive; dropping the guard
+    // afterwards is harmless.
+    drop(lab);
+    assert!(
+        pids.iter().all(|p| process_gone(*p)),
+        "backends outlived the lab"
+    );
+    drop(backends);
+}
+
+#[test]
+fn dropping_backends_stops_them_and_removes_their_rules() {
+    let lab = Lab::create(1).unwrap();
+    let node = &lab.nodes()[0];
+    let backends = lab.start_backends().unwrap();
+    let pids = backends.pids();
+    assert!(
+        node.exec("nft", &["list", "tables"])
+            .unwrap()
+            .contains("ferrolb_lab")
+    );
+    drop(backends);
+    assert!(pids.iter().all(|p| process_gone(*p)));
+    assert!(
+        !node
+            .exec("nft", &["list", "tables"])
+            .unwrap()
+            .contains("ferrolb_lab")
+    );
+}

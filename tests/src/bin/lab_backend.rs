@@ -1,0 +1,192 @@
+//! `ferrolb-lab-backend`: the lab's stand-in for a Service's pods. One runs in each node
+//! namespace (see `ferrolb_tests::backend`); it answers every HTTP request with `200` and the body
+//! `<name>\n`, so `curl http://VIP/` from the client says which node the VIP led to.
+//!
+//! ```text
+//! ferrolb-lab-backend --name node2 [--listen [::]:8080]
+//! ```
+//!
+//! `[::]` takes IPv4 connections too: `net.ipv6.bindv6only` is 0 in a fresh network namespace.
+//! Standard library only; one thread per connection, one request per connection.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+const USAGE: &str = "usage: ferrolb-lab-backend --name <name> [--listen <addr:port>]\n\
+                     Answers every HTTP request with 200 and the body `<name>\\n`.\n\
+                     --listen defaults to [::]:8080 (IPv6 and IPv4).";
+
+/// Bodies of requests longer than this are not read (the lab only sends GETs).
+const MAX_BODY: u64 = 64 * 1024;
+
+#[derive(Debug, PartialEq)]
+struct Args {
+    name: String,
+    listen: String,
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
+    let mut name = None;
+    let mut listen = "[::]:8080".to_string();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) => (f.to_string(), Some(v.to_string())),
+            None => (arg, None),
+        };
+        let mut value = |flag: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--name" => name = Some(value("--name")?),
+            "--listen" => listen = value("--listen")?,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let name = name.ok_or("--name is required")?;
+    Ok(Args { name, listen })
+}
+
+fn main() {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("ferrolb-lab-backend: {e}");
+            }
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let listener = match TcpListener::bind(&args.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("ferrolb-lab-backend: cannot listen on {}: {e}", args.listen);
+            std::process::exit(1);
+        }
+    };
+    eprintln!(
+        "ferrolb-lab-backend {}: listening on {}",
+        args.name, args.listen
+    );
+    let body: std::sync::Arc<str> = format!("{}\n", args.name).into();
+    for stream in listener.incoming() {
+        match stream {
+            Ok(stream) => {
+                let body = body.clone();
+                std::thread::spawn(move || {
+                    let peer = stream.peer_addr().map(|a| a.to_string());
+                    if let Err(e) = serve(stream, &body) {
+                        eprintln!(
+                            "ferrolb-lab-backend: request from {}: {e}",
+                            peer.unwrap_or_default()
+                        );
+                    }
+                });
+            }
+            Err(e) => eprintln!("ferrolb-lab-backend: accept: {e}"),
+        }
+    }
+}
+
+/// Reads one request (request line, headers, a `Content-Length` body) and answers it.
+fn serve(stream: TcpStream, body: &str) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line)? == 0 {
+        return Ok(());
+    }
+    let mut content_length = 0u64;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.trim().eq_ignore_ascii_case("content-length")
+        {
+            content_length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    // Drain a small body so closing the socket does not reset the connection under the client.
+    std::io::copy(
+        &mut reader.by_ref().take(content_length.min(MAX_BODY)),
+        &mut std::io::sink(),
+    )?;
+    let head_only = request_line.starts_with("HEAD ");
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    if !head_only {
+        stream.write_all(body.as_bytes())?;
+    }
+    stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Result<Args, String> {
+        parse_args(a.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn name_is_required_and_listen_defaults_to_dual_stack_8080() {
+        assert_eq!(
+            args(&["--name", "node2"]).unwrap(),
+            Args {
+                name: "node2".into(),
+                listen: "[::]:8080".into()
+            }
+        );
+        assert_eq!(
+            args(&["--name=node3", "--listen=127.0.0.1:0"]).unwrap(),
+            Args {
+                name: "node3".into(),
+                listen: "127.0.0.1:0".into()
+            }
+        );
+        assert!(args(&[]).unwrap_err().contains("--name"));
+        assert!(args(&["--name"]).unwrap_err().contains("needs a value"));
+        assert!(args(&["--port", "1"]).unwrap_err().contains("unknown"));
+    }
+
+    #[test]
+    fn every_request_gets_200_and_the_name() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (stream, _) = listener.accept().unwrap();
+                serve(stream, "node7\n").unwrap();
+            }
+        });
+        for (request, want_body) in [
+            ("GET /anything HTTP/1.1\r\nHost: x\r\n\r\n", "node7\n"),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+                "node7\n",
+            ),
+        ] {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            let (head, body) = response.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+            assert!(head.contains("Content-Length: 6"), "{head}");
+            assert_eq!(body, want_body);
+        }
+        server.join().unwrap();
+    }
+}
