@@ -1,0 +1,478 @@
+//! Speaker membership: which speakers are live, learned from authenticated UDP heartbeats, with
+//! the Node objects as the fallback.
+//!
+//! ```text
+//!  Node watch --set_peers--> +------------------- task (one per speaker) ---------------------+
+//!                            | every interval: Alive --sign--> unicast to every peer (UDP)    |
+//!  peers' Alive/Leave ------>| recv -> Verifier (packet.rs: tag, peer, skew, replay)          |
+//!                            |      -> View (view.rs: pure liveness rules)                    |
+//!                            | timer at View::next_change -> re-evaluate                      |
+//!                            +--> watch::Receiver<LiveView> (published only when it changes)  |
+//!  leave() ----------------> Leave x3 to every peer, task ends                                |
+//! ```
+//!
+//! With the defaults (Alive every 50 ms, dead after 250 ms of silence) a crashed speaker is seen
+//! dead 250 ms after its last heartbeat, i.e. between 200 and 250 ms after the crash plus
+//! scheduling delay; a speaker that stops with [`Membership::leave`] is seen dead as soon as its
+//! Leave arrives. The liveness rules, the fallback to Node readiness and the start-up grace are
+//! described in `view.rs`; the wire format in `packet.rs`.
+
+mod metrics;
+mod packet;
+mod view;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ring::hmac;
+use ring::rand::SystemRandom;
+use tokio::net::UdpSocket;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+use tracing::{debug, info};
+
+pub use metrics::{Metrics, ResultLabels};
+pub use view::{LiveView, ViewSource};
+
+use packet::{Kind, Rejection, Signer, Verifier};
+use view::View;
+
+/// Shortest accepted key, in bytes.
+pub const MIN_KEY_LEN: usize = 16;
+/// How many times [`Membership::leave`] sends Leave to every peer.
+const LEAVE_REPEATS: usize = 3;
+/// Pause between the Leave repeats.
+const LEAVE_GAP: Duration = Duration::from_millis(5);
+/// At most one debug log line about rejected datagrams or send errors per this period.
+const LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Membership settings.
+#[derive(Clone)]
+pub struct Config {
+    /// This speaker's node name (1 to 253 bytes).
+    pub node: String,
+    /// Local UDP address to bind (port 0 picks one; see [`Membership::local_addr`]).
+    pub bind: SocketAddr,
+    /// Shared HMAC-SHA256 key, at least [`MIN_KEY_LEN`] bytes.
+    pub key: Vec<u8>,
+    /// Alive period. Default 50 ms.
+    pub interval: Duration,
+    /// Silence after which a peer is dead; must exceed `interval`. Default 250 ms.
+    pub dead_after: Duration,
+    /// Silence of the whole mesh after which Node readiness decides; also the start-up grace.
+    /// At least `dead_after`. Default 3 s.
+    pub fallback_after: Duration,
+    /// Largest accepted difference between a sender's and this node's wall clock. Default 10 s.
+    pub max_clock_skew: Duration,
+}
+
+impl Config {
+    /// Settings with the default timings.
+    pub fn new(node: impl Into<String>, bind: SocketAddr, key: impl Into<Vec<u8>>) -> Config {
+        Config {
+            node: node.into(),
+            bind,
+            key: key.into(),
+            interval: Duration::from_millis(50),
+            dead_after: Duration::from_millis(250),
+            fallback_after: Duration::from_secs(3),
+            max_clock_skew: Duration::from_secs(10),
+        }
+    }
+
+    /// Checks the settings; the error names the setting and what to do.
+    fn validate(&self) -> io::Result<()> {
+        let invalid = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        if self.key.len() < MIN_KEY_LEN {
+            return invalid(format!(
+                "membership key is {} bytes long; it must be at least {MIN_KEY_LEN} bytes \
+                 (e.g. 32 random bytes in the speaker's Secret)",
+                self.key.len()
+            ));
+        }
+        if !packet::valid_name(&self.node) {
+            return invalid(format!(
+                "membership node name {:?} must be 1 to {} bytes long",
+                self.node,
+                packet::MAX_NAME_LEN
+            ));
+        }
+        if self.interval.is_zero() {
+            return invalid("membership interval must be greater than zero".to_string());
+        }
+        if self.dead_after <= self.interval {
+            return invalid(format!(
+                "membership dead_after ({:?}) must be longer than interval ({:?}), \
+                 or live peers are declared dead between two heartbeats",
+                self.dead_after, self.interval
+            ));
+        }
+        if self.fallback_after < self.dead_after {
+            return invalid(format!(
+                "membership fallback_after ({:?}) must be at least dead_after ({:?})",
+                self.fallback_after, self.dead_after
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("node", &self.node)
+            .field("bind", &self.bind)
+            .field("key", &format_args!("<{} bytes>", self.key.len()))
+            .field("interval", &self.interval)
+            .field("dead_after", &self.dead_after)
+            .field("fallback_after", &self.fallback_after)
+            .field("max_clock_skew", &self.max_clock_skew)
+            .finish()
+    }
+}
+
+/// Another speaker, from its Node object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Node name.
+    pub name: String,
+    /// Where its speaker listens (node address and the membership port).
+    pub addr: SocketAddr,
+    /// The Node's `Ready` condition is `True`.
+    pub node_ready: bool,
+}
+
+/// A running membership task. Dropping it stops the task without sending Leave (peers then see
+/// this speaker dead after `dead_after`); [`Membership::leave`] stops it gracefully.
+#[derive(Debug)]
+pub struct Membership {
+    peers: watch::Sender<Vec<Peer>>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+    local_addr: SocketAddr,
+}
+
+// === impl Membership ===
+
+impl Membership {
+    /// Binds the UDP socket and spawns the membership task. The receiver holds the current
+    /// [`LiveView`] (at first: this speaker only) and changes only when the view changes; it is
+    /// closed when the task ends. Call [`Membership::set_peers`] before acting on the view.
+    ///
+    /// Errors: `InvalidInput` for bad settings (key shorter than 16 bytes, ...), or the bind
+    /// error.
+    pub async fn start(
+        cfg: Config,
+        metrics: Metrics,
+    ) -> io::Result<(Membership, watch::Receiver<LiveView>)> {
+        cfg.validate()?;
+        let socket = UdpSocket::bind(cfg.bind).await?;
+        let local_addr = socket.local_addr()?;
+        let boot_id = ring::rand::generate::<[u8; 8]>(&SystemRandom::new())
+            .map(|b| u64::from_be_bytes(b.expose()))
+            .map_err(|_| io::Error::other("no system randomness for the membership boot id"))?;
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &cfg.key);
+
+        let view = View::new(
+            cfg.node.clone(),
+            Instant::now(),
+            cfg.dead_after,
+            cfg.fallback_after,
+        );
+        let current = view.evaluate(Instant::now());
+        let (view_tx, view_rx) = watch::channel(current.clone());
+        let (peers_tx, peers_rx) = watch::channel(Vec::new());
+        let (stop_tx, stop_rx) = oneshot::channel();
+        metrics.live_peers.set(0);
+        metrics.fallback.set(0);
+        info!(node = %cfg.node, %local_addr, boot_id, "membership started");
+
+        let task = Task {
+            signer: Signer::new(key.clone(), cfg.node.clone(), boot_id),
+            verifier: Verifier::new(key, cfg.max_clock_skew),
+            socket,
+            view,
+            peers: Vec::new(),
+            current,
+            next_check: None,
+            view_tx,
+            metrics,
+            reject_log: RateLimit::default(),
+            io_log: RateLimit::default(),
+            cfg,
+        };
+        let task = tokio::spawn(task.run(peers_rx, stop_rx));
+        let membership = Membership {
+            peers: peers_tx,
+            stop: stop_tx,
+            task,
+            local_addr,
+        };
+        Ok((membership, view_rx))
+    }
+
+    /// Replaces the peer list (this speaker's own node, by name, is ignored).
+    pub fn set_peers(&self, peers: Vec<Peer>) {
+        self.peers.send_replace(peers);
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Graceful stop: sends Leave to every peer three times, a few ms apart, and ends the task.
+    pub async fn leave(self) {
+        // An error means the task already ended; there is nothing left to stop.
+        let _ = self.stop.send(());
+        if let Err(e) = self.task.await
+            && e.is_panic()
+        {
+            tracing::error!(error = %e, "membership task panicked");
+        }
+    }
+
+    /// Stops the task abruptly, as a crash would: no Leave.
+    #[cfg(test)]
+    fn kill(self) {
+        self.task.abort();
+    }
+}
+
+/// Logs at most once per [`LOG_EVERY`], counting what was not logged.
+#[derive(Debug, Default)]
+struct RateLimit {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// `Some(number suppressed since the last log)` if a line may be logged now.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < LOG_EVERY)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// The membership task's state.
+#[derive(Debug)]
+struct Task {
+    cfg: Config,
+    socket: UdpSocket,
+    signer: Signer,
+    verifier: Verifier,
+    view: View,
+    /// Where to send (name, address), this speaker excluded.
+    peers: Vec<(String, SocketAddr)>,
+    /// The last published view.
+    current: LiveView,
+    /// When the view must be evaluated again even if nothing is heard.
+    next_check: Option<Instant>,
+    view_tx: watch::Sender<LiveView>,
+    metrics: Metrics,
+    /// Limits debug logs of rejected datagrams.
+    reject_log: RateLimit,
+    /// Limits debug logs of socket errors.
+    io_log: RateLimit,
+}
+
+// === impl Task ===
+
+impl Task {
+    async fn run(
+        mut self,
+        mut peers_rx: watch::Receiver<Vec<Peer>>,
+        mut stop_rx: oneshot::Receiver<()>,
+    ) {
+        let mut tick = tokio::time::interval(self.cfg.interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut buf = [0u8; packet::MAX_LEN + 1];
+        loop {
+            let check = self.next_check.map(tokio::time::Instant::from_std);
+            tokio::select! {
+                stop = &mut stop_rx => {
+                    if stop.is_ok() {
+                        self.send_leave().await;
+                    }
+                    info!(node = %self.cfg.node, graceful = stop.is_ok(), "membership stopped");
+                    return;
+                }
+                changed = peers_rx.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let peers = peers_rx.borrow_and_update().clone();
+                    if self.set_peers(peers) {
+                        // New addresses hear from this speaker now, not an interval later.
+                        tick.reset_immediately();
+                    }
+                }
+                _ = tick.tick() => self.send_all(Kind::Alive).await,
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((len, from)) => self.on_datagram(&buf[..len], from),
+                    Err(e) => {
+                        if let Some(suppressed) = self.io_log.allow(Instant::now()) {
+                            debug!(error = %e, suppressed, "membership receive failed");
+                        }
+                    }
+                },
+                _ = sleep_until(check), if check.is_some() => self.refresh(Instant::now()),
+            }
+        }
+    }
+
+    /// Applies a new peer list; returns whether an address was added.
+    fn set_peers(&mut self, peers: Vec<Peer>) -> bool {
+        let me = &self.cfg.node;
+        let mut seen = BTreeSet::new();
+        let targets: Vec<(String, SocketAddr)> = peers
+            .iter()
+            .filter(|p| &p.name != me && seen.insert(p.name.as_str()))
+            .map(|p| (p.name.clone(), p.addr))
+            .collect();
+        let old: HashSet<&(String, SocketAddr)> = self.peers.iter().collect();
+        let added = targets.iter().any(|t| !old.contains(t));
+        self.peers = targets;
+        self.view
+            .set_peers(peers.into_iter().map(|p| (p.name, p.node_ready)));
+        let view = &self.view;
+        self.verifier.forget(unix_ms(), |n| view.is_peer(n));
+        self.refresh(Instant::now());
+        added
+    }
+
+    fn on_datagram(&mut self, buf: &[u8], from: SocketAddr) {
+        let now = Instant::now();
+        let view = &self.view;
+        let checked = self.verifier.check(buf, unix_ms(), |n| view.is_peer(n));
+        let accepted = match checked {
+            Ok(accepted) => accepted,
+            Err(rejection) => {
+                self.on_rejected(rejection, from, now);
+                return;
+            }
+        };
+        self.metrics.received("accepted");
+        let peer = &accepted.packet.node;
+        if accepted.restarted {
+            info!(peer = %peer, %from, "membership peer restarted (new boot id)");
+        }
+        let changed = match accepted.packet.kind {
+            Kind::Alive => self.view.alive(peer, now),
+            Kind::Leave => self.view.leave(peer, now),
+        };
+        if changed {
+            self.refresh(now);
+        }
+    }
+
+    fn on_rejected(&mut self, rejection: Rejection, from: SocketAddr, now: Instant) {
+        self.metrics.received(rejection.metric_label());
+        if let Some(suppressed) = self.reject_log.allow(now) {
+            debug!(%from, reason = %rejection, suppressed, "membership datagram rejected");
+        }
+    }
+
+    /// Re-evaluates the view; publishes, logs and updates the metrics if it changed.
+    fn refresh(&mut self, now: Instant) {
+        let new = self.view.evaluate(now);
+        self.next_check = self.view.next_change(now);
+        if new == self.current {
+            return;
+        }
+        for up in new.live.difference(&self.current.live) {
+            let reason = self.view.status(up, now);
+            info!(peer = %up, reason = %DisplayStatus(reason), "membership peer up");
+        }
+        for down in self.current.live.difference(&new.live) {
+            let reason = self.view.status(down, now);
+            info!(peer = %down, reason = %DisplayStatus(reason), "membership peer down");
+        }
+        if new.source != self.current.source {
+            match new.source {
+                ViewSource::NodeFallback => info!(
+                    silent_for_ms = self.cfg.fallback_after.as_millis(),
+                    "membership fallback on: no heartbeat accepted, live speakers taken from \
+                     Node readiness (check that UDP to the membership port is allowed between \
+                     nodes and that every speaker has the same key)"
+                ),
+                ViewSource::Mesh => info!("membership fallback off: heartbeats accepted again"),
+            }
+        }
+        let peers = i64::try_from(new.live.len().saturating_sub(1)).unwrap_or(i64::MAX);
+        self.metrics.live_peers.set(peers);
+        self.metrics
+            .fallback
+            .set(i64::from(new.source == ViewSource::NodeFallback));
+        self.current = new.clone();
+        self.view_tx.send_replace(new);
+    }
+
+    /// Signs one message of `kind` and sends it to every peer.
+    async fn send_all(&mut self, kind: Kind) {
+        let Some(datagram) = self.signer.sign(kind, unix_ms()) else {
+            return; // unreachable: the node name was validated at start
+        };
+        for (name, addr) in &self.peers {
+            match self.socket.send_to(&datagram, *addr).await {
+                Ok(_) => {
+                    self.metrics.packets_sent.inc();
+                }
+                Err(e) => {
+                    if let Some(suppressed) = self.io_log.allow(Instant::now()) {
+                        debug!(peer = %name, %addr, error = %e, suppressed, "membership send failed");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send_leave(&mut self) {
+        for i in 0..LEAVE_REPEATS {
+            if i > 0 {
+                tokio::time::sleep(LEAVE_GAP).await;
+            }
+            self.send_all(Kind::Leave).await;
+        }
+    }
+}
+
+/// A peer's status for a log line (`None`: no longer a peer).
+struct DisplayStatus(Option<view::Status>);
+
+impl fmt::Display for DisplayStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(status) => status.fmt(f),
+            None => f.write_str("removed from the peer list"),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// This node's wall clock in ms since the Unix epoch (0 if it reads before 1970).
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
