@@ -1,0 +1,504 @@
+//! The announcer: answers requests for owned addresses on every suitable interface, sends
+//! gratuitous announcements on takeover and periodically, and follows interface changes.
+//!
+//! ```text
+//!   apply(desired) ──> Owned table (RwLock) <── responder task per interface and protocol
+//!        │                                        (recv -> respond() -> send)
+//!        └─> burst task per takeover (0, 250 ms, 1 s, 2 s), refresh task (every 20 s)
+//!   netlink event ──> rescan interfaces ──> start/stop responders, join groups, burst
+//! ```
+//! The VIP is never added to an interface: answering in userspace avoids duplicate address
+//! detection fights and leaves nothing behind after a crash.
+
+mod respond;
+mod table;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::eligibility::Interfaces;
+use crate::metrics::{DropLabels, Metrics, ProtocolLabels};
+use crate::netio::link_events::LinkEvents;
+use crate::netio::links::{self, Excludes, Link};
+use crate::netio::multicast::Groups;
+use crate::netio::packet_socket::{PacketSocket, Protocol};
+use crate::wire::{self, GratuitousKind, filter};
+
+pub use respond::{Response, respond};
+pub use table::{Owned, OwnedIp};
+
+/// Announcer settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Interface name patterns never answered on.
+    pub excludes: Excludes,
+    /// Offsets after a takeover at which gratuitous packets go out.
+    pub burst: Vec<Duration>,
+    /// Interval of the periodic re-announcement (keeps switch MAC tables and caches fresh).
+    pub refresh: Duration,
+}
+
+impl Config {
+    /// Defaults: announce at once, then at 250 ms, 1 s and 2 s; refresh every 20 s, well inside
+    /// the 60 s after which many switches age out MAC entries.
+    pub fn new(excludes: Excludes) -> Config {
+        Config {
+            excludes,
+            burst: [0, 250, 1000, 2000]
+                .into_iter()
+                .map(Duration::from_millis)
+                .collect(),
+            refresh: Duration::from_secs(20),
+        }
+    }
+}
+
+/// One interface being answered on.
+#[derive(Debug)]
+struct LinkIo {
+    link: Link,
+    /// Sends every frame (ARP and IPv6 alike: a packet socket sends frames as they are).
+    arp: Arc<PacketSocket>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for LinkIo {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    owned: RwLock<Owned>,
+    links: RwLock<BTreeMap<u32, Arc<LinkIo>>>,
+    groups: Mutex<Groups>,
+    metrics: Metrics,
+    config: Config,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+/// A change of ownership [`Announcer::apply`] made.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Addresses taken over (or whose interfaces changed).
+    pub added: BTreeSet<IpAddr>,
+    /// Addresses given up.
+    pub removed: BTreeSet<IpAddr>,
+}
+
+/// Handle to the running announcer; dropping it stops every task.
+#[derive(Debug)]
+pub struct Announcer {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Announcer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.shared
+            .links
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+impl Announcer {
+    /// Opens the interfaces and starts answering (for nothing until [`Announcer::apply`]).
+    /// Fails when no raw socket can be opened (the speaker needs CAP_NET_RAW).
+    pub async fn start(config: Config, metrics: Metrics) -> io::Result<Announcer> {
+        let events = LinkEvents::open()?;
+        let shared = Arc::new(Shared {
+            owned: RwLock::new(Owned::default()),
+            links: RwLock::new(BTreeMap::new()),
+            groups: Mutex::new(Groups::new()?),
+            metrics,
+            config,
+            generation: Default::default(),
+        });
+        shared.rescan()?;
+        let watcher = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) = events.changed().await {
+                        warn!(error = %e, "netlink notifications failed; re-reading interfaces in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    if let Err(e) = shared.rescan() {
+                        warn!(error = %e, "re-reading interfaces failed");
+                    }
+                }
+            })
+        };
+        let refresher = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let period = shared.config.refresh;
+                let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+                loop {
+                    tick.tick().await;
+                    let ips: Vec<IpAddr> = shared.read_owned().iter().map(|(ip, _)| *ip).collect();
+                    for ip in ips {
+                        shared.announce(ip, None);
+                    }
+                }
+            })
+        };
+        Ok(Announcer {
+            shared,
+            tasks: vec![watcher, refresher],
+        })
+    }
+
+    /// Makes `desired` the set of announced addresses: new ones are answered at once and
+    /// announced with a burst; dropped ones are no longer answered from this call on.
+    pub fn apply(&self, desired: &BTreeMap<IpAddr, Interfaces>) -> Changes {
+        let mut changes = Changes::default();
+        let mut bursts = Vec::new();
+        {
+            let mut owned = self.shared.write_owned();
+            let current: Vec<IpAddr> = owned.iter().map(|(ip, _)| *ip).collect();
+            for ip in current {
+                if !desired.contains_key(&ip) {
+                    let old = owned.remove(ip);
+                    self.shared.metrics.ownership_changes.inc();
+                    changes.removed.insert(ip);
+                    if let Some(old) = old {
+                        self.shared.leave_groups(ip, &old.interfaces);
+                    }
+                }
+            }
+            for (ip, interfaces) in desired {
+                let generation = self
+                    .shared
+                    .generation
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match owned.get_mut(*ip) {
+                    Some(entry) if entry.interfaces == *interfaces => continue,
+                    Some(entry) => {
+                        let old = std::mem::replace(&mut entry.interfaces, interfaces.clone());
+                        entry.generation = generation;
+                        self.shared.leave_groups(*ip, &old);
+                    }
+                    None => {
+                        owned.insert(
+                            *ip,
+                            OwnedIp {
+                                interfaces: interfaces.clone(),
+                                since: SystemTime::now(),
+                                generation,
+                                counters: self.shared.metrics.for_ip(*ip),
+                            },
+                        );
+                        self.shared.metrics.ownership_changes.inc();
+                    }
+                }
+                self.shared.join_groups(*ip, interfaces);
+                changes.added.insert(*ip);
+                bursts.push((*ip, generation));
+            }
+            self.shared.metrics.owned_ips.set(owned.len() as i64);
+        }
+        for ip in &changes.removed {
+            let labels = crate::metrics::IpLabels { ip: ip.to_string() };
+            for family in [
+                &self.shared.metrics.requests,
+                &self.shared.metrics.replies,
+                &self.shared.metrics.gratuitous,
+                &self.shared.metrics.conflicts,
+            ] {
+                family.remove(&labels);
+            }
+        }
+        for (ip, generation) in bursts {
+            self.shared.clone().spawn_burst(ip, generation, None);
+        }
+        changes
+    }
+
+    /// Names of the interfaces `interfaces` resolves to on this node right now.
+    pub fn interface_names(&self, interfaces: &Interfaces) -> Vec<String> {
+        self.shared
+            .read_links()
+            .values()
+            .filter(|l| interfaces.allows(&l.link.name))
+            .map(|l| l.link.name.clone())
+            .collect()
+    }
+
+    /// When this node took `ip` over, if it announces it.
+    pub fn since(&self, ip: IpAddr) -> Option<SystemTime> {
+        self.shared.read_owned().get(ip).map(|e| e.since)
+    }
+
+    /// Number of interfaces answered on.
+    pub fn interface_count(&self) -> usize {
+        self.shared.read_links().len()
+    }
+}
+
+impl Shared {
+    fn read_owned(&self) -> std::sync::RwLockReadGuard<'_, Owned> {
+        self.owned.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_owned(&self) -> std::sync::RwLockWriteGuard<'_, Owned> {
+        self.owned.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read_links(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u32, Arc<LinkIo>>> {
+        self.links.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_groups(&self) -> std::sync::MutexGuard<'_, Groups> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Solicited-node memberships for an IPv6 `ip` on every link `interfaces` allows.
+    fn join_groups(&self, ip: IpAddr, interfaces: &Interfaces) {
+        let IpAddr::V6(v6) = ip else { return };
+        let group = wire::solicited_node_address(v6);
+        let mut groups = self.lock_groups();
+        for l in self.read_links().values() {
+            if interfaces.allows(&l.link.name)
+                && let Err(e) = groups.join(l.link.index, group)
+            {
+                warn!(%ip, interface = %l.link.name, error = %e, "joining the solicited-node group failed");
+            }
+        }
+    }
+
+    fn leave_groups(&self, ip: IpAddr, interfaces: &Interfaces) {
+        let IpAddr::V6(v6) = ip else { return };
+        let group = wire::solicited_node_address(v6);
+        let mut groups = self.lock_groups();
+        for l in self.read_links().values() {
+            if interfaces.allows(&l.link.name) {
+                let _ = groups.leave(l.link.index, group);
+            }
+        }
+    }
+
+    /// Gratuitous announcements of `ip` at the configured burst offsets, as long as this
+    /// takeover (`generation`) stands. `only_link` limits them to one interface.
+    fn spawn_burst(self: Arc<Self>, ip: IpAddr, generation: u64, only_link: Option<u32>) {
+        tokio::spawn(async move {
+            let start = Instant::now();
+            for offset in self.config.burst.clone() {
+                tokio::time::sleep_until(start + offset).await;
+                let current = self.read_owned().get(ip).map(|e| e.generation);
+                if current != Some(generation) {
+                    return;
+                }
+                self.announce(ip, only_link);
+            }
+        });
+    }
+
+    /// Sends one round of gratuitous packets for `ip` on its interfaces (or only `only_link`).
+    fn announce(&self, ip: IpAddr, only_link: Option<u32>) {
+        let Some((interfaces, counters)) = self
+            .read_owned()
+            .get(ip)
+            .map(|e| (e.interfaces.clone(), e.counters.clone()))
+        else {
+            return;
+        };
+        let links: Vec<Arc<LinkIo>> = self
+            .read_links()
+            .values()
+            .filter(|l| interfaces.allows(&l.link.name))
+            .filter(|l| only_link.is_none_or(|i| i == l.link.index))
+            .cloned()
+            .collect();
+        for l in links {
+            let frames: Vec<Vec<u8>> = match ip {
+                IpAddr::V4(v4) => vec![
+                    wire::gratuitous_arp(l.link.mac, v4, GratuitousKind::Request).to_vec(),
+                    wire::gratuitous_arp(l.link.mac, v4, GratuitousKind::Reply).to_vec(),
+                ],
+                IpAddr::V6(v6) => vec![wire::unsolicited_advertisement(l.link.mac, v6)],
+            };
+            for frame in frames {
+                match l.arp.send(&frame) {
+                    Ok(()) => {
+                        counters.gratuitous.inc();
+                    }
+                    Err(e) => {
+                        self.metrics.send_errors.inc();
+                        debug!(%ip, interface = %l.link.name, error = %e, "sending an announcement failed");
+                    }
+                };
+            }
+        }
+    }
+
+    /// Re-reads the interfaces and starts or stops answering on them.
+    fn rescan(self: &Arc<Self>) -> io::Result<()> {
+        let all = links::list()?;
+        let suitable: HashMap<u32, Link> = all
+            .into_iter()
+            .filter(|l| match l.suitability(&self.config.excludes) {
+                Ok(()) => true,
+                Err(why) => {
+                    debug!(interface = %l.name, ?why, "not answering on interface");
+                    false
+                }
+            })
+            .map(|l| (l.index, l))
+            .collect();
+        let mut added = Vec::new();
+        {
+            let mut current = self.links.write().unwrap_or_else(|e| e.into_inner());
+            current.retain(|index, io| {
+                let keep = suitable.get(index) == Some(&io.link);
+                if !keep {
+                    info!(interface = %io.link.name, "stopped answering on interface");
+                    self.lock_groups().forget_interface(*index);
+                }
+                keep
+            });
+            let mut errors = Vec::new();
+            for (index, link) in suitable {
+                if current.contains_key(&index) {
+                    continue;
+                }
+                match self.open_link(link.clone()) {
+                    Ok(io) => {
+                        info!(interface = %link.name, mac = %link.mac, "answering on interface");
+                        current.insert(index, Arc::new(io));
+                        added.push(index);
+                    }
+                    Err(e) => errors.push(format!("{}: {e}", link.name)),
+                }
+            }
+            self.metrics.interfaces.set(current.len() as i64);
+            if current.is_empty() && !errors.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "cannot open a raw socket on any interface ({}); the speaker needs CAP_NET_RAW",
+                        errors.join("; ")
+                    ),
+                ));
+            }
+            for e in errors {
+                warn!(error = %e, "cannot answer on interface");
+            }
+        }
+        // New (or returning) interfaces: join the groups of owned IPv6 addresses there and
+        // announce everything owned on them.
+        let owned: Vec<(IpAddr, Interfaces, u64)> = self
+            .read_owned()
+            .iter()
+            .map(|(ip, e)| (*ip, e.interfaces.clone(), e.generation))
+            .collect();
+        for index in added {
+            let Some(name) = self.read_links().get(&index).map(|l| l.link.name.clone()) else {
+                continue;
+            };
+            for (ip, interfaces, generation) in &owned {
+                if !interfaces.allows(&name) {
+                    continue;
+                }
+                if let IpAddr::V6(v6) = ip {
+                    let _ = self
+                        .lock_groups()
+                        .join(index, wire::solicited_node_address(*v6));
+                }
+                self.clone().spawn_burst(*ip, *generation, Some(index));
+            }
+        }
+        Ok(())
+    }
+
+    fn open_link(self: &Arc<Self>, link: Link) -> io::Result<LinkIo> {
+        let arp = Arc::new(PacketSocket::open(
+            link.index,
+            Protocol::Arp,
+            filter::ARP_REQUESTS,
+        )?);
+        let ipv6 = Arc::new(PacketSocket::open(
+            link.index,
+            Protocol::Ipv6,
+            filter::NEIGHBOR_SOLICITATIONS,
+        )?);
+        let tasks = vec![
+            tokio::spawn(responder(self.clone(), link.clone(), arp.clone())),
+            tokio::spawn(responder(self.clone(), link.clone(), ipv6.clone())),
+        ];
+        Ok(LinkIo { link, arp, tasks })
+    }
+}
+
+/// Answers every request arriving on `socket` (one interface, one protocol).
+async fn responder(shared: Arc<Shared>, link: Link, socket: Arc<PacketSocket>) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let n = match socket.recv(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(interface = %link.name, error = %e, "receiving failed; stopped answering here");
+                return;
+            }
+        };
+        let (frame, counters) = {
+            let owned = shared.read_owned();
+            match respond(&buf[..n], &link.name, link.mac, &owned) {
+                Response::Reply { frame, owned, .. } => (frame, owned.counters.clone()),
+                Response::NotOwned(protocol) => {
+                    shared
+                        .metrics
+                        .not_owned
+                        .get_or_create(&ProtocolLabels { protocol })
+                        .inc();
+                    continue;
+                }
+                Response::Conflict { ip, from, .. } => {
+                    shared
+                        .metrics
+                        .conflicts
+                        .get_or_create(&crate::metrics::IpLabels { ip: ip.to_string() })
+                        .inc();
+                    debug!(%ip, %from, interface = %link.name, "another host announces an address we own");
+                    continue;
+                }
+                Response::Own => continue,
+                Response::Invalid(e) => {
+                    shared
+                        .metrics
+                        .dropped
+                        .get_or_create(&DropLabels {
+                            reason: e.metric_label(),
+                        })
+                        .inc();
+                    continue;
+                }
+            }
+        };
+        counters.requests.inc();
+        match socket.send(&frame) {
+            Ok(()) => {
+                counters.replies.inc();
+            }
+            Err(e) => {
+                shared.metrics.send_errors.inc();
+                debug!(interface = %link.name, error = %e, "sending a reply failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! `ferrolb-speaker`: answers ARP and NDP for the LoadBalancer IPs this node owns.
+//! Needs CAP_NET_RAW and nothing else.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use ferrolb_controller::http::{self, HealthState};
+use ferrolb_speaker::announce;
+use ferrolb_speaker::membership::{self, MIN_KEY_LEN};
+use ferrolb_speaker::metrics::Metrics;
+use ferrolb_speaker::netio::links::{DEFAULT_EXCLUDES, Excludes};
+use ferrolb_speaker::run::{self, Config};
+use prometheus_client::registry::Registry;
+use tracing::{error, info};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferrolb-speaker",
+    version,
+    about = "ferrolb speaker: answers ARP and NDP for the LoadBalancer IPs its node owns"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the speaker (in a Pod with hostNetwork, or with KUBECONFIG).
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// This node's name, as in its Node object.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// File holding the shared membership key (at least 16 bytes), e.g. mounted from a Secret.
+    #[arg(long, env = "FERROLB_MEMBERLIST_KEY_FILE")]
+    memberlist_key_file: PathBuf,
+    /// UDP port of the membership heartbeats (the same on every node).
+    #[arg(long, default_value_t = 7946)]
+    memberlist_port: u16,
+    /// Interval between heartbeats to each peer.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    heartbeat_interval: Duration,
+    /// Silence after which a peer counts as dead and its addresses move.
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    dead_after: Duration,
+    /// Interval of the periodic gratuitous re-announcement.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    refresh_interval: Duration,
+    /// Handle Services with this spec.loadBalancerClass (default: only Services without one).
+    #[arg(long)]
+    lb_class: Option<String>,
+    /// Interface name patterns never answered on (comma-separated, `*` wildcards).
+    #[arg(long, default_value = DEFAULT_EXCLUDES)]
+    exclude_interfaces: String,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:7473")]
+    metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration like 50ms or 20s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?}: unit must be ms, s or m")),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(start(args)),
+    }
+}
+
+async fn start(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let key = std::fs::read(&args.memberlist_key_file).with_context(|| {
+        format!(
+            "reading --memberlist-key-file {}",
+            args.memberlist_key_file.display()
+        )
+    })?;
+    let key = trim_newline(key);
+    if key.len() < MIN_KEY_LEN {
+        anyhow::bail!(
+            "--memberlist-key-file {}: the key has {} bytes, at least {MIN_KEY_LEN} are needed",
+            args.memberlist_key_file.display(),
+            key.len()
+        );
+    }
+    if args.dead_after <= args.heartbeat_interval {
+        anyhow::bail!(
+            "--dead-after ({:?}) must be longer than --heartbeat-interval ({:?})",
+            args.dead_after,
+            args.heartbeat_interval
+        );
+    }
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes client configuration: run in a Pod or set KUBECONFIG")?;
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let membership_metrics = membership::Metrics::register(&mut registry);
+    let health = HealthState::new(Arc::new(registry));
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding --metrics-addr {}", args.metrics_addr))?;
+    info!(addr = %listener.local_addr()?, node = %args.node_name, "serving /healthz, /readyz, /metrics");
+    tokio::spawn(http::serve(listener, health.clone()));
+
+    let mut announce = announce::Config::new(Excludes::parse(&args.exclude_interfaces));
+    announce.refresh = args.refresh_interval;
+    let config = Config {
+        node: args.node_name,
+        lb_class: args.lb_class,
+        memberlist_port: args.memberlist_port,
+        memberlist_key: key,
+        heartbeat_interval: args.heartbeat_interval,
+        dead_after: args.dead_after,
+        announce,
+    };
+    let result = run::run(
+        client,
+        config,
+        metrics,
+        membership_metrics,
+        health,
+        shutdown_signal(),
+    )
+    .await;
+    if let Err(e) = &result {
+        error!(error = format!("{e:#}"), "speaker stopped");
+    }
+    result
+}
+
+/// A key file written with `echo` ends in a newline that is not part of the key.
+fn trim_newline(mut key: Vec<u8>) -> Vec<u8> {
+    while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        key.pop();
+    }
+    key
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    info!("shutting down");
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,25 @@
+//! Network I/O: the only module with `unsafe` (raw `AF_PACKET` and netlink sockets through libc).
+//!
+//! - [`packet_socket`]: an `AF_PACKET` socket per interface and protocol, with a classic BPF filter
+//!   attached in the kernel so only ARP requests and neighbour solicitations reach userspace.
+//! - [`links`]: which interfaces exist and which are suitable for answering (sysfs, pure rules).
+//! - [`link_events`]: a netlink subscription that says when links or addresses change.
+//! - [`multicast`]: solicited-node group memberships for owned IPv6 addresses.
+//!
+//! Everything here needs only `CAP_NET_RAW` (for `AF_PACKET`); netlink notifications, sysfs reads
+//! and IPv6 group joins need no privilege.
+#![allow(unsafe_code)]
+
+pub mod link_events;
+pub mod links;
+pub mod multicast;
+pub mod packet_socket;
+
+/// `Err(last OS error)` when a libc call returned -1.
+fn check(rc: libc::c_int) -> std::io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}

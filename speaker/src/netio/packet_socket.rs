@@ -1,0 +1,190 @@
+//! `AF_PACKET` raw sockets bound to one interface, filtered in the kernel, async on tokio.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+use super::check;
+use crate::wire::filter::SockFilter;
+
+/// Which frames a socket receives (its `sll_protocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// EtherType 0x0806.
+    Arp,
+    /// EtherType 0x86dd.
+    Ipv6,
+}
+
+impl Protocol {
+    fn ethertype(self) -> u16 {
+        match self {
+            Protocol::Arp => libc::ETH_P_ARP as u16,
+            Protocol::Ipv6 => libc::ETH_P_IPV6 as u16,
+        }
+    }
+}
+
+/// A raw socket on one interface. Frames sent by this host are not looped back to it.
+#[derive(Debug)]
+pub struct PacketSocket {
+    fd: AsyncFd<OwnedFd>,
+    ifindex: u32,
+}
+
+impl PacketSocket {
+    /// Opens a socket for `protocol` on interface `ifindex` with `filter` attached. Needs
+    /// CAP_NET_RAW.
+    pub fn open(ifindex: u32, protocol: Protocol, filter: &[SockFilter]) -> io::Result<Self> {
+        let proto_be = protocol.ethertype().to_be();
+        // SAFETY: socket(2) with constant arguments; the result is checked and owned at once.
+        let raw = check(unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                i32::from(proto_be),
+            )
+        })?;
+        // SAFETY: `raw` is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        attach_filter(fd.as_raw_fd(), filter)?;
+        set_int(fd.as_raw_fd(), libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
+        // SAFETY: an all-zero sockaddr_ll is valid; the fields we need are set below.
+        let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = proto_be;
+        addr.sll_ifindex = ifindex as i32;
+        // SAFETY: `addr` is a valid sockaddr_ll and the length matches it.
+        check(unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
+        })?;
+        // Frames that arrived between socket() and the filter/bind are unfiltered: drop them.
+        drain(fd.as_raw_fd());
+        Ok(PacketSocket {
+            // SAFETY: `fd` is an open descriptor owned by the AsyncFd from here on, so it stays
+            // valid and the same for the AsyncFd's whole lifetime.
+            fd: unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)?,
+            ifindex,
+        })
+    }
+
+    /// The interface this socket is bound to.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Waits for one frame and copies it into `buf`; returns its length (truncated frames are
+    /// cut at `buf.len()`).
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|fd| {
+                // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+                let n = unsafe {
+                    libc::recv(
+                        fd.as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_TRUNC,
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok((n as usize).min(buf.len()))
+                }
+            }) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Sends one complete Ethernet frame out of the bound interface. The socket buffer is large
+    /// compared with the bursts we send, so a full buffer is reported rather than awaited.
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: `frame` is valid for reads of `frame.len()` bytes.
+        let n = unsafe {
+            libc::send(
+                self.fd.get_ref().as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n as usize != frame.len() {
+            return Err(io::Error::other(format!(
+                "short send on interface {}: {n} of {} bytes",
+                self.ifindex,
+                frame.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `PACKET_IGNORE_OUTGOING` (Linux 4.20): libc does not export it for every target.
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+
+fn attach_filter(fd: RawFd, filter: &[SockFilter]) -> io::Result<()> {
+    let mut program: Vec<libc::sock_filter> = filter
+        .iter()
+        .map(|f| libc::sock_filter {
+            code: f.code,
+            jt: f.jt,
+            jf: f.jf,
+            k: f.k,
+        })
+        .collect();
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points into `program`, which outlives the call; the kernel copies it.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            size_of::<libc::sock_fprog>() as u32,
+        )
+    })?;
+    Ok(())
+}
+
+fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: `value` is a valid c_int for the duration of the call.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as u32,
+        )
+    })?;
+    Ok(())
+}
+
+fn drain(fd: RawFd) {
+    let mut buf = [0u8; 64];
+    loop {
+        // SAFETY: `buf` is valid for writes of its length; the socket is non-blocking.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return;
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! From what the API says and who is alive to who announces what (pure).
+//!
+//! Addresses are grouped first: all ingress IPs of one Service, and all Services on one IP, form
+//! one group (connected components), elected once under the group's lowest address. A node is a
+//! candidate for a group when it is live and eligible for every (Service, address) pair in it;
+//! the interfaces it may use are the intersection over those pairs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use crate::election;
+use crate::eligibility::{Advertisement, Ineligible, Interfaces, NodeInfo, PoolInfo};
+use crate::eligibility::{node_may_announce, pool_of};
+
+/// `namespace/name` of a Service.
+pub type ServiceKey = String;
+
+/// What the speaker needs of a LoadBalancer Service it may announce.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// `namespace/name`.
+    pub key: ServiceKey,
+    /// Addresses in `status.loadBalancer.ingress`.
+    pub ips: Vec<IpAddr>,
+    /// The `ferrolb.io/ip-allocated-from-pool` annotation.
+    pub pool: Option<String>,
+    /// `externalTrafficPolicy: Local`.
+    pub local: bool,
+    /// Nodes with a ready (or serving) endpoint of the Service (used when `local`).
+    pub endpoint_nodes: BTreeSet<String>,
+}
+
+/// Everything election needs, as read from the API.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, NodeInfo>,
+    /// Pools by name.
+    pub pools: BTreeMap<String, PoolInfo>,
+    /// Every L2Advertisement.
+    pub advertisements: Vec<Advertisement>,
+    /// Every handled LoadBalancer Service with at least one ingress IP.
+    pub services: Vec<ServiceInfo>,
+}
+
+/// Addresses announced together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    /// The election key: the lowest address.
+    pub key: IpAddr,
+    /// Every address of the group.
+    pub ips: BTreeSet<IpAddr>,
+    /// Every Service holding one of them.
+    pub services: BTreeSet<ServiceKey>,
+}
+
+/// The outcome for one group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The addresses and Services concerned.
+    pub group: Group,
+    /// The winner and its interfaces, or why no live node may announce.
+    pub owner: Result<(String, Interfaces), NoOwner>,
+    /// The live node that reports a group nobody announces (so exactly one writes why).
+    pub reporter: Option<String>,
+}
+
+/// Why a group is not announced: the reason per live node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoOwner {
+    /// Each live node's reason (a node without a Node object is left out).
+    pub reasons: BTreeMap<String, Ineligible>,
+}
+
+impl std::fmt::Display for NoOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let distinct: BTreeSet<&Ineligible> = self.reasons.values().collect();
+        match distinct.len() {
+            0 => write!(f, "no live speaker runs on a known Node"),
+            1 => write!(
+                f,
+                "no node may announce: {}",
+                distinct.first().map(|r| r.to_string()).unwrap_or_default()
+            ),
+            _ => {
+                write!(f, "no node may announce:")?;
+                for (i, (node, why)) in self.reasons.iter().enumerate() {
+                    write!(f, "{} {node}: {why}", if i == 0 { "" } else { ";" })?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Addresses skipped before grouping, with the Service and the reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// The Service.
+    pub service: ServiceKey,
+    /// The address.
+    pub ip: IpAddr,
+    /// Why (only [`Ineligible::NotInAnyPool`] today).
+    pub why: Ineligible,
+}
+
+/// The full outcome: one decision per group, and the addresses no pool contains.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Decisions, ordered by group key.
+    pub decisions: Vec<Decision>,
+    /// Addresses that are announced by nobody because no pool holds them.
+    pub skipped: Vec<Skipped>,
+}
+
+impl Plan {
+    /// The decisions `node` announces.
+    pub fn owned_by<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Decision> + 'a {
+        self.decisions
+            .iter()
+            .filter(move |d| matches!(&d.owner, Ok((owner, _)) if owner == node))
+    }
+}
+
+/// Elects an owner for every group, over the `live` speakers.
+pub fn plan(snapshot: &Snapshot, live: &BTreeSet<String>) -> Plan {
+    let mut skipped = Vec::new();
+    // (service index, address, pool) for every address a pool holds.
+    let mut pairs: Vec<(usize, IpAddr, &PoolInfo)> = Vec::new();
+    for (i, svc) in snapshot.services.iter().enumerate() {
+        for &ip in &svc.ips {
+            match pool_of(ip, svc.pool.as_deref(), &snapshot.pools) {
+                Some(pool) => pairs.push((i, ip, pool)),
+                None => skipped.push(Skipped {
+                    service: svc.key.clone(),
+                    ip,
+                    why: Ineligible::NotInAnyPool,
+                }),
+            }
+        }
+    }
+    let decisions = groups(&pairs)
+        .into_iter()
+        .map(|members| decide(snapshot, live, &pairs, &members))
+        .collect();
+    Plan { decisions, skipped }
+}
+
+/// Connected components of the Service-address graph, as lists of indices into `pairs`,
+/// ordered by their lowest address.
+fn groups(pairs: &[(usize, IpAddr, &PoolInfo)]) -> Vec<Vec<usize>> {
+    let mut parent: Vec<usize> = (0..pairs.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut first_by_service: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut first_by_ip: BTreeMap<IpAddr, usize> = BTreeMap::new();
+    for (i, &(svc, ip, _)) in pairs.iter().enumerate() {
+        for first in [
+            *first_by_service.entry(svc).or_insert(i),
+            *first_by_ip.entry(ip).or_insert(i),
+        ] {
+            let (a, b) = (root(&mut parent, first), root(&mut parent, i));
+            parent[a.max(b)] = a.min(b);
+        }
+    }
+    let mut by_root: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..pairs.len() {
+        let r = root(&mut parent, i);
+        by_root.entry(r).or_default().push(i);
+    }
+    let mut out: Vec<Vec<usize>> = by_root.into_values().collect();
+    out.sort_by_key(|members| members.iter().map(|&i| pairs[i].1).min());
+    out
+}
+
+fn decide(
+    snapshot: &Snapshot,
+    live: &BTreeSet<String>,
+    pairs: &[(usize, IpAddr, &PoolInfo)],
+    members: &[usize],
+) -> Decision {
+    let ips: BTreeSet<IpAddr> = members.iter().map(|&i| pairs[i].1).collect();
+    let key = ips.first().copied().expect("a group has a member");
+    let group = Group {
+        key,
+        services: members
+            .iter()
+            .map(|&i| snapshot.services[pairs[i].0].key.clone())
+            .collect(),
+        ips,
+    };
+    let mut candidates: BTreeMap<&str, Interfaces> = BTreeMap::new();
+    let mut reasons = BTreeMap::new();
+    for name in live {
+        let Some(node) = snapshot.nodes.get(name) else {
+            continue;
+        };
+        match node_interfaces(snapshot, node, pairs, members) {
+            Ok(interfaces) => {
+                candidates.insert(name, interfaces);
+            }
+            Err(why) => {
+                reasons.insert(name.clone(), why);
+            }
+        }
+    }
+    let owner = match election::owner(key, candidates.keys().copied()) {
+        Some(winner) => Ok((winner.to_string(), candidates[winner].clone())),
+        None => Err(NoOwner { reasons }),
+    };
+    let reporter = match owner {
+        Ok(_) => None,
+        Err(_) => election::owner(key, live.iter().map(String::as_str)).map(str::to_string),
+    };
+    Decision {
+        group,
+        owner,
+        reporter,
+    }
+}
+
+/// Where `node` may announce every pair of the group, or the first reason it may not.
+fn node_interfaces(
+    snapshot: &Snapshot,
+    node: &NodeInfo,
+    pairs: &[(usize, IpAddr, &PoolInfo)],
+    members: &[usize],
+) -> Result<Interfaces, Ineligible> {
+    let mut allowed = Interfaces::All;
+    for &i in members {
+        let (svc, _, pool) = pairs[i];
+        let svc = &snapshot.services[svc];
+        let here = node_may_announce(node, pool, &snapshot.advertisements)?;
+        if svc.local && !svc.endpoint_nodes.contains(&node.name) {
+            return Err(Ineligible::NoLocalEndpoint);
+        }
+        allowed = allowed
+            .intersect(&here)
+            .ok_or(Ineligible::NoCommonInterface)?;
+    }
+    Ok(allowed)
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

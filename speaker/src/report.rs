@@ -1,0 +1,172 @@
+//! Visibility: who announces each Service's addresses, as a condition on the Service written by
+//! the announcing speaker, plus an Event when it changes. Nothing is written in steady state: a
+//! condition already showing the same thing is left alone.
+//!
+//! Every speaker applies with the same field manager, so a new owner's apply simply replaces the
+//! old owner's condition. A speaker that loses an address writes nothing (the new owner, or the
+//! group's reporter when nobody may announce, says what is true now).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use crate::plan::{Decision, ServiceKey};
+
+/// The Service condition type the speakers own.
+pub const CONDITION_TYPE: &str = "ferrolb.io/Announced";
+/// Field manager of every speaker's status apply.
+pub const FIELD_MANAGER: &str = "ferrolb-speaker";
+
+/// What the condition should say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wanted {
+    /// `True` (announced) or `False`.
+    pub status: &'static str,
+    /// `Announced` or `NotAnnounced`.
+    pub reason: &'static str,
+    /// Who announces what where, or why nobody does.
+    pub message: String,
+}
+
+/// The conditions this speaker (`me`) is responsible for, given the plan's decisions:
+/// the groups it owns, and the unowned groups it is the reporter of. `interfaces` resolves an
+/// owned group's interface allowance to names on this node.
+pub fn wanted(
+    decisions: &[Decision],
+    me: &str,
+    interfaces: impl Fn(&Decision) -> Vec<String>,
+) -> BTreeMap<ServiceKey, Wanted> {
+    let mut out = BTreeMap::new();
+    for d in decisions {
+        let ips: Vec<String> = d.group.ips.iter().map(|ip| ip.to_string()).collect();
+        let wanted = match &d.owner {
+            Ok((owner, _)) if owner == me => {
+                let names = interfaces(d);
+                let on = if names.is_empty() {
+                    "no interface yet (none suitable is up)".to_string()
+                } else {
+                    names.join(", ")
+                };
+                Wanted {
+                    status: "True",
+                    reason: "Announced",
+                    message: format!("{me} announces {} on {on}", ips.join(", ")),
+                }
+            }
+            Err(no_owner) if d.reporter.as_deref() == Some(me) => Wanted {
+                status: "False",
+                reason: "NotAnnounced",
+                message: format!("nobody announces {}: {no_owner}", ips.join(", ")),
+            },
+            _ => continue,
+        };
+        for key in &d.group.services {
+            out.insert(key.clone(), wanted.clone());
+        }
+    }
+    out
+}
+
+/// Whether the Service already shows `wanted`.
+pub fn shows(svc: &Service, wanted: &Wanted) -> bool {
+    observed(svc).is_some_and(|c| {
+        c.status == wanted.status && c.reason == wanted.reason && c.message == wanted.message
+    })
+}
+
+/// The speakers' condition on the Service, if any.
+pub fn observed(svc: &Service) -> Option<&Condition> {
+    svc.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == CONDITION_TYPE)
+}
+
+/// The server-side apply body for the Service's status.
+pub fn patch(namespace: &str, name: &str, wanted: &Wanted, now: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": name, "namespace": namespace },
+        "status": { "conditions": [{
+            "type": CONDITION_TYPE,
+            "status": wanted.status,
+            "reason": wanted.reason,
+            "message": wanted.message,
+            "lastTransitionTime": now,
+        }]}
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eligibility::{Ineligible, Interfaces};
+    use crate::plan::{Group, NoOwner};
+
+    fn decision(owner: Result<&str, ()>, reporter: Option<&str>) -> Decision {
+        Decision {
+            group: Group {
+                key: "198.51.100.200".parse().unwrap(),
+                ips: [
+                    "198.51.100.200".parse().unwrap(),
+                    "2001:db8:1::200".parse().unwrap(),
+                ]
+                .into(),
+                services: ["ns/a".to_string(), "ns/b".to_string()].into(),
+            },
+            owner: owner
+                .map(|o| (o.to_string(), Interfaces::All))
+                .map_err(|()| NoOwner {
+                    reasons: [("node1".to_string(), Ineligible::NoLocalEndpoint)].into(),
+                }),
+            reporter: reporter.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_owner_reports_every_service_of_its_groups() {
+        let w = wanted(&[decision(Ok("node2"), None)], "node2", |_| {
+            vec!["eth0".into()]
+        });
+        assert_eq!(w.len(), 2);
+        assert_eq!(
+            w["ns/a"].message,
+            "node2 announces 198.51.100.200, 2001:db8:1::200 on eth0"
+        );
+        assert_eq!(w["ns/a"].status, "True");
+        // Others write nothing about it.
+        assert!(wanted(&[decision(Ok("node2"), None)], "node1", |_| vec![]).is_empty());
+    }
+
+    #[test]
+    fn only_the_reporter_says_why_nobody_announces() {
+        let d = decision(Err(()), Some("node3"));
+        assert!(wanted(std::slice::from_ref(&d), "node1", |_| vec![]).is_empty());
+        let w = wanted(&[d], "node3", |_| vec![]);
+        assert_eq!(w["ns/b"].status, "False");
+        assert!(w["ns/b"].message.contains("no ready endpoint"));
+    }
+
+    #[test]
+    fn a_matching_condition_is_not_rewritten() {
+        let want = Wanted {
+            status: "True",
+            reason: "Announced",
+            message: "node2 announces 198.51.100.200 on eth0".into(),
+        };
+        let mut svc: Service =
+            serde_json::from_value(patch("ns", "a", &want, "2026-11-22T00:00:00Z")).unwrap();
+        assert!(shows(&svc, &want));
+        let other = Wanted {
+            message: "node3 announces 198.51.100.200 on eth0".into(),
+            ..want.clone()
+        };
+        assert!(!shows(&svc, &other));
+        svc.status = None;
+        assert!(!shows(&svc, &want));
+    }
+}

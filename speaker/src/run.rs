@@ -1,0 +1,147 @@
+//! The speaker's main loop: caches and membership in, plan, announcer and status writer out.
+//!
+//! ```text
+//!  watch events ─┐                      ┌─> Announcer::apply (owned addresses, at once)
+//!  live view ────┼─> Snapshot ─> plan ──┤
+//!                │  (pure)     (pure)   └─> StatusWriter (conditions + Events, on change only)
+//!  Nodes ────────┴─> membership peers
+//! ```
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context;
+use ferrolb_controller::http::HealthState;
+use kube::Client;
+use tracing::{info, warn};
+
+use crate::announce::{self, Announcer};
+use crate::eligibility::Interfaces;
+use crate::membership::{self, Membership, ViewSource};
+use crate::metrics::Metrics;
+use crate::plan::{self, Decision};
+use crate::report;
+use crate::sources::Sources;
+use crate::status_writer::StatusWriter;
+
+/// How the speaker runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node's name (the Node object's).
+    pub node: String,
+    /// `spec.loadBalancerClass` handled; `None`: Services without a class.
+    pub lb_class: Option<String>,
+    /// Membership port (every speaker uses the same).
+    pub memberlist_port: u16,
+    /// Shared membership key.
+    pub memberlist_key: Vec<u8>,
+    /// Heartbeat interval.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a peer is dead.
+    pub dead_after: Duration,
+    /// Announcer settings.
+    pub announce: announce::Config,
+}
+
+/// Runs until `shutdown` completes, then leaves the membership (peers take over at once) and
+/// stops answering.
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: Metrics,
+    membership_metrics: membership::Metrics,
+    health: HealthState,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
+    let announcer = Announcer::start(config.announce.clone(), metrics.clone())
+        .await
+        .context("starting the ARP/NDP responders")?;
+    let (sources, mut changes, _watches) = Sources::start(&client);
+    health.set_not_ready("caches not synced");
+    tokio::select! {
+        () = sources.synced() => {}
+        () = &mut shutdown => return Ok(()),
+    }
+    info!("caches synced");
+
+    // Membership speaks the family of this node's first InternalIP.
+    let own = sources.own_addresses(&config.node);
+    let v4 = own.first().is_none_or(IpAddr::is_ipv4);
+    if own.is_empty() {
+        warn!(node = %config.node, "the Node object has no InternalIP (or does not exist); peers cannot be told apart from us by address");
+    }
+    let bind = if v4 {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.memberlist_port))
+    } else {
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, config.memberlist_port))
+    };
+    let mut mcfg = membership::Config::new(&config.node, bind, config.memberlist_key.clone());
+    mcfg.interval = config.heartbeat_interval;
+    mcfg.dead_after = config.dead_after;
+    let (membership, mut live) = Membership::start(mcfg, membership_metrics)
+        .await
+        .with_context(|| format!("starting membership on {bind}"))?;
+    membership.set_peers(sources.peers(&config.node, config.memberlist_port, v4));
+    health.set_ready();
+
+    let mut writer = StatusWriter::new(client.clone(), config.node.clone(), metrics.clone());
+    let mut peers = sources.peers(&config.node, config.memberlist_port, v4);
+    let mut last_source = ViewSource::Mesh;
+    loop {
+        let view = live.borrow_and_update().clone();
+        if view.source != last_source {
+            last_source = view.source.clone();
+            warn!(source = ?view.source, "liveness source changed");
+        }
+        let snapshot = sources.snapshot(config.lb_class.as_deref());
+        let plan = plan::plan(&snapshot, &view.live);
+        let desired: BTreeMap<IpAddr, Interfaces> = plan
+            .owned_by(&config.node)
+            .flat_map(|d| {
+                let interfaces = d
+                    .owner
+                    .as_ref()
+                    .map(|(_, i)| i.clone())
+                    .unwrap_or(Interfaces::All);
+                d.group.ips.iter().map(move |ip| (*ip, interfaces.clone()))
+            })
+            .collect();
+        let changed = announcer.apply(&desired);
+        for ip in &changed.added {
+            info!(%ip, "announcing");
+        }
+        for ip in &changed.removed {
+            info!(%ip, "stopped announcing");
+        }
+        let wanted = report::wanted(&plan.decisions, &config.node, |d: &Decision| {
+            d.owner
+                .as_ref()
+                .map(|(_, i)| announcer.interface_names(i))
+                .unwrap_or_default()
+        });
+        writer.update(wanted, &sources.services);
+
+        tokio::select! {
+            r = changes.changed() => {
+                if r.is_err() { anyhow::bail!("the API watches stopped"); }
+                let now = sources.peers(&config.node, config.memberlist_port, v4);
+                if now != peers {
+                    membership.set_peers(now.clone());
+                    peers = now;
+                }
+            }
+            r = live.changed() => {
+                if r.is_err() { anyhow::bail!("membership stopped"); }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    info!("leaving: peers take over our addresses now");
+    health.set_not_ready("shutting down");
+    membership.leave().await;
+    drop(announcer);
+    Ok(())
+}

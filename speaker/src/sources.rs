@@ -1,0 +1,332 @@
+//! What the speaker reads from the API: caches (reflectors) of Services, EndpointSlices, Nodes,
+//! IPAddressPools and L2Advertisements, a change counter, and their conversion into the pure
+//! [`Snapshot`] election works on.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::net::{IpAddr, SocketAddr};
+
+use ferrolb_crds::address::parse_entry;
+use ferrolb_crds::{IPAddressPool, L2Advertisement};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use crate::eligibility::{Advertisement, NodeInfo, PoolInfo};
+use crate::membership::Peer;
+use crate::plan::{ServiceInfo, Snapshot};
+
+/// The annotation the controller writes with the pool an address came from.
+pub const ALLOCATED_FROM_POOL: &str = "ferrolb.io/ip-allocated-from-pool";
+/// Labels an EndpointSlice with its Service's name.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The caches, kept current by background watches.
+#[derive(Clone, Debug)]
+pub struct Sources {
+    /// LoadBalancer Services (every namespace).
+    pub services: Store<Service>,
+    /// EndpointSlices (every namespace).
+    pub slices: Store<EndpointSlice>,
+    /// Nodes.
+    pub nodes: Store<Node>,
+    /// Pools.
+    pub pools: Store<IPAddressPool>,
+    /// Advertisements.
+    pub advertisements: Store<L2Advertisement>,
+}
+
+/// The watch tasks; dropping this stops them.
+#[derive(Debug)]
+pub struct Watches(Vec<JoinHandle<()>>);
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+impl Sources {
+    /// Starts the watches. The receiver's value changes on every watch event.
+    pub fn start(client: &Client) -> (Sources, watch::Receiver<u64>, Watches) {
+        let (tx, rx) = watch::channel(0u64);
+        let mut tasks = Vec::new();
+        let services = spawn_watch(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default().fields("spec.type=LoadBalancer"),
+            "Services",
+            tx.clone(),
+            &mut tasks,
+        );
+        let slices = spawn_watch(
+            Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default(),
+            "EndpointSlices",
+            tx.clone(),
+            &mut tasks,
+        );
+        let nodes = spawn_watch(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default(),
+            "Nodes",
+            tx.clone(),
+            &mut tasks,
+        );
+        let pools = spawn_watch(
+            Api::<IPAddressPool>::all(client.clone()),
+            watcher::Config::default(),
+            "IPAddressPools (is the ferrolb CRD installed?)",
+            tx.clone(),
+            &mut tasks,
+        );
+        let advertisements = spawn_watch(
+            Api::<L2Advertisement>::all(client.clone()),
+            watcher::Config::default(),
+            "L2Advertisements (is the ferrolb CRD installed?)",
+            tx,
+            &mut tasks,
+        );
+        (
+            Sources {
+                services,
+                slices,
+                nodes,
+                pools,
+                advertisements,
+            },
+            rx,
+            Watches(tasks),
+        )
+    }
+
+    /// Waits until every cache holds a complete first list.
+    pub async fn synced(&self) {
+        let _ = self.services.wait_until_ready().await;
+        let _ = self.slices.wait_until_ready().await;
+        let _ = self.nodes.wait_until_ready().await;
+        let _ = self.pools.wait_until_ready().await;
+        let _ = self.advertisements.wait_until_ready().await;
+    }
+
+    /// The current state as election input, for Services of `lb_class`.
+    pub fn snapshot(&self, lb_class: Option<&str>) -> Snapshot {
+        let mut endpoints: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+        for slice in self.slices.state() {
+            let (Some(ns), Some(svc)) = (slice.namespace(), slice.labels().get(SERVICE_NAME_LABEL))
+            else {
+                continue;
+            };
+            let nodes = endpoints.entry((ns, svc.clone())).or_default();
+            nodes.extend(ready_endpoint_nodes(&slice));
+        }
+        Snapshot {
+            nodes: self
+                .nodes
+                .state()
+                .iter()
+                .map(|n| (n.name_any(), node_info(n)))
+                .collect(),
+            pools: self
+                .pools
+                .state()
+                .iter()
+                .map(|p| (p.name_any(), pool_info(p)))
+                .collect(),
+            advertisements: self
+                .advertisements
+                .state()
+                .iter()
+                .map(|a| advertisement(a))
+                .collect(),
+            services: self
+                .services
+                .state()
+                .iter()
+                .filter_map(|s| service_info(s, lb_class, &endpoints))
+                .collect(),
+        }
+    }
+
+    /// Every other node as a membership peer, at its InternalIP of `family_v4`'s family.
+    pub fn peers(&self, me: &str, port: u16, family_v4: bool) -> Vec<Peer> {
+        self.nodes
+            .state()
+            .iter()
+            .filter(|n| n.name_any() != me)
+            .filter_map(|n| {
+                let ip = internal_ip(n, family_v4)?;
+                Some(Peer {
+                    name: n.name_any(),
+                    addr: SocketAddr::new(ip, port),
+                    node_ready: condition_true(n, "Ready"),
+                })
+            })
+            .collect()
+    }
+
+    /// This node's InternalIP addresses (IPv4 first).
+    pub fn own_addresses(&self, me: &str) -> Vec<IpAddr> {
+        let Some(node) = self.nodes.get(&reflector::ObjectRef::new(me)) else {
+            return Vec::new();
+        };
+        let mut ips: Vec<IpAddr> = [true, false]
+            .iter()
+            .filter_map(|v4| internal_ip(&node, *v4))
+            .collect();
+        ips.dedup();
+        ips
+    }
+}
+
+fn spawn_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    what: &'static str,
+    changed: watch::Sender<u64>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Store<K>
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    tasks.push(tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut failing = false;
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => {
+                    failing = false;
+                    changed.send_modify(|n| *n = n.wrapping_add(1));
+                }
+                Err(e) if !failing => {
+                    failing = true;
+                    warn!(error = %e, "watching {what} failed; retrying with backoff, announcing from the last known state");
+                }
+                Err(_) => {}
+            }
+        }
+    }));
+    store
+}
+
+fn condition_true(node: &Node, type_: &str) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
+}
+
+fn internal_ip(node: &Node, v4: bool) -> Option<IpAddr> {
+    node.status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| a.address.parse::<IpAddr>().ok())
+        .find(|ip| ip.is_ipv4() == v4)
+}
+
+/// The node fields eligibility reads.
+pub fn node_info(node: &Node) -> NodeInfo {
+    NodeInfo {
+        name: node.name_any(),
+        labels: node.labels().clone(),
+        network_unavailable: condition_true(node, "NetworkUnavailable"),
+    }
+}
+
+/// The pool fields eligibility reads; entries that do not parse are skipped (the controller
+/// reports them on the pool).
+pub fn pool_info(pool: &IPAddressPool) -> PoolInfo {
+    PoolInfo {
+        name: pool.name_any(),
+        labels: pool.labels().clone(),
+        ranges: pool
+            .spec
+            .addresses
+            .iter()
+            .filter_map(|e| parse_entry(e).ok())
+            .collect(),
+    }
+}
+
+/// The advertisement fields eligibility reads.
+pub fn advertisement(ad: &L2Advertisement) -> Advertisement {
+    Advertisement {
+        name: ad.name_any(),
+        pools: ad.spec.ip_address_pools.clone(),
+        pool_selectors: ad.spec.ip_address_pool_selectors.clone(),
+        node_selectors: ad.spec.node_selectors.clone(),
+        interfaces: ad.spec.interfaces.clone(),
+    }
+}
+
+/// Nodes with an endpoint that is ready, or serving while terminating (a ready condition that
+/// is absent counts as ready, per the EndpointSlice API).
+fn ready_endpoint_nodes(slice: &EndpointSlice) -> impl Iterator<Item = String> + '_ {
+    slice.endpoints.iter().flatten().filter_map(|e| {
+        let c = e.conditions.as_ref();
+        let ready = c.and_then(|c| c.ready).unwrap_or(true);
+        let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+        (ready || serving).then(|| e.node_name.clone()).flatten()
+    })
+}
+
+/// A handled LoadBalancer Service with ingress IPs, as election input; `None` for Services of
+/// another class, of another type, or without an address yet.
+pub fn service_info(
+    svc: &Service,
+    lb_class: Option<&str>,
+    endpoints: &HashMap<(String, String), BTreeSet<String>>,
+) -> Option<ServiceInfo> {
+    let spec = svc.spec.as_ref()?;
+    if spec.type_.as_deref() != Some("LoadBalancer")
+        || spec.load_balancer_class.as_deref() != lb_class
+    {
+        return None;
+    }
+    let ips: Vec<IpAddr> = svc
+        .status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .iter()
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .collect();
+    if ips.is_empty() {
+        return None;
+    }
+    let namespace = svc.namespace().unwrap_or_default();
+    let name = svc.name_any();
+    let local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let endpoint_nodes = if local {
+        endpoints
+            .get(&(namespace.clone(), name.clone()))
+            .cloned()
+            .unwrap_or_default()
+    } else {
+        BTreeSet::new()
+    };
+    Some(ServiceInfo {
+        key: format!("{namespace}/{name}"),
+        ips,
+        pool: svc.annotations().get(ALLOCATED_FROM_POOL).cloned(),
+        local,
+        endpoint_nodes,
+    })
+}

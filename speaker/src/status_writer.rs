@@ -1,0 +1,184 @@
+//! Writes the conditions [`crate::report`] wants, with an Event each, off the announcing path.
+//! At most [`IN_FLIGHT`] writes run at once; a key already written with the same content (or
+//! whose Service already shows it) is skipped, so steady state makes no API calls.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+use crate::metrics::{Metrics, WriteLabels};
+use crate::plan::ServiceKey;
+use crate::report::{self, FIELD_MANAGER, Wanted};
+
+/// API writes in flight at once.
+pub const IN_FLIGHT: usize = 8;
+
+/// Remembers what was written so nothing is written twice.
+pub struct StatusWriter {
+    client: Client,
+    node: String,
+    metrics: Metrics,
+    permits: Arc<Semaphore>,
+    written: HashMap<ServiceKey, Wanted>,
+}
+
+impl StatusWriter {
+    /// A writer reporting as speaker of `node`.
+    pub fn new(client: Client, node: String, metrics: Metrics) -> Self {
+        StatusWriter {
+            client,
+            node,
+            metrics,
+            permits: Arc::new(Semaphore::new(IN_FLIGHT)),
+            written: HashMap::new(),
+        }
+    }
+
+    /// Writes every condition in `wanted` the Service does not show yet.
+    pub fn update(&mut self, wanted: BTreeMap<ServiceKey, Wanted>, services: &Store<Service>) {
+        self.written.retain(|k, _| wanted.contains_key(k));
+        for (key, want) in wanted {
+            if self.written.get(&key) == Some(&want) {
+                continue;
+            }
+            let Some((namespace, name)) = key.split_once('/') else {
+                continue;
+            };
+            let Some(svc) = services.get(&ObjectRef::new(name).within(namespace)) else {
+                continue;
+            };
+            if report::shows(&svc, &want) {
+                self.written.insert(key, want);
+                continue;
+            }
+            self.written.insert(key.clone(), want.clone());
+            let job = Job {
+                client: self.client.clone(),
+                node: self.node.clone(),
+                metrics: self.metrics.clone(),
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                uid: svc.uid(),
+                want,
+            };
+            let permits = self.permits.clone();
+            tokio::spawn(async move {
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return;
+                };
+                job.run().await;
+            });
+        }
+    }
+
+    /// Number of conditions remembered as written.
+    pub fn remembered(&self) -> usize {
+        self.written.len()
+    }
+
+    /// Forgets `key` so the next update writes it again (after a failed write).
+    pub fn forget(&mut self, key: &str) {
+        self.written.remove(key);
+    }
+}
+
+/// One condition write and its Event.
+struct Job {
+    client: Client,
+    node: String,
+    metrics: Metrics,
+    namespace: String,
+    name: String,
+    uid: Option<String>,
+    want: Wanted,
+}
+
+impl Job {
+    async fn run(self) {
+        let now = Timestamp::now();
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
+        let stamp = serde_json::to_value(Time(now))
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let body = report::patch(&self.namespace, &self.name, &self.want, &stamp);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            api.patch_status(&self.name, &params, &Patch::Apply(&body)),
+        )
+        .await;
+        let ok = matches!(result, Ok(Ok(_)));
+        self.count("status", ok);
+        if !ok {
+            // A deleted Service is not worth a warning.
+            warn!(service = %format!("{}/{}", self.namespace, self.name), error = ?result.map(|r| r.err()), "writing the announcement condition failed");
+            return;
+        }
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{}.{:x}", self.name, now.as_nanosecond())),
+                namespace: Some(self.namespace.clone()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(now)),
+            regarding: Some(ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Service".into()),
+                namespace: Some(self.namespace.clone()),
+                name: Some(self.name.clone()),
+                uid: self.uid.clone(),
+                ..Default::default()
+            }),
+            type_: Some(
+                if self.want.status == "True" {
+                    "Normal"
+                } else {
+                    "Warning"
+                }
+                .into(),
+            ),
+            reason: Some(self.want.reason.into()),
+            action: Some("Announce".into()),
+            note: Some(self.want.message.chars().take(1000).collect()),
+            reporting_controller: Some(FIELD_MANAGER.into()),
+            reporting_instance: Some(self.node.clone()),
+            ..Default::default()
+        };
+        let ok = events.create(&PostParams::default(), &event).await;
+        if let Err(e) = &ok {
+            debug!(error = %e, "event not recorded");
+        }
+        self.count("event", ok.is_ok());
+    }
+
+    fn count(&self, object: &'static str, ok: bool) {
+        self.metrics
+            .writes
+            .get_or_create(&WriteLabels {
+                object,
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+}
+
+impl std::fmt::Debug for StatusWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusWriter")
+            .field("node", &self.node)
+            .field("written", &self.written.len())
+            .finish_non_exhaustive()
+    }
+}
