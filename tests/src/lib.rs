@@ -23,6 +23,7 @@ pub mod process;
 pub mod rbac;
 pub mod scenario;
 pub mod services;
+pub mod speaker;
 
 pub use control_plane::{ControlPlane, shared, unique_name};
 pub use lab::{Host, Lab};

@@ -5,12 +5,14 @@
 //!      Role(Binding) only ──kubectl apply──> apiserver ──kubectl create token──> kubeconfig
 //! ```
 //!
-//! Tests run the real controller under the chart's permissions, not as admin, so a missing or
-//! excess rule shows up as a failing test. [`controller_kubeconfig`] does it all in one call.
+//! Tests run the real controller and speakers under the chart's permissions, not as admin, so a
+//! missing or excess rule shows up as a failing test. [`controller_kubeconfig`] and
+//! [`speaker_kubeconfig`] do it all in one call.
 //!
 //! Names: the chart names its objects after the release (`<release>-ferrolb-controller`, or
-//! `<release>-controller` when the release name contains `ferrolb`), ClusterRoles included, so
-//! tests with different release names never collide on the shared control plane.
+//! `<release>-controller` when the release name contains `ferrolb`; `-speaker` likewise),
+//! ClusterRoles included, so tests with different release names never collide on the shared
+//! control plane.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -387,6 +389,45 @@ pub fn controller_kubeconfig(
                 &format!("leases/{CONTROLLER_LEASE}"),
                 "-n",
                 namespace,
+            ],
+        ],
+    )?;
+    Ok(path)
+}
+
+/// The chart's speaker identity in one call, like [`controller_kubeconfig`]: applies the chart's
+/// RBAC for `release` in `namespace`, mints a kubeconfig for the speaker's ServiceAccount into
+/// `dir`, and returns its path once the authorizer grants the speaker's reads (Services,
+/// EndpointSlices, Nodes, pools, L2Advertisements) and its one write (patch Services' status).
+///
+/// Run [`crate::speaker::Speaker`]s with it, so lab tests exercise exactly the chart's RBAC.
+pub fn speaker_kubeconfig(
+    cp: &ControlPlane,
+    release: &str,
+    namespace: &str,
+    dir: &Path,
+) -> Result<PathBuf> {
+    let rbac = apply_rbac(cp, release, namespace, &[])?;
+    let sa = rbac.service_account("speaker")?;
+    let path = mint_kubeconfig(cp, namespace, sa, dir)?;
+    wait_until_granted(
+        cp,
+        &rbac.user("speaker")?,
+        &[
+            &["watch", "services", "--all-namespaces"],
+            &[
+                "watch",
+                "endpointslices.discovery.k8s.io",
+                "--all-namespaces",
+            ],
+            &["watch", "nodes"],
+            &["watch", "ipaddresspools.ferrolb.io"],
+            &["watch", "l2advertisements.ferrolb.io"],
+            &[
+                "patch",
+                "services",
+                "--subresource=status",
+                "--all-namespaces",
             ],
         ],
     )?;

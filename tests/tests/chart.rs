@@ -1,6 +1,6 @@
-//! The Helm chart: what `helm template` renders for the controller, and its RBAC on a real
-//! apiserver, checked both with `kubectl auth can-i` and with real requests under a token minted
-//! for the chart's ServiceAccount.
+//! The Helm chart: what `helm template` renders for the controller and the speakers, and their
+//! RBAC on a real apiserver, checked both with `kubectl auth can-i` and with real requests under
+//! tokens minted for the chart's ServiceAccounts.
 
 use std::sync::OnceLock;
 
@@ -28,17 +28,26 @@ fn render(release: &str, namespace: &str, set: &[&str]) -> Vec<Value> {
     rbac::documents(&rbac::render_chart(release, namespace, set).unwrap()).unwrap()
 }
 
-/// The one document of `kind` labelled component=controller.
-fn controller_doc<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+/// The one document of `kind` labelled `app.kubernetes.io/component=<component>`.
+fn component_doc<'a>(docs: &'a [Value], kind: &str, component: &str) -> &'a Value {
     let found: Vec<&Value> = docs
         .iter()
         .filter(|d| {
-            d["kind"] == kind
-                && d["metadata"]["labels"]["app.kubernetes.io/component"] == "controller"
+            d["kind"] == kind && d["metadata"]["labels"]["app.kubernetes.io/component"] == component
         })
         .collect();
-    assert_eq!(found.len(), 1, "one controller {kind}: {found:#?}");
+    assert_eq!(found.len(), 1, "one {component} {kind}: {found:#?}");
     found[0]
+}
+
+/// The one document of `kind` labelled component=controller.
+fn controller_doc<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    component_doc(docs, kind, "controller")
+}
+
+/// The one document of `kind` labelled component=speaker.
+fn speaker_doc<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    component_doc(docs, kind, "speaker")
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -161,17 +170,28 @@ fn deployment_runs_two_hardened_replicas_with_the_controller_args() {
             .is_null()
     );
 
-    // The speaker is not part of the chart yet; nothing else runs pods.
-    let workloads: Vec<&Value> = docs
+    // The controller's Deployment and the speakers' DaemonSet are the only workloads.
+    let mut workloads: Vec<String> = docs
         .iter()
         .filter(|d| {
             matches!(
                 d["kind"].as_str(),
-                Some("Deployment" | "DaemonSet" | "StatefulSet" | "Pod")
+                Some("Deployment" | "DaemonSet" | "StatefulSet" | "Pod" | "Job")
+            )
+        })
+        .map(|d| {
+            format!(
+                "{} {}",
+                d["kind"].as_str().unwrap(),
+                d["metadata"]["name"].as_str().unwrap()
             )
         })
         .collect();
-    assert_eq!(workloads.len(), 1, "{workloads:#?}");
+    workloads.sort();
+    assert_eq!(
+        workloads,
+        ["DaemonSet ferrolb-speaker", "Deployment ferrolb-controller"]
+    );
 }
 
 #[test]
@@ -222,6 +242,8 @@ fn helm_lint_strict_passes() {
     for set in [
         "controller.loadBalancerClass=",
         "controller.loadBalancerClass=example.com/lb,controller.metricsService.enabled=true",
+        "speaker.enabled=false",
+        "speaker.memberlist.existingSecret=mine,speaker.excludeInterfaces=veth*\\,eth9",
     ] {
         ferrolb_tests::process::run(
             std::process::Command::new(&helm)
@@ -705,4 +727,460 @@ async fn minted_controller_identity_writes_status_and_its_lease_and_nothing_else
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// Standard base64 (with padding) decoded; panics on anything else.
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut held = 0;
+    let mut out = Vec::new();
+    for c in text.trim_end_matches('=').bytes() {
+        let v = ALPHABET
+            .iter()
+            .position(|a| *a == c)
+            .unwrap_or_else(|| panic!("not base64: {text}"));
+        bits = (bits << 6) | v as u32;
+        held += 6;
+        if held >= 8 {
+            held -= 8;
+            out.push((bits >> held) as u8);
+        }
+    }
+    out
+}
+
+#[test]
+fn speaker_daemonset_runs_on_the_host_network_with_net_raw_only() {
+    let docs = render("ferrolb", "lb-system", &[]);
+    let ds = speaker_doc(&docs, "DaemonSet");
+    assert_eq!(ds["metadata"]["namespace"], "lb-system");
+    assert_eq!(
+        ds["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"],
+        "speaker"
+    );
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "ferrolb-speaker");
+    assert_eq!(
+        speaker_doc(&docs, "ServiceAccount")["metadata"]["name"],
+        "ferrolb-speaker"
+    );
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    // Control-plane nodes run a speaker too, by default.
+    assert_eq!(
+        pod["tolerations"],
+        json!([{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}])
+    );
+
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    assert_eq!(
+        c["image"],
+        format!("ghcr.io/ferrolb/ferrolb:{}", chart_app_version())
+    );
+    assert_eq!(strings(&c["command"]), ["ferrolb-speaker", "run"]);
+    assert_eq!(
+        strings(&c["args"]),
+        [
+            "--node-name=$(NODE_NAME)",
+            "--memberlist-key-file=/etc/ferrolb/memberlist/key",
+            "--memberlist-port=7946",
+            "--metrics-addr=0.0.0.0:7473",
+            "--heartbeat-interval=50ms",
+            "--dead-after=250ms",
+            "--log-format=json",
+        ]
+    );
+    assert_eq!(
+        c["env"],
+        json!([{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}])
+    );
+
+    // CAP_NET_RAW and nothing else; no way to gain more; read-only root filesystem. uid 0 is
+    // needed for the capability to be effective (see the template's comment).
+    let sc = &c["securityContext"];
+    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
+    assert_eq!(strings(&sc["capabilities"]["add"]), ["NET_RAW"]);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["runAsUser"], 0);
+    assert!(
+        sc["privileged"].is_null() || sc["privileged"] == false,
+        "{sc}"
+    );
+
+    // Probes on the metrics port; heartbeats on UDP.
+    let ports = c["ports"].as_array().unwrap();
+    assert!(
+        ports.iter().any(|p| p["name"] == "monitoring"
+            && p["containerPort"] == 7473
+            && p["protocol"] == "TCP"),
+        "{ports:?}"
+    );
+    assert!(
+        ports.iter().any(|p| p["name"] == "memberlist"
+            && p["containerPort"] == 7946
+            && p["protocol"] == "UDP"),
+        "{ports:?}"
+    );
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"], "monitoring");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"], "monitoring");
+    assert_eq!(c["resources"]["requests"]["cpu"], "50m");
+    assert_eq!(c["resources"]["limits"]["memory"], "128Mi");
+
+    // Values reach the arguments; the lb class is the controller's.
+    let docs = render(
+        "ferrolb",
+        "lb-system",
+        &[
+            "speaker.port=9473",
+            "speaker.memberlistPort=9946",
+            "speaker.heartbeatInterval=100ms",
+            "speaker.deadAfter=1s",
+            "speaker.excludeInterfaces=veth*\\,eth9",
+            "speaker.logFormat=text",
+            "speaker.image.tag=dev",
+            "speaker.tolerations=null",
+            "controller.loadBalancerClass=example.com/lb",
+        ],
+    );
+    let pod = &speaker_doc(&docs, "DaemonSet")["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], "ghcr.io/ferrolb/ferrolb:dev");
+    let args = strings(&c["args"]);
+    for want in [
+        "--memberlist-port=9946",
+        "--metrics-addr=0.0.0.0:9473",
+        "--heartbeat-interval=100ms",
+        "--dead-after=1s",
+        "--exclude-interfaces=veth*,eth9",
+        "--log-format=text",
+        "--lb-class=example.com/lb",
+    ] {
+        assert!(args.contains(&want.to_string()), "{want} in {args:?}");
+    }
+    assert_eq!(c["ports"][0]["containerPort"], 9473);
+    assert!(pod["tolerations"].is_null(), "{}", pod["tolerations"]);
+
+    // Disabled: no speaker object at all.
+    let docs = render("ferrolb", "lb-system", &["speaker.enabled=false"]);
+    let left: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "speaker")
+        .collect();
+    assert!(left.is_empty(), "{left:#?}");
+}
+
+#[test]
+fn memberlist_key_is_a_generated_secret_mounted_read_only() {
+    let docs = render("ferrolb", "lb-system", &[]);
+    let secret = speaker_doc(&docs, "Secret");
+    assert_eq!(secret["metadata"]["name"], "ferrolb-speaker-memberlist");
+    assert_eq!(secret["metadata"]["namespace"], "lb-system");
+    let key = base64_decode(secret["data"]["key"].as_str().unwrap());
+    assert_eq!(key.len(), 32, "{key:?}");
+    assert!(key.iter().all(u8::is_ascii_alphanumeric), "{key:?}");
+    // Each render (a fresh install) draws a new key.
+    let again = render("ferrolb", "lb-system", &[]);
+    assert_ne!(
+        speaker_doc(&again, "Secret")["data"]["key"],
+        secret["data"]["key"]
+    );
+
+    let pod = &speaker_doc(&docs, "DaemonSet")["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"],
+        json!([{"name": "memberlist", "secret": {
+            "secretName": "ferrolb-speaker-memberlist",
+            "defaultMode": 0o400,
+            "items": [{"key": "key", "path": "key"}],
+        }}])
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"],
+        json!([{"name": "memberlist", "mountPath": "/etc/ferrolb/memberlist", "readOnly": true}])
+    );
+
+    // A Secret of the user's: none rendered, theirs mounted under the same file name.
+    let docs = render(
+        "ferrolb",
+        "lb-system",
+        &[
+            "speaker.memberlist.existingSecret=my-key",
+            "speaker.memberlist.existingSecretKey=heartbeat",
+        ],
+    );
+    assert!(!docs.iter().any(|d| d["kind"] == "Secret"));
+    let volume = &speaker_doc(&docs, "DaemonSet")["spec"]["template"]["spec"]["volumes"][0];
+    assert_eq!(volume["secret"]["secretName"], "my-key");
+    assert_eq!(
+        volume["secret"]["items"],
+        json!([{"key": "heartbeat", "path": "key"}])
+    );
+}
+
+#[test]
+fn memberlist_key_of_an_installed_release_is_kept_on_upgrade() {
+    let cp = cluster();
+    let release = control_plane::unique_name("keyrel");
+    let ns = control_plane::unique_name("keyns");
+    let helm = |args: &[&str]| {
+        ferrolb_tests::process::run(
+            std::process::Command::new(ferrolb_tests::bins::binary("helm").unwrap())
+                .args(args)
+                .arg(format!("--kubeconfig={}", cp.kubeconfig().display()))
+                .args(["--namespace", &ns]),
+        )
+        .unwrap_or_else(|e| panic!("helm {}: {e:#}", args.join(" ")))
+    };
+    let chart = ferrolb_tests::bins::workspace_root().join("charts/ferrolb");
+    let chart = chart.to_str().unwrap();
+    // The CRDs are installed already (by kubectl); no pod ever runs (no kubelet).
+    let key = || {
+        cp.kubectl_run(&[
+            "get",
+            "secret",
+            &format!("{release}-ferrolb-speaker-memberlist"),
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.data.key}",
+        ])
+        .unwrap()
+    };
+    helm(&[
+        "install",
+        &release,
+        chart,
+        "--create-namespace",
+        "--set",
+        "crds.enabled=false",
+    ]);
+    let installed = key();
+    assert_eq!(base64_decode(&installed).len(), 32);
+    helm(&[
+        "upgrade",
+        &release,
+        chart,
+        "--set",
+        "crds.enabled=false,speaker.heartbeatInterval=100ms",
+    ]);
+    assert_eq!(key(), installed, "helm upgrade kept the key");
+    let ds = cp
+        .kubectl_run(&[
+            "get",
+            "daemonset",
+            &format!("{release}-ferrolb-speaker"),
+            "-n",
+            &ns,
+            "-o",
+            "json",
+        ])
+        .unwrap();
+    let ds: Value = serde_json::from_str(&ds).unwrap();
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"][0]["secret"]["secretName"],
+        format!("{release}-ferrolb-speaker-memberlist")
+    );
+    assert_eq!(pod["volumes"][0]["secret"]["defaultMode"], 0o400);
+    assert!(
+        strings(&pod["containers"][0]["args"]).contains(&"--heartbeat-interval=100ms".to_string())
+    );
+    helm(&["uninstall", &release]);
+}
+
+#[test]
+fn rendered_speaker_rbac_is_exactly_the_least_privilege_rules() {
+    let docs = render("rules", "lb-system", &[]);
+    let mut want = vec![
+        rule(&[""], &["services"], &[], &["get", "list", "watch"]),
+        rule(&[""], &["services/status"], &[], &["patch"]),
+        rule(
+            &["discovery.k8s.io"],
+            &["endpointslices"],
+            &[],
+            &["get", "list", "watch"],
+        ),
+        rule(&[""], &["nodes"], &[], &["get", "list", "watch"]),
+        rule(
+            &["ferrolb.io"],
+            &["ipaddresspools", "l2advertisements"],
+            &[],
+            &["get", "list", "watch"],
+        ),
+        rule(&["events.k8s.io"], &["events"], &[], &["create"]),
+        rule(&[""], &["events"], &[], &["create"]),
+    ];
+    want.sort();
+    assert_eq!(rules(speaker_doc(&docs, "ClusterRole")), want);
+    // No namespaced rights at all.
+    assert!(!docs.iter().any(|d| {
+        matches!(d["kind"].as_str(), Some("Role" | "RoleBinding"))
+            && d["metadata"]["labels"]["app.kubernetes.io/component"] == "speaker"
+    }));
+    let binding = speaker_doc(&docs, "ClusterRoleBinding");
+    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(
+        binding["roleRef"]["name"],
+        speaker_doc(&docs, "ClusterRole")["metadata"]["name"]
+    );
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "rules-ferrolb-speaker", "namespace": "lb-system"}])
+    );
+    assert_ne!(
+        binding["metadata"]["name"],
+        controller_doc(&docs, "ClusterRoleBinding")["metadata"]["name"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn speaker_service_account_has_least_privilege_on_a_real_apiserver() {
+    let cp = cluster();
+    let release = control_plane::unique_name("spkrel");
+    let ns = control_plane::unique_name("spkns");
+    let other = control_plane::unique_name("spkother");
+    let dir = control_plane::process_dir().join("rbac").join(&release);
+    let kubeconfig = rbac::speaker_kubeconfig(cp, &release, &ns, &dir).unwrap();
+    cp.kubectl_run(&["create", "namespace", &other]).unwrap();
+    let user = rbac::service_account_user(&ns, &format!("{release}-ferrolb-speaker"));
+
+    let allowed: &[&[&str]] = &[
+        &["list", "services", "-A"],
+        &["watch", "services", "-A"],
+        &["get", "services", "-n", &other],
+        &["patch", "services", "--subresource=status", "-n", &other],
+        &["list", "endpointslices.discovery.k8s.io", "-A"],
+        &["watch", "endpointslices.discovery.k8s.io", "-A"],
+        &["list", "nodes"],
+        &["watch", "nodes"],
+        &["get", "nodes"],
+        &["list", "ipaddresspools.ferrolb.io"],
+        &["watch", "ipaddresspools.ferrolb.io"],
+        &["list", "l2advertisements.ferrolb.io"],
+        &["watch", "l2advertisements.ferrolb.io"],
+        &["create", "events.events.k8s.io", "-n", &other],
+        &["create", "events", "-n", &other],
+    ];
+    let denied: &[&[&str]] = &[
+        // Services: a condition in the status, by patch; nothing else.
+        &["create", "services", "-n", &other],
+        &["update", "services", "-n", &other],
+        &["patch", "services", "-n", &other],
+        &["delete", "services", "-n", &other],
+        &["update", "services", "--subresource=status", "-n", &other],
+        // Its key is a mounted file.
+        &["get", "secrets", "-n", &ns],
+        &["list", "secrets", "-A"],
+        &["create", "pods", "-n", &ns],
+        &["list", "pods", "-A"],
+        &["patch", "nodes"],
+        &["update", "nodes", "--subresource=status"],
+        &["create", "endpointslices.discovery.k8s.io", "-n", &other],
+        // Pools and advertisements are the user's, pool status the controller's.
+        &["create", "ipaddresspools.ferrolb.io"],
+        &["patch", "ipaddresspools.ferrolb.io"],
+        &["delete", "ipaddresspools.ferrolb.io"],
+        &["patch", "ipaddresspools.ferrolb.io", "--subresource=status"],
+        &["create", "l2advertisements.ferrolb.io"],
+        &["patch", "l2advertisements.ferrolb.io"],
+        &["list", "events", "-A"],
+        &["list", "namespaces"],
+        &["create", "leases.coordination.k8s.io", "-n", &ns],
+        // No escalation.
+        &["create", "clusterrolebindings"],
+        &["create", "serviceaccounts/token", "-n", &ns],
+    ];
+    let mut wrong = Vec::new();
+    for args in allowed {
+        if !can(cp, &user, args) {
+            wrong.push(format!("should be allowed: {}", args.join(" ")));
+        }
+    }
+    for args in denied {
+        if can(cp, &user, args) {
+            wrong.push(format!("should be denied: {}", args.join(" ")));
+        }
+    }
+    assert!(wrong.is_empty(), "{user}:\n{}", wrong.join("\n"));
+
+    // Real requests under the minted token: the status condition is written, the rest refused.
+    let admin = cp.client().await.unwrap();
+    let sa = rbac::client(&kubeconfig).await.unwrap();
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(admin.clone(), &other)
+        .create(&PostParams::default(), &svc)
+        .await
+        .unwrap();
+    let services: Api<Service> = Api::namespaced(sa.clone(), &other);
+    let condition = json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "status": {"conditions": [{
+            "type": "ferrolb.io/Announced", "status": "True", "reason": "Announcing",
+            "message": "node1 answers ARP for 198.51.100.200",
+            "lastTransitionTime": "2025-01-01T00:00:00Z",
+        }]},
+    });
+    services
+        .patch_status(
+            "web",
+            &PatchParams::apply("ferrolb-speaker").force(),
+            &Patch::Apply(&condition),
+        )
+        .await
+        .unwrap();
+    let stored = services.get("web").await.unwrap();
+    assert_eq!(
+        stored.status.unwrap().conditions.unwrap()[0].type_,
+        "ferrolb.io/Announced"
+    );
+    assert!(is_forbidden(
+        services
+            .patch(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"loadBalancerClass": "example.com/stolen"}}))
+            )
+            .await
+    ));
+    assert!(is_forbidden(
+        Api::<Secret>::namespaced(sa.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+    ));
+    assert!(
+        Api::<IPAddressPool>::all(sa.clone())
+            .list(&ListParams::default())
+            .await
+            .is_ok()
+    );
+    let event: Event = serde_json::from_value(json!({
+        "metadata": {"name": "web.ferrolb-speaker-test"},
+        "eventTime": "2025-01-01T00:00:00.000000Z",
+        "reportingController": "ferrolb.io/speaker",
+        "reportingInstance": "ferrolb-speaker-node1",
+        "action": "Announce",
+        "reason": "Announcing",
+        "type": "Normal",
+        "note": "node1 answers ARP for 198.51.100.200",
+        "regarding": {"apiVersion": "v1", "kind": "Service", "namespace": other, "name": "web"},
+    }))
+    .unwrap();
+    Api::<Event>::namespaced(sa.clone(), &other)
+        .create(&PostParams::default(), &event)
+        .await
+        .unwrap();
 }

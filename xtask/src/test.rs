@@ -61,10 +61,18 @@ pub fn run(install: bool, filter: Option<&str>) -> Result<()> {
         "unit tests",
         cargo().args(["test", "--workspace", "--lib", "--bins"]),
     )?;
-    // The integration tests run the real controller binary (ferrolb_tests::controller).
+    // The integration tests run the real controller and speaker binaries
+    // (ferrolb_tests::controller, ferrolb_tests::speaker).
     run_step(
-        "cargo build -p ferrolb-controller",
-        cargo().args(["build", "-p", "ferrolb-controller", "--bins"]),
+        "cargo build -p ferrolb-controller -p ferrolb-speaker",
+        cargo().args([
+            "build",
+            "-p",
+            "ferrolb-controller",
+            "-p",
+            "ferrolb-speaker",
+            "--bins",
+        ]),
     )?;
     let mut integration = cargo();
     integration.args(["test", "-p", "ferrolb-tests", "--test", "*"]);

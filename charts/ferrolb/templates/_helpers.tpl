@@ -70,3 +70,37 @@ Container image: repository:tag, the tag defaulting to the chart's appVersion.
 {{- define "ferrolb.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) }}
 {{- end }}
+
+{{/*
+Name of the speaker's objects (DaemonSet, ServiceAccount, ClusterRole and binding).
+*/}}
+{{- define "ferrolb.speaker.fullname" -}}
+{{- printf "%s-speaker" (include "ferrolb.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "ferrolb.speaker.labels" -}}
+{{ include "ferrolb.labels" . }}
+app.kubernetes.io/component: speaker
+{{- end }}
+
+{{- define "ferrolb.speaker.selectorLabels" -}}
+{{ include "ferrolb.selectorLabels" . }}
+app.kubernetes.io/component: speaker
+{{- end }}
+
+{{/*
+The Secret holding the speakers' memberlist key: speaker.memberlist.existingSecret, or the one
+the chart generates.
+*/}}
+{{- define "ferrolb.speaker.memberlistSecret" -}}
+{{- .Values.speaker.memberlist.existingSecret | default (printf "%s-memberlist" (include "ferrolb.speaker.fullname" .)) }}
+{{- end }}
+
+{{/*
+Speaker image: speaker.image overrides the shared image field by field.
+*/}}
+{{- define "ferrolb.speaker.image" -}}
+{{- $repository := .Values.speaker.image.repository | default .Values.image.repository }}
+{{- $tag := .Values.speaker.image.tag | default .Values.image.tag | default .Chart.AppVersion }}
+{{- printf "%s:%s" $repository ($tag | toString) }}
+{{- end }}
