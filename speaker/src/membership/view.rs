@@ -7,11 +7,15 @@
 //! - **Left**: a peer that sent Leave is dead at once, until it sends Alive again (the packet
 //!   layer only lets through packets newer than the Leave, so a replayed Alive cannot revive it).
 //! - **Fallback**: when no packet at all has been accepted from any peer for `fallback_after`
-//!   (counted from start when nothing was ever heard) and at least one peer that has not left has
-//!   a Ready Node, the mesh is presumed unavailable (UDP blocked, wrong key, ...): the view is
-//!   [`ViewSource::NodeFallback`] and live = self + peers whose Node is Ready, minus peers that
-//!   sent Leave (a Leave is an authenticated, explicit statement that outranks a Node's readiness,
-//!   which lags by tens of seconds). The next accepted packet returns the view to the mesh.
+//!   (counted from start when nothing was ever heard) and at least one peer never heard from has
+//!   a Ready Node, the mesh is presumed unavailable for it (UDP blocked, wrong key, ...): the view
+//!   is [`ViewSource::NodeFallback`] and peers never heard from count live when their Node is
+//!   Ready. Evidence still wins: a peer heard and then silent stays dead, and so does one that
+//!   sent Leave (authenticated, explicit statements outrank a Node's readiness, which lags by
+//!   tens of seconds). Otherwise a two-node cluster whose other node crashed would fall back
+//!   after `fallback_after` and count the crashed peer live again until its Node turns NotReady
+//!   (about 40 s), leaving its addresses unannounced. The next accepted packet returns the view
+//!   to the mesh.
 //! - **Start-up grace**: until `fallback_after` has passed since start, a peer never heard from
 //!   yet counts as live when its Node is Ready.
 //! - The speaker itself is always live; peers removed from the peer list are forgotten.
@@ -195,7 +199,7 @@ impl View {
         let candidate = self
             .peers
             .values()
-            .any(|p| p.node_ready && !matches!(p.heard, Heard::Left(_)));
+            .any(|p| p.node_ready && matches!(p.heard, Heard::Never));
         if candidate && self.mesh_silent(now) {
             ViewSource::NodeFallback
         } else {
@@ -253,9 +257,9 @@ impl View {
     fn status_of(&self, peer: &PeerState, source: &ViewSource, now: Instant) -> Status {
         match (peer.heard, source) {
             (Heard::Left(t), _) => Status::Left(now.saturating_duration_since(t)),
-            (_, ViewSource::NodeFallback) if peer.node_ready => Status::NodeReady,
-            (_, ViewSource::NodeFallback) => Status::NodeNotReady,
-            (Heard::Alive(t), ViewSource::Mesh) => {
+            (Heard::Never, ViewSource::NodeFallback) if peer.node_ready => Status::NodeReady,
+            (Heard::Never, ViewSource::NodeFallback) => Status::NodeNotReady,
+            (Heard::Alive(t), _) => {
                 let ago = now.saturating_duration_since(t);
                 if ago < self.dead_after {
                     Status::Heard(ago)
@@ -419,14 +423,15 @@ mod tests {
         let quiet = t0 + ms(200) + DEAD;
         assert_eq!(v.evaluate(quiet).source, ViewSource::Mesh);
         assert_eq!(live(&v, t0 + FALLBACK + ms(100)), names(&["a"]));
-        // fallback_after after the last accepted packet: Node readiness decides.
+        // fallback_after after the last accepted packet: Node readiness decides for d, never
+        // heard; b was heard and went silent, which is evidence its Node's readiness cannot undo.
         let fb = t0 + ms(200) + FALLBACK;
         assert_eq!(v.evaluate(fb - ms(1)).source, ViewSource::Mesh);
         let view = v.evaluate(fb);
         assert_eq!(view.source, ViewSource::NodeFallback);
         assert_eq!(
             view.live.into_iter().collect::<Vec<_>>(),
-            names(&["a", "b", "d"])
+            names(&["a", "d"])
         );
         // One packet from anyone: back to the mesh, where only c has been heard.
         assert!(v.alive("c", fb + ms(5)));
@@ -436,6 +441,19 @@ mod tests {
             view.live.into_iter().collect::<Vec<_>>(),
             names(&["a", "c"])
         );
+    }
+
+    #[test]
+    fn a_crashed_peer_of_a_two_node_cluster_stays_dead() {
+        // The other node's speaker crashed; its Node stays Ready for tens of seconds.
+        let t0 = Instant::now();
+        let mut v = mk_view(t0, &[("b", true)]);
+        v.alive("b", t0 + ms(10));
+        for after in [DEAD, FALLBACK, FALLBACK * 10] {
+            let view = v.evaluate(t0 + ms(10) + after);
+            assert_eq!(view.source, ViewSource::Mesh);
+            assert_eq!(view.live.into_iter().collect::<Vec<_>>(), names(&["a"]));
+        }
     }
 
     #[test]
@@ -594,11 +612,13 @@ mod tests {
             ("c".to_string(), true),
             ("b".to_string(), true),
             ("b".to_string(), false),
+            ("d".to_string(), true),
+            ("d".to_string(), false),
         ]);
         assert_eq!(v.status("b", t0 + ms(1)), Some(Status::Heard(ms(1))));
         assert_eq!(v.status("c", t0 + ms(1)), Some(Status::Left(ms(1))));
-        // The first of two entries with the same name wins: b is Ready.
-        assert_eq!(v.status("b", t0 + FALLBACK * 2), Some(Status::NodeReady));
+        // The first of two entries with the same name wins: d, never heard, is Ready.
+        assert_eq!(v.status("d", t0 + FALLBACK * 2), Some(Status::NodeReady));
     }
 
     #[test]
@@ -664,10 +684,11 @@ mod tests {
                 assert_eq!(truth, published, "unannounced change at {step} ms");
             }
         }
+        // e was never heard: its Ready Node speaks for it; b went silent and stays dead.
         assert_eq!(published.source, ViewSource::NodeFallback);
         assert_eq!(
             published.live.into_iter().collect::<Vec<_>>(),
-            names(&["a", "b", "e"])
+            names(&["a", "e"])
         );
     }
 
