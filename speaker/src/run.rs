@@ -7,7 +7,7 @@
 //!  Nodes ────────┴─> membership peers
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -90,12 +90,22 @@ pub async fn run(
     let mut writer = StatusWriter::new(client.clone(), config.node.clone(), metrics.clone());
     let mut peers = sources.peers(&config.node, config.memberlist_port, v4);
     let mut last_source = ViewSource::Mesh;
+    let mut last_live = BTreeSet::new();
     loop {
         let view = live.borrow_and_update().clone();
         if view.source != last_source {
             last_source = view.source.clone();
             warn!(source = ?view.source, "liveness source changed");
         }
+        let joined: Vec<&String> = view.live.difference(&last_live).collect();
+        let rejoined = !last_live.is_empty() && !joined.is_empty();
+        if !joined.is_empty() {
+            info!(peers = ?joined, live = view.live.len(), "speakers joined");
+        }
+        for gone in last_live.difference(&view.live) {
+            info!(peer = %gone, live = view.live.len(), "speaker gone");
+        }
+        last_live = view.live.clone();
         let snapshot = sources.snapshot(config.lb_class.as_deref());
         let plan = plan::plan(&snapshot, &view.live);
         let desired: BTreeMap<IpAddr, Interfaces> = plan
@@ -110,6 +120,11 @@ pub async fn run(
             })
             .collect();
         let changed = announcer.apply(&desired);
+        if rejoined {
+            // Whoever stood in for us while a peer (or we) was cut off may still be in clients'
+            // caches: announce what we own again. Cheap, and peers join rarely.
+            announcer.reannounce_all();
+        }
         for ip in &changed.added {
             info!(%ip, "announcing");
         }

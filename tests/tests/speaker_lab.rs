@@ -26,10 +26,17 @@ async fn ipv4_the_owner_alone_answers_and_serves() -> Result<()> {
 
     let capture = rig.capture("arp")?;
     let answer = rig.curl_until(vip, TIMEOUT, |a| !a.is_empty())?;
-    assert_eq!(answer, owner, "curl was answered by another node than the announcer");
+    assert_eq!(
+        answer, owner,
+        "curl was answered by another node than the announcer"
+    );
     assert_eq!(rig.client_neighbour(vip)?, Some(owner_mac.clone()));
     let replies = rig.arping(vip, 3)?;
-    assert_eq!(replies.len(), 3, "arping: one reply per request, got {replies:?}");
+    assert_eq!(
+        replies.len(),
+        3,
+        "arping: one reply per request, got {replies:?}"
+    );
     assert!(replies.iter().all(|m| *m == owner_mac), "{replies:?}");
     let senders: BTreeSet<String> = capture
         .finish(
@@ -38,9 +45,18 @@ async fn ipv4_the_owner_alone_answers_and_serves() -> Result<()> {
         )?
         .into_iter()
         .collect();
-    assert_eq!(senders, [owner_mac.clone()].into(), "ARP replies from other nodes");
+    assert_eq!(
+        senders,
+        [owner_mac.clone()].into(),
+        "ARP replies from other nodes"
+    );
     let i = rig.index_of(&owner)?;
-    assert!(rig.metric(i, &format!("ferrolb_speaker_replies_sent_total{{ip=\"{vip}\"}}"))? >= 3.0);
+    assert!(
+        rig.metric(
+            i,
+            &format!("ferrolb_speaker_replies_sent_total{{ip=\"{vip}\"}}")
+        )? >= 3.0
+    );
     Ok(())
 }
 
@@ -63,6 +79,204 @@ async fn failover_after_sigkill() -> Result<()> {
     assert_eq!(rig.client_neighbour(vip)?, Some(next_mac.clone()));
     assert_eq!(rig.wait_announcer("web", Some(&owner)).await?, next);
     let replies = rig.arping(vip, 2)?;
-    assert!(!replies.is_empty() && replies.iter().all(|m| *m == next_mac), "{replies:?}");
+    assert!(
+        !replies.is_empty() && replies.iter().all(|m| *m == next_mac),
+        "{replies:?}"
+    );
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_one_advertisement_curl_and_unicast_nud() -> Result<()> {
+    let mut rig = Rig::start("v6", 3, &[], false).await?;
+    rig.pool_and_advertisement("v6", &["2001:db8:1::200-2001:db8:1::20f"], json!({}))
+        .await?;
+    rig.scenario
+        .service(
+            "web6",
+            json!({ "spec": { "ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack" } }),
+        )
+        .await?;
+    let vip = ip(&rig.scenario.wait_any_ip("web6").await?[0]);
+    assert!(vip.is_ipv6());
+    let owner = rig.wait_announcer("web6", None).await?;
+    let owner_mac = rig.host(&owner)?.mac.clone();
+
+    // ndisc6 -m also prints unsolicited advertisements: let the takeover burst (4 rounds over
+    // 2 s) finish first.
+    let i = rig.index_of(&owner)?;
+    let sample = format!("ferrolb_speaker_gratuitous_sent_total{{ip=\"{vip}\"}}");
+    ferrolb_tests::process::wait_for("the takeover burst to end", TIMEOUT, || {
+        Ok((rig.metric(i, &sample)? >= 4.0).then_some(()))
+    })?;
+    let adverts = rig.ndisc6(vip)?;
+    assert_eq!(
+        adverts,
+        vec![owner_mac.clone()],
+        "ndisc6: exactly one advertisement, from the owner"
+    );
+    assert_eq!(rig.curl_until(vip, TIMEOUT, |a| !a.is_empty())?, owner);
+    assert_eq!(rig.client_neighbour(vip)?, Some(owner_mac.clone()));
+
+    // Unicast reachability probe (NUD): make the entry STALE, send traffic, and let the kernel
+    // probe at once. A STALE entry becomes REACHABLE only through a solicited advertisement,
+    // and the kernel's probes from DELAY/PROBE are unicast to the cached MAC (RFC 4861 7.3.3),
+    // so REACHABLE again proves the unicast probe was answered. (Captures in this sandbox miss
+    // locally generated IPv6 frames, so the frames themselves are not inspected here.)
+    rig.client(
+        "sysctl",
+        &["-qw", "net.ipv6.neigh.eth0.delay_first_probe_time=0"],
+    )?;
+    let v = vip.to_string();
+    let requests = format!("ferrolb_speaker_requests_received_total{{ip=\"{v}\"}}");
+    let before = rig.metric(i, &requests)?;
+    rig.client(
+        "ip",
+        &[
+            "-6", "neigh", "change", &v, "lladdr", &owner_mac, "dev", "eth0", "nud", "stale",
+        ],
+    )?;
+    let state = rig.client("ip", &["-6", "neigh", "show", &v, "dev", "eth0"])?;
+    assert!(
+        state.contains("STALE"),
+        "the entry did not go STALE: {state}"
+    );
+    let _ = rig.client("ping", &["-6", "-c", "1", "-W", "1", &v]);
+    ferrolb_tests::process::wait_for(
+        "the client's entry for the VIP to be REACHABLE again",
+        TIMEOUT,
+        || {
+            Ok(rig
+                .client("ip", &["-6", "neigh", "show", &v, "dev", "eth0"])?
+                .contains("REACHABLE")
+                .then_some(()))
+        },
+    )?;
+    assert!(
+        rig.metric(i, &requests)? > before,
+        "the owner saw no solicitation for the probe"
+    );
+    assert_eq!(rig.client_neighbour(vip)?, Some(owner_mac.clone()));
+    assert!(
+        rig.metric(
+            i,
+            &format!("ferrolb_speaker_replies_sent_total{{ip=\"{v}\"}}")
+        )? >= 2.0
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_after_link_cut_and_back() -> Result<()> {
+    let mut rig = Rig::start("cut", 3, &[], false).await?;
+    rig.pool_and_advertisement("cut", &["198.51.100.200-198.51.100.210"], json!({}))
+        .await?;
+    rig.scenario.service("web", json!({})).await?;
+    let vip = ip(&rig.scenario.wait_any_ip("web").await?[0]);
+    let owner = rig.wait_announcer("web", None).await?;
+    assert_eq!(rig.curl_until(vip, TIMEOUT, |a| !a.is_empty())?, owner);
+    let veth = rig.host(&owner)?.host_veth.clone();
+    let owner_mac = rig.host(&owner)?.mac.clone();
+
+    ferrolb_tests::process::run(
+        std::process::Command::new("ip").args(["link", "set", &veth, "down"]),
+    )?;
+    let cut = LinkRestore(veth.clone());
+    let next = rig.curl_until(vip, Duration::from_secs(5), |a| !a.is_empty() && a != owner)?;
+    let next_mac = rig.host(&next)?.mac.clone();
+    assert_eq!(rig.client_neighbour(vip)?, Some(next_mac.clone()));
+    let replies = rig.arping(vip, 2)?;
+    assert!(
+        !replies.is_empty() && replies.iter().all(|m| *m == next_mac),
+        "{replies:?}"
+    );
+
+    // Back: the original owner wins the address again and says so; one node answers.
+    drop(cut);
+    ferrolb_tests::process::wait_for(
+        "the client to point at the original owner again",
+        TIMEOUT,
+        || Ok((rig.client_neighbour(vip)? == Some(owner_mac.clone())).then_some(())),
+    )?;
+    assert_eq!(rig.curl_until(vip, TIMEOUT, |a| a == owner)?, owner);
+    // Each side learns of the other when its heartbeats get through (the kernel re-resolves
+    // the peers after the cut): wait until only one speaker owns the address, then only it
+    // answers.
+    ferrolb_tests::process::wait_for("a single owner after the link is back", TIMEOUT, || {
+        let mut total = 0.0;
+        for i in 0..3 {
+            total += rig.metric(i, "ferrolb_speaker_owned_ips")?;
+        }
+        Ok((total == 1.0).then_some(()))
+    })?;
+    let replies = rig.arping(vip, 3)?;
+    assert_eq!(replies, vec![owner_mac.clone(); 3]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_over_at_once_and_unprivileged_speakers_suffice() -> Result<()> {
+    // Speakers run as uid 65534 with CAP_NET_RAW as their only capability.
+    let mut rig = Rig::start("term", 3, &[], true).await?;
+    rig.pool_and_advertisement("term", &["198.51.100.200-198.51.100.210"], json!({}))
+        .await?;
+    rig.scenario.service("web", json!({})).await?;
+    let vip = ip(&rig.scenario.wait_any_ip("web").await?[0]);
+    let owner = rig.wait_announcer("web", None).await?;
+    assert_eq!(rig.curl_until(vip, TIMEOUT, |a| !a.is_empty())?, owner);
+
+    let i = rig.index_of(&owner)?;
+    rig.speaker(i)?.terminate(Duration::from_secs(5))?;
+    rig.speakers[i] = None;
+    // With a Leave the others take over without waiting for dead-after: well under a second.
+    let next = rig.curl_until(vip, Duration::from_secs(2), |a| !a.is_empty() && a != owner)?;
+    let next_mac = rig.host(&next)?.mac.clone();
+    let replies = rig.arping(vip, 2)?;
+    assert!(
+        !replies.is_empty() && replies.iter().all(|m| *m == next_mac),
+        "{replies:?}"
+    );
+    assert_eq!(rig.wait_announcer("web", Some(&owner)).await?, next);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_addresses_spread_over_three_nodes() -> Result<()> {
+    let mut rig = Rig::start("spread", 3, &[], false).await?;
+    rig.pool_and_advertisement("spread", &["203.0.113.0/25"], json!({}))
+        .await?;
+    for n in 0..100 {
+        rig.scenario.service(&format!("s{n}"), json!({})).await?;
+    }
+    ferrolb_tests::process::wait_for(
+        "100 owned addresses over the speakers",
+        Duration::from_secs(60),
+        || {
+            let mut total = 0.0;
+            for i in 0..3 {
+                total += rig.metric(i, "ferrolb_speaker_owned_ips")?;
+            }
+            Ok((total == 100.0).then_some(()))
+        },
+    )?;
+    let mut counts = Vec::new();
+    for i in 0..3 {
+        counts.push(rig.metric(i, "ferrolb_speaker_owned_ips")?);
+    }
+    assert!(
+        counts.iter().all(|c| *c < 50.0 && *c > 0.0),
+        "owned per node: {counts:?}"
+    );
+    Ok(())
+}
+
+/// Brings a cut link back up when dropped (also when the test fails).
+struct LinkRestore(String);
+
+impl Drop for LinkRestore {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "set", &self.0, "up"])
+            .status();
+    }
 }

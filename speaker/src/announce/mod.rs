@@ -230,6 +230,20 @@ impl Announcer {
         changes
     }
 
+    /// Announces every owned address again (a burst), e.g. after peers came back: a node that
+    /// was cut off may have been replaced meanwhile, and clients still point at the stand-in.
+    pub fn reannounce_all(&self) {
+        let owned: Vec<(IpAddr, u64)> = self
+            .shared
+            .read_owned()
+            .iter()
+            .map(|(ip, e)| (*ip, e.generation))
+            .collect();
+        for (ip, generation) in owned {
+            self.shared.clone().spawn_burst(ip, generation, None);
+        }
+    }
+
     /// Names of the interfaces `interfaces` resolves to on this node right now.
     pub fn interface_names(&self, interfaces: &Interfaces) -> Vec<String> {
         self.shared
