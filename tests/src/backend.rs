@@ -130,6 +130,11 @@ impl Backends {
         Ok(backends)
     }
 
+    /// The nodes, in order (empty once released).
+    pub fn nodes(&self) -> impl Iterator<Item = &str> {
+        self.hosts.iter().map(|h| h.name.as_str())
+    }
+
     /// Process ids, in node order.
     pub fn pids(&self) -> Vec<u32> {
         self.processes.iter().map(Supervised::pid).collect()

@@ -1,29 +1,125 @@
 //! A long-lived testbed for humans (`cargo xtask cluster up|down`): the control plane runs
-//! detached, the lab stays, and an env file tells a shell how to reach them.
+//! detached, the lab stays, and an env file tells a shell how to reach them. With
+//! [`UpOptions::run_ferrolb`], ferrolb itself runs on it too:
+//!
+//! ```text
+//!  control plane (etcd, kube-apiserver, kube-controller-manager) + CRDs
+//!  ferrolb-controller        host, out of cluster, admin kubeconfig, --no-leader-election
+//!  ferrolb-speaker per node  ip netns exec nodeN, uid 65534 + CAP_NET_RAW only, admin kubeconfig
+//!  ferrolb-lab-backend + DNAT per node  (curl http://VIP/ from the client names the node)
+//!  dir/env  dir/pids  dir/*.log          every process detached; `down` kills them all
+//! ```
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::backend::Backends;
 use crate::control_plane::{ControlPlane, Options};
+use crate::controller::{self, Controller};
+use crate::speaker::{self, Speaker, SpeakerOptions};
 use crate::{Lab, bins, lab};
+
+/// The binaries [`UpOptions::run_ferrolb`] runs, as `(package, binary)`: build them first with
+/// [`build_ferrolb`].
+pub const FERROLB_BINARIES: [(&str, &str); 3] = [
+    ("ferrolb-controller", "ferrolb-controller"),
+    ("ferrolb-speaker", "ferrolb-speaker"),
+    ("ferrolb-tests", "ferrolb-lab-backend"),
+];
+
+/// How long the controller and each speaker may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    /// Number of lab nodes.
+    pub nodes: usize,
+    /// Apiserver port; 0 picks a free one.
+    pub port: u16,
+    /// Also install the CRDs and run the controller, a speaker per node and the lab backends.
+    pub run_ferrolb: bool,
+}
 
 /// What `up` started.
 #[derive(Debug)]
 pub struct Up {
     /// The env file (shell exports).
     pub env_file: PathBuf,
+    /// Admin kubeconfig.
+    pub kubeconfig: PathBuf,
     /// Apiserver URL.
     pub server: String,
     /// Pids of kube-controller-manager, kube-apiserver and etcd.
     pub pids: Vec<u32>,
+    /// The lab's node namespaces and client.
+    pub nodes: Vec<lab::Host>,
+    /// The client namespace.
+    pub client: lab::Host,
+    /// What runs of ferrolb, with [`UpOptions::run_ferrolb`].
+    pub ferrolb: Option<Ferrolb>,
+}
+
+/// A detached process `up` started, as listed in the env file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Started {
+    /// Process id.
+    pub pid: u32,
+    /// Log file.
+    pub log: PathBuf,
+    /// Base URL of `/healthz`, `/readyz`, `/metrics`, if it serves them.
+    pub metrics: Option<String>,
+}
+
+impl Started {
+    /// `pid=1 log=/path metrics=http://...`: the value of its env-file line.
+    pub fn describe(&self) -> String {
+        let mut s = format!("pid={} log={}", self.pid, self.log.display());
+        if let Some(m) = &self.metrics {
+            write!(s, " metrics={m}").unwrap();
+        }
+        s
+    }
+}
+
+/// The ferrolb processes of a cluster.
+#[derive(Clone, Debug)]
+pub struct Ferrolb {
+    /// The controller.
+    pub controller: Started,
+    /// `(node, speaker)`, in node order.
+    pub speakers: Vec<(String, Started)>,
+    /// `(node, backend)`, in node order.
+    pub backends: Vec<(String, Started)>,
+    /// The memberlist key file the speakers share.
+    pub key_file: PathBuf,
+}
+
+/// `cargo build`s [`FERROLB_BINARIES`], with progress lines.
+pub fn build_ferrolb() -> Result<()> {
+    bins::cargo_build(&FERROLB_BINARIES)
 }
 
 /// Starts a control plane (with kube-controller-manager) on `port` and a lab of `nodes` nodes
 /// with their Node objects; writes `dir/env` and `dir/pids` and returns once all is ready. The
 /// processes and namespaces outlive the caller until [`down`].
 pub fn up(dir: &Path, nodes: usize, port: u16) -> Result<Up> {
+    up_with(
+        dir,
+        &UpOptions {
+            nodes,
+            port,
+            run_ferrolb: false,
+        },
+    )
+}
+
+/// [`up`] with options; with `run_ferrolb`, the binaries must be built ([`build_ferrolb`]).
+/// Nothing is left running when it fails.
+pub fn up_with(dir: &Path, opts: &UpOptions) -> Result<Up> {
     if Path::new(lab::CLUSTER_MARKER).exists() {
         bail!(
             "a cluster is already up (see {}); run `cargo xtask cluster down` first",
@@ -31,17 +127,22 @@ pub fn up(dir: &Path, nodes: usize, port: u16) -> Result<Up> {
         );
     }
     let _ = std::fs::remove_dir_all(dir);
-    let lab = Lab::create(nodes)?;
+    let lab = Lab::create(opts.nodes)?;
     let cp = ControlPlane::start(&Options {
         dir: dir.to_path_buf(),
         controller_manager: true,
-        port,
+        port: opts.port,
         detached: true,
     })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async { lab.register_nodes(&cp.client().await?).await })?;
+    let running = if opts.run_ferrolb {
+        Some(start_ferrolb(dir, &cp, &lab)?)
+    } else {
+        None
+    };
 
     let mut env = String::new();
     writeln!(
@@ -57,20 +158,172 @@ pub fn up(dir: &Path, nodes: usize, port: u16) -> Result<Up> {
     writeln!(env, "export FERROLB_LAB_CLIENT={}", lab.client().name)?;
     writeln!(env, "export FERROLB_LAB_BRIDGE={}", lab::BRIDGE)?;
     writeln!(env, "export FERROLB_CLUSTER_LOGS={}", dir.display())?;
+
+    let ferrolb = running.as_ref().map(Running::describe);
+    let mut pids = Vec::new();
+    if let Some(f) = &ferrolb {
+        writeln!(
+            env,
+            "export FERROLB_CONTROLLER=\"{}\"",
+            f.controller.describe()
+        )?;
+        for (node, s) in &f.speakers {
+            writeln!(env, "export FERROLB_SPEAKER_{node}=\"{}\"", s.describe())?;
+        }
+        for (node, b) in &f.backends {
+            writeln!(
+                env,
+                "export FERROLB_LAB_BACKEND_{node}=\"{}\"",
+                b.describe()
+            )?;
+        }
+        writeln!(
+            env,
+            "export FERROLB_MEMBERLIST_KEY_FILE={}",
+            f.key_file.display()
+        )?;
+        pids.push(f.controller.pid);
+        pids.extend(f.speakers.iter().map(|(_, s)| s.pid));
+        pids.extend(f.backends.iter().map(|(_, b)| b.pid));
+    }
+    // kube-controller-manager, kube-apiserver, then etcd.
+    pids.extend(cp.pids().into_iter().rev().filter(|p| *p != 0));
     let env_file = dir.join("env");
     std::fs::write(&env_file, &env)?;
-    let server = cp.server().to_string();
-    let pids = cp.release();
     std::fs::write(
         dir.join("pids"),
         pids.iter().map(|p| format!("{p}\n")).collect::<String>(),
     )?;
     std::fs::write(lab::CLUSTER_MARKER, dir.display().to_string())?;
+
+    // Only now, with everything started and written down, does anything outlive this function.
+    if let Some(running) = running {
+        running.release();
+    }
+    let kubeconfig = cp.kubeconfig().to_path_buf();
+    let server = cp.server().to_string();
+    let released = cp.release();
+    let (nodes, client) = (lab.nodes().to_vec(), lab.client().clone());
     lab.release();
     Ok(Up {
         env_file,
+        kubeconfig,
         server,
-        pids,
+        pids: released,
+        nodes,
+        client,
+        ferrolb,
+    })
+}
+
+/// ferrolb's processes while `up` is still starting them: dropped (killed) on failure.
+struct Running {
+    controller: Controller,
+    speakers: Vec<Speaker>,
+    backends: Backends,
+    key_file: PathBuf,
+}
+
+impl Running {
+    /// What the env file lists.
+    fn describe(&self) -> Ferrolb {
+        let controller = Started {
+            pid: self.controller.pid(),
+            log: self.controller.log().to_path_buf(),
+            metrics: Some(format!("http://{}", self.controller.addr())),
+        };
+        let speakers = self
+            .speakers
+            .iter()
+            .map(|s| {
+                let started = Started {
+                    pid: s.pid(),
+                    log: s.log().to_path_buf(),
+                    metrics: Some(format!("http://{}", s.addr())),
+                };
+                (s.node().to_string(), started)
+            })
+            .collect();
+        let backends = self
+            .backends
+            .nodes()
+            .zip(self.backends.pids().into_iter().zip(self.backends.logs()))
+            .map(|(node, (pid, log))| {
+                let started = Started {
+                    pid,
+                    log: log.clone(),
+                    metrics: None,
+                };
+                (node.to_string(), started)
+            })
+            .collect();
+        Ferrolb {
+            controller,
+            speakers,
+            backends,
+            key_file: self.key_file.clone(),
+        }
+    }
+
+    /// Leaves every process running.
+    fn release(self) {
+        self.controller.release();
+        for s in self.speakers {
+            s.release();
+        }
+        self.backends.release();
+    }
+}
+
+/// Installs the CRDs and starts the controller, a speaker per node and the backends, detached,
+/// each ready before the next starts.
+fn start_ferrolb(dir: &Path, cp: &ControlPlane, lab: &Lab) -> Result<Running> {
+    // Look the binaries up before anything starts, so a missing one fails at once.
+    controller::binary()?;
+    speaker::binary()?;
+    crate::backend::binary()?;
+    eprintln!("==> installing the CRDs");
+    cp.install_crds()?;
+
+    eprintln!("==> starting ferrolb-controller");
+    let mut controller = Controller::start_detached(&controller::Options {
+        kubeconfig: cp.kubeconfig().to_path_buf(),
+        log: dir.join("controller.log"),
+        lb_class: None,
+        lease: None,
+        extra_args: Vec::new(),
+    })?;
+    controller
+        .wait_ready(READY_TIMEOUT)
+        .context("the controller did not become ready")?;
+
+    let key_file = dir.join("memberlist.key");
+    speaker::write_key_file(&key_file)?;
+    let mut speakers = Vec::new();
+    for host in lab.nodes() {
+        eprintln!("==> starting ferrolb-speaker in {}", host.name);
+        let mut speaker = Speaker::start(&SpeakerOptions {
+            host,
+            kubeconfig: cp.kubeconfig(),
+            key_file: &key_file,
+            log: dir.join(format!("speaker-{}.log", host.name)),
+            extra_args: Vec::new(),
+            unprivileged: true,
+            detached: true,
+        })?;
+        speaker
+            .wait_ready(READY_TIMEOUT)
+            .with_context(|| format!("the speaker in {} did not become ready", host.name))?;
+        speakers.push(speaker);
+    }
+
+    eprintln!("==> starting the lab backends (ferrolb-lab-backend and VIP DNAT per node)");
+    let backends = Backends::start(lab.nodes(), dir, true)?;
+    Ok(Running {
+        controller,
+        speakers,
+        backends,
+        key_file,
     })
 }
 
@@ -87,6 +340,7 @@ pub fn down() -> Result<()> {
                 .with_context(|| format!("removing {}", pids_path.display()))?;
         }
     }
+    // Also kills whatever still runs inside the lab namespaces.
     lab::remove_all()?;
     let _ = std::fs::remove_file(lab::CLUSTER_MARKER);
     Ok(())

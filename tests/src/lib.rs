@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod control_plane;
 pub mod controller;
 pub mod daemon;
+pub mod demo;
 pub mod lab;
 pub mod pki;
 pub mod process;

@@ -1,7 +1,29 @@
 //! `cargo xtask cluster up|down` (through the library functions it calls). In a test binary of
 //! its own: while it runs, a cluster-up lab exists and other lab tests must not.
 
-use ferrolb_tests::{bins, cluster, control_plane, lab, process::run};
+use std::sync::Mutex;
+
+use ferrolb_tests::{bins, cluster, control_plane, demo, lab, process::run};
+
+/// One `cluster up` at a time: they share the lab names and the marker.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Runs `cluster::down` when dropped, so a failing test leaves no cluster behind.
+struct DownOnDrop;
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        if let Err(e) = cluster::down() {
+            eprintln!("cluster down: {e:#}");
+        }
+    }
+}
+
+fn running(pid: u32) -> bool {
+    // Gone, or a zombie awaiting its (re)parent: either way no longer running.
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .is_ok_and(|status| !status.contains("State:\tZ"))
+}
 
 fn namespaces() -> String {
     run(std::process::Command::new("ip").args(["netns", "list"])).unwrap()
@@ -9,6 +31,7 @@ fn namespaces() -> String {
 
 #[test]
 fn cluster_up_serves_a_ready_lab_and_down_removes_everything() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = control_plane::process_dir().join("cluster");
     let up = cluster::up(&dir, 2, 0).unwrap();
 
@@ -71,4 +94,73 @@ fn cluster_up_serves_a_ready_lab_and_down_removes_everything() {
             != Some(0)
     );
     assert!(!std::path::Path::new(lab::CLUSTER_MARKER).exists());
+}
+
+#[test]
+fn cluster_up_runs_ferrolb_whose_vip_answers_and_down_stops_every_process() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = control_plane::process_dir().join("cluster-ferrolb");
+    let up = cluster::up_with(
+        &dir,
+        &cluster::UpOptions {
+            nodes: 2,
+            port: 0,
+            run_ferrolb: true,
+        },
+    )
+    .unwrap();
+    let _down = DownOnDrop;
+    let ferrolb = up.ferrolb.clone().unwrap();
+
+    // The env file lists each process with its pid and log; the pids file has them all.
+    let env = std::fs::read_to_string(&up.env_file).unwrap();
+    let mut listed = vec![("FERROLB_CONTROLLER", &ferrolb.controller)];
+    assert_eq!(ferrolb.speakers.len(), 2);
+    let names: Vec<String> = ferrolb
+        .speakers
+        .iter()
+        .map(|(node, _)| format!("FERROLB_SPEAKER_{node}"))
+        .collect();
+    for ((_, s), name) in ferrolb.speakers.iter().zip(&names) {
+        listed.push((name, s));
+    }
+    for (name, started) in listed {
+        let line = format!("export {name}=\"{}\"", started.describe());
+        assert!(env.contains(&line), "{line} missing from:\n{env}");
+        assert!(started.log.is_file(), "{}", started.log.display());
+        assert!(running(started.pid), "{name} runs");
+    }
+    assert!(env.contains("FERROLB_SPEAKER_node2=\"pid="), "{env}");
+    let pids = std::fs::read_to_string(dir.join("pids")).unwrap();
+    let pids: Vec<u32> = pids.lines().map(|l| l.parse().unwrap()).collect();
+    let mut ours = vec![ferrolb.controller.pid];
+    ours.extend(ferrolb.speakers.iter().map(|(_, s)| s.pid));
+    ours.extend(ferrolb.backends.iter().map(|(_, b)| b.pid));
+    ours.extend(&up.pids);
+    assert_eq!(ours.len(), 1 + 2 + 2 + 3);
+    for pid in &ours {
+        assert!(
+            pids.contains(pid),
+            "pid {pid} not in the pids file {pids:?}"
+        );
+    }
+
+    // What `cargo xtask demo` shows: the Service's addresses answer, each from the node the
+    // client resolved it to.
+    let answers = demo::show(&up).unwrap();
+    assert_eq!(
+        answers.len(),
+        2,
+        "an IPv4 and an IPv6 EXTERNAL-IP: {answers:?}"
+    );
+    for a in &answers {
+        let node = a.resolved_to.clone().unwrap_or_else(|| panic!("{a:?}"));
+        assert_eq!(a.body, format!("{node}\n"), "{a:?}");
+    }
+
+    cluster::down().unwrap();
+    for pid in &ours {
+        assert!(!running(*pid), "pid {pid} still runs after down");
+    }
+    assert!(!namespaces().lines().any(|l| l.starts_with("node")));
 }

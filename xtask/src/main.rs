@@ -2,7 +2,8 @@
 //!
 //! - `test`: installs what is missing, then format, lint, CRD drift, chart lint, unit tests, and
 //!   the real-cluster and lab tests (what `.ci/run` calls).
-//! - `cluster up [--nodes N]` / `cluster down`: a control plane and lab for humans.
+//! - `demo [--keep]`: a 3-node lab with ferrolb, a Service, its EXTERNAL-IP curled from the client.
+//! - `cluster up [--nodes N] [--run-ferrolb]` / `cluster down`: a control plane and lab for humans.
 //! - `crds [--check]`: regenerate (or check) the CRD YAML committed under the chart.
 //! - `k8s-build`: build the control plane from Go modules (also done by `test` and `cluster up`).
 //! - `bench [--quick]`: performance figures on a real apiserver; writes target/bench/report.{md,json}.
@@ -11,6 +12,7 @@
 mod bench;
 mod cluster;
 mod crds;
+mod demo;
 mod deps;
 mod test;
 
@@ -33,6 +35,13 @@ enum Command {
         /// Only run integration tests whose name contains this filter.
         filter: Option<String>,
     },
+    /// Build everything, start a 3-node lab running ferrolb, create a LoadBalancer Service, show
+    /// its EXTERNAL-IP and curl it from the client namespace; then tear it all down.
+    Demo {
+        /// Keep the cluster running afterwards (stop it with `cargo xtask cluster down`).
+        #[arg(long)]
+        keep: bool,
+    },
     /// Start or stop a control plane and network lab for manual use.
     Cluster {
         #[command(subcommand)]
@@ -54,6 +63,7 @@ enum Command {
 fn main() {
     let result = match Cli::parse().command {
         Command::Test { no_install, filter } => test::run(!no_install, filter.as_deref()),
+        Command::Demo { keep } => demo::run(keep),
         Command::Cluster { action } => cluster::run(action),
         Command::Crds { check } => crds::run(check),
         Command::K8sBuild => ferrolb_tests::bins::build_if_missing().map(|_| ()),
