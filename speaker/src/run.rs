@@ -21,7 +21,7 @@ use crate::announce::{self, Announcer};
 use crate::eligibility::Interfaces;
 use crate::membership::{self, Membership, ViewSource};
 use crate::metrics::Metrics;
-use crate::plan::{self, Decision};
+use crate::plan::{self, Decision, Snapshot};
 use crate::report;
 use crate::sources::Sources;
 use crate::status_writer::StatusWriter;
@@ -91,6 +91,10 @@ pub async fn run(
     let mut peers = sources.peers(&config.node, config.memberlist_port, v4);
     let mut last_source = ViewSource::Mesh;
     let mut last_live = BTreeSet::new();
+    // The last input planned from: Node heartbeats and unrelated Service edits change objects
+    // without changing the snapshot, and need no new plan.
+    let mut last_input: Option<(Snapshot, BTreeSet<String>)> = None;
+    let mut force = false;
     loop {
         let view = live.borrow_and_update().clone();
         if view.source != last_source {
@@ -107,37 +111,42 @@ pub async fn run(
         }
         last_live = view.live.clone();
         let snapshot = sources.snapshot(config.lb_class.as_deref());
-        let plan = plan::plan(&snapshot, &view.live);
-        let desired: BTreeMap<IpAddr, Interfaces> = plan
-            .owned_by(&config.node)
-            .flat_map(|d| {
-                let interfaces = d
-                    .owner
+        let input = (snapshot, view.live.clone());
+        if force || last_input.as_ref() != Some(&input) {
+            force = false;
+            let plan = plan::plan(&input.0, &view.live);
+            let desired: BTreeMap<IpAddr, Interfaces> = plan
+                .owned_by(&config.node)
+                .flat_map(|d| {
+                    let interfaces = d
+                        .owner
+                        .as_ref()
+                        .map(|(_, i)| i.clone())
+                        .unwrap_or(Interfaces::All);
+                    d.group.ips.iter().map(move |ip| (*ip, interfaces.clone()))
+                })
+                .collect();
+            let changed = announcer.apply(&desired);
+            if rejoined {
+                // Whoever stood in for us while a peer (or we) was cut off may still be in clients'
+                // caches: announce what we own again. Cheap, and peers join rarely.
+                announcer.reannounce_all();
+            }
+            for ip in &changed.added {
+                info!(%ip, "announcing");
+            }
+            for ip in &changed.removed {
+                info!(%ip, "stopped announcing");
+            }
+            let wanted = report::wanted(&plan.decisions, &config.node, |d: &Decision| {
+                d.owner
                     .as_ref()
-                    .map(|(_, i)| i.clone())
-                    .unwrap_or(Interfaces::All);
-                d.group.ips.iter().map(move |ip| (*ip, interfaces.clone()))
-            })
-            .collect();
-        let changed = announcer.apply(&desired);
-        if rejoined {
-            // Whoever stood in for us while a peer (or we) was cut off may still be in clients'
-            // caches: announce what we own again. Cheap, and peers join rarely.
-            announcer.reannounce_all();
+                    .map(|(_, i)| announcer.interface_names(i))
+                    .unwrap_or_default()
+            });
+            writer.update(wanted, &sources.services);
+            last_input = Some(input);
         }
-        for ip in &changed.added {
-            info!(%ip, "announcing");
-        }
-        for ip in &changed.removed {
-            info!(%ip, "stopped announcing");
-        }
-        let wanted = report::wanted(&plan.decisions, &config.node, |d: &Decision| {
-            d.owner
-                .as_ref()
-                .map(|(_, i)| announcer.interface_names(i))
-                .unwrap_or_default()
-        });
-        writer.update(wanted, &sources.services);
 
         tokio::select! {
             r = changes.changed() => {
@@ -151,6 +160,7 @@ pub async fn run(
             r = live.changed() => {
                 if r.is_err() { anyhow::bail!("membership stopped"); }
             }
+            () = writer.failed() => force = true,
             () = &mut shutdown => break,
         }
     }

@@ -129,6 +129,21 @@ impl Sources {
             let nodes = endpoints.entry((ns, svc.clone())).or_default();
             nodes.extend(ready_endpoint_nodes(&slice));
         }
+        let mut advertisements: Vec<Advertisement> = self
+            .advertisements
+            .state()
+            .iter()
+            .map(|a| advertisement(a))
+            .collect();
+        advertisements.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut services: Vec<ServiceInfo> = self
+            .services
+            .state()
+            .iter()
+            .filter_map(|s| service_info(s, lb_class, &endpoints))
+            .collect();
+        // The caches iterate in no fixed order; sorted, equal states compare equal.
+        services.sort_by(|a, b| a.key.cmp(&b.key));
         Snapshot {
             nodes: self
                 .nodes
@@ -142,18 +157,8 @@ impl Sources {
                 .iter()
                 .map(|p| (p.name_any(), pool_info(p)))
                 .collect(),
-            advertisements: self
-                .advertisements
-                .state()
-                .iter()
-                .map(|a| advertisement(a))
-                .collect(),
-            services: self
-                .services
-                .state()
-                .iter()
-                .filter_map(|s| service_info(s, lb_class, &endpoints))
-                .collect(),
+            advertisements,
+            services,
         }
     }
 

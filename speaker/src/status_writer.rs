@@ -13,7 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use crate::metrics::{Metrics, WriteLabels};
@@ -30,17 +30,33 @@ pub struct StatusWriter {
     metrics: Metrics,
     permits: Arc<Semaphore>,
     written: HashMap<ServiceKey, Wanted>,
+    failed_tx: mpsc::UnboundedSender<ServiceKey>,
+    failed_rx: mpsc::UnboundedReceiver<ServiceKey>,
 }
+
+/// Pause before a failed write is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 impl StatusWriter {
     /// A writer reporting as speaker of `node`.
     pub fn new(client: Client, node: String, metrics: Metrics) -> Self {
+        let (failed_tx, failed_rx) = mpsc::unbounded_channel();
         StatusWriter {
             client,
             node,
             metrics,
             permits: Arc::new(Semaphore::new(IN_FLIGHT)),
             written: HashMap::new(),
+            failed_tx,
+            failed_rx,
+        }
+    }
+
+    /// Waits for a write that failed (after a pause) and forgets it, so the next
+    /// [`StatusWriter::update`] tries again.
+    pub async fn failed(&mut self) {
+        if let Some(key) = self.failed_rx.recv().await {
+            self.written.remove(&key);
         }
     }
 
@@ -72,11 +88,16 @@ impl StatusWriter {
                 want,
             };
             let permits = self.permits.clone();
+            let failed = self.failed_tx.clone();
             tokio::spawn(async move {
-                let Ok(_permit) = permits.acquire_owned().await else {
+                let Ok(permit) = permits.acquire_owned().await else {
                     return;
                 };
-                job.run().await;
+                if !job.run().await {
+                    drop(permit);
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    let _ = failed.send(key);
+                }
             });
         }
     }
@@ -84,11 +105,6 @@ impl StatusWriter {
     /// Number of conditions remembered as written.
     pub fn remembered(&self) -> usize {
         self.written.len()
-    }
-
-    /// Forgets `key` so the next update writes it again (after a failed write).
-    pub fn forget(&mut self, key: &str) {
-        self.written.remove(key);
     }
 }
 
@@ -104,7 +120,8 @@ struct Job {
 }
 
 impl Job {
-    async fn run(self) {
+    /// Writes the condition and its Event; false when the condition could not be written.
+    async fn run(self) -> bool {
         let now = Timestamp::now();
         let api: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
         let stamp = serde_json::to_value(Time(now))
@@ -122,8 +139,8 @@ impl Job {
         self.count("status", ok);
         if !ok {
             // A deleted Service is not worth a warning.
-            warn!(service = %format!("{}/{}", self.namespace, self.name), error = ?result.map(|r| r.err()), "writing the announcement condition failed");
-            return;
+            warn!(service = %format!("{}/{}", self.namespace, self.name), error = ?result.map(|r| r.err()), "writing the announcement condition failed; retrying");
+            return false;
         }
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
         let event = Event {
@@ -161,6 +178,7 @@ impl Job {
             debug!(error = %e, "event not recorded");
         }
         self.count("event", ok.is_ok());
+        true
     }
 
     fn count(&self, object: &'static str, ok: bool) {
