@@ -10,6 +10,11 @@
 //! each hands out its lowest free address.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Hash maps on the allocation path: foldhash instead of SipHash, which was an eighth of the
+/// time of an assign + release pair with 100k Services held. Seeded per process, so inputs
+/// cannot be chosen to collide.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::IpAddr;
 
 use ferrolb_crds::address::to_u128;
@@ -85,10 +90,10 @@ pub struct Allocator {
     /// Per family: first address of a disjoint interval -> (last, pool).
     index: [BTreeMap<u128, (u128, String)>; 2],
     /// Held address -> its users.
-    held: HashMap<IpAddr, Users>,
-    services: HashMap<ServiceKey, Assignment>,
+    held: FastMap<IpAddr, Users>,
+    services: FastMap<ServiceKey, Assignment>,
     /// Sharing key -> addresses held under it.
-    by_key: HashMap<String, BTreeSet<IpAddr>>,
+    by_key: FastMap<String, BTreeSet<IpAddr>>,
 }
 
 impl Allocator {
