@@ -280,3 +280,89 @@ impl Drop for LinkRestore {
             .status();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_needs_no_api_server() -> Result<()> {
+    let mut rig = Rig::start("noapi", 3, &[], false).await?;
+    rig.pool_and_advertisement("noapi", &["198.51.100.200-198.51.100.210"], json!({}))
+        .await?;
+    rig.scenario.service("web", json!({})).await?;
+    let vip = ip(&rig.scenario.wait_any_ip("web").await?[0]);
+    let owner = rig.wait_announcer("web", None).await?;
+    assert_eq!(rig.curl_until(vip, TIMEOUT, |a| !a.is_empty())?, owner);
+
+    // Cut every node off the apiserver, then kill the owner: the others still take over.
+    let server = ferrolb_tests::control_plane::shared().server().to_string();
+    let port = server
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    let names: Vec<String> = rig.lab.nodes().iter().map(|h| h.name.clone()).collect();
+    let block = ApiBlock::new(&names, port)?;
+    let probe = rig.lab.nodes()[0]
+        .command("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "1",
+            &format!("{}/healthz", server.trim_end_matches('/')),
+        ])
+        .output()?;
+    assert!(
+        !probe.status.success(),
+        "the block does not hold: the node reaches the apiserver"
+    );
+    let i = rig.index_of(&owner)?;
+    rig.speaker(i)?.kill();
+    rig.speakers[i] = None;
+    let next = rig.curl_until(vip, Duration::from_secs(5), |a| !a.is_empty() && a != owner)?;
+    let next_mac = rig.host(&next)?.mac.clone();
+    let replies = rig.arping(vip, 2)?;
+    assert!(
+        !replies.is_empty() && replies.iter().all(|m| *m == next_mac),
+        "{replies:?}"
+    );
+    // The apiserver back: the new owner's condition write, failed meanwhile, goes through.
+    drop(block);
+    assert_eq!(rig.wait_announcer("web", Some(&owner)).await?, next);
+    Ok(())
+}
+
+/// Drops traffic from the given lab nodes to the apiserver's port while it lives.
+struct ApiBlock(Vec<String>);
+
+impl ApiBlock {
+    fn new(nodes: &[String], port: &str) -> Result<ApiBlock> {
+        let block = ApiBlock(nodes.to_vec());
+        let rules = format!(
+            "table inet ferrolb_apiblock {{\n chain out {{\n  type filter hook output priority 0;\n  ip daddr 198.51.100.1 tcp dport {port} drop\n }}\n}}\n"
+        );
+        for n in nodes {
+            ferrolb_tests::process::run_input(
+                std::process::Command::new("ip").args(["netns", "exec", n, "nft", "-f", "-"]),
+                &rules,
+            )?;
+        }
+        Ok(block)
+    }
+}
+
+impl Drop for ApiBlock {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    n,
+                    "nft",
+                    "delete",
+                    "table",
+                    "inet",
+                    "ferrolb_apiblock",
+                ])
+                .status();
+        }
+    }
+}
