@@ -18,6 +18,7 @@ pub mod control_plane;
 pub mod controller;
 pub mod daemon;
 pub mod demo;
+pub mod l2lab;
 pub mod lab;
 pub mod pki;
 pub mod process;
