@@ -366,3 +366,52 @@ impl Drop for ApiBlock {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interface_changes_arrive_through_netlink() -> Result<()> {
+    let mut rig = Rig::start("netlink", 2, &[], false).await?;
+    rig.pool_and_advertisement("netlink", &["198.51.100.200-198.51.100.210"], json!({}))
+        .await?;
+    rig.scenario.service("web", json!({})).await?;
+    let vip = ip(&rig.scenario.wait_any_ip("web").await?[0]);
+    let owner = rig.wait_announcer("web", None).await?;
+    let i = rig.index_of(&owner)?;
+    let host = rig.host(&owner)?.clone();
+    assert_eq!(rig.metric(i, "ferrolb_speaker_interfaces")?, 1.0);
+    let gratuitous = format!("ferrolb_speaker_gratuitous_sent_total{{ip=\"{vip}\"}}");
+
+    // The speaker never polls interfaces: only netlink notifications can tell it. (While eth0
+    // is down its metrics are out of reach: its log says what it did.)
+    let log = rig.speaker(i)?.log().to_path_buf();
+    let count =
+        |what: &str| -> Result<usize> { Ok(std::fs::read_to_string(&log)?.matches(what).count()) };
+    let started = count("answering on interface")?;
+    host.exec("ip", &["link", "set", "eth0", "down"])?;
+    let up = LinkUpInside(host.clone());
+    ferrolb_tests::process::wait_for("the speaker to stop answering on eth0", TIMEOUT, || {
+        Ok((count("stopped answering on interface")? == 1).then_some(()))
+    })?;
+    drop(up);
+    ferrolb_tests::process::wait_for("the speaker to answer on eth0 again", TIMEOUT, || {
+        Ok((count("answering on interface")? > started + 1).then_some(()))
+    })?;
+    let before = rig.metric(i, &gratuitous)?;
+    // Back on the interface, it announces what it owns there again.
+    ferrolb_tests::process::wait_for(
+        "a gratuitous ARP after the interface came back",
+        TIMEOUT,
+        || Ok((rig.metric(i, &gratuitous)? > before).then_some(())),
+    )?;
+    assert_eq!(rig.wait_announcer("web", None).await?, owner);
+    assert_eq!(rig.curl_until(vip, TIMEOUT, |a| a == owner)?, owner);
+    Ok(())
+}
+
+/// Sets a namespace's eth0 up again when dropped.
+struct LinkUpInside(ferrolb_tests::lab::Host);
+
+impl Drop for LinkUpInside {
+    fn drop(&mut self) {
+        let _ = self.0.exec("ip", &["link", "set", "eth0", "up"]);
+    }
+}
