@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
+use crate::eligibility::Interfaces;
 use crate::plan::{Decision, ServiceKey};
 
 /// The Service condition type the speakers own.
@@ -41,17 +42,34 @@ pub fn wanted(
     for d in decisions {
         let ips: Vec<String> = d.group.ips.iter().map(|ip| ip.to_string()).collect();
         let wanted = match &d.owner {
-            Ok((owner, _)) if owner == me => {
+            Ok((owner, allowed)) if owner == me => {
                 let names = interfaces(d);
-                let on = if names.is_empty() {
-                    "no interface yet (none suitable is up)".to_string()
+                if names.is_empty() {
+                    // Elected, but nowhere to answer: say so rather than claim an announcement.
+                    let allowed = match allowed {
+                        Interfaces::All => "any".to_string(),
+                        Interfaces::Only(set) => set.iter().cloned().collect::<Vec<_>>().join(", "),
+                    };
+                    Wanted {
+                        status: "False",
+                        reason: "NoInterface",
+                        message: format!(
+                            "{me} is elected for {} but answers on no interface: none it may use \
+                             ({allowed}) is up and suitable here (check the L2Advertisement's \
+                             spec.interfaces and the speaker's --exclude-interfaces)",
+                            ips.join(", ")
+                        ),
+                    }
                 } else {
-                    names.join(", ")
-                };
-                Wanted {
-                    status: "True",
-                    reason: "Announced",
-                    message: format!("{me} announces {} on {on}", ips.join(", ")),
+                    Wanted {
+                        status: "True",
+                        reason: "Announced",
+                        message: format!(
+                            "{me} announces {} on {}",
+                            ips.join(", "),
+                            names.join(", ")
+                        ),
+                    }
                 }
             }
             Err(no_owner) if d.reporter.as_deref() == Some(me) => Wanted {
@@ -104,7 +122,7 @@ pub fn patch(namespace: &str, name: &str, wanted: &Wanted, now: &str) -> serde_j
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eligibility::{Ineligible, Interfaces};
+    use crate::eligibility::Ineligible;
     use crate::plan::{Group, NoOwner};
 
     fn decision(owner: Result<&str, ()>, reporter: Option<&str>) -> Decision {
@@ -140,6 +158,16 @@ mod tests {
         assert_eq!(w["ns/a"].status, "True");
         // Others write nothing about it.
         assert!(wanted(&[decision(Ok("node2"), None)], "node1", |_| vec![]).is_empty());
+    }
+
+    #[test]
+    fn an_owner_without_a_usable_interface_says_so() {
+        let w = wanted(&[decision(Ok("node2"), None)], "node2", |_| vec![]);
+        assert_eq!(w["ns/a"].status, "False");
+        assert_eq!(w["ns/a"].reason, "NoInterface");
+        assert!(w["ns/a"].message.starts_with(
+            "node2 is elected for 198.51.100.200, 2001:db8:1::200 but answers on no interface"
+        ));
     }
 
     #[test]

@@ -95,6 +95,7 @@ pub async fn run(
     // without changing the snapshot, and need no new plan.
     let mut last_input: Option<(Snapshot, BTreeSet<String>)> = None;
     let mut force = false;
+    let mut links_changed = announcer.links_changed();
     loop {
         let view = live.borrow_and_update().clone();
         if view.source != last_source {
@@ -161,6 +162,10 @@ pub async fn run(
                 if r.is_err() { anyhow::bail!("membership stopped"); }
             }
             () = writer.failed() => force = true,
+            r = links_changed.changed() => {
+                if r.is_err() { anyhow::bail!("the announcer stopped"); }
+                force = true;
+            }
             () = &mut shutdown => break,
         }
     }

@@ -306,7 +306,9 @@ impl Rig {
             .lab
             .client()
             .command("tcpdump")
-            .args(["-i", "eth0", "-U", "-n", "-w"])
+            // Immediate mode: frames still in the kernel's capture buffer when tcpdump is stopped
+            // would otherwise be lost.
+            .args(["-i", "eth0", "--immediate-mode", "-U", "-n", "-w"])
             .arg(&file)
             .arg(filter)
             .stdout(Stdio::null())

@@ -23,6 +23,13 @@ async fn ipv4_the_owner_alone_answers_and_serves() -> Result<()> {
     let vip = ip(&ips[0]);
     let owner = rig.wait_announcer("web", None).await?;
     let owner_mac = rig.host(&owner)?.mac.clone();
+    // arping counts gratuitous replies too: let the takeover burst (2 frames x 4 rounds over
+    // 2 s) finish first.
+    let i = rig.index_of(&owner)?;
+    let sample = format!("ferrolb_speaker_gratuitous_sent_total{{ip=\"{vip}\"}}");
+    ferrolb_tests::process::wait_for("the takeover burst to end", TIMEOUT, || {
+        Ok((rig.metric(i, &sample)? >= 8.0).then_some(()))
+    })?;
 
     let capture = rig.capture("arp")?;
     let answer = rig.curl_until(vip, TIMEOUT, |a| !a.is_empty())?;

@@ -85,6 +85,8 @@ struct Shared {
     metrics: Metrics,
     config: Config,
     generation: std::sync::atomic::AtomicU64,
+    /// Bumped whenever the set of interfaces answered on changes.
+    links_changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// A change of ownership [`Announcer::apply`] made.
@@ -128,6 +130,7 @@ impl Announcer {
             metrics,
             config,
             generation: Default::default(),
+            links_changed: tokio::sync::watch::channel(0).0,
         });
         shared.rescan()?;
         let watcher = {
@@ -242,6 +245,11 @@ impl Announcer {
         for (ip, generation) in owned {
             self.shared.clone().spawn_burst(ip, generation, None);
         }
+    }
+
+    /// Changes whenever the interfaces answered on change (their names appear in conditions).
+    pub fn links_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.links_changed.subscribe()
     }
 
     /// Names of the interfaces `interfaces` resolves to on this node right now.
@@ -376,6 +384,7 @@ impl Shared {
             .map(|l| (l.index, l))
             .collect();
         let mut added = Vec::new();
+        let mut removed = false;
         {
             let mut current = self.links.write().unwrap_or_else(|e| e.into_inner());
             current.retain(|index, io| {
@@ -383,6 +392,7 @@ impl Shared {
                 if !keep {
                     info!(interface = %io.link.name, "stopped answering on interface");
                     self.lock_groups().forget_interface(*index);
+                    removed = true;
                 }
                 keep
             });
@@ -413,6 +423,9 @@ impl Shared {
             for e in errors {
                 warn!(error = %e, "cannot answer on interface");
             }
+        }
+        if removed || !added.is_empty() {
+            self.links_changed.send_modify(|n| *n = n.wrapping_add(1));
         }
         // New (or returning) interfaces: join the groups of owned IPv6 addresses there and
         // announce everything owned on them.
