@@ -335,3 +335,112 @@ pub fn service_info(
         endpoint_nodes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn svc(spec: serde_json::Value, ingress: &[&str]) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "ns",
+                         "annotations": {ALLOCATED_FROM_POOL: "lan"}},
+            "spec": spec,
+            "status": {"loadBalancer": {"ingress":
+                ingress.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>()}},
+        }))
+        .unwrap()
+    }
+
+    fn slice(endpoints: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web-abc", "namespace": "ns",
+                         "labels": {SERVICE_NAME_LABEL: "web"}},
+            "addressType": "IPv4",
+            "endpoints": endpoints,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_handled_load_balancers_with_addresses_are_read() {
+        let none = HashMap::new();
+        let lb = json!({"type": "LoadBalancer"});
+        let info = service_info(&svc(lb.clone(), &["198.51.100.200"]), None, &none).unwrap();
+        assert_eq!(info.key, "ns/web");
+        assert_eq!(info.pool.as_deref(), Some("lan"));
+        assert!(!info.local);
+        // Another class, another type, or no address yet: not ours to announce.
+        let classed = json!({"type": "LoadBalancer", "loadBalancerClass": "other"});
+        assert!(service_info(&svc(classed.clone(), &["198.51.100.200"]), None, &none).is_none());
+        assert!(service_info(&svc(classed, &["198.51.100.200"]), Some("other"), &none).is_some());
+        let cluster_ip = json!({"type": "ClusterIP"});
+        assert!(service_info(&svc(cluster_ip, &["198.51.100.200"]), None, &none).is_none());
+        assert!(service_info(&svc(lb.clone(), &[]), None, &none).is_none());
+        // A hostname-only or garbage ingress entry is skipped, not fatal.
+        let odd = svc(lb, &["not-an-ip", "2001:db8:1::200"]);
+        let info = service_info(&odd, None, &none).unwrap();
+        assert_eq!(info.ips, vec!["2001:db8:1::200".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn local_services_carry_the_nodes_with_ready_or_serving_endpoints() {
+        let s = slice(json!([
+            {"addresses": ["10.0.0.1"], "nodeName": "node1", "conditions": {"ready": true}},
+            {"addresses": ["10.0.0.2"], "nodeName": "node2",
+             "conditions": {"ready": false, "serving": true, "terminating": true}},
+            {"addresses": ["10.0.0.3"], "nodeName": "node3",
+             "conditions": {"ready": false, "serving": false}},
+            {"addresses": ["10.0.0.4"], "nodeName": "node4"},
+            {"addresses": ["10.0.0.5"], "conditions": {"ready": true}},
+        ]));
+        let nodes: BTreeSet<String> = ready_endpoint_nodes(&s).collect();
+        assert_eq!(nodes, ["node1", "node2", "node4"].map(String::from).into());
+        let endpoints = HashMap::from([(("ns".to_string(), "web".to_string()), nodes)]);
+        let local = json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local"});
+        let info = service_info(&svc(local, &["198.51.100.200"]), None, &endpoints).unwrap();
+        assert!(info.local);
+        assert_eq!(info.endpoint_nodes.len(), 3);
+        // Cluster policy ignores endpoints.
+        let cluster = json!({"type": "LoadBalancer", "externalTrafficPolicy": "Cluster"});
+        let info = service_info(&svc(cluster, &["198.51.100.200"]), None, &endpoints).unwrap();
+        assert!(info.endpoint_nodes.is_empty());
+    }
+
+    #[test]
+    fn nodes_pools_and_advertisements_convert() {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "node1", "labels": {"role": "edge"}},
+            "status": {
+                "conditions": [{"type": "NetworkUnavailable", "status": "True"},
+                               {"type": "Ready", "status": "True"}],
+                "addresses": [{"type": "InternalIP", "address": "2001:db8:1::11"},
+                              {"type": "InternalIP", "address": "198.51.100.11"},
+                              {"type": "Hostname", "address": "node1"}]
+            }
+        }))
+        .unwrap();
+        let info = node_info(&node);
+        assert!(info.network_unavailable);
+        assert_eq!(info.labels["role"], "edge");
+        assert_eq!(
+            internal_ip(&node, true),
+            Some("198.51.100.11".parse().unwrap())
+        );
+        assert_eq!(
+            internal_ip(&node, false),
+            Some("2001:db8:1::11".parse().unwrap())
+        );
+        assert!(condition_true(&node, "Ready"));
+
+        let pool: IPAddressPool = serde_json::from_value(json!({
+            "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": "lan"},
+            "spec": {"addresses": ["198.51.100.200/29", "not an address"]}
+        }))
+        .unwrap();
+        let p = pool_info(&pool);
+        assert_eq!(p.ranges.len(), 1);
+        assert!(p.contains("198.51.100.201".parse().unwrap()));
+    }
+}

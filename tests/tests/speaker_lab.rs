@@ -13,6 +13,23 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// A rig of `nodes` nodes with a pool, an advertisement and Service `web` that has an address,
+/// an announcer, and answers curl from that announcer.
+async fn announced_web(
+    name: &str,
+    nodes: usize,
+    unprivileged: bool,
+) -> Result<(Rig, IpAddr, String)> {
+    let rig = Rig::start(name, nodes, &[], unprivileged).await?;
+    rig.pool_and_advertisement(name, &["198.51.100.200-198.51.100.210"], json!({}))
+        .await?;
+    rig.scenario.service("web", json!({})).await?;
+    let vip = ip(&rig.scenario.wait_any_ip("web").await?[0]);
+    let owner = rig.wait_announcer("web", None).await?;
+    assert_eq!(rig.curl_until(vip, TIMEOUT, |a| !a.is_empty())?, owner);
+    Ok((rig, vip, owner))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv4_the_owner_alone_answers_and_serves() -> Result<()> {
     let mut rig = Rig::start("v4", 3, &[], false).await?;
@@ -69,13 +86,7 @@ async fn ipv4_the_owner_alone_answers_and_serves() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_after_sigkill() -> Result<()> {
-    let mut rig = Rig::start("kill", 3, &[], false).await?;
-    rig.pool_and_advertisement("kill", &["198.51.100.200-198.51.100.210"], json!({}))
-        .await?;
-    rig.scenario.service("web", json!({})).await?;
-    let vip = ip(&rig.scenario.wait_any_ip("web").await?[0]);
-    let owner = rig.wait_announcer("web", None).await?;
-    assert_eq!(rig.curl_until(vip, TIMEOUT, |a| !a.is_empty())?, owner);
+    let (mut rig, vip, owner) = announced_web("kill", 3, false).await?;
 
     let i = rig.index_of(&owner)?;
     rig.speaker(i)?.kill();
@@ -175,13 +186,7 @@ async fn ipv6_one_advertisement_curl_and_unicast_nud() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_after_link_cut_and_back() -> Result<()> {
-    let mut rig = Rig::start("cut", 3, &[], false).await?;
-    rig.pool_and_advertisement("cut", &["198.51.100.200-198.51.100.210"], json!({}))
-        .await?;
-    rig.scenario.service("web", json!({})).await?;
-    let vip = ip(&rig.scenario.wait_any_ip("web").await?[0]);
-    let owner = rig.wait_announcer("web", None).await?;
-    assert_eq!(rig.curl_until(vip, TIMEOUT, |a| !a.is_empty())?, owner);
+    let (mut rig, vip, owner) = announced_web("cut", 3, false).await?;
     let veth = rig.host(&owner)?.host_veth.clone();
     let owner_mac = rig.host(&owner)?.mac.clone();
 
@@ -224,13 +229,7 @@ async fn failover_after_link_cut_and_back() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_over_at_once_and_unprivileged_speakers_suffice() -> Result<()> {
     // Speakers run as uid 65534 with CAP_NET_RAW as their only capability.
-    let mut rig = Rig::start("term", 3, &[], true).await?;
-    rig.pool_and_advertisement("term", &["198.51.100.200-198.51.100.210"], json!({}))
-        .await?;
-    rig.scenario.service("web", json!({})).await?;
-    let vip = ip(&rig.scenario.wait_any_ip("web").await?[0]);
-    let owner = rig.wait_announcer("web", None).await?;
-    assert_eq!(rig.curl_until(vip, TIMEOUT, |a| !a.is_empty())?, owner);
+    let (mut rig, vip, owner) = announced_web("term", 3, true).await?;
 
     let i = rig.index_of(&owner)?;
     rig.speaker(i)?.terminate(Duration::from_secs(5))?;
@@ -290,13 +289,7 @@ impl Drop for LinkRestore {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_needs_no_api_server() -> Result<()> {
-    let mut rig = Rig::start("noapi", 3, &[], false).await?;
-    rig.pool_and_advertisement("noapi", &["198.51.100.200-198.51.100.210"], json!({}))
-        .await?;
-    rig.scenario.service("web", json!({})).await?;
-    let vip = ip(&rig.scenario.wait_any_ip("web").await?[0]);
-    let owner = rig.wait_announcer("web", None).await?;
-    assert_eq!(rig.curl_until(vip, TIMEOUT, |a| !a.is_empty())?, owner);
+    let (mut rig, vip, owner) = announced_web("noapi", 3, false).await?;
 
     // Cut every node off the apiserver, then kill the owner: the others still take over.
     let server = ferrolb_tests::control_plane::shared().server().to_string();
@@ -376,12 +369,7 @@ impl Drop for ApiBlock {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interface_changes_arrive_through_netlink() -> Result<()> {
-    let mut rig = Rig::start("netlink", 2, &[], false).await?;
-    rig.pool_and_advertisement("netlink", &["198.51.100.200-198.51.100.210"], json!({}))
-        .await?;
-    rig.scenario.service("web", json!({})).await?;
-    let vip = ip(&rig.scenario.wait_any_ip("web").await?[0]);
-    let owner = rig.wait_announcer("web", None).await?;
+    let (mut rig, vip, owner) = announced_web("netlink", 2, false).await?;
     let i = rig.index_of(&owner)?;
     let host = rig.host(&owner)?.clone();
     assert_eq!(rig.metric(i, "ferrolb_speaker_interfaces")?, 1.0);
