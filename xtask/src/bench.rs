@@ -5,8 +5,11 @@
 //!    └─ re-runs itself as a release build (the harness must not be the slow part)
 //!       ├─ cargo build --release -p ferrolb-controller (binary + example ipam_bench)
 //!       ├─ ipam_bench (pure IPAM, ns per allocate+release pair)          -> ipam
-//!       └─ per repetition, a fresh control plane (etcd + kube-apiserver):  -> cluster::run_rep
-//!            plain loop, pending burst, create-to-status latency, running burst, memory
+//!       ├─ per repetition, a fresh control plane (etcd + kube-apiserver):  -> cluster::run_rep
+//!       │    plain loop, pending burst, create-to-status latency, running burst, memory
+//!       └─ speaker section: 3-node lab with release speakers (+ ferrolb-bench-prober and
+//!            ferrolb-bench-arp in the client namespace): failover, footprint, ARP latency
+//!                                                                       -> speaker::run
 //!  -> target/bench/report.json + target/bench/report.md (also printed)
 //! ```
 //!
@@ -16,6 +19,7 @@
 mod cluster;
 mod procfs;
 mod report;
+mod speaker;
 mod stats;
 mod watch;
 
@@ -63,6 +67,28 @@ pub struct Args {
     /// Skip the cluster figures (burst ratio, latency, memory).
     #[arg(long)]
     pub skip_cluster: bool,
+    /// Skip the speaker figures (failover, ARP reply latency, speaker footprint).
+    #[arg(long)]
+    pub skip_speaker: bool,
+    /// Failover trials per action, SIGKILL and link cut (default 20; 5 with --quick).
+    #[arg(long)]
+    pub speaker_trials: Option<usize>,
+    /// Owned addresses (one Service each) for the ARP and footprint figures (at most 1,024).
+    #[arg(long, default_value_t = 1_000)]
+    pub speaker_ips: usize,
+    /// ARP requests per second of the load generator.
+    #[arg(long, default_value_t = 10_000)]
+    pub arp_rate: u32,
+    /// Seconds of each timed ARP run (default 10; 3 with --quick).
+    #[arg(long)]
+    pub arp_seconds: Option<f64>,
+    /// ARP rounds, each a speaker run and a kernel run (default 3; 1 with --quick).
+    #[arg(long)]
+    pub arp_rounds: Option<usize>,
+    /// Extra flags for every speaker (e.g. `--dead-after=500ms`), split at spaces; the default
+    /// is none, the speaker's own defaults.
+    #[arg(long)]
+    pub speaker_args: Option<String>,
     /// Where the report and each repetition's logs go (relative to the workspace root).
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -86,6 +112,29 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 impl Args {
+    fn speaker_params(&self) -> speaker::Params {
+        let mut p = speaker::Params::new(self.quick);
+        if let Some(t) = self.speaker_trials {
+            p.trials = t;
+        }
+        p.ips = self.speaker_ips;
+        p.arp_rate = self.arp_rate.max(1);
+        if let Some(s) = self.arp_seconds {
+            p.arp_seconds = s.max(0.1);
+        }
+        if let Some(r) = self.arp_rounds {
+            p.arp_rounds = r;
+        }
+        p.speaker_args = self
+            .speaker_args
+            .as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        p
+    }
+
     fn params(&self) -> Params {
         Params {
             services: self
@@ -137,16 +186,38 @@ pub fn run(args: Args) -> Result<()> {
             ]),
         )?;
     }
+    if !args.no_build && !args.skip_speaker {
+        crate::run_step(
+            "cargo build --release: ferrolb-speaker, ferrolb-lab-backend, ferrolb-bench-prober, ferrolb-bench-arp",
+            Command::new(cargo()).current_dir(&root).args([
+                "build",
+                "--release",
+                "-p",
+                "ferrolb-speaker",
+                "-p",
+                "ferrolb-tests",
+                "--bin",
+                "ferrolb-speaker",
+                "--bin",
+                "ferrolb-lab-backend",
+                "--bin",
+                "ferrolb-bench-prober",
+                "--bin",
+                "ferrolb-bench-arp",
+            ]),
+        )?;
+    }
     let controller_bin = root.join("target/release/ferrolb-controller");
     let ipam_bin = root.join("target/release/examples/ipam_bench");
 
     let mut report = Report::new(params.clone(), build_info(&root, &controller_bin)?);
     report.machine = procfs::machine();
+    let mut speaker_section: Option<speaker::SpeakerSection> = None;
 
     if !args.skip_ipam {
         eprintln!("==> pure IPAM ({})", ipam_bin.display());
         report.ipam = Some(run_ipam(&ipam_bin, args.quick)?);
-        report.write(&out_dir)?;
+        write_report(&report, None, &out_dir)?;
     }
     if !args.skip_cluster {
         bins::build_if_missing()?;
@@ -174,13 +245,32 @@ pub fn run(args: Args) -> Result<()> {
             report.reps.push(result.rep);
             // Written after every repetition, so a later failure keeps what was measured.
             report.summarise();
-            report.write(&out_dir)?;
+            write_report(&report, None, &out_dir)?;
         }
     }
     report.summarise();
+    if !args.skip_speaker {
+        bins::build_if_missing()?;
+        let release = root.join("target/release");
+        let speaker_bins = speaker::Binaries {
+            prober: release.join("ferrolb-bench-prober"),
+            arp: release.join("ferrolb-bench-arp"),
+            build: speaker_build(&root),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let section = runtime.block_on(speaker::run(
+            &args.speaker_params(),
+            &speaker_bins,
+            &out_dir.join("speaker"),
+            |partial| write_report(&report, Some(partial), &out_dir),
+        ))?;
+        speaker_section = Some(section);
+    }
     report.duration_s = started.elapsed().as_secs_f64();
-    report.write(&out_dir)?;
-    println!("{}", report.markdown());
+    write_report(&report, speaker_section.as_ref(), &out_dir)?;
+    println!("{}", markdown(&report, speaker_section.as_ref()));
     eprintln!(
         "==> report: {} and {}",
         out_dir.join("report.md").display(),
@@ -201,6 +291,61 @@ fn rerun_in_release() -> Result<()> {
             .args(["run", "--release", "-p", "xtask", "--"])
             .args(args)
             .env(REEXEC_GUARD, "1"),
+    )
+}
+
+/// The report's Markdown with the speaker section, if any, before the definitions.
+fn markdown(report: &Report, speaker: Option<&speaker::SpeakerSection>) -> String {
+    let mut md = report.markdown();
+    if let Some(section) = speaker {
+        let at = md.rfind("\n## Definitions").unwrap_or(md.len());
+        md.insert_str(at, &format!("\n{}", section.markdown()));
+    }
+    md
+}
+
+/// Writes `report.json` (with a `speaker` member) and `report.md` into `dir`.
+fn write_report(
+    report: &Report,
+    speaker: Option<&speaker::SpeakerSection>,
+    dir: &Path,
+) -> Result<()> {
+    report.write(dir)?;
+    let Some(section) = speaker else {
+        return Ok(());
+    };
+    let mut json = serde_json::to_value(report)?;
+    if let Some(object) = json.as_object_mut() {
+        object.insert("speaker".into(), serde_json::to_value(section)?);
+    }
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(&json)? + "\n",
+    )?;
+    std::fs::write(dir.join("report.md"), markdown(report, speaker))?;
+    Ok(())
+}
+
+/// The speaker build for the report: release, commit, and whether speaker/ has local changes.
+fn speaker_build(root: &Path) -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_default();
+    let dirty = git(&["status", "--porcelain", "--", "speaker"]).is_some_and(|s| !s.is_empty());
+    format!(
+        "release build of {commit}{}",
+        if dirty {
+            " with uncommitted speaker changes"
+        } else {
+            ""
+        }
     )
 }
 

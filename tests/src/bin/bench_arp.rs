@@ -15,8 +15,14 @@
 //! ARP has no request id, so the generator makes one: the sender protocol address of request
 //! `i` is one of the `--slots` addresses (inside the lab subnet, never assigned to anything) and
 //! every responder copies it into its reply's target protocol address. A (target, slot) pair is
-//! reused only after `targets x slots` requests, so every reply names its request; a request
-//! still unanswered when its pair is reused counts as lost.
+//! reused only after `targets x slots` requests; the last [`HISTORY`] requests of each pair are
+//! kept, and a reply belongs to the newest unanswered one sent before the reply's kernel
+//! timestamp (so a reply the reader gets to late still finds its request). A request that
+//! leaves the history unanswered counts as lost.
+//!
+//! The sender thread asks for `SCHED_FIFO` (so the responders it loads do not delay its sends)
+//! and, when it falls behind anyway, sends the missed requests at once: the schedule is kept, and
+//! how late each send was is reported.
 //!
 //! Raw `AF_PACKET` sockets need CAP_NET_RAW; all `unsafe` is in [`raw`].
 
@@ -180,7 +186,10 @@ fn parse_reply(frame: &[u8], mac: [u8; 6]) -> Option<([u8; 6], Ipv4Addr, Ipv4Add
     Some((sender, octets(&arp[14..18]), octets(&arp[24..28])))
 }
 
-/// One (target, slot) pair's latest request.
+/// Requests remembered per (target, slot) pair.
+const HISTORY: usize = 4;
+
+/// One request.
 #[derive(Clone, Copy, Debug, Default)]
 struct Pending {
     /// Request number + 1 (0: never sent).
@@ -192,6 +201,7 @@ struct Pending {
 
 #[derive(Debug, Default)]
 struct Book {
+    /// `HISTORY` requests per pair, pair `p` at `p * HISTORY ..`, by round modulo `HISTORY`.
     pending: Vec<Pending>,
     rtt_ns: Vec<u64>,
     lost: u64,
@@ -286,7 +296,7 @@ fn run(args: &Args) -> Result<(), String> {
         .map(|(i, a)| (*a, i))
         .collect();
     let book = Arc::new(Mutex::new(Book {
-        pending: vec![Pending::default(); n_targets * n_slots],
+        pending: vec![Pending::default(); n_targets * n_slots * HISTORY],
         repliers: vec![Vec::new(); n_targets],
         ..Default::default()
     }));
@@ -314,14 +324,18 @@ fn run(args: &Args) -> Result<(), String> {
                 if !b.repliers[t].contains(&from) {
                     b.repliers[t].push(from);
                 }
-                let p = &mut b.pending[t * n_slots + s];
-                if p.seq == 0 || p.answered {
+                let base = (t * n_slots + s) * HISTORY;
+                let request = b.pending[base..base + HISTORY]
+                    .iter_mut()
+                    .filter(|p| p.seq != 0 && !p.answered && p.sent_ns <= rx_ns)
+                    .max_by_key(|p| p.seq);
+                let Some(p) = request else {
                     b.duplicates += 1;
                     continue;
-                }
+                };
                 p.answered = true;
                 if p.measured {
-                    let rtt = rx_ns.saturating_sub(p.sent_ns);
+                    let rtt = rx_ns - p.sent_ns;
                     b.rtt_ns.push(rtt);
                 }
             }
@@ -335,6 +349,8 @@ fn run(args: &Args) -> Result<(), String> {
     let warmup = (args.warmup.as_secs_f64() * f64::from(args.rate)) as u64;
     let mut lateness_ns = Vec::with_capacity((total - warmup) as usize);
     let mut send_errors = 0u64;
+    let realtime = raw::realtime_priority();
+    let pairs = (n_targets * n_slots) as u64;
     let start = Instant::now();
     let mut measured_start = None;
     for i in 0..total {
@@ -352,8 +368,9 @@ fn run(args: &Args) -> Result<(), String> {
         let measured = i >= warmup;
         {
             let mut b = book.lock().unwrap();
+            let at = (t * n_slots + s) * HISTORY + ((i / pairs) as usize % HISTORY);
             let sent_ns = realtime_ns();
-            let p = &mut b.pending[t * n_slots + s];
+            let p = &mut b.pending[at];
             let lost = p.seq != 0 && !p.answered && p.measured;
             *p = Pending {
                 seq: i + 1,
@@ -366,7 +383,7 @@ fn run(args: &Args) -> Result<(), String> {
             }
             if let Err(e) = tx.send(&frame) {
                 send_errors += 1;
-                b.pending[t * n_slots + s].measured = false;
+                b.pending[at].measured = false;
                 if send_errors == 1 {
                     eprintln!("ferrolb-bench-arp: send failed: {e}");
                 }
@@ -400,6 +417,7 @@ fn run(args: &Args) -> Result<(), String> {
         "send_seconds": send_s,
         "achieved_rate": if send_s > 0.0 { (total - warmup) as f64 / send_s } else { 0.0 },
         "send_errors": send_errors,
+        "sender_sched_fifo": realtime,
         "answered": b.rtt_ns.len(),
         "lost": b.lost + unanswered,
         "duplicates": b.duplicates,
@@ -590,6 +608,14 @@ mod raw {
             };
             if rc < 0 { (0, 0) } else { (stats[0], stats[1]) }
         }
+    }
+
+    /// Asks for `SCHED_FIFO` priority 10 for the calling thread; whether it was granted.
+    pub fn realtime_priority() -> bool {
+        let param = libc::sched_param { sched_priority: 10 };
+        // SAFETY: `param` is a valid sched_param for the duration of the call; pid 0 is the
+        // calling thread.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
     }
 
     /// Sleeps end within a microsecond of their deadline instead of the default 50 µs slack.
