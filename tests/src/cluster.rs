@@ -55,7 +55,7 @@ pub struct Up {
     pub server: String,
     /// Pids of kube-controller-manager, kube-apiserver and etcd.
     pub pids: Vec<u32>,
-    /// The lab's node namespaces and client.
+    /// The lab's node namespaces.
     pub nodes: Vec<lab::Host>,
     /// The client namespace.
     pub client: lab::Host,
@@ -328,8 +328,24 @@ fn start_ferrolb(dir: &Path, cp: &ControlPlane, lab: &Lab) -> Result<Running> {
 }
 
 /// Stops what [`up`] started (the directory is read from the marker `up` left) and removes every
-/// lab namespace, veth and the bridge. Safe to run when nothing is up.
+/// lab namespace, veth and the bridge. Safe to run when nothing is up. Refuses (touching nothing)
+/// while a test's lab holds the lab lock: that lab is not ours to remove.
 pub fn down() -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let _lock = loop {
+        // `Lab::create` holds the lock a moment even when it then refuses to run next to a
+        // cluster-up lab; wait that moment out.
+        if let Some(lock) = lab::try_lock()? {
+            break lock;
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!(
+                "a test's lab is running (it holds the lab lock), not a `cluster up` one; \
+                 not removing it. Run `cluster down` again once the tests are done"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     if let Ok(dir) = std::fs::read_to_string(lab::CLUSTER_MARKER) {
         let pids_path = Path::new(dir.trim()).join("pids");
         if let Ok(pids) = std::fs::read_to_string(&pids_path) {

@@ -236,6 +236,16 @@ fn address(type_: &str, address: String) -> NodeAddress {
 }
 
 fn lock_exclusive() -> Result<File> {
+    lock(libc::LOCK_EX)?.context("flock without LOCK_NB returned EWOULDBLOCK")
+}
+
+/// The lab lock if nobody holds it (a test's [`Lab`] holds it for its lifetime; a `cluster up`
+/// lab does not), else `None`. Hold the returned file while removing a lab.
+pub fn try_lock() -> Result<Option<File>> {
+    lock(libc::LOCK_EX | libc::LOCK_NB)
+}
+
+fn lock(operation: libc::c_int) -> Result<Option<File>> {
     if let Some(dir) = std::path::Path::new(LOCK_PATH).parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -243,11 +253,15 @@ fn lock_exclusive() -> Result<File> {
     use std::os::fd::AsRawFd;
     #[allow(unsafe_code)]
     // SAFETY: flock(2) on a descriptor we own; no memory is shared with the kernel.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
     if rc != 0 {
-        bail!("locking {LOCK_PATH}: {}", std::io::Error::last_os_error());
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        bail!("locking {LOCK_PATH}: {err}");
     }
-    Ok(file)
+    Ok(Some(file))
 }
 
 fn ip(args: &[&str]) -> Result<String> {
