@@ -8,8 +8,17 @@
 //!
 //! The same calls in the same order give the same addresses: pools are tried in rank order and
 //! each hands out its lowest free address.
+//!
+//! Services are interned: each Service holding addresses has a dense id, found through a map from
+//! its key's hash, and a slot (four cache lines: hash chain, a copy of its key, its addresses, its
+//! assignment and sharing usage). The users of an address ([`Held`]) are ids, so the hot path
+//! neither clones, hashes nor compares Service keys beyond one lookup, and a released id's slot,
+//! strings and vectors are reused by the next Service. Ids never decide anything: users of an
+//! address are kept in Service key order, the order conflicts name them in.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasher;
 
 /// Hash maps on the allocation path: foldhash instead of SipHash, which was an eighth of the
 /// time of an assign + release pair with 100k Services held. Seeded per process, so inputs
@@ -21,9 +30,10 @@ use ferrolb_crds::address::to_u128;
 use ferrolb_crds::{AddressCount, Family};
 
 use super::error::{AllocationError, Considered};
+use super::held::{Held, MAX_ID, Removed, UserId};
 use super::pool::{Pool, PoolConfig, RuledOut, family_index};
-use super::request::{FamilyPolicy, Request, ServiceKey};
-use super::sharing::{self, Conflict, Usage, Users};
+use super::request::{Backends, FamilyPolicy, Request, ServiceKey};
+use super::sharing::{self, Conflict, Usage};
 
 /// The addresses a Service holds, primary family first, and the pool they come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,21 +89,133 @@ enum PickError {
     Ineligible(IpAddr),
 }
 
+/// No id (end of a same-hash chain).
+const NO_ID: UserId = UserId::MAX;
+
+/// An interned Service, in four adjacent cache lines holding everything finding it, releasing
+/// it and committing a new Service in its place (the free list is last-in first-out) touch:
+/// those read no other per-Service memory. Laid out by hand: finding a Service reads the first
+/// line (the whole key when it has at most 48 bytes), releasing it the second (its addresses);
+/// the last two are for committing.
+#[derive(Debug)]
+#[repr(C, align(64))]
+struct Slot {
+    /// Hash of `key` (its upper half is its entry in `Allocator::ids`).
+    hash: u64,
+    /// The next id with the same entry in `Allocator::ids`, or [`NO_ID`].
+    next: UserId,
+    /// Whether the Service holds addresses (else the id is free, or inside
+    /// [`Allocator::assign`] between releasing and committing). The fields below are valid
+    /// while it does.
+    live: bool,
+    /// How many addresses it holds, all in `ips`; [`SPILLED`] when more than fit (then only in
+    /// `assignment`).
+    count: u8,
+    /// Length of the namespace in `inline`, or [`SPILLED`] when the key does not fit (then only
+    /// in `key`).
+    namespace_len: u8,
+    /// Length of the name in `inline`.
+    name_len: u8,
+    /// The key's namespace then name: comparing keys reads no strings.
+    inline: [u8; INLINE_KEY],
+    ips: [IpAddr; 2],
+    key: ServiceKey,
+    assignment: Assignment,
+    /// The position of the pool named in `assignment.pool`, at `pools_version`.
+    pool: usize,
+    pools_version: u64,
+    /// Its usage of every address it holds, when it has a sharing key (else [`NO_USAGE`]).
+    usage: Option<Box<Usage>>,
+}
+
+/// [`Slot::count`] or [`Slot::namespace_len`] when the addresses or the key do not fit the slot.
+const SPILLED: u8 = u8::MAX;
+
+/// The usage of a Service without a sharing key.
+static NO_USAGE: Usage = Usage {
+    key: None,
+    ports: Vec::new(),
+    backends: Backends::Cluster,
+};
+
+/// Key bytes a slot holds: what is left of its four cache lines.
+const INLINE_KEY: usize = 86;
+
+const _: () = assert!(size_of::<Slot>() == 256);
+
+impl Slot {
+    fn usage(&self) -> &Usage {
+        self.usage.as_deref().unwrap_or(&NO_USAGE)
+    }
+
+    /// Whether the key is `key`.
+    fn is(&self, key: &ServiceKey) -> bool {
+        if self.namespace_len == SPILLED {
+            return self.key == *key;
+        }
+        let (namespace, name) = (key.namespace.as_bytes(), key.name.as_bytes());
+        let (n, m) = (usize::from(self.namespace_len), usize::from(self.name_len));
+        n == namespace.len()
+            && m == name.len()
+            && self.inline[..n] == *namespace
+            && self.inline[n..n + m] == *name
+    }
+
+    /// Makes the key `key`, reusing the strings' memory (and leaving the namespace alone when
+    /// it is the same, which the inline copy tells without reading it).
+    fn set_key(&mut self, key: &ServiceKey) {
+        let (namespace, name) = (key.namespace.as_bytes(), key.name.as_bytes());
+        let n = usize::from(self.namespace_len);
+        if self.namespace_len == SPILLED || self.inline[..n] != *namespace {
+            self.key.namespace.clone_from(&key.namespace);
+        }
+        self.key.name.clone_from(&key.name);
+        if namespace.len() + name.len() <= INLINE_KEY {
+            self.inline[..namespace.len()].copy_from_slice(namespace);
+            self.inline[namespace.len()..][..name.len()].copy_from_slice(name);
+            self.namespace_len = namespace.len() as u8;
+            self.name_len = name.len() as u8;
+        } else {
+            self.namespace_len = SPILLED;
+        }
+    }
+}
+
 /// Pools, held addresses and assignments.
 #[derive(Debug, Default)]
 pub struct Allocator {
-    pools: BTreeMap<String, Pool>,
+    /// Valid pools, in configuration order (`index`, `names` and `order` refer to them by
+    /// position).
+    pools: Vec<Pool>,
+    /// Pool name -> position in `pools`.
+    names: BTreeMap<String, usize>,
     /// Valid pools in rank order.
-    order: Vec<String>,
+    order: Vec<usize>,
     /// Pools not in use, and why.
     problems: BTreeMap<String, String>,
-    /// Per family: first address of a disjoint interval -> (last, pool).
-    index: [BTreeMap<u128, (u128, String)>; 2],
+    /// Per family: disjoint intervals (first, last, pool), sorted.
+    index: [Vec<(u128, u128, usize)>; 2],
+    /// Changes with every [`Allocator::set_pools`] (a pool's name at a position is the same
+    /// while it does not).
+    pools_version: u64,
     /// Held address -> its users.
-    held: FastMap<IpAddr, Users>,
-    services: FastMap<ServiceKey, Assignment>,
+    held: Held,
+    /// Interned Services, by id.
+    slots: Vec<Slot>,
+    /// Ids that are not interned, reused last-in first-out.
+    free_ids: Vec<UserId>,
+    /// Upper half of a key hash -> first interned id with it (the rest chain through
+    /// `Slot::next`).
+    ids: FastMap<u32, UserId>,
+    /// Hashes Service keys for `ids`.
+    hasher: foldhash::fast::RandomState,
+    /// Live ids.
+    assigned: usize,
     /// Sharing key -> addresses held under it.
     by_key: FastMap<String, BTreeSet<IpAddr>>,
+    /// Tests: every key hashes the same, so every Service shares one chain.
+    #[cfg(test)]
+    colliding: bool,
 }
 
 impl Allocator {
@@ -102,15 +224,29 @@ impl Allocator {
         Allocator::default()
     }
 
+    /// An allocator whose Service keys all have the same hash (tests the same-hash chains).
+    #[cfg(test)]
+    pub(crate) fn with_colliding_hashes() -> Allocator {
+        Allocator {
+            colliding: true,
+            ..Allocator::default()
+        }
+    }
+
     /// Replaces the pool set. Returns the Services whose assignment must be checked again
     /// ([`Allocator::assign`]): those whose pool changed, went away or is not the pool that now
     /// contains their addresses.
     pub fn set_pools(&mut self, mut configs: Vec<PoolConfig>) -> Vec<ServiceKey> {
         configs.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
-        let mut old = std::mem::take(&mut self.pools);
+        let mut old: BTreeMap<String, Pool> = std::mem::take(&mut self.pools)
+            .into_iter()
+            .map(|p| (p.name().to_string(), p))
+            .collect();
+        self.names.clear();
         let mut changed: BTreeSet<String> = old.keys().cloned().collect();
         self.problems.clear();
         self.index = Default::default();
+        self.pools_version += 1;
         for config in configs {
             let ranges = match &config.ranges {
                 Ok(r) => r.clone(),
@@ -121,11 +257,11 @@ impl Allocator {
             };
             let intervals = merged(&ranges);
             if let Some(other) = intervals.iter().find_map(|(f, first, last)| {
-                self.index[family_index(*f)]
-                    .range(..=*last)
-                    .next_back()
-                    .filter(|(_, (l, _))| l >= first)
-                    .map(|(_, (_, pool))| pool.clone())
+                let index = &self.index[family_index(*f)];
+                index[..index.partition_point(|(i_first, ..)| i_first <= last)]
+                    .last()
+                    .filter(|(_, i_last, _)| i_last >= first)
+                    .map(|(.., pool)| self.pools[*pool].name().to_string())
             }) {
                 self.problems.insert(
                     config.name.clone(),
@@ -135,10 +271,13 @@ impl Allocator {
                 );
                 continue;
             }
-            for (f, first, last) in intervals {
-                self.index[family_index(f)].insert(first, (last, config.name.clone()));
-            }
             let name = config.name.clone();
+            let position = self.names.get(&name).copied().unwrap_or(self.pools.len());
+            for (f, first, last) in intervals {
+                let index = &mut self.index[family_index(f)];
+                let at = index.partition_point(|(i_first, ..)| *i_first < first);
+                index.insert(at, (first, last, position));
+            }
             let pool = match old.remove(&name) {
                 Some(pool) if *pool.config() == config => {
                     changed.remove(&name);
@@ -153,22 +292,27 @@ impl Allocator {
                     pool
                 }
             };
-            self.pools.insert(name, pool);
+            if position == self.pools.len() {
+                self.pools.push(pool);
+            } else {
+                self.pools[position] = pool;
+            }
+            self.names.insert(name, position);
         }
-        let mut order: Vec<&Pool> = self.pools.values().collect();
-        order.sort_by(|a, b| a.rank().cmp(&b.rank()));
-        self.order = order.iter().map(|p| p.name().to_string()).collect();
+        self.order = (0..self.pools.len()).collect();
+        self.order
+            .sort_by(|a, b| self.pools[*a].rank().cmp(&self.pools[*b].rank()));
 
         let mut affected: Vec<ServiceKey> = self
-            .services
-            .iter()
-            .filter(|(_, a)| {
+            .assigned_slots()
+            .filter(|s| {
+                let a = &s.assignment;
                 changed.contains(&a.pool)
                     || a.ips
                         .iter()
                         .any(|ip| self.pool_of(*ip) != Some(a.pool.as_str()))
             })
-            .map(|(k, _)| k.clone())
+            .map(|s| s.key.clone())
             .collect();
         affected.sort();
         affected
@@ -177,16 +321,17 @@ impl Allocator {
     /// Held addresses inside `pool` (a scan of every held address: pools change rarely,
     /// allocations often, so the held set is a hash map).
     fn held_in(&self, pool: &Pool) -> Vec<IpAddr> {
-        self.held
-            .keys()
-            .filter(|ip| pool.contains(**ip))
-            .copied()
-            .collect()
+        self.held.ips().filter(|ip| pool.contains(*ip)).collect()
+    }
+
+    /// The slots of Services holding addresses.
+    fn assigned_slots(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter().filter(|s| s.live)
     }
 
     /// The valid pool containing `ip`.
     pub fn pool_of(&self, ip: IpAddr) -> Option<&str> {
-        indexed_pool(&self.index, ip)
+        indexed_pool(&self.index, ip).map(|p| self.pools[p].name())
     }
 
     /// Pools not in use, and why.
@@ -196,7 +341,7 @@ impl Allocator {
 
     /// Counts of a valid pool.
     pub fn counts(&self, pool: &str) -> Option<PoolCounts> {
-        let p = self.pools.get(pool)?;
+        let p = &self.pools[*self.names.get(pool)?];
         Some(PoolCounts {
             assigned_v4: AddressCount(p.assigned(Family::V4)),
             available_v4: AddressCount(p.available(Family::V4)),
@@ -207,33 +352,38 @@ impl Allocator {
 
     /// Valid pools, in rank order.
     pub fn pools(&self) -> impl Iterator<Item = &Pool> {
-        self.order.iter().map(|n| &self.pools[n])
+        self.order.iter().map(|p| &self.pools[*p])
     }
 
     /// What `key` holds.
     pub fn assignment(&self, key: &ServiceKey) -> Option<&Assignment> {
-        self.services.get(key)
+        let slot = &self.slots[self.lookup(key).1? as usize];
+        slot.live.then_some(&slot.assignment)
     }
 
     /// Services holding addresses.
     pub fn assigned_services(&self) -> impl Iterator<Item = (&ServiceKey, &Assignment)> {
-        self.services.iter()
+        self.assigned_slots().map(|s| (&s.key, &s.assignment))
     }
 
     /// The sharing key `key` holds its addresses under.
     pub fn sharing_key(&self, key: &ServiceKey) -> Option<String> {
-        let ip = self.services.get(key)?.ips.first()?;
-        self.held.get(ip)?.get(key)?.key.clone()
+        let slot = &self.slots[self.lookup(key).1? as usize];
+        slot.assignment.ips.first().filter(|_| slot.live)?;
+        slot.usage().key.clone()
     }
 
     /// How many Services hold addresses.
     pub fn assigned_count(&self) -> usize {
-        self.services.len()
+        self.assigned
     }
 
-    /// The Services using `ip`.
+    /// The Services using `ip`, in key order.
     pub fn users(&self, ip: IpAddr) -> impl Iterator<Item = &ServiceKey> {
-        self.held.get(&ip).into_iter().flat_map(|u| u.keys())
+        self.held
+            .users(ip)
+            .iter()
+            .map(|id| &self.slots[*id as usize].key)
     }
 
     /// Gives `key` addresses for `req`, keeping what it holds while that stays valid.
@@ -248,118 +398,241 @@ impl Allocator {
         observed: &[IpAddr],
     ) -> Result<Outcome, Failure> {
         let usage = Usage::of(req);
-        let current = match self.services.get(key) {
-            Some(a) => Some(a.clone()),
-            None if !observed.is_empty() => Some(Assignment {
-                pool: String::new(),
-                ips: observed.to_vec(),
-            }),
+        let (hash, id) = self.lookup(key);
+        let observed_assignment;
+        let current = match id {
+            Some(id) => Some(&self.slots[id as usize].assignment),
+            None if !observed.is_empty() => {
+                observed_assignment = Assignment {
+                    pool: String::new(),
+                    ips: observed.to_vec(),
+                };
+                Some(&observed_assignment)
+            }
             None => None,
         };
         let mut lost = None;
         if let Some(current) = current {
-            match self.check_current(key, req, &usage, namespace_labels, &current) {
-                Ok(mut kept) => {
+            match self.check_current(key, id, req, &usage, namespace_labels, current) {
+                Ok((pool, mut ips)) => {
                     let missing: Vec<Family> = req
                         .families
                         .iter()
                         .copied()
-                        .filter(|f| !kept.ips.iter().any(|ip| Family::of(*ip) == *f))
+                        .filter(|f| !ips.iter().any(|ip| Family::of(*ip) == *f))
                         .collect();
-                    let pool = &self.pools[&kept.pool];
                     for family in missing {
-                        if let Ok(Some(ip)) = self.pick(pool, family, key, req, &usage) {
-                            kept.ips.push(ip);
+                        if let Ok(Some(ip)) = self.pick(pool, family, id, req, &usage) {
+                            ips.push(ip);
                         }
                     }
-                    order_by_family(&mut kept.ips, &req.families);
-                    if kept.ips.len() == req.families.len()
+                    order_by_family(&mut ips, &req.families);
+                    if ips.len() == req.families.len()
                         || req.policy != FamilyPolicy::RequireDualStack
                     {
-                        self.commit(key, usage, kept.clone());
+                        let assignment = self.commit(key, hash, id, usage, pool, ips);
                         return Ok(Outcome {
-                            assignment: kept,
+                            assignment,
                             lost: None,
                         });
                     }
+                    let pool = self.pools[pool].name();
                     lost = Some(Loss {
-                        ips: current.ips,
+                        ips: current.ips.clone(),
                         why: format!(
-                            "RequireDualStack needs both families from one pool and pool {} has no free {}",
-                            kept.pool,
+                            "RequireDualStack needs both families from one pool and pool {pool} has no free {}",
                             req.families
                                 .iter()
-                                .find(|f| !kept.ips.iter().any(|ip| Family::of(*ip) == **f))
+                                .find(|f| !ips.iter().any(|ip| Family::of(*ip) == **f))
                                 .map_or(String::new(), Family::to_string)
                         ),
                     });
                 }
                 Err(why) => {
                     lost = Some(Loss {
-                        ips: current.ips,
+                        ips: current.ips.clone(),
                         why,
                     })
                 }
             }
-            self.release(key);
+            if let Some(id) = id {
+                self.unhold(id);
+            }
         }
-        match self.allocate_fresh(key, req, &usage, namespace_labels) {
-            Ok(assignment) => {
-                self.commit(key, usage, assignment.clone());
+        match self.allocate_fresh(key, id, req, &usage, namespace_labels) {
+            Ok((pool, ips)) => {
+                let assignment = self.commit(key, hash, id, usage, pool, ips);
                 Ok(Outcome { assignment, lost })
             }
-            Err(error) => Err(Failure {
-                error: Box::new(error),
-                lost,
-            }),
+            Err(error) => {
+                if let Some(id) = id {
+                    self.free_id(id);
+                }
+                Err(Failure {
+                    error: Box::new(error),
+                    lost,
+                })
+            }
         }
     }
 
     /// Frees what `key` holds. Returns the addresses that became free (shared ones stay held by
     /// their other users).
     pub fn release(&mut self, key: &ServiceKey) -> Vec<IpAddr> {
-        let Some(assignment) = self.services.remove(key) else {
+        let (_, Some(id)) = self.lookup(key) else {
             return Vec::new();
         };
+        let freed = self.unhold(id);
+        self.free_id(id);
+        freed
+    }
+
+    /// The hash of `key` and its slot, if interned.
+    fn lookup(&self, key: &ServiceKey) -> (u64, Option<UserId>) {
+        let hash = self.key_hash(key);
+        let mut id = self.ids.get(&entry(hash)).copied().unwrap_or(NO_ID);
+        while id != NO_ID {
+            let slot = &self.slots[id as usize];
+            if slot.hash == hash && slot.is(key) {
+                return (hash, Some(id));
+            }
+            id = slot.next;
+        }
+        (hash, None)
+    }
+
+    fn key_hash(&self, key: &ServiceKey) -> u64 {
+        #[cfg(test)]
+        if self.colliding {
+            return 0;
+        }
+        self.hasher.hash_one(key)
+    }
+
+    /// An id for `key` (not interned; `hash` is its hash), reusing a free one when there is.
+    /// It is not live until committed.
+    fn intern(&mut self, key: &ServiceKey, hash: u64) -> UserId {
+        let id = match self.free_ids.pop() {
+            Some(id) => {
+                self.slots[id as usize].set_key(key);
+                id
+            }
+            None => {
+                let id = UserId::try_from(self.slots.len())
+                    .ok()
+                    .filter(|id| *id <= MAX_ID)
+                    .expect("fewer than 2^32 - 2 Services");
+                let mut slot = Slot {
+                    key: ServiceKey::new(String::new(), String::new()),
+                    namespace_len: SPILLED,
+                    name_len: 0,
+                    inline: [0; INLINE_KEY],
+                    hash,
+                    next: NO_ID,
+                    live: false,
+                    count: 0,
+                    ips: [IpAddr::from([0, 0, 0, 0]); 2],
+                    assignment: Assignment {
+                        pool: String::new(),
+                        ips: Vec::new(),
+                    },
+                    pool: usize::MAX,
+                    pools_version: u64::MAX,
+                    usage: None,
+                };
+                slot.set_key(key);
+                self.slots.push(slot);
+                id
+            }
+        };
+        let first = self.ids.entry(entry(hash)).or_insert(NO_ID);
+        let slot = &mut self.slots[id as usize];
+        slot.hash = hash;
+        slot.next = std::mem::replace(first, id);
+        id
+    }
+
+    /// Forgets `id` (not live): out of its hash chain and onto the free list.
+    fn free_id(&mut self, id: UserId) {
+        let Slot {
+            hash, next, live, ..
+        } = self.slots[id as usize];
+        debug_assert!(!live);
+        match self.ids.entry(entry(hash)) {
+            Entry::Occupied(mut first) if *first.get() == id => {
+                if next == NO_ID {
+                    first.remove();
+                } else {
+                    *first.get_mut() = next;
+                }
+            }
+            Entry::Occupied(first) => {
+                let mut before = *first.get();
+                while self.slots[before as usize].next != id {
+                    before = self.slots[before as usize].next;
+                    assert_ne!(before, NO_ID, "an interned id is in its hash chain");
+                }
+                self.slots[before as usize].next = next;
+            }
+            Entry::Vacant(_) => unreachable!("an interned id's hash is in the map"),
+        }
+        self.slots[id as usize].next = NO_ID;
+        self.free_ids.push(id);
+    }
+
+    /// Takes `id`'s addresses back (it stays interned, no longer live). Returns the addresses
+    /// that became free.
+    fn unhold(&mut self, id: UserId) -> Vec<IpAddr> {
+        let slot = &mut self.slots[id as usize];
+        if !slot.live {
+            return Vec::new();
+        }
+        slot.live = false;
+        self.assigned -= 1;
+        let (inline, count) = (slot.ips, slot.count);
+        let spilled;
+        let ips: &[IpAddr] = if count == SPILLED {
+            spilled = slot.assignment.ips.clone();
+            &spilled
+        } else {
+            &inline[..usize::from(count)]
+        };
         let mut freed = Vec::new();
-        for ip in assignment.ips {
-            let Some(users) = self.held.get_mut(&ip) else {
-                continue;
-            };
-            let Some(usage) = users.remove(key) else {
-                continue;
-            };
-            if !users.is_empty() {
+        for &ip in ips {
+            if self.held.remove(ip, id) != Removed::Last {
                 continue;
             }
-            self.held.remove(&ip);
-            if let Some(k) = usage.key
-                && let Some(ips) = self.by_key.get_mut(&k)
+            if let Some(k) = &self.slots[id as usize].usage().key
+                && let Some(ips) = self.by_key.get_mut(k)
             {
                 ips.remove(&ip);
                 if ips.is_empty() {
-                    self.by_key.remove(&k);
+                    self.by_key.remove(k);
                 }
             }
             if let Some(pool) = indexed_pool(&self.index, ip) {
-                self.pools.get_mut(pool).expect("indexed pool").unhold(ip);
+                self.pools[pool].unhold(ip);
+                if freed.capacity() == 0 {
+                    freed = Vec::with_capacity(ips.len());
+                }
                 freed.push(ip);
             }
         }
         freed
     }
 
-    /// Whether `current` may stay: the addresses of families still wanted, re-homed to the
-    /// valid pool that contains them. The error says why not.
+    /// Whether `current` may stay: the addresses of families still wanted, and the valid pool
+    /// that contains them. The error says why not.
     fn check_current(
         &self,
         key: &ServiceKey,
+        id: Option<UserId>,
         req: &Request,
         usage: &Usage,
         namespace_labels: &BTreeMap<String, String>,
         current: &Assignment,
-    ) -> Result<Assignment, String> {
-        let mut ips = Vec::new();
+    ) -> Result<(usize, Vec<IpAddr>), String> {
+        let mut ips = Vec::with_capacity(current.ips.len());
         for ip in &current.ips {
             let family = Family::of(*ip);
             if !req.families.contains(&family) {
@@ -380,73 +653,114 @@ impl Allocator {
                 join(&current.ips)
             ));
         };
-        let Some(pool) = self.pool_of(*first) else {
+        let Some(pool) = indexed_pool(&self.index, *first) else {
             return Err(format!("no IPAddressPool in use contains {first} any more"));
         };
-        if let Some(other) = ips.iter().find(|ip| self.pool_of(**ip) != Some(pool)) {
+        if let Some(other) = ips
+            .iter()
+            .find(|ip| indexed_pool(&self.index, **ip) != Some(pool))
+        {
             return Err(format!(
                 "{other} and {first} are no longer in the same pool"
             ));
         }
-        let pool = &self.pools[pool];
-        pool.may_serve(req, &key.namespace, namespace_labels, true)
-            .map_err(|why| format!("pool {} {why}", pool.name()))?;
+        let p = &self.pools[pool];
+        p.may_serve(req, &key.namespace, namespace_labels, true)
+            .map_err(|why| format!("pool {} {why}", p.name()))?;
         for ip in &ips {
-            if let Some(users) = self.held.get(ip) {
-                sharing::may_join(users, key, usage).map_err(|(holder, conflict)| {
+            self.may_join(*ip, id, usage)
+                .map_err(|(holder, conflict)| {
                     format!("{ip} is also used by {holder} and {conflict}")
                 })?;
-            }
         }
-        Ok(Assignment {
-            pool: pool.name().to_string(),
-            ips,
-        })
+        Ok((pool, ips))
+    }
+
+    /// Whether Service `who` (with `usage`) may use `ip` along with its users; the error names
+    /// the first other user in key order that is in conflict.
+    fn may_join(
+        &self,
+        ip: IpAddr,
+        who: Option<UserId>,
+        usage: &Usage,
+    ) -> Result<(), (ServiceKey, Conflict)> {
+        sharing::may_join(
+            self.held
+                .users(ip)
+                .iter()
+                .filter(|id| Some(**id) != who)
+                .map(|id| {
+                    let slot = &self.slots[*id as usize];
+                    (&slot.key, slot.usage())
+                }),
+            usage,
+        )
+    }
+
+    /// Whether the pool at `p` may serve `req` for new addresses.
+    fn serves(
+        &self,
+        p: usize,
+        key: &ServiceKey,
+        req: &Request,
+        namespace_labels: &BTreeMap<String, String>,
+    ) -> Result<(), RuledOut> {
+        self.pools[p].may_serve(req, &key.namespace, namespace_labels, false)
     }
 
     fn allocate_fresh(
         &self,
         key: &ServiceKey,
+        id: Option<UserId>,
         req: &Request,
         usage: &Usage,
         namespace_labels: &BTreeMap<String, String>,
-    ) -> Result<Assignment, AllocationError> {
+    ) -> Result<(usize, Vec<IpAddr>), AllocationError> {
         if self.pools.is_empty() && req.pool.is_none() {
             return Err(AllocationError::NoPools);
         }
         if let Some(named) = &req.pool
-            && !self.pools.contains_key(named)
+            && !self.names.contains_key(named)
         {
             return Err(AllocationError::PoolNotFound {
                 name: named.clone(),
                 problem: self.problems.get(named).cloned(),
-                known: self.order.clone(),
+                known: self.pools().map(|p| p.name().to_string()).collect(),
             });
         }
         if let Some(ip) = req.requested.iter().find(|ip| self.pool_of(**ip).is_none()) {
             return Err(AllocationError::NotInAnyPool(*ip));
         }
-        let mut ruled_out = Vec::new();
-        let mut candidates = Vec::new();
-        for pool in self.pools() {
-            match pool.may_serve(req, &key.namespace, namespace_labels, false) {
-                Ok(()) => candidates.push(pool),
-                Err(RuledOut::NotNamed(_)) | Err(RuledOut::LacksRequested(_)) => {}
-                Err(why) => ruled_out.push((pool.name().to_string(), why)),
-            }
-        }
-        if candidates.is_empty() {
+        // Candidates are the pools that may serve, in rank order; they are checked as the
+        // passes reach them (no list on the common path, where the first one serves).
+        let candidate = |p: &usize| self.serves(*p, key, req, namespace_labels).is_ok();
+        let Some(first) = self.order.iter().position(candidate) else {
+            let ruled_out = self
+                .order
+                .iter()
+                .filter_map(|p| match self.serves(*p, key, req, namespace_labels) {
+                    Ok(()) | Err(RuledOut::NotNamed(_)) | Err(RuledOut::LacksRequested(_)) => None,
+                    Err(why) => Some((self.pools[*p].name().to_string(), why)),
+                })
+                .collect();
             return Err(AllocationError::NoPoolMatches(ruled_out));
-        }
+        };
+        let candidates = || {
+            self.order[first..]
+                .iter()
+                .enumerate()
+                .filter(|(i, p)| *i == 0 || candidate(p))
+                .map(|(_, p)| *p)
+        };
         // PreferDualStack falls back to the primary family alone.
         let fallback = req.policy == FamilyPolicy::PreferDualStack && req.families.len() > 1;
         let passes: [&[Family]; 2] = [&req.families, &req.families[..1]];
         let mut conflict = None;
         for families in &passes[..if fallback { 2 } else { 1 }] {
-            'pools: for pool in &candidates {
-                let mut ips = Vec::new();
+            'pools: for p in candidates() {
+                let mut ips = Vec::with_capacity(families.len());
                 for family in families.iter() {
-                    match self.pick(pool, *family, key, req, usage) {
+                    match self.pick(p, *family, id, req, usage) {
                         Ok(Some(ip)) => ips.push(ip),
                         Ok(None) => continue 'pools,
                         Err(e) => {
@@ -455,10 +769,7 @@ impl Allocator {
                         }
                     }
                 }
-                return Ok(Assignment {
-                    pool: pool.name().to_string(),
-                    ips,
-                });
+                return Ok((p, ips));
             }
         }
         Err(match conflict {
@@ -473,34 +784,38 @@ impl Allocator {
             },
             None => AllocationError::Exhausted {
                 families: req.families.clone(),
-                considered: candidates
-                    .iter()
-                    .map(|p| Considered {
-                        pool: p.name().to_string(),
-                        free: req
-                            .families
-                            .iter()
-                            .map(|f| (*f, p.has_family(*f).then(|| p.available(*f))))
-                            .collect(),
+                considered: candidates()
+                    .map(|p| {
+                        let p = &self.pools[p];
+                        Considered {
+                            pool: p.name().to_string(),
+                            free: req
+                                .families
+                                .iter()
+                                .map(|f| (*f, p.has_family(*f).then(|| p.available(*f))))
+                                .collect(),
+                        }
                     })
                     .collect(),
             },
         })
     }
 
-    /// An address of `family` in `pool` for `key`: the requested one, one its sharing key
-    /// already holds there, or the lowest free one.
+    /// An address of `family` in the pool at `p` for Service `who`: the requested one, one its
+    /// sharing key already holds there, or the lowest free one.
     fn pick(
         &self,
-        pool: &Pool,
+        p: usize,
         family: Family,
-        key: &ServiceKey,
+        who: Option<UserId>,
         req: &Request,
         usage: &Usage,
     ) -> Result<Option<IpAddr>, PickError> {
+        let pool = &self.pools[p];
         if let Some(ip) = req.requested_of(family) {
-            if let Some(users) = self.held.get(&ip) {
-                return sharing::may_join(users, key, usage)
+            if self.held.is_held(ip) {
+                return self
+                    .may_join(ip, who, usage)
                     .map(|()| Some(ip))
                     .map_err(|(holder, c)| PickError::InUse(ip, holder, c));
             }
@@ -515,8 +830,8 @@ impl Allocator {
         {
             let joinable = ips.iter().find(|ip| {
                 Family::of(**ip) == family
-                    && self.pool_of(**ip) == Some(pool.name())
-                    && sharing::may_join(&self.held[*ip], key, usage).is_ok()
+                    && indexed_pool(&self.index, **ip) == Some(p)
+                    && self.may_join(**ip, who, usage).is_ok()
             });
             if let Some(ip) = joinable {
                 return Ok(Some(*ip));
@@ -525,34 +840,100 @@ impl Allocator {
         Ok(pool.lowest_free(family))
     }
 
-    fn commit(&mut self, key: &ServiceKey, usage: Usage, assignment: Assignment) {
-        self.release(key);
-        for ip in &assignment.ips {
-            if self.held.get(ip).is_none_or(Users::is_empty) {
-                if let Some(pool) = indexed_pool(&self.index, *ip) {
-                    self.pools.get_mut(pool).expect("indexed pool").hold(*ip);
-                }
-                if let Some(k) = &usage.key {
-                    self.by_key.entry(k.clone()).or_default().insert(*ip);
+    /// Makes `ips` from the pool at `pool` what `key` (slot `id` if interned, hash `hash`) holds,
+    /// with `usage`. Returns the assignment.
+    fn commit(
+        &mut self,
+        key: &ServiceKey,
+        hash: u64,
+        id: Option<UserId>,
+        usage: Usage,
+        pool: usize,
+        ips: Vec<IpAddr>,
+    ) -> Assignment {
+        let (id, holding) = match id {
+            Some(id) => {
+                let slot = &self.slots[id as usize];
+                // The same addresses under the same sharing key (a Service assigned again as
+                // it was): only its usage and the pool's name may have changed.
+                if slot.live && slot.assignment.ips == ips && slot.usage().key == usage.key {
+                    (id, false)
+                } else {
+                    self.unhold(id);
+                    (id, true)
                 }
             }
-            self.held
-                .entry(*ip)
-                .or_default()
-                .insert(key.clone(), usage.clone());
+            None => (self.intern(key, hash), true),
+        };
+        {
+            let slot = &mut self.slots[id as usize];
+            if usage.key.is_none() {
+                slot.usage = None;
+            } else if let Some(kept) = &mut slot.usage {
+                **kept = usage;
+            } else {
+                slot.usage = Some(Box::new(usage));
+            }
         }
-        self.services.insert(key.clone(), assignment);
+        for ip in ips.iter().filter(|_| holding) {
+            let slots = &self.slots;
+            if !self.held.add(*ip, id, |id| &slots[id as usize].key) {
+                continue;
+            }
+            if let Some(pool) = indexed_pool(&self.index, *ip) {
+                self.pools[pool].hold(*ip);
+            }
+            if let Some(k) = &self.slots[id as usize].usage().key {
+                self.by_key.entry(k.clone()).or_default().insert(*ip);
+            }
+        }
+        let name = self.pools[pool].name();
+        let slot = &mut self.slots[id as usize];
+        // The slot's pool name is often that of the same pool already: leave its memory alone.
+        if (slot.pool, slot.pools_version) != (pool, self.pools_version) {
+            slot.assignment.pool.clear();
+            slot.assignment.pool.push_str(name);
+            slot.pool = pool;
+            slot.pools_version = self.pools_version;
+        }
+        slot.assignment.ips.clone_from(&ips);
+        if !slot.live {
+            slot.live = true;
+            self.assigned += 1;
+        }
+        slot.count = match &ips[..] {
+            [] => 0,
+            [a] => {
+                slot.ips[0] = *a;
+                1
+            }
+            [a, b] => {
+                slot.ips = [*a, *b];
+                2
+            }
+            _ => SPILLED,
+        };
+        Assignment {
+            pool: name.to_string(),
+            ips,
+        }
     }
 }
 
+/// The entry of a key hash in `Allocator::ids`: its upper half (the map hashes it again, so
+/// the half it uses to place entries is not the half every entry of a chain shares).
+fn entry(hash: u64) -> u32 {
+    (hash >> 32) as u32
+}
+
 /// The pool whose indexed interval holds `ip`.
-fn indexed_pool(index: &[BTreeMap<u128, (u128, String)>; 2], ip: IpAddr) -> Option<&str> {
+fn indexed_pool(index: &[Vec<(u128, u128, usize)>; 2], ip: IpAddr) -> Option<usize> {
     let bits = to_u128(ip);
-    index[family_index(Family::of(ip))]
-        .range(..=bits)
-        .next_back()
-        .filter(|(_, (last, _))| *last >= bits)
-        .map(|(_, (_, pool))| pool.as_str())
+    let index = &index[family_index(Family::of(ip))];
+    index[..index.partition_point(|(first, ..)| *first <= bits)]
+        .last()
+        .filter(|(_, last, _)| *last >= bits)
+        .map(|(.., pool)| *pool)
 }
 
 /// A pool's ranges as disjoint, non-adjacent intervals per family.

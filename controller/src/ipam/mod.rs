@@ -3,12 +3,13 @@
 //! ```text
 //!  Service ──request::read_service──> Request ─┐
 //!  IPAddressPool ──PoolConfig::from_object─────┼──> Allocator::assign ──> Outcome | Failure
-//!  Namespace labels ───────────────────────────┘        (pool::Pool, free_space, sharing)
+//!  Namespace labels ───────────────────────────┘        (pool::Pool, free_space, held, sharing)
 //! ```
 
 pub mod allocator;
 pub mod error;
 pub mod free_space;
+pub mod held;
 pub mod pool;
 pub mod request;
 pub mod sharing;

@@ -17,12 +17,25 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// The sharing-relevant part of a request.
+    /// The sharing-relevant part of a request. Without a sharing key nothing else matters
+    /// (such a Service shares with nobody, [`compatible`]), so ports and backends are left out.
     pub fn of(req: &Request) -> Usage {
+        if req.sharing_key.is_none() {
+            return Usage::of_none();
+        }
         Usage {
             key: req.sharing_key.clone(),
             ports: req.ports.clone(),
             backends: req.backends.clone(),
+        }
+    }
+
+    /// The usage of a Service without a sharing key.
+    pub fn of_none() -> Usage {
+        Usage {
+            key: None,
+            ports: Vec::new(),
+            backends: Backends::Cluster,
         }
     }
 }
@@ -107,58 +120,13 @@ pub fn compatible(holder: &Usage, new: &Usage) -> Result<(), Conflict> {
     Ok(())
 }
 
-/// The users of one address, sorted by Service. Almost every address has one user, so a sorted
-/// vector (one small allocation) instead of a map (a node of eleven slots).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Users(Vec<(ServiceKey, Usage)>);
-
-impl Users {
-    /// `key`'s usage.
-    pub fn get(&self, key: &ServiceKey) -> Option<&Usage> {
-        self.position(key).ok().map(|i| &self.0[i].1)
-    }
-
-    /// Adds or replaces `key`'s usage.
-    pub fn insert(&mut self, key: ServiceKey, usage: Usage) {
-        match self.position(&key) {
-            Ok(i) => self.0[i].1 = usage,
-            Err(i) => self.0.insert(i, (key, usage)),
-        }
-    }
-
-    /// Removes `key`'s usage.
-    pub fn remove(&mut self, key: &ServiceKey) -> Option<Usage> {
-        self.position(key).ok().map(|i| self.0.remove(i).1)
-    }
-
-    /// Whether nobody uses the address.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The users, in order.
-    pub fn keys(&self) -> impl Iterator<Item = &ServiceKey> {
-        self.0.iter().map(|(k, _)| k)
-    }
-
-    /// Users and their usages, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&ServiceKey, &Usage)> {
-        self.0.iter().map(|(k, u)| (k, u))
-    }
-
-    fn position(&self, key: &ServiceKey) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| k.cmp(key))
-    }
-}
-
-/// Whether `new` (Service `who`) may join an address used by `users`; the error names the first
-/// user in conflict.
-pub fn may_join(
-    users: &Users,
-    who: &ServiceKey,
+/// Whether `new` may join an address used by `others` (its users other than the joining
+/// Service, in order); the error names the first user in conflict.
+pub fn may_join<'a>(
+    others: impl IntoIterator<Item = (&'a ServiceKey, &'a Usage)>,
     new: &Usage,
 ) -> Result<(), (ServiceKey, Conflict)> {
-    for (holder, usage) in users.iter().filter(|(k, _)| *k != who) {
+    for (holder, usage) in others {
         compatible(usage, new).map_err(|c| (holder.clone(), c))?;
     }
     Ok(())
@@ -234,17 +202,39 @@ mod tests {
     }
 
     #[test]
-    fn joining_checks_every_other_user_but_not_itself() {
-        let me = ServiceKey::new("ns", "me");
-        let other = ServiceKey::new("ns", "other");
-        let mut users = Users::default();
-        users.insert(me.clone(), usage(Some("k"), &[80], Backends::Cluster));
-        assert_eq!(
-            may_join(&users, &me, &usage(Some("k"), &[80], Backends::Cluster)),
-            Ok(())
-        );
-        users.insert(other.clone(), usage(Some("k"), &[443], Backends::Cluster));
-        let err = may_join(&users, &me, &usage(Some("k"), &[443], Backends::Cluster));
-        assert_eq!(err.unwrap_err().0, other);
+    fn joining_checks_every_other_user_in_order() {
+        let a = ServiceKey::new("ns", "a");
+        let b = ServiceKey::new("ns", "b");
+        let new = usage(Some("k"), &[443], Backends::Cluster);
+        let fine = usage(Some("k"), &[80], Backends::Cluster);
+        let clash = usage(Some("k"), &[443], Backends::Cluster);
+        assert_eq!(may_join([(&a, &fine)], &new), Ok(()));
+        let err = may_join([(&a, &fine), (&b, &clash)], &new).unwrap_err();
+        assert_eq!(err.0, b);
+        let err = may_join([(&a, &clash), (&b, &clash)], &new).unwrap_err();
+        assert_eq!(err.0, a);
+    }
+
+    #[test]
+    fn usage_without_a_key_leaves_out_ports_and_backends() {
+        let req = Request {
+            families: vec![],
+            policy: super::super::request::FamilyPolicy::SingleStack,
+            requested: vec![],
+            pool: None,
+            sharing_key: None,
+            ports: vec![Port {
+                port: 80,
+                protocol: "TCP".into(),
+            }],
+            backends: Backends::Local(BTreeMap::new()),
+            labels: BTreeMap::new(),
+        };
+        assert_eq!(Usage::of(&req), Usage::of_none());
+        let keyed = Request {
+            sharing_key: Some("k".into()),
+            ..req
+        };
+        assert_eq!(Usage::of(&keyed).ports.len(), 1);
     }
 }
