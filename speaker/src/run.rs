@@ -95,6 +95,7 @@ pub async fn run(
     // without changing the snapshot, and need no new plan.
     let mut last_input: Option<(Snapshot, BTreeSet<String>)> = None;
     let mut force = false;
+    let mut last_wanted = BTreeMap::new();
     let mut links_changed = announcer.links_changed();
     loop {
         let view = live.borrow_and_update().clone();
@@ -145,9 +146,12 @@ pub async fn run(
                     .map(|(_, i)| announcer.interface_names(i))
                     .unwrap_or_default()
             });
-            writer.update(wanted, &sources.services);
+            last_wanted = wanted;
             last_input = Some(input);
         }
+        // Every time, not only after a new plan: a Service whose condition another speaker
+        // overwrote (while this one was cut off) changes nothing in the plan, yet needs a write.
+        writer.update(last_wanted.clone(), &sources.services);
 
         tokio::select! {
             r = changes.changed() => {

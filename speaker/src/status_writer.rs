@@ -1,6 +1,9 @@
 //! Writes the conditions [`crate::report`] wants, with an Event each, off the announcing path.
-//! At most [`IN_FLIGHT`] writes run at once; a key already written with the same content (or
-//! whose Service already shows it) is skipped, so steady state makes no API calls.
+//! At most [`IN_FLIGHT`] writes run at once. A Service that shows the wanted condition is left
+//! alone, and so is one written with the same content whose cached object has not changed since
+//! (the watch has not caught up yet); steady state makes no API calls. Once the cached object
+//! changes, the cache decides again: if another speaker overwrote the condition meanwhile (say,
+//! while this node was cut off and someone stood in), it is written again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -29,7 +32,8 @@ pub struct StatusWriter {
     node: String,
     metrics: Metrics,
     permits: Arc<Semaphore>,
-    written: HashMap<ServiceKey, Wanted>,
+    /// What was written, and the Service's resourceVersion in the cache when it was.
+    written: HashMap<ServiceKey, (Wanted, Option<String>)>,
     failed_tx: mpsc::UnboundedSender<ServiceKey>,
     failed_rx: mpsc::UnboundedReceiver<ServiceKey>,
 }
@@ -64,20 +68,22 @@ impl StatusWriter {
     pub fn update(&mut self, wanted: BTreeMap<ServiceKey, Wanted>, services: &Store<Service>) {
         self.written.retain(|k, _| wanted.contains_key(k));
         for (key, want) in wanted {
-            if self.written.get(&key) == Some(&want) {
-                continue;
-            }
             let Some((namespace, name)) = key.split_once('/') else {
                 continue;
             };
             let Some(svc) = services.get(&ObjectRef::new(name).within(namespace)) else {
                 continue;
             };
+            let version = svc.resource_version();
             if report::shows(&svc, &want) {
-                self.written.insert(key, want);
+                self.written.insert(key, (want, version));
                 continue;
             }
-            self.written.insert(key.clone(), want.clone());
+            if self.written.get(&key) == Some(&(want.clone(), version.clone())) {
+                // Written, and the cache has not seen any change of the Service since.
+                continue;
+            }
+            self.written.insert(key.clone(), (want.clone(), version));
             let job = Job {
                 client: self.client.clone(),
                 node: self.node.clone(),

@@ -223,6 +223,9 @@ async fn failover_after_link_cut_and_back() -> Result<()> {
     })?;
     let replies = rig.arping(vip, 3)?;
     assert_eq!(replies, vec![owner_mac.clone(); 3]);
+    // The stand-in overwrote the condition meanwhile; the owner, which never stopped owning the
+    // address in its own view, notices and says it announces again.
+    assert_eq!(rig.wait_announcer("web", Some(&next)).await?, owner);
     Ok(())
 }
 
