@@ -16,6 +16,7 @@ mod table;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -60,20 +61,22 @@ impl Config {
     }
 }
 
-/// One interface being answered on.
+/// How long a responder thread blocks before it checks whether it should stop.
+const RESPONDER_POLL: Duration = Duration::from_millis(200);
+
+/// One interface being answered on, by two responder threads (ARP, IPv6) that stop when this is
+/// dropped.
 #[derive(Debug)]
 struct LinkIo {
     link: Link,
     /// Sends every frame (ARP and IPv6 alike: a packet socket sends frames as they are).
     arp: Arc<PacketSocket>,
-    tasks: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Drop for LinkIo {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -186,10 +189,7 @@ impl Announcer {
                 }
             }
             for (ip, interfaces) in desired {
-                let generation = self
-                    .shared
-                    .generation
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let generation = self.shared.generation.fetch_add(1, Ordering::Relaxed);
                 match owned.get_mut(*ip) {
                     Some(entry) if entry.interfaces == *interfaces => continue,
                     Some(entry) => {
@@ -458,26 +458,32 @@ impl Shared {
             link.index,
             Protocol::Arp,
             filter::ARP_REQUESTS,
+            RESPONDER_POLL,
         )?);
         let ipv6 = Arc::new(PacketSocket::open(
             link.index,
             Protocol::Ipv6,
             filter::NEIGHBOR_SOLICITATIONS,
+            RESPONDER_POLL,
         )?);
-        let tasks = vec![
-            tokio::spawn(responder(self.clone(), link.clone(), arp.clone())),
-            tokio::spawn(responder(self.clone(), link.clone(), ipv6.clone())),
-        ];
-        Ok(LinkIo { link, arp, tasks })
+        let stop = Arc::new(AtomicBool::new(false));
+        for (socket, what) in [(arp.clone(), "arp"), (ipv6, "ndp")] {
+            let (shared, link, stop) = (self.clone(), link.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name(format!("{what}-{}", link.name))
+                .spawn(move || responder(&shared, &link, &socket, &stop))?;
+        }
+        Ok(LinkIo { link, arp, stop })
     }
 }
 
-/// Answers every request arriving on `socket` (one interface, one protocol).
-async fn responder(shared: Arc<Shared>, link: Link, socket: Arc<PacketSocket>) {
+/// Answers every request arriving on `socket` (one interface, one protocol) until `stop`.
+fn responder(shared: &Shared, link: &Link, socket: &PacketSocket, stop: &AtomicBool) {
     let mut buf = vec![0u8; 2048];
-    loop {
-        let n = match socket.recv(&mut buf).await {
-            Ok(n) => n,
+    while !stop.load(Ordering::Relaxed) {
+        let n = match socket.recv(&mut buf) {
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
             Err(e) => {
                 warn!(interface = %link.name, error = %e, "receiving failed; stopped answering here");
                 return;

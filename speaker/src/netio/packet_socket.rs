@@ -1,11 +1,14 @@
-//! `AF_PACKET` raw sockets bound to one interface, filtered in the kernel, async on tokio.
+//! `AF_PACKET` raw sockets bound to one interface, filtered in the kernel.
+//!
+//! Blocking, for a dedicated responder thread: the kernel wakes the thread blocked in `recv`
+//! directly, one hop fewer than epoll plus an async runtime's wake-up, which is most of what a
+//! userspace answer costs over the kernel's own ARP reply. A receive timeout lets the thread
+//! notice when it should stop.
 
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
+use std::time::Duration;
 
 use super::check;
 use crate::wire::filter::SockFilter;
@@ -31,20 +34,25 @@ impl Protocol {
 /// A raw socket on one interface. Frames sent by this host are not looped back to it.
 #[derive(Debug)]
 pub struct PacketSocket {
-    fd: AsyncFd<OwnedFd>,
+    fd: OwnedFd,
     ifindex: u32,
 }
 
 impl PacketSocket {
-    /// Opens a socket for `protocol` on interface `ifindex` with `filter` attached. Needs
-    /// CAP_NET_RAW.
-    pub fn open(ifindex: u32, protocol: Protocol, filter: &[SockFilter]) -> io::Result<Self> {
+    /// Opens a socket for `protocol` on interface `ifindex` with `filter` attached; `recv`
+    /// gives up after `read_timeout`. Needs CAP_NET_RAW.
+    pub fn open(
+        ifindex: u32,
+        protocol: Protocol,
+        filter: &[SockFilter],
+        read_timeout: Duration,
+    ) -> io::Result<Self> {
         let proto_be = protocol.ethertype().to_be();
         // SAFETY: socket(2) with constant arguments; the result is checked and owned at once.
         let raw = check(unsafe {
             libc::socket(
                 libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
                 i32::from(proto_be),
             )
         })?;
@@ -67,13 +75,21 @@ impl PacketSocket {
         })?;
         // Frames that arrived between socket() and the filter/bind are unfiltered: drop them.
         drain(fd.as_raw_fd());
-        Ok(PacketSocket {
-            // SAFETY: `fd` is an open descriptor owned by the AsyncFd from here on, so it stays
-            // valid and the same for the AsyncFd's whole lifetime.
-            fd: unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-                .map_err(|e| e.into_parts().1)?,
-            ifindex,
-        })
+        let timeout = libc::timeval {
+            tv_sec: read_timeout.as_secs() as libc::time_t,
+            tv_usec: read_timeout.subsec_micros() as libc::suseconds_t,
+        };
+        // SAFETY: `timeout` is a valid timeval for the duration of the call.
+        check(unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                size_of::<libc::timeval>() as u32,
+            )
+        })?;
+        Ok(PacketSocket { fd, ifindex })
     }
 
     /// The interface this socket is bound to.
@@ -81,43 +97,42 @@ impl PacketSocket {
         self.ifindex
     }
 
-    /// Waits for one frame and copies it into `buf`; returns its length (truncated frames are
-    /// cut at `buf.len()`).
-    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Waits for one frame and copies it into `buf`: its length (frames longer than `buf` are
+    /// cut), or `None` when the read timeout passed first.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         loop {
-            let mut guard = self.fd.readable().await?;
-            match guard.try_io(|fd| {
-                // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
-                let n = unsafe {
-                    libc::recv(
-                        fd.as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        libc::MSG_TRUNC,
-                    )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok((n as usize).min(buf.len()))
-                }
-            }) {
-                Ok(result) => return result,
-                Err(_would_block) => continue,
+            // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_TRUNC,
+                )
+            };
+            if n >= 0 {
+                return Ok(Some((n as usize).min(buf.len())));
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EAGAIN) => return Ok(None),
+                Some(libc::EINTR) => continue,
+                _ => return Err(err),
             }
         }
     }
 
-    /// Sends one complete Ethernet frame out of the bound interface. The socket buffer is large
-    /// compared with the bursts we send, so a full buffer is reported rather than awaited.
+    /// Sends one complete Ethernet frame out of the bound interface, without blocking: the
+    /// socket buffer is large compared with the bursts we send, so a full buffer is reported
+    /// rather than awaited.
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
         // SAFETY: `frame` is valid for reads of `frame.len()` bytes.
         let n = unsafe {
             libc::send(
-                self.fd.get_ref().as_raw_fd(),
+                self.fd.as_raw_fd(),
                 frame.as_ptr().cast(),
                 frame.len(),
-                0,
+                libc::MSG_DONTWAIT,
             )
         };
         if n < 0 {
