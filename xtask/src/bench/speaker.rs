@@ -164,8 +164,15 @@ pub struct SpeakerFootprint {
     pub idle_cpu_s: f64,
     /// The same as a share of one CPU, %.
     pub idle_cpu_percent: f64,
-    /// API writes since the speaker started (all during start-up).
+    /// Context switches per second over the idle window, all threads (how often it wakes).
+    pub idle_wakeups_per_s: f64,
+    /// CPU seconds over the idle window per thread name (threads of one name summed).
+    pub idle_cpu_by_thread: BTreeMap<String, f64>,
+    /// API writes since the speaker started (failover trials included).
     pub api_writes_since_start: f64,
+    /// API writes from the first Service's create until settled (a condition and an Event per
+    /// owned Service is the expected count).
+    pub api_writes_creating: f64,
     /// API writes in the writes window.
     pub api_writes_in_window: f64,
     /// VmRSS after the ARP load, MiB.
@@ -183,7 +190,8 @@ pub struct Footprint {
     pub owned_total: f64,
     /// Services whose `ferrolb.io/Announced` condition is True.
     pub announced_services: usize,
-    /// Creating the Services until every speaker's writes were still for 5 s, s.
+    /// Creating the Services until every speaker's writes and every watched object were still for
+    /// 5 s, s.
     pub settle_s: f64,
     /// Per speaker.
     pub speakers: Vec<SpeakerFootprint>,
@@ -195,6 +203,11 @@ pub struct Footprint {
     pub api_writes_in_window: f64,
     /// The same per minute.
     pub api_writes_per_minute: f64,
+    /// Objects the speakers watch that changed during the writes window, by kind
+    /// (resourceVersion compared before and after): each change wakes every speaker.
+    pub window_object_changes: BTreeMap<String, usize>,
+    /// The controller's API writes during the writes window.
+    pub window_controller_writes: f64,
     /// Oddities seen while measuring.
     pub notes: Vec<String>,
 }
@@ -283,11 +296,16 @@ node kernel sees every broadcast in both runs). Ratio = speaker percentile / ker
 median over rounds. The achieved send rate is reported as measured: sender, 3 speakers, 3 node \
 kernels and the bridge share 2 CPUs.
 - **Footprint**: with one Service per owned address (pool 198.19.0.0/22, RFC 2544 \
-benchmarking space) and every speaker's API writes still for 5 s: owned addresses per speaker \
+benchmarking space), once every speaker's API writes and every object the speakers watch \
+(Services, EndpointSlices, Nodes, pools, L2Advertisements) have been still for 5 s \
+(kube-controller-manager needs about 50 s to write 1,000 EndpointSlices): owned addresses per speaker \
 (`ferrolb_speaker_owned_ips`), VmRSS/RssAnon/RssFile/VmHWM from /proc/<pid>/status, PSS from \
-/proc/<pid>/smaps_rollup; idle CPU = utime+stime over the idle window; API writes = the sum of \
+/proc/<pid>/smaps_rollup; idle CPU = utime+stime over the idle window (per thread name too), \
+wake-ups = context switches of all its threads per second; API writes = the sum of \
 `ferrolb_speaker_api_writes_total` over speakers and labels, difference over the writes window \
-(the idle window lies inside it). Goal: 0 writes in steady state.";
+(the idle window lies inside it; goal: 0). Over the same window the harness also counts the \
+controller's writes and the watched objects whose resourceVersion changed, so a busy speaker \
+can be told apart from a busy cluster.";
 
 /// Metric sample prefix of the speaker's API writes.
 const API_WRITES: &str = "ferrolb_speaker_api_writes_total";
@@ -489,6 +507,111 @@ fn speaker_writes(rig: &mut Rig, i: usize) -> Result<f64> {
     Ok(api_writes(&scrape(rig, i)?))
 }
 
+/// `Kind/namespace/name` -> resourceVersion of every object the speakers watch.
+async fn watched_versions(client: &kube::Client) -> Result<BTreeMap<String, String>> {
+    use ferrolb_crds::{IPAddressPool, L2Advertisement};
+    use k8s_openapi::api::core::v1::Node;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::ResourceExt;
+    fn put<K: kube::Resource>(out: &mut BTreeMap<String, String>, kind: &str, items: Vec<K>) {
+        for o in items {
+            let key = format!(
+                "{kind}/{}/{}",
+                o.meta().namespace.as_deref().unwrap_or(""),
+                o.meta().name.as_deref().unwrap_or("")
+            );
+            out.insert(key, o.resource_version().unwrap_or_default());
+        }
+    }
+    let lp = ListParams::default();
+    let mut out = BTreeMap::new();
+    put(
+        &mut out,
+        "Service",
+        kube::Api::<Service>::all(client.clone())
+            .list(&lp)
+            .await?
+            .items,
+    );
+    put(
+        &mut out,
+        "EndpointSlice",
+        kube::Api::<EndpointSlice>::all(client.clone())
+            .list(&lp)
+            .await?
+            .items,
+    );
+    put(
+        &mut out,
+        "Node",
+        kube::Api::<Node>::all(client.clone())
+            .list(&lp)
+            .await?
+            .items,
+    );
+    put(
+        &mut out,
+        "IPAddressPool",
+        kube::Api::<IPAddressPool>::all(client.clone())
+            .list(&lp)
+            .await?
+            .items,
+    );
+    put(
+        &mut out,
+        "L2Advertisement",
+        kube::Api::<L2Advertisement>::all(client.clone())
+            .list(&lp)
+            .await?
+            .items,
+    );
+    Ok(out)
+}
+
+/// Every API write the shared controller has made (`ferrolb_controller_writes_total`, summed).
+fn controller_writes() -> f64 {
+    let text = block_in_place(|| {
+        ferrolb_tests::scenario::controller()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("controller lock poisoned"))?
+            .metrics()
+    })
+    .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("ferrolb_controller_writes_total"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// CPU seconds per thread name and context switches of every thread of a process.
+#[derive(Debug, Default)]
+struct Threads {
+    cpu_s: BTreeMap<String, f64>,
+    switches: u64,
+}
+
+fn threads(pid: u32) -> Threads {
+    let mut t = Threads::default();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return t;
+    };
+    for task in tasks.filter_map(|e| e.ok()) {
+        let tid = task.file_name().to_string_lossy().to_string();
+        let dir = format!("/proc/{pid}/task/{tid}");
+        let name = std::fs::read_to_string(format!("{dir}/comm"))
+            .map(|n| n.trim().to_string())
+            .unwrap_or_default();
+        *t.cpu_s.entry(name).or_default() += procfs::cpu_seconds(&format!("{pid}/task/{tid}"));
+        let status = std::fs::read_to_string(format!("{dir}/status")).unwrap_or_default();
+        t.switches += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    t
+}
+
 /// `PSS` from /proc/<pid>/smaps_rollup, MiB (0 when unreadable).
 fn pss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
@@ -506,6 +629,9 @@ fn pss_mib(pid: u32) -> f64 {
 async fn measure_footprint(rig: &mut Rig, params: &Params) -> Result<(Footprint, Vec<Ipv4Addr>)> {
     rig.pool_and_advertisement("bench-load", &[LOAD_POOL], json!({}))
         .await?;
+    let writes_at_start: Vec<f64> = (0..NODES)
+        .map(|i| speaker_writes(rig, i))
+        .collect::<Result<_>>()?;
     let started = Instant::now();
     let names: Vec<String> = (0..params.ips).map(|i| format!("lb-{i:04}")).collect();
     let scenario = &rig.scenario;
@@ -554,8 +680,10 @@ async fn measure_footprint(rig: &mut Rig, params: &Params) -> Result<(Footprint,
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
 
-    // Settled: owned addresses add up and no speaker wrote anything for 5 s.
-    let mut last: Vec<f64> = Vec::new();
+    // Settled: owned addresses add up, no speaker wrote anything and no watched object changed
+    // for 5 s. kube-controller-manager creates the Services' EndpointSlices at its own pace
+    // (client QPS 20: about 50 s for 1,000), and every slice written wakes every speaker.
+    let mut last: Option<(Vec<f64>, BTreeMap<String, String>)> = None;
     let mut still_since = Instant::now();
     loop {
         let mut writes = Vec::new();
@@ -564,16 +692,20 @@ async fn measure_footprint(rig: &mut Rig, params: &Params) -> Result<(Footprint,
             writes.push(speaker_writes(rig, i)?);
             owned += metric(rig, i, "ferrolb_speaker_owned_ips")?;
         }
-        if writes != last || owned < params.ips as f64 {
-            last = writes;
+        let now = (writes, watched_versions(&rig.scenario.client).await?);
+        if last.as_ref() != Some(&now) || owned < params.ips as f64 {
+            last = Some(now);
             still_since = Instant::now();
         } else if still_since.elapsed() >= Duration::from_secs(5) {
             break;
         }
         if started.elapsed() > Duration::from_secs(420) {
-            bail!("the speakers did not settle within 420 s (owned {owned}, writes {last:?})");
+            bail!(
+                "the speakers and the objects they watch did not settle within 420 s (owned {owned}, writes {:?})",
+                last.map(|l| l.0)
+            );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
     }
     let settle_s = round3(started.elapsed().as_secs_f64());
     eprintln!("    settled after {settle_s} s; measuring idle CPU and API writes");
@@ -607,24 +739,55 @@ async fn measure_footprint(rig: &mut Rig, params: &Params) -> Result<(Footprint,
             api_writes_since_start: speaker_writes(rig, i)?,
             ..Default::default()
         });
+        let last = speakers.last_mut().expect("just pushed");
+        last.api_writes_creating = last.api_writes_since_start - writes_at_start[i];
     }
     let writes_before: Vec<f64> = speakers.iter().map(|s| s.api_writes_since_start).collect();
+    let objects_before = watched_versions(&rig.scenario.client).await?;
+    let controller_before = controller_writes();
     let window_started = Instant::now();
     let cpu_before: Vec<f64> = pids
         .iter()
         .map(|(_, pid)| procfs::cpu_seconds(&pid.to_string()))
         .collect();
+    let threads_before: Vec<Threads> = pids.iter().map(|(_, pid)| threads(*pid)).collect();
     tokio::time::sleep(Duration::from_secs_f64(params.idle_window_s)).await;
     let idle_s = window_started.elapsed().as_secs_f64();
-    for ((s, (_, pid)), before) in speakers.iter_mut().zip(&pids).zip(cpu_before) {
+    for (((s, (_, pid)), before), threads_before) in speakers
+        .iter_mut()
+        .zip(&pids)
+        .zip(cpu_before)
+        .zip(threads_before)
+    {
         s.idle_cpu_s = round3(procfs::cpu_seconds(&pid.to_string()) - before);
         s.idle_cpu_percent = round3(100.0 * s.idle_cpu_s / idle_s);
+        let after = threads(*pid);
+        s.idle_wakeups_per_s = round3((after.switches - threads_before.switches) as f64 / idle_s);
+        for (name, cpu) in after.cpu_s {
+            let used = cpu - threads_before.cpu_s.get(&name).copied().unwrap_or(0.0);
+            s.idle_cpu_by_thread.insert(name, round3(used));
+        }
     }
     let rest = params.writes_window_s - window_started.elapsed().as_secs_f64();
     if rest > 0.0 {
         tokio::time::sleep(Duration::from_secs_f64(rest)).await;
     }
     let writes_s = window_started.elapsed().as_secs_f64();
+    let objects_after = watched_versions(&rig.scenario.client).await?;
+    let window_controller_writes = controller_writes() - controller_before;
+    let mut window_object_changes: BTreeMap<String, usize> = BTreeMap::new();
+    for (key, version) in &objects_after {
+        if objects_before.get(key) != Some(version) {
+            let kind = key.split('/').next().unwrap_or("?").to_string();
+            *window_object_changes.entry(kind).or_default() += 1;
+        }
+    }
+    for key in objects_before.keys() {
+        if !objects_after.contains_key(key) {
+            let kind = key.split('/').next().unwrap_or("?").to_string();
+            *window_object_changes.entry(kind).or_default() += 1;
+        }
+    }
     let mut in_window = 0.0;
     for (i, s) in speakers.iter_mut().enumerate() {
         s.api_writes_in_window = speaker_writes(rig, i)? - writes_before[i];
@@ -640,6 +803,8 @@ async fn measure_footprint(rig: &mut Rig, params: &Params) -> Result<(Footprint,
         writes_window_s: round3(writes_s),
         api_writes_in_window: in_window,
         api_writes_per_minute: round3(in_window * 60.0 / writes_s),
+        window_object_changes,
+        window_controller_writes,
         notes,
     };
     Ok((footprint, ips))
@@ -840,6 +1005,26 @@ impl SpeakerSection {
         }
         if let Some(fp) = &self.footprint {
             notes.extend(fp.notes.iter().cloned());
+            let changed: usize = fp.window_object_changes.values().sum();
+            if changed > 0 {
+                notes.push(format!(
+                    "in steady state, {changed} watched objects changed within {} s ({:?}; the controller wrote {} times): every change wakes every speaker",
+                    fmt(fp.writes_window_s),
+                    fp.window_object_changes,
+                    fp.window_controller_writes
+                ));
+            }
+            for sp in &fp.speakers {
+                // A condition and an Event per owned Service; a few more for Services that
+                // changed owner while the others were created.
+                let expected = 2.0 * sp.owned_ips;
+                if sp.api_writes_creating > expected * 1.1 + 10.0 {
+                    notes.push(format!(
+                        "{} made {} API writes while the Services were created, for {} owned: expected about {expected} (a condition and an Event each)",
+                        sp.node, sp.api_writes_creating, sp.owned_ips
+                    ));
+                }
+            }
             if let Some(max) = fp.speakers.iter().map(|s| s.vm_rss_mib).reduce(f64::max) {
                 figures.push(figure(
                     &format!(
@@ -1053,14 +1238,21 @@ impl SpeakerSection {
             );
             let _ = writeln!(
                 s,
-                "| node | owned IPs | VmRSS MiB | RssAnon | RssFile | PSS MiB | VmHWM | idle CPU s / {} s | idle CPU % | API writes at start-up | API writes in {} s | VmRSS / VmHWM after ARP load |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+                "| node | owned IPs | VmRSS MiB | RssAnon | RssFile | PSS MiB | VmHWM | idle CPU s / {} s | idle CPU % | idle wake-ups/s | busiest threads (CPU s) | API writes creating the Services | API writes in {} s | VmRSS / VmHWM after ARP load |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
                 fmt(fp.idle_window_s),
                 fmt(fp.writes_window_s)
             );
             for sp in &fp.speakers {
+                let mut busiest: Vec<(&String, &f64)> = sp.idle_cpu_by_thread.iter().collect();
+                busiest.sort_by(|a, b| b.1.total_cmp(a.1));
+                let busiest: Vec<String> = busiest
+                    .iter()
+                    .take(3)
+                    .map(|(n, c)| format!("{n} {}", fmt(**c)))
+                    .collect();
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
                     sp.node,
                     sp.owned_ips,
                     fmt(sp.vm_rss_mib),
@@ -1070,18 +1262,31 @@ impl SpeakerSection {
                     fmt(sp.vm_hwm_mib),
                     fmt(sp.idle_cpu_s),
                     fmt(sp.idle_cpu_percent),
-                    sp.api_writes_since_start,
+                    fmt(sp.idle_wakeups_per_s),
+                    busiest.join(", "),
+                    sp.api_writes_creating,
                     sp.api_writes_in_window,
-                    fmt(sp.vm_rss_after_load_mib),
-                    fmt(sp.vm_hwm_after_load_mib),
+                    fmt(none_if_zero(sp.vm_rss_after_load_mib)),
+                    fmt(none_if_zero(sp.vm_hwm_after_load_mib)),
                 );
             }
+            let changes: Vec<String> = fp
+                .window_object_changes
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
             let _ = writeln!(
                 s,
-                "\nAPI writes in steady state: {} in {} s ({} per minute).",
+                "\nAPI writes in steady state: {} in {} s ({} per minute). Meanwhile the controller wrote {} times, and watched objects that changed: {}.",
                 fp.api_writes_in_window,
                 fmt(fp.writes_window_s),
-                fmt(fp.api_writes_per_minute)
+                fmt(fp.api_writes_per_minute),
+                fp.window_controller_writes,
+                if changes.is_empty() {
+                    "none".to_string()
+                } else {
+                    changes.join(", ")
+                }
             );
         }
         if let Some(arp) = &self.arp {
@@ -1141,6 +1346,11 @@ impl SpeakerSection {
         let _ = writeln!(s, "\n### Speaker definitions\n\n{}", self.definitions);
         s
     }
+}
+
+/// NaN (printed `-`) for a figure that was not measured.
+fn none_if_zero(x: f64) -> f64 {
+    if x == 0.0 { f64::NAN } else { x }
 }
 
 /// A number for humans: up to 3 decimals, no trailing zeros.
