@@ -1093,8 +1093,15 @@ impl SpeakerSection {
                 None,
             ));
             figures.push(figure(
-                "ARP reply p50 / p99, speakers",
+                "ARP reply p50, speakers",
                 m("speaker.p50_us"),
+                "µs",
+                "",
+                None,
+            ));
+            figures.push(figure(
+                "ARP reply p99, speakers",
+                m("speaker.p99_us"),
                 "µs",
                 "",
                 None,
@@ -1297,7 +1304,7 @@ impl SpeakerSection {
             );
             let _ = writeln!(
                 s,
-                "| round | responder | sent/s | timed | p50 | p90 | p99 | p99.9 | max | lost | duplicates | send lateness p99 | speaker CPU s |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+                "| round | responder | sent/s | timed | p50 | p90 | p99 | p99.9 | max | lost | duplicates | send lateness p99 | machine busy | speaker CPU s |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
             );
             for (i, r) in arp.rounds.iter().enumerate() {
                 for (who, run) in [("speakers", &r.speaker), ("node1 kernel", &r.kernel)] {
@@ -1308,7 +1315,7 @@ impl SpeakerSection {
                         .collect();
                     let _ = writeln!(
                         s,
-                        "| {} | {who} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                        "| {} | {who} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} % | {} |",
                         i + 1,
                         fmt(run.achieved_rate.round()),
                         run.rtt_us.count,
@@ -1320,6 +1327,7 @@ impl SpeakerSection {
                         run.lost,
                         run.duplicates,
                         fmt(run.send_lateness_p99_us),
+                        fmt((100.0 * run.machine_busy).round()),
                         if cpu.is_empty() {
                             "-".into()
                         } else {

@@ -70,6 +70,8 @@ pub struct LoadRun {
     pub speaker_cpu_s: BTreeMap<String, f64>,
     /// Wall time of the run, s.
     pub wall_s: f64,
+    /// Share of the machine's CPUs busy during the run (everything, other sessions included).
+    pub machine_busy: f64,
 }
 
 /// Runs the generator in the client namespace against `targets` and reads its JSON.
@@ -82,6 +84,7 @@ pub fn generate(
 ) -> Result<LoadRun> {
     let list: Vec<String> = targets.iter().map(Ipv4Addr::to_string).collect();
     let started = std::time::Instant::now();
+    let busy_before = procfs::machine_busy_seconds();
     let out = run(client
         .command(bin.to_str().context("generator path is not UTF-8")?)
         .args([
@@ -98,6 +101,9 @@ pub fn generate(
         ]))
     .context("running ferrolb-bench-arp in the client namespace")?;
     let wall_s = round3(started.elapsed().as_secs_f64());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let machine_busy =
+        round3((procfs::machine_busy_seconds() - busy_before) / wall_s.max(1e-3) / cores);
     let v: serde_json::Value = serde_json::from_str(out.trim())
         .with_context(|| format!("ferrolb-bench-arp printed no JSON: {out}"))?;
     let num =
@@ -135,6 +141,7 @@ pub fn generate(
         .unwrap_or_default(),
         speaker_cpu_s: BTreeMap::new(),
         wall_s,
+        machine_busy,
     };
     if run.rtt_us.count == 0 {
         run.rtt_us = Rtt::default();
