@@ -799,7 +799,10 @@ fn speaker_daemonset_runs_on_the_host_network_with_net_raw_only() {
     );
     assert_eq!(
         c["env"],
-        json!([{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}])
+        json!([
+            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "MALLOC_ARENA_MAX", "value": "2"},
+        ])
     );
 
     // CAP_NET_RAW and nothing else; no way to gain more; read-only root filesystem. uid 0 is
