@@ -329,6 +329,22 @@ impl Rig {
     pub fn metric(&mut self, i: usize, sample: &str) -> Result<f64> {
         Ok(self.speaker(i)?.metric(sample)?.unwrap_or(0.0))
     }
+
+    /// Requests of `protocol` (`arp` or `ndp`) that reached the responders of every node but
+    /// `owner` without being for an address that node announces: 0 while the kernel filters
+    /// narrow each socket to its owned addresses (the lab's own ARP and NDP for node addresses
+    /// would otherwise wake every speaker).
+    pub fn not_owned_requests_elsewhere(&mut self, owner: &str, protocol: &str) -> Result<f64> {
+        let sample = format!("ferrolb_speaker_requests_not_owned_total{{protocol=\"{protocol}\"}}");
+        let owner = self.index_of(owner)?;
+        let mut total = 0.0;
+        for i in 0..self.speakers.len() {
+            if i != owner && self.speakers[i].is_some() {
+                total += self.metric(i, &sample)?;
+            }
+        }
+        Ok(total)
+    }
 }
 
 /// A running packet capture.

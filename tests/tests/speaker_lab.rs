@@ -81,6 +81,9 @@ async fn ipv4_the_owner_alone_answers_and_serves() -> Result<()> {
             &format!("ferrolb_speaker_replies_sent_total{{ip=\"{vip}\"}}")
         )? >= 3.0
     );
+    // The other speakers' kernels dropped those requests (and the lab's ARP for node
+    // addresses): no responder of theirs woke for them.
+    assert_eq!(rig.not_owned_requests_elsewhere(&owner, "arp")?, 0.0);
     Ok(())
 }
 
@@ -181,6 +184,7 @@ async fn ipv6_one_advertisement_curl_and_unicast_nud() -> Result<()> {
             &format!("ferrolb_speaker_replies_sent_total{{ip=\"{v}\"}}")
         )? >= 2.0
     );
+    assert_eq!(rig.not_owned_requests_elsewhere(&owner, "ndp")?, 0.0);
     Ok(())
 }
 

@@ -2,8 +2,9 @@
 //! gratuitous announcements on takeover and periodically, and follows interface changes.
 //!
 //! ```text
-//!   apply(desired) ──> Owned table (RwLock) <── responder task per interface and protocol
+//!   apply(desired) ──> Owned table (RwLock) <── responder thread per interface and protocol
 //!        │                                        (recv -> respond() -> send)
+//!        ├─> kernel filter per socket: only requests for the addresses owned there wake it
 //!        └─> burst task per takeover (0, 250 ms, 1 s, 2 s), refresh task (every 20 s)
 //!   netlink event ──> rescan interfaces ──> start/stop responders, join groups, burst
 //! ```
@@ -30,7 +31,8 @@ use crate::netio::link_events::LinkEvents;
 use crate::netio::links::{self, Excludes, Link};
 use crate::netio::multicast::Groups;
 use crate::netio::packet_socket::{PacketSocket, Protocol};
-use crate::wire::{self, GratuitousKind, filter};
+use crate::wire::filter::{self, Program};
+use crate::wire::{self, GratuitousKind};
 
 pub use respond::{Response, respond};
 pub use table::{Owned, OwnedIp};
@@ -71,6 +73,9 @@ struct LinkIo {
     link: Link,
     /// Sends every frame (ARP and IPv6 alike: a packet socket sends frames as they are).
     arp: Arc<PacketSocket>,
+    ipv6: Arc<PacketSocket>,
+    /// The programs attached to `arp` and `ipv6` (`None`: the broad one `open_link` attached).
+    filters: Mutex<[Option<Program>; 2]>,
     stop: Arc<AtomicBool>,
 }
 
@@ -90,6 +95,9 @@ struct Shared {
     generation: std::sync::atomic::AtomicU64,
     /// Bumped whenever the set of interfaces answered on changes.
     links_changed: tokio::sync::watch::Sender<u64>,
+    /// Held while kernel filters are computed and attached, so a later state never loses to an
+    /// earlier one.
+    refreshing_filters: Mutex<()>,
 }
 
 /// A change of ownership [`Announcer::apply`] made.
@@ -134,6 +142,7 @@ impl Announcer {
             config,
             generation: Default::default(),
             links_changed: tokio::sync::watch::channel(0).0,
+            refreshing_filters: Mutex::new(()),
         });
         shared.rescan()?;
         let watcher = {
@@ -215,6 +224,9 @@ impl Announcer {
                 bursts.push((*ip, generation));
             }
             self.shared.metrics.owned_ips.set(owned.len() as i64);
+        }
+        if !changes.added.is_empty() || !changes.removed.is_empty() {
+            self.shared.refresh_filters();
         }
         for ip in &changes.removed {
             let labels = crate::metrics::IpLabels { ip: ip.to_string() };
@@ -384,15 +396,14 @@ impl Shared {
             .map(|l| (l.index, l))
             .collect();
         let mut added = Vec::new();
-        let mut removed = false;
+        let mut removed = Vec::new();
         {
             let mut current = self.links.write().unwrap_or_else(|e| e.into_inner());
             current.retain(|index, io| {
                 let keep = suitable.get(index) == Some(&io.link);
                 if !keep {
                     info!(interface = %io.link.name, "stopped answering on interface");
-                    self.lock_groups().forget_interface(*index);
-                    removed = true;
+                    removed.push(*index);
                 }
                 keep
             });
@@ -424,8 +435,15 @@ impl Shared {
                 warn!(error = %e, "cannot answer on interface");
             }
         }
-        if removed || !added.is_empty() {
+        // Groups lock after the links lock is released: join_groups takes them the other way.
+        for index in &removed {
+            self.lock_groups().forget_interface(*index);
+        }
+        if !removed.is_empty() || !added.is_empty() {
             self.links_changed.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        if !added.is_empty() {
+            self.refresh_filters();
         }
         // New (or returning) interfaces: join the groups of owned IPv6 addresses there and
         // announce everything owned on them.
@@ -467,13 +485,57 @@ impl Shared {
             RESPONDER_POLL,
         )?);
         let stop = Arc::new(AtomicBool::new(false));
-        for (socket, what) in [(arp.clone(), "arp"), (ipv6, "ndp")] {
+        for (socket, what) in [(arp.clone(), "arp"), (ipv6.clone(), "ndp")] {
             let (shared, link, stop) = (self.clone(), link.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("{what}-{}", link.name))
                 .spawn(move || responder(&shared, &link, &socket, &stop))?;
         }
-        Ok(LinkIo { link, arp, stop })
+        Ok(LinkIo {
+            link,
+            arp,
+            ipv6,
+            filters: Mutex::new([None, None]),
+            stop,
+        })
+    }
+
+    /// Narrows every socket's kernel filter to the addresses owned on its interface. Opened
+    /// sockets start with the broad filters (so a new interface misses nothing meanwhile).
+    /// A program that cannot be attached leaves the broad one in place: more wake-ups, the same
+    /// answers, since the responder checks every target itself.
+    fn refresh_filters(&self) {
+        let _serial = self
+            .refreshing_filters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let owned = self.read_owned();
+        for l in self.read_links().values() {
+            let (v4, v6) = owned.targets_on(&l.link.name);
+            let wanted = [
+                filter::arp_requests_for(v4),
+                filter::neighbor_solicitations_for(v6),
+            ];
+            let mut attached = l.filters.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, (socket, program)) in [&l.arp, &l.ipv6].into_iter().zip(wanted).enumerate() {
+                if attached[i].as_ref() == Some(&program) {
+                    continue;
+                }
+                if let Program::Broad(_) = program {
+                    debug!(interface = %l.link.name, "too many addresses for a targeted kernel filter; waking for every request");
+                }
+                match socket.set_filter(program.instructions()) {
+                    Ok(()) => attached[i] = Some(program),
+                    Err(e) => {
+                        warn!(interface = %l.link.name, error = %e, "narrowing the kernel filter failed; answering through the broad one");
+                        let broad = [filter::ARP_REQUESTS, filter::NEIGHBOR_SOLICITATIONS][i];
+                        if socket.set_filter(broad).is_ok() {
+                            attached[i] = Some(Program::Broad(broad));
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

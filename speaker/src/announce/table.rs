@@ -2,7 +2,7 @@
 //! request) and the announcer (written on ownership changes).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::SystemTime;
 
 use crate::eligibility::Interfaces;
@@ -36,6 +36,22 @@ impl Owned {
     /// The entry for `ip`.
     pub fn get(&self, ip: IpAddr) -> Option<&OwnedIp> {
         self.by_ip.get(&ip)
+    }
+
+    /// The owned addresses announced on interface `link`, by family: what its kernel filters
+    /// let through.
+    pub fn targets_on(&self, link: &str) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for (ip, entry) in &self.by_ip {
+            if !entry.interfaces.allows(link) {
+                continue;
+            }
+            match ip {
+                IpAddr::V4(a) => v4.push(*a),
+                IpAddr::V6(a) => v6.push(*a),
+            }
+        }
+        (v4, v6)
     }
 
     /// Every owned address.

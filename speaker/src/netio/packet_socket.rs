@@ -92,6 +92,12 @@ impl PacketSocket {
         Ok(PacketSocket { fd, ifindex })
     }
 
+    /// Replaces the socket's filter; the kernel swaps programs atomically, so every frame is
+    /// judged by the old or the new one.
+    pub fn set_filter(&self, filter: &[SockFilter]) -> io::Result<()> {
+        attach_filter(self.fd.as_raw_fd(), filter)
+    }
+
     /// The interface this socket is bound to.
     pub fn ifindex(&self) -> u32 {
         self.ifindex

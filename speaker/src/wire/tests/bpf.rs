@@ -2,13 +2,16 @@
 //! kernel's semantics: loads are big-endian, a load past the end of the packet returns 0 (drop).
 
 use super::super::filter::{
-    BPF_ABS, BPF_B, BPF_H, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, SockFilter,
+    BPF_ABS, BPF_B, BPF_H, BPF_JA, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W,
+    MAX_INSTRUCTIONS, SockFilter,
 };
 
 const LD_W_ABS: u16 = BPF_LD | BPF_W | BPF_ABS;
 const LD_H_ABS: u16 = BPF_LD | BPF_H | BPF_ABS;
 const LD_B_ABS: u16 = BPF_LD | BPF_B | BPF_ABS;
 const JEQ_K: u16 = BPF_JMP | BPF_JEQ | BPF_K;
+const JGE_K: u16 = BPF_JMP | BPF_JGE | BPF_K;
+const JA: u16 = BPF_JMP | BPF_JA;
 const RET_K: u16 = BPF_RET | BPF_K;
 
 /// Runs `program` over `packet` and returns the number of bytes to accept (0 = drop).
@@ -34,6 +37,8 @@ pub(super) fn run(program: &[SockFilter], packet: &[u8]) -> u32 {
                 acc = bytes.iter().fold(0, |a, b| (a << 8) | u32::from(*b));
             }
             JEQ_K => pc += usize::from(if acc == insn.k { insn.jt } else { insn.jf }),
+            JGE_K => pc += usize::from(if acc >= insn.k { insn.jt } else { insn.jf }),
+            JA => pc += insn.k as usize,
             RET_K => return insn.k,
             other => panic!("opcode {other:#06x} not supported by the test interpreter"),
         }
@@ -41,16 +46,21 @@ pub(super) fn run(program: &[SockFilter], packet: &[u8]) -> u32 {
 }
 
 /// The structural checks the kernel's `bpf_check_classic` makes that apply to these programs:
-/// non-empty, at most 4096 instructions, known opcodes, jumps inside the program, and the last
+/// non-empty, at most `BPF_MAXINSNS` instructions, known opcodes, jumps inside the program, and the last
 /// instruction a return (so execution cannot fall off the end).
 pub(super) fn check(program: &[SockFilter]) -> Result<(), String> {
-    if program.is_empty() || program.len() > 4096 {
+    if program.is_empty() || program.len() > MAX_INSTRUCTIONS {
         return Err(format!("length {}", program.len()));
     }
     for (pc, insn) in program.iter().enumerate() {
         match insn.code {
             LD_W_ABS | LD_H_ABS | LD_B_ABS | RET_K => {}
-            JEQ_K => {
+            JA => {
+                if pc + 1 + insn.k as usize >= program.len() {
+                    return Err(format!("instruction {pc} jumps past the end"));
+                }
+            }
+            JEQ_K | JGE_K => {
                 let furthest = pc + 1 + usize::from(insn.jt.max(insn.jf));
                 if furthest >= program.len() {
                     return Err(format!(

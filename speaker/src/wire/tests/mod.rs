@@ -12,6 +12,7 @@ mod filter;
 mod mac;
 mod ndp;
 mod robustness;
+mod targeted;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
