@@ -79,11 +79,15 @@ fn main() -> anyhow::Result<()> {
             std::io::stdout().lock().write_all(yaml.as_bytes())?;
             Ok(())
         }
-        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?
-            .block_on(run(args)),
+        Command::Run(args) => {
+            // Before the runtime's threads exist (the chart's MALLOC_ARENA_MAX did this before).
+            ferrolb_controller::memory::limit_arenas(2);
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(run(args))
+        }
     }
 }
 

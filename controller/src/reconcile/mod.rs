@@ -26,11 +26,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::http::HealthState;
 use crate::ipam::ServiceKey;
 use crate::lease::{LeaderElector, LeaseConfig};
+use crate::memory::TrimPolicy;
 use crate::metrics::Metrics;
 use state::State;
 use writer::Writer;
@@ -165,10 +166,12 @@ async fn lead(
     let mut failures: HashMap<ServiceKey, u32> = HashMap::new();
     let mut flush = tokio::time::interval(Duration::from_millis(250));
     let mut writes: JoinSet<writer::Finished> = JoinSet::new();
+    let mut trim = TrimPolicy::default();
     loop {
         tokio::select! {
             input = rx.recv() => {
                 let Some(input) = input else { anyhow::bail!("every watch stopped") };
+                trim.worked(1);
                 let started = Instant::now();
                 let now = Timestamp::now();
                 match input {
@@ -244,10 +247,16 @@ async fn lead(
                 metrics.observe_pools(state.allocator());
                 metrics.waiting.set(state.waiting() as i64);
                 metrics.assigned.set(state.allocator().assigned_count() as i64);
+                if trim.due(writer.idle() && rx.is_empty()) && crate::memory::release_free() {
+                    debug!("returned memory freed after a burst to the OS");
+                }
             }
             Some(done) = writes.join_next(), if !writes.is_empty() => {
                 match done {
-                    Ok(finished) => writer.finished(finished, &mut writes),
+                    Ok(finished) => {
+                        trim.worked(1);
+                        writer.finished(finished, &mut writes);
+                    }
                     Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                     Err(_) => {}
                 }

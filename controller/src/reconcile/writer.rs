@@ -109,6 +109,14 @@ impl Writer {
         self.pump(tasks);
     }
 
+    /// Nothing queued and nothing in flight.
+    pub fn idle(&self) -> bool {
+        self.status_queue.is_empty()
+            && self.event_queue.is_empty()
+            && self.status_in_flight == 0
+            && self.events_in_flight == 0
+    }
+
     /// A task finished: start the next queued one.
     pub fn finished(&mut self, what: Finished, tasks: &mut JoinSet<Finished>) {
         match what {

@@ -64,84 +64,49 @@ pub const ACCEPT: u32 = u32::MAX;
 /// Return value that drops the frame.
 pub const DROP: u32 = 0;
 
+/// One instruction.
+const fn insn(code: u16, jt: u8, jf: u8, k: u32) -> SockFilter {
+    SockFilter { code, jt, jf, k }
+}
+
 /// `A = packet[k..k+2]` (big-endian).
 const fn load_half(offset: u32) -> SockFilter {
-    SockFilter {
-        code: BPF_LD | BPF_H | BPF_ABS,
-        jt: 0,
-        jf: 0,
-        k: offset,
-    }
+    insn(BPF_LD | BPF_H | BPF_ABS, 0, 0, offset)
 }
 
 /// `A = packet[k]`.
 const fn load_byte(offset: u32) -> SockFilter {
-    SockFilter {
-        code: BPF_LD | BPF_B | BPF_ABS,
-        jt: 0,
-        jf: 0,
-        k: offset,
-    }
-}
-
-/// `if A == value { continue } else { skip jf instructions }`.
-const fn jump_unless_eq(value: u32, jf: u8) -> SockFilter {
-    SockFilter {
-        code: BPF_JMP | BPF_JEQ | BPF_K,
-        jt: 0,
-        jf,
-        k: value,
-    }
+    insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, offset)
 }
 
 /// `A = packet[k..k+4]` (big-endian).
 const fn load_word(offset: u32) -> SockFilter {
-    SockFilter {
-        code: BPF_LD | BPF_W | BPF_ABS,
-        jt: 0,
-        jf: 0,
-        k: offset,
-    }
+    insn(BPF_LD | BPF_W | BPF_ABS, 0, 0, offset)
+}
+
+/// `if A == value { continue } else { skip jf instructions }`.
+const fn jump_unless_eq(value: u32, jf: u8) -> SockFilter {
+    insn(BPF_JMP | BPF_JEQ | BPF_K, 0, jf, value)
 }
 
 /// `if A == value { skip jt instructions } else { continue }`.
 const fn jump_if_eq(value: u32, jt: u8) -> SockFilter {
-    SockFilter {
-        code: BPF_JMP | BPF_JEQ | BPF_K,
-        jt,
-        jf: 0,
-        k: value,
-    }
+    insn(BPF_JMP | BPF_JEQ | BPF_K, jt, 0, value)
 }
 
 /// `if A >= value { skip jt instructions } else { skip jf instructions }`.
 const fn jump_if_at_least(value: u32, jt: u8, jf: u8) -> SockFilter {
-    SockFilter {
-        code: BPF_JMP | BPF_JGE | BPF_K,
-        jt,
-        jf,
-        k: value,
-    }
+    insn(BPF_JMP | BPF_JGE | BPF_K, jt, jf, value)
 }
 
 /// `skip k instructions` (a 32-bit offset, where conditional jumps reach only 255).
 const fn jump_always(k: u32) -> SockFilter {
-    SockFilter {
-        code: BPF_JMP | BPF_JA,
-        jt: 0,
-        jf: 0,
-        k,
-    }
+    insn(BPF_JMP | BPF_JA, 0, 0, k)
 }
 
 /// `return value`.
 const fn ret(value: u32) -> SockFilter {
-    SockFilter {
-        code: BPF_RET | BPF_K,
-        jt: 0,
-        jf: 0,
-        k: value,
-    }
+    insn(BPF_RET | BPF_K, 0, 0, value)
 }
 
 /// Offset of the ethertype in an untagged Ethernet II frame.
