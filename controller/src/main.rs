@@ -80,8 +80,9 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            // Before the runtime's threads exist (the chart's MALLOC_ARENA_MAX did this before).
-            ferrolb_controller::memory::limit_arenas(2);
+            // Before the runtime's threads exist: one arena, so freed memory is in one place for
+            // malloc_trim (the controller allocates little per second; contention is negligible).
+            ferrolb_controller::memory::limit_arenas(1);
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

@@ -247,8 +247,11 @@ async fn lead(
                 metrics.observe_pools(state.allocator());
                 metrics.waiting.set(state.waiting() as i64);
                 metrics.assigned.set(state.allocator().assigned_count() as i64);
-                if trim.due(writer.idle() && rx.is_empty()) && crate::memory::release_free() {
-                    debug!("returned memory freed after a burst to the OS");
+                if trim.due(writer.idle() && rx.is_empty()) {
+                    writer.shrink_queues();
+                    if crate::memory::release_free() {
+                        debug!("returned memory freed after a burst to the OS");
+                    }
                 }
             }
             Some(done) = writes.join_next(), if !writes.is_empty() => {

@@ -117,6 +117,12 @@ impl Writer {
             && self.events_in_flight == 0
     }
 
+    /// Gives back the queues' capacity, which a burst grew to one entry per Service.
+    pub fn shrink_queues(&mut self) {
+        self.status_queue.shrink_to_fit();
+        self.event_queue.shrink_to_fit();
+    }
+
     /// A task finished: start the next queued one.
     pub fn finished(&mut self, what: Finished, tasks: &mut JoinSet<Finished>) {
         match what {
