@@ -58,6 +58,22 @@ impl ControlPlane {
     /// apiserver reports ready (and the controller manager has created the default
     /// ServiceAccount).
     pub fn start(opts: &Options) -> Result<ControlPlane> {
+        // Ports are picked free and bound later by etcd and kube-apiserver: another process can
+        // take one in between. That, and only that, is worth another try on new ports.
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(opts) {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
+                    eprintln!("control plane: a picked port was taken meanwhile ({e:#}); retrying");
+                    let _ = std::fs::remove_dir_all(opts.dir.join("etcd"));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once(opts: &Options) -> Result<ControlPlane> {
         lab::ensure_bridge()?;
         let dir = opts.dir.clone();
         std::fs::create_dir_all(&dir)?;
