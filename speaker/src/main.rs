@@ -55,6 +55,11 @@ struct RunArgs {
     /// Interval of the periodic gratuitous re-announcement.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     refresh_interval: Duration,
+    /// Most responder threads per interface and protocol. Up to this, one per CPU, each pinned
+    /// to its CPU and handed the requests that CPU receives (PACKET_FANOUT_CPU), so answering
+    /// needs no wake-up of another CPU. 1: a single unpinned thread.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    responder_threads: u16,
     /// Handle Services with this spec.loadBalancerClass (default: only Services without one).
     #[arg(long)]
     lb_class: Option<String>,
@@ -118,6 +123,7 @@ async fn start(args: RunArgs) -> anyhow::Result<()> {
 
     let mut announce = announce::Config::new(Excludes::parse(&args.exclude_interfaces));
     announce.refresh = args.refresh_interval;
+    announce.responder_threads = usize::from(args.responder_threads);
     let config = Config {
         node: args.node_name,
         lb_class: args.lb_class,

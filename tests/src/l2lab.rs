@@ -134,6 +134,11 @@ impl Rig {
             .with_context(|| format!("the speaker of node{} is not running", i + 1))
     }
 
+    /// The rig's directory (logs, credentials).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// Node index of `name` (`node2` -> 1).
     pub fn index_of(&self, name: &str) -> Result<usize> {
         self.lab

@@ -90,6 +90,47 @@ async fn unprivileged_speaker_holds_only_cap_net_raw_in_its_node_namespace() {
     .unwrap();
     assert_eq!(netns.trim(), "node1");
 
+    // Responder threads: per protocol on eth0, one per CPU (up to 16), each pinned to its own
+    // CPU without any privilege for it; a single unpinned one on a one-CPU machine.
+    let cpus = std::thread::available_parallelism().unwrap().get().min(16);
+    let mut responders: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| {
+            let tid = t.ok()?.file_name().into_string().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+            let comm = comm.trim().to_string();
+            let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+            let allowed = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+                .trim()
+                .to_string();
+            (comm.starts_with("arp") || comm.starts_with("ndp")).then_some((comm, allowed))
+        })
+        .collect();
+    responders.sort();
+    let mut expected: Vec<(String, String)> = Vec::new();
+    let all = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Cpus_allowed_list:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap();
+    for what in ["arp", "ndp"] {
+        for i in 0..cpus {
+            let pin = if cpus == 1 {
+                all.clone()
+            } else {
+                i.to_string()
+            };
+            expected.push((format!("{what}{i}-eth0"), pin));
+        }
+    }
+    expected.sort();
+    assert_eq!(responders, expected);
+
     // Probes and metrics over the bridge.
     assert!(speaker.ready());
     let metrics = speaker.metrics().unwrap();

@@ -2,8 +2,8 @@
 //! gratuitous announcements on takeover and periodically, and follows interface changes.
 //!
 //! ```text
-//!   apply(desired) ──> Owned table (RwLock) <── responder thread per interface and protocol
-//!        │                                        (recv -> respond() -> send)
+//!   apply(desired) ──> Owned table (RwLock) <── responder threads per interface and protocol
+//!        │                                        (one per CPU, fanout; recv -> respond() -> send)
 //!        ├─> kernel filter per socket: only requests for the addresses owned there wake it
 //!        └─> burst task per takeover (0, 250 ms, 1 s, 2 s), refresh task (every 20 s)
 //!   netlink event ──> rescan interfaces ──> start/stop responders, join groups, burst
@@ -11,7 +11,9 @@
 //! The VIP is never added to an interface: answering in userspace avoids duplicate address
 //! detection fights and leaves nothing behind after a crash.
 
+mod layout;
 mod respond;
+mod responders;
 mod table;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -26,7 +28,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::eligibility::Interfaces;
-use crate::metrics::{DropLabels, Metrics, ProtocolLabels};
+use crate::metrics::Metrics;
+use crate::netio::cpus;
 use crate::netio::link_events::LinkEvents;
 use crate::netio::links::{self, Excludes, Link};
 use crate::netio::multicast::Groups;
@@ -34,6 +37,7 @@ use crate::netio::packet_socket::{PacketSocket, Protocol};
 use crate::wire::filter::{self, Program};
 use crate::wire::{self, GratuitousKind};
 
+pub use layout::Layout;
 pub use respond::{Response, respond};
 pub use table::{Owned, OwnedIp};
 
@@ -46,6 +50,8 @@ pub struct Config {
     pub burst: Vec<Duration>,
     /// Interval of the periodic re-announcement (keeps switch MAC tables and caches fresh).
     pub refresh: Duration,
+    /// Most responder threads per interface and protocol (one per CPU up to this).
+    pub responder_threads: usize,
 }
 
 impl Config {
@@ -59,6 +65,7 @@ impl Config {
                 .map(Duration::from_millis)
                 .collect(),
             refresh: Duration::from_secs(20),
+            responder_threads: 16,
         }
     }
 }
@@ -66,15 +73,17 @@ impl Config {
 /// How long a responder thread blocks before it checks whether it should stop.
 const RESPONDER_POLL: Duration = Duration::from_millis(200);
 
-/// One interface being answered on, by two responder threads (ARP, IPv6) that stop when this is
-/// dropped.
+/// One interface being answered on, by responder threads (per protocol, one per fanout member)
+/// that stop when this is dropped.
 #[derive(Debug)]
 struct LinkIo {
     link: Link,
-    /// Sends every frame (ARP and IPv6 alike: a packet socket sends frames as they are).
-    arp: Arc<PacketSocket>,
-    ipv6: Arc<PacketSocket>,
-    /// The programs attached to `arp` and `ipv6` (`None`: the broad one `open_link` attached).
+    /// The ARP group's members; the first sends announcements (ARP and IPv6 alike: a packet
+    /// socket sends frames as they are).
+    arp: Vec<Arc<PacketSocket>>,
+    ipv6: Vec<Arc<PacketSocket>>,
+    /// The programs attached to every member of `arp` and `ipv6` (`None`: the broad one
+    /// `open_link` attached).
     filters: Mutex<[Option<Program>; 2]>,
     stop: Arc<AtomicBool>,
 }
@@ -98,6 +107,8 @@ struct Shared {
     /// Held while kernel filters are computed and attached, so a later state never loses to an
     /// earlier one.
     refreshing_filters: Mutex<()>,
+    /// Responder threads per interface and protocol, and their CPUs.
+    layout: Layout,
 }
 
 /// A change of ownership [`Announcer::apply`] made.
@@ -134,6 +145,14 @@ impl Announcer {
     /// Fails when no raw socket can be opened (the speaker needs CAP_NET_RAW).
     pub async fn start(config: Config, metrics: Metrics) -> io::Result<Announcer> {
         let events = LinkEvents::open()?;
+        let layout = match cpus::allowed() {
+            Ok(allowed) => Layout::new(&allowed, config.responder_threads),
+            Err(e) => {
+                warn!(error = %e, "cannot read the CPU affinity; one responder thread per interface and protocol");
+                Layout::single()
+            }
+        };
+        debug!(members = layout.members(), cpus = ?layout.cpus, "responder threads per interface and protocol");
         let shared = Arc::new(Shared {
             owned: RwLock::new(Owned::default()),
             links: RwLock::new(BTreeMap::new()),
@@ -143,6 +162,7 @@ impl Announcer {
             generation: Default::default(),
             links_changed: tokio::sync::watch::channel(0).0,
             refreshing_filters: Mutex::new(()),
+            layout,
         });
         shared.rescan()?;
         let watcher = {
@@ -368,7 +388,7 @@ impl Shared {
                 IpAddr::V6(v6) => vec![wire::unsolicited_advertisement(l.link.mac, v6)],
             };
             for frame in frames {
-                match l.arp.send(&frame) {
+                match l.arp[0].send(&frame) {
                     Ok(()) => {
                         counters.gratuitous.inc();
                     }
@@ -472,24 +492,22 @@ impl Shared {
     }
 
     fn open_link(self: &Arc<Self>, link: Link) -> io::Result<LinkIo> {
-        let arp = Arc::new(PacketSocket::open(
-            link.index,
-            Protocol::Arp,
-            filter::ARP_REQUESTS,
-            RESPONDER_POLL,
-        )?);
-        let ipv6 = Arc::new(PacketSocket::open(
-            link.index,
+        let (arp, arp_layout) =
+            responders::open_group(&link, Protocol::Arp, filter::ARP_REQUESTS, &self.layout)?;
+        let (ipv6, ipv6_layout) = responders::open_group(
+            &link,
             Protocol::Ipv6,
             filter::NEIGHBOR_SOLICITATIONS,
-            RESPONDER_POLL,
-        )?);
+            &self.layout,
+        )?;
         let stop = Arc::new(AtomicBool::new(false));
-        for (socket, what) in [(arp.clone(), "arp"), (ipv6.clone(), "ndp")] {
-            let (shared, link, stop) = (self.clone(), link.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name(format!("{what}-{}", link.name))
-                .spawn(move || responder(&shared, &link, &socket, &stop))?;
+        // If a spawn fails, dropping `stop`'s owner (the LinkIo below is never built) would not
+        // stop the threads already started: stop them explicitly.
+        let started = responders::spawn(self, &link, "arp", &arp, &arp_layout, &stop)
+            .and_then(|()| responders::spawn(self, &link, "ndp", &ipv6, &ipv6_layout, &stop));
+        if let Err(e) = started {
+            stop.store(true, Ordering::Relaxed);
+            return Err(e);
         }
         Ok(LinkIo {
             link,
@@ -517,82 +535,29 @@ impl Shared {
                 filter::neighbor_solicitations_for(v6),
             ];
             let mut attached = l.filters.lock().unwrap_or_else(|e| e.into_inner());
-            for (i, (socket, program)) in [&l.arp, &l.ipv6].into_iter().zip(wanted).enumerate() {
+            for (i, (group, program)) in [&l.arp, &l.ipv6].into_iter().zip(wanted).enumerate() {
                 if attached[i].as_ref() == Some(&program) {
                     continue;
                 }
                 if let Program::Broad(_) = program {
                     debug!(interface = %l.link.name, "too many addresses for a targeted kernel filter; waking for every request");
                 }
-                match socket.set_filter(program.instructions()) {
+                let set = group
+                    .iter()
+                    .try_for_each(|socket| socket.set_filter(program.instructions()));
+                match set {
                     Ok(()) => attached[i] = Some(program),
                     Err(e) => {
                         warn!(interface = %l.link.name, error = %e, "narrowing the kernel filter failed; answering through the broad one");
                         let broad = [filter::ARP_REQUESTS, filter::NEIGHBOR_SOLICITATIONS][i];
-                        if socket.set_filter(broad).is_ok() {
+                        if group.iter().all(|socket| socket.set_filter(broad).is_ok()) {
                             attached[i] = Some(Program::Broad(broad));
+                        } else {
+                            // Mixed programs: the next refresh must attach again.
+                            attached[i] = None;
                         }
                     }
                 }
-            }
-        }
-    }
-}
-
-/// Answers every request arriving on `socket` (one interface, one protocol) until `stop`.
-fn responder(shared: &Shared, link: &Link, socket: &PacketSocket, stop: &AtomicBool) {
-    let mut buf = vec![0u8; 2048];
-    while !stop.load(Ordering::Relaxed) {
-        let n = match socket.recv(&mut buf) {
-            Ok(Some(n)) => n,
-            Ok(None) => continue,
-            Err(e) => {
-                warn!(interface = %link.name, error = %e, "receiving failed; stopped answering here");
-                return;
-            }
-        };
-        let (frame, counters) = {
-            let owned = shared.read_owned();
-            match respond(&buf[..n], &link.name, link.mac, &owned) {
-                Response::Reply { frame, owned, .. } => (frame, owned.counters.clone()),
-                Response::NotOwned(protocol) => {
-                    shared
-                        .metrics
-                        .not_owned
-                        .get_or_create(&ProtocolLabels { protocol })
-                        .inc();
-                    continue;
-                }
-                Response::Conflict { ip, from, .. } => {
-                    shared
-                        .metrics
-                        .conflicts
-                        .get_or_create(&crate::metrics::IpLabels { ip: ip.to_string() })
-                        .inc();
-                    debug!(%ip, %from, interface = %link.name, "another host announces an address we own");
-                    continue;
-                }
-                Response::Own => continue,
-                Response::Invalid(e) => {
-                    shared
-                        .metrics
-                        .dropped
-                        .get_or_create(&DropLabels {
-                            reason: e.metric_label(),
-                        })
-                        .inc();
-                    continue;
-                }
-            }
-        };
-        counters.requests.inc();
-        match socket.send(&frame) {
-            Ok(()) => {
-                counters.replies.inc();
-            }
-            Err(e) => {
-                shared.metrics.send_errors.inc();
-                debug!(interface = %link.name, error = %e, "sending a reply failed");
             }
         }
     }

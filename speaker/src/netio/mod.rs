@@ -5,11 +5,13 @@
 //! - [`links`]: which interfaces exist and which are suitable for answering (sysfs, pure rules).
 //! - [`link_events`]: a netlink subscription that says when links or addresses change.
 //! - [`multicast`]: solicited-node group memberships for owned IPv6 addresses.
+//! - [`cpus`]: which CPUs the speaker may use, and pinning a responder thread to some of them.
 //!
 //! Everything here needs only `CAP_NET_RAW` (for `AF_PACKET`); netlink notifications, sysfs reads
-//! and IPv6 group joins need no privilege.
+//! IPv6 group joins and a thread's own CPU affinity need no privilege.
 #![allow(unsafe_code)]
 
+pub mod cpus;
 pub mod link_events;
 pub mod links;
 pub mod multicast;

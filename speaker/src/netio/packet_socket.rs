@@ -98,6 +98,38 @@ impl PacketSocket {
         attach_filter(self.fd.as_raw_fd(), filter)
     }
 
+    /// Joins a `PACKET_FANOUT_CPU` group: each frame goes to the member whose index is the
+    /// receiving CPU modulo the group's size, so a thread pinned to that CPU is woken where the
+    /// frame was handled instead of through an interrupt to another, idle CPU. `group: None`
+    /// creates a group with an id the kernel picks (unique in the network namespace) and
+    /// returns it, for the other members to join. Our own frames stay ignored (the group's
+    /// hook replaces this socket's, so the flag is given again; Linux 6.9).
+    pub fn join_fanout(&self, group: Option<u16>) -> io::Result<u16> {
+        let mut flags = PACKET_FANOUT_CPU | PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+        if group.is_none() {
+            flags |= PACKET_FANOUT_FLAG_UNIQUEID;
+        }
+        let arg = i32::from(group.unwrap_or(0)) | (flags << 16);
+        set_int(self.fd.as_raw_fd(), libc::SOL_PACKET, PACKET_FANOUT, arg)?;
+        if let Some(id) = group {
+            return Ok(id);
+        }
+        let mut value: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value` is valid for writes of `len` bytes for the duration of the call.
+        check(unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                PACKET_FANOUT,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        })?;
+        // The low 16 bits are the id; above them, type and flags.
+        Ok((value & 0xffff) as u16)
+    }
+
     /// The interface this socket is bound to.
     pub fn ifindex(&self) -> u32 {
         self.ifindex
@@ -157,6 +189,11 @@ impl PacketSocket {
 
 /// `PACKET_IGNORE_OUTGOING` (Linux 4.20): libc does not export it for every target.
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+/// `PACKET_FANOUT` and its mode and flags (linux/if_packet.h).
+const PACKET_FANOUT: libc::c_int = 18;
+const PACKET_FANOUT_CPU: libc::c_int = 2;
+const PACKET_FANOUT_FLAG_UNIQUEID: libc::c_int = 0x2000;
+const PACKET_FANOUT_FLAG_IGNORE_OUTGOING: libc::c_int = 0x4000;
 
 fn attach_filter(fd: RawFd, filter: &[SockFilter]) -> io::Result<()> {
     let mut program: Vec<libc::sock_filter> = filter

@@ -212,11 +212,16 @@ pub struct Footprint {
     pub notes: Vec<String>,
 }
 
-/// One round of the ARP figure: speakers, then the kernel.
+/// One round of the ARP figure: speakers, the reference responder sleeping and spinning, then
+/// the kernel.
 #[derive(Clone, Debug, Serialize)]
 pub struct ArpRound {
     /// Against the owned addresses.
     pub speaker: arp_load::LoadRun,
+    /// Against the minimal responder on node1, blocking between requests.
+    pub reference: arp_load::LoadRun,
+    /// Against the minimal responder on node1, polling on a whole CPU.
+    pub reference_spin: arp_load::LoadRun,
     /// Against the address node1's kernel owns.
     pub kernel: arp_load::LoadRun,
 }
@@ -294,7 +299,12 @@ sends go out at once; their lateness is reported). The baseline is the same run 
 eth0 (`198.19.4.1/32`), which node1's kernel answers; speakers keep running (every speaker and \
 node kernel sees every broadcast in both runs). Ratio = speaker percentile / kernel percentile, \
 median over rounds. The achieved send rate is reported as measured: sender, 3 speakers, 3 node \
-kernels and the bridge share 2 CPUs.
+kernels and the bridge share 2 CPUs. Context for the ratio, each round: the same run against \
+`ferrolb-bench-arp respond` on node1 answering for as many addresses from 198.19.8.0 (one \
+thread, one socket, receive -> set lookup -> send, nothing else): *sleeping* blocks in recv \
+between requests like the speaker, *spinning* polls without sleeping on a whole CPU. Their \
+ratios show what any userspace responder pays on this machine for being woken, and what is \
+left without the wake-up.
 - **Footprint**: with one Service per owned address (pool 198.19.0.0/22, RFC 2544 \
 benchmarking space), once every speaker's API writes and every object the speakers watch \
 (Services, EndpointSlices, Nodes, pools, L2Advertisements) have been still for 5 s \
@@ -847,6 +857,37 @@ async fn measure_arp(
                 &pids,
             )
         })?;
+        let reference_targets = arp_load::reference_addresses(targets.len());
+        let mut references = Vec::new();
+        for spin in [false, true] {
+            quiesce(Duration::from_secs(30)).await;
+            eprintln!(
+                "    reference responder on node1 ({}): {} addresses from {}",
+                if spin { "spinning" } else { "sleeping" },
+                reference_targets.len(),
+                arp_load::REFERENCE_FIRST_IP
+            );
+            let log = rig
+                .dir()
+                .join(format!("reference-responder-{round}-{spin}.log"));
+            let reference = arp_load::Reference {
+                node: &node1,
+                spin,
+                log: &log,
+            };
+            references.push(block_in_place(|| {
+                arp_load::against_reference(
+                    &client,
+                    &bins.arp,
+                    &reference_targets,
+                    params.arp_rate,
+                    duration,
+                    reference,
+                )
+            })?);
+        }
+        let reference_spin = references.pop().context("spinning reference run")?;
+        let reference = references.pop().context("sleeping reference run")?;
         quiesce(Duration::from_secs(30)).await;
         eprintln!(
             "    kernel baseline: {} on node1",
@@ -856,15 +897,24 @@ async fn measure_arp(
             arp_load::against_kernel(&client, &node1, &bins.arp, params.arp_rate, duration)
         })?;
         eprintln!(
-            "    speakers p50/p99 {}/{} µs at {}/s; kernel {}/{} µs at {}/s",
+            "    p50/p99 µs: speakers {}/{} at {}/s; reference sleeping {}/{}, spinning {}/{}; kernel {}/{} at {}/s",
             speaker.rtt_us.p50,
             speaker.rtt_us.p99,
             speaker.achieved_rate.round(),
+            reference.rtt_us.p50,
+            reference.rtt_us.p99,
+            reference_spin.rtt_us.p50,
+            reference_spin.rtt_us.p99,
             kernel.rtt_us.p50,
             kernel.rtt_us.p99,
             kernel.achieved_rate.round()
         );
-        summary.rounds.push(ArpRound { speaker, kernel });
+        summary.rounds.push(ArpRound {
+            speaker,
+            reference,
+            reference_spin,
+            kernel,
+        });
     }
     let med = |f: &dyn Fn(&ArpRound) -> f64| {
         round3(median(&summary.rounds.iter().map(f).collect::<Vec<_>>()))
@@ -899,6 +949,24 @@ async fn measure_arp(
         "ratio.p99".into(),
         med(&|r| r.speaker.rtt_us.p99 / r.kernel.rtt_us.p99),
     );
+    for (name, pick) in [
+        (
+            "reference",
+            (|r: &ArpRound| &r.reference) as fn(&ArpRound) -> &arp_load::LoadRun,
+        ),
+        ("reference_spin", |r: &ArpRound| &r.reference_spin),
+    ] {
+        m.insert(format!("{name}.p50_us"), med(&|r| pick(r).rtt_us.p50));
+        m.insert(format!("{name}.p99_us"), med(&|r| pick(r).rtt_us.p99));
+        m.insert(
+            format!("{name}.ratio.p50"),
+            med(&|r| pick(r).rtt_us.p50 / r.kernel.rtt_us.p50),
+        );
+        m.insert(
+            format!("{name}.ratio.p99"),
+            med(&|r| pick(r).rtt_us.p99 / r.kernel.rtt_us.p99),
+        );
+    }
     m.insert(
         "speaker_cpu_s_total".into(),
         med(&|r| r.speaker.speaker_cpu_s.values().sum()),
@@ -1088,6 +1156,20 @@ impl SpeakerSection {
                     arp.ips, arp.rate
                 ),
                 m("ratio.p99"),
+                "x",
+                "",
+                None,
+            ));
+            figures.push(figure(
+                "ARP reply p50, reference responder sleeping / kernel (floor for a responder that sleeps)",
+                m("reference.ratio.p50"),
+                "x",
+                "",
+                None,
+            ));
+            figures.push(figure(
+                "ARP reply p50, reference responder spinning / kernel (no wake-up; a whole CPU)",
+                m("reference_spin.ratio.p50"),
                 "x",
                 "",
                 None,
@@ -1307,7 +1389,12 @@ impl SpeakerSection {
                 "| round | responder | sent/s | timed | p50 | p90 | p99 | p99.9 | max | lost | duplicates | send lateness p99 | machine busy | speaker CPU s |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
             );
             for (i, r) in arp.rounds.iter().enumerate() {
-                for (who, run) in [("speakers", &r.speaker), ("node1 kernel", &r.kernel)] {
+                for (who, run) in [
+                    ("speakers", &r.speaker),
+                    ("reference, sleeping", &r.reference),
+                    ("reference, spinning", &r.reference_spin),
+                    ("node1 kernel", &r.kernel),
+                ] {
                     let cpu: Vec<String> = run
                         .speaker_cpu_s
                         .iter()
@@ -1349,6 +1436,18 @@ impl SpeakerSection {
                 m("ratio.p50"),
                 m("ratio.p90"),
                 m("ratio.p99"),
+            );
+            let _ = writeln!(
+                s,
+                "Reference responder (the least a userspace responder does per request): sleeping p50 / p99 {} / {} µs, ratio {} x / {} x; spinning {} / {} µs, ratio {} x / {} x.",
+                m("reference.p50_us"),
+                m("reference.p99_us"),
+                m("reference.ratio.p50"),
+                m("reference.ratio.p99"),
+                m("reference_spin.p50_us"),
+                m("reference_spin.p99_us"),
+                m("reference_spin.ratio.p50"),
+                m("reference_spin.ratio.p99"),
             );
         }
         let _ = writeln!(s, "\n### Speaker definitions\n\n{}", self.definitions);

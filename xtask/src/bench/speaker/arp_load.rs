@@ -6,6 +6,8 @@
 //!  client ns: ferrolb-bench-arp --targets <owned IPs> --rate R   ──> speakers (userspace)
 //!  client ns: ferrolb-bench-arp --targets <KERNEL_BASELINE_IP> --rate R ──> node1's kernel
 //!             (address added to node1:eth0 for the run, removed after)
+//!  client ns: ferrolb-bench-arp --targets <reference IPs> --rate R
+//!             ──> `ferrolb-bench-arp respond [--spin]` in node1 (minimal userspace responder)
 //! ```
 
 use std::collections::BTreeMap;
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ferrolb_tests::Host;
-use ferrolb_tests::process::run;
+use ferrolb_tests::process::{Supervised, run, wait_for};
 use serde::Serialize;
 
 use super::super::procfs::{self, round3};
@@ -199,4 +201,72 @@ pub fn against_kernel(
     let run = result?;
     removed.with_context(|| format!("removing {cidr} from {}'s eth0", node.name))?;
     Ok(run)
+}
+
+/// The first address the reference responder answers for (RFC 2544 space, outside the Services'
+/// pool and [`KERNEL_BASELINE_IP`]); it takes as many consecutive ones as the speakers own.
+pub const REFERENCE_FIRST_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 8, 0);
+
+/// `n` consecutive addresses from [`REFERENCE_FIRST_IP`].
+pub fn reference_addresses(n: usize) -> Vec<Ipv4Addr> {
+    (0..n as u32)
+        .map(|i| Ipv4Addr::from(u32::from(REFERENCE_FIRST_IP) + i))
+        .collect()
+}
+
+/// Where and how the reference responder runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Reference<'a> {
+    /// The node whose eth0 it answers on.
+    pub node: &'a Host,
+    /// Poll without sleeping (a whole CPU) instead of blocking between requests.
+    pub spin: bool,
+    /// Its output.
+    pub log: &'a Path,
+}
+
+/// Runs the generator against `ferrolb-bench-arp respond` answering for `targets`.
+pub fn against_reference(
+    client: &Host,
+    bin: &Path,
+    targets: &[Ipv4Addr],
+    rate: u32,
+    duration: Duration,
+    reference: Reference<'_>,
+) -> Result<LoadRun> {
+    let Reference { node, spin, log } = reference;
+    let (Some(first), Some(last)) = (targets.first(), targets.last()) else {
+        bail!("the reference responder needs at least one address");
+    };
+    let mut cmd = node.command(bin.to_str().context("responder path is not UTF-8")?);
+    // It stops by itself well after the generator (1 s warm-up, 0.5 s drain) if not killed.
+    let lifetime = duration.as_secs_f64() + 10.0;
+    cmd.args([
+        "respond",
+        "--interface",
+        "eth0",
+        "--addresses",
+        &format!("{first}-{last}"),
+        "--duration-s",
+        &format!("{lifetime:.3}"),
+    ]);
+    if spin {
+        cmd.arg("--spin");
+    }
+    let mut responder = Supervised::spawn("reference responder", cmd, log)?;
+    wait_for(
+        "the reference responder to listen",
+        Duration::from_secs(10),
+        || {
+            responder.check_running(log)?;
+            Ok(std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l == "ready")
+                .then_some(()))
+        },
+    )?;
+    let result = generate(client, bin, targets, rate, duration);
+    responder.kill();
+    result
 }
