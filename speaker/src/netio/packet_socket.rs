@@ -103,7 +103,8 @@ impl PacketSocket {
     /// frame was handled instead of through an interrupt to another, idle CPU. `group: None`
     /// creates a group with an id the kernel picks (unique in the network namespace) and
     /// returns it, for the other members to join. Our own frames stay ignored (the group's
-    /// hook replaces this socket's, so the flag is given again; Linux 6.9).
+    /// hook replaces this socket's, so the flag is given again; Linux 6.9; older kernels may
+    /// loop them back, and the responder drops them as its own).
     pub fn join_fanout(&self, group: Option<u16>) -> io::Result<u16> {
         let mut flags = PACKET_FANOUT_CPU | PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
         if group.is_none() {
