@@ -417,6 +417,16 @@ impl Shared {
             .collect();
         let mut added = Vec::new();
         let mut removed = Vec::new();
+        // New sockets start with the targeted filters of what is owned now (taken before the
+        // links lock: refresh_filters takes owned, then links). A change meanwhile is caught by
+        // the refresh below.
+        let programs: HashMap<u32, [Program; 2]> = {
+            let owned = self.read_owned();
+            suitable
+                .values()
+                .map(|l| (l.index, wanted_filters(&owned, &l.name)))
+                .collect()
+        };
         {
             let mut current = self.links.write().unwrap_or_else(|e| e.into_inner());
             current.retain(|index, io| {
@@ -432,7 +442,10 @@ impl Shared {
                 if current.contains_key(&index) {
                     continue;
                 }
-                match self.open_link(link.clone()) {
+                let Some(programs) = programs.get(&index).cloned() else {
+                    continue;
+                };
+                match self.open_link(link.clone(), programs) {
                     Ok(io) => {
                         info!(interface = %link.name, mac = %link.mac, "answering on interface");
                         current.insert(index, Arc::new(io));
@@ -491,13 +504,18 @@ impl Shared {
         Ok(())
     }
 
-    fn open_link(self: &Arc<Self>, link: Link) -> io::Result<LinkIo> {
-        let (arp, arp_layout) =
-            responders::open_group(&link, Protocol::Arp, filter::ARP_REQUESTS, &self.layout)?;
+    fn open_link(self: &Arc<Self>, link: Link, programs: [Program; 2]) -> io::Result<LinkIo> {
+        let [arp_program, ipv6_program] = programs;
+        let (arp, arp_layout) = responders::open_group(
+            &link,
+            Protocol::Arp,
+            arp_program.instructions(),
+            &self.layout,
+        )?;
         let (ipv6, ipv6_layout) = responders::open_group(
             &link,
             Protocol::Ipv6,
-            filter::NEIGHBOR_SOLICITATIONS,
+            ipv6_program.instructions(),
             &self.layout,
         )?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -513,13 +531,13 @@ impl Shared {
             link,
             arp,
             ipv6,
-            filters: Mutex::new([None, None]),
+            filters: Mutex::new([Some(arp_program), Some(ipv6_program)]),
             stop,
         })
     }
 
     /// Narrows every socket's kernel filter to the addresses owned on its interface. Opened
-    /// sockets start with the broad filters (so a new interface misses nothing meanwhile).
+    /// sockets start with the filters of what was owned when they opened.
     /// A program that cannot be attached leaves the broad one in place: more wake-ups, the same
     /// answers, since the responder checks every target itself.
     fn refresh_filters(&self) {
@@ -529,11 +547,7 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner());
         let owned = self.read_owned();
         for l in self.read_links().values() {
-            let (v4, v6) = owned.targets_on(&l.link.name);
-            let wanted = [
-                filter::arp_requests_for(v4),
-                filter::neighbor_solicitations_for(v6),
-            ];
+            let wanted = wanted_filters(&owned, &l.link.name);
             let mut attached = l.filters.lock().unwrap_or_else(|e| e.into_inner());
             for (i, (group, program)) in [&l.arp, &l.ipv6].into_iter().zip(wanted).enumerate() {
                 if attached[i].as_ref() == Some(&program) {
@@ -561,4 +575,13 @@ impl Shared {
             }
         }
     }
+}
+
+/// The kernel filters for `link`'s ARP and IPv6 sockets: requests for what is owned there.
+fn wanted_filters(owned: &Owned, link: &str) -> [Program; 2] {
+    let (v4, v6) = owned.targets_on(link);
+    [
+        filter::arp_requests_for(v4),
+        filter::neighbor_solicitations_for(v6),
+    ]
 }

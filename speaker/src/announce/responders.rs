@@ -24,19 +24,19 @@ use crate::wire::filter::SockFilter;
 /// Stack of a responder thread: it holds a 2 KiB frame buffer and calls nothing deep.
 const STACK: usize = 256 * 1024;
 
-/// Opens `protocol`'s sockets on `link`, all with the `broad` filter: `layout.members()` of
+/// Opens `protocol`'s sockets on `link`, all with `filter` attached: `layout.members()` of
 /// them in one fanout group, or a single socket when the kernel refuses the group (the threads
 /// then run unpinned). Returns the sockets and the layout actually used.
 pub fn open_group(
     link: &Link,
     protocol: Protocol,
-    broad: &[SockFilter],
+    filter: &[SockFilter],
     layout: &Layout,
 ) -> io::Result<(Vec<Arc<PacketSocket>>, Layout)> {
     let first = Arc::new(PacketSocket::open(
         link.index,
         protocol,
-        broad,
+        filter,
         RESPONDER_POLL,
     )?);
     if layout.members() == 1 {
@@ -46,7 +46,7 @@ pub fn open_group(
         let id = first.join_fanout(None)?;
         let mut members = vec![first.clone()];
         for _ in 1..layout.members() {
-            let s = PacketSocket::open(link.index, protocol, broad, RESPONDER_POLL)?;
+            let s = PacketSocket::open(link.index, protocol, filter, RESPONDER_POLL)?;
             s.join_fanout(Some(id))?;
             members.push(Arc::new(s));
         }
@@ -60,7 +60,7 @@ pub fn open_group(
             let single = Arc::new(PacketSocket::open(
                 link.index,
                 protocol,
-                broad,
+                filter,
                 RESPONDER_POLL,
             )?);
             Ok((vec![single], Layout::single()))
