@@ -37,7 +37,7 @@ use crate::netio::packet_socket::{PacketSocket, Protocol};
 use crate::wire::filter::{self, Program};
 use crate::wire::{self, GratuitousKind};
 
-pub use layout::Layout;
+use layout::Layout;
 pub use respond::{Response, respond};
 pub use table::{Owned, OwnedIp};
 
@@ -82,8 +82,8 @@ struct LinkIo {
     /// socket sends frames as they are).
     arp: Vec<Arc<PacketSocket>>,
     ipv6: Vec<Arc<PacketSocket>>,
-    /// The programs attached to every member of `arp` and `ipv6` (`None`: the broad one
-    /// `open_link` attached).
+    /// The programs attached to every member of `arp` and `ipv6` (`None`: not known to be
+    /// the same on every member, so the next refresh attaches again).
     filters: Mutex<[Option<Program>; 2]>,
     stop: Arc<AtomicBool>,
 }
@@ -420,7 +420,7 @@ impl Shared {
         // New sockets start with the targeted filters of what is owned now (taken before the
         // links lock: refresh_filters takes owned, then links). A change meanwhile is caught by
         // the refresh below.
-        let programs: HashMap<u32, [Program; 2]> = {
+        let mut programs: HashMap<u32, [Program; 2]> = {
             let owned = self.read_owned();
             suitable
                 .values()
@@ -442,7 +442,7 @@ impl Shared {
                 if current.contains_key(&index) {
                     continue;
                 }
-                let Some(programs) = programs.get(&index).cloned() else {
+                let Some(programs) = programs.remove(&index) else {
                     continue;
                 };
                 match self.open_link(link.clone(), programs) {
@@ -519,8 +519,7 @@ impl Shared {
             &self.layout,
         )?;
         let stop = Arc::new(AtomicBool::new(false));
-        // If a spawn fails, dropping `stop`'s owner (the LinkIo below is never built) would not
-        // stop the threads already started: stop them explicitly.
+        // A failed spawn leaves no LinkIo whose drop would stop the threads already started.
         let started = responders::spawn(self, &link, "arp", &arp, &arp_layout, &stop)
             .and_then(|()| responders::spawn(self, &link, "ndp", &ipv6, &ipv6_layout, &stop));
         if let Err(e) = started {

@@ -33,12 +33,8 @@ pub fn open_group(
     filter: &[SockFilter],
     layout: &Layout,
 ) -> io::Result<(Vec<Arc<PacketSocket>>, Layout)> {
-    let first = Arc::new(PacketSocket::open(
-        link.index,
-        protocol,
-        filter,
-        RESPONDER_POLL,
-    )?);
+    let open = || PacketSocket::open(link.index, protocol, filter, RESPONDER_POLL).map(Arc::new);
+    let first = open()?;
     if layout.members() == 1 {
         return Ok((vec![first], layout.clone()));
     }
@@ -46,9 +42,9 @@ pub fn open_group(
         let id = first.join_fanout(None)?;
         let mut members = vec![first.clone()];
         for _ in 1..layout.members() {
-            let s = PacketSocket::open(link.index, protocol, filter, RESPONDER_POLL)?;
+            let s = open()?;
             s.join_fanout(Some(id))?;
-            members.push(Arc::new(s));
+            members.push(s);
         }
         Ok(members)
     };
@@ -57,13 +53,7 @@ pub fn open_group(
         Err(e) => {
             warn!(interface = %link.name, ?protocol, error = %e, "no fanout group (Linux 6.9 or later); one responder thread answers here");
             // `first` may have joined a group of its own making: start over with a fresh one.
-            let single = Arc::new(PacketSocket::open(
-                link.index,
-                protocol,
-                filter,
-                RESPONDER_POLL,
-            )?);
-            Ok((vec![single], Layout::single()))
+            Ok((vec![open()?], Layout::single()))
         }
     }
 }

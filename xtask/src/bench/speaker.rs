@@ -303,8 +303,8 @@ kernels and the bridge share 2 CPUs. Context for the ratio, each round: the same
 `ferrolb-bench-arp respond` on node1 answering for as many addresses from 198.19.8.0 (one \
 thread, one socket, receive -> set lookup -> send, nothing else): *sleeping* blocks in recv \
 between requests like the speaker, *spinning* polls without sleeping on a whole CPU. Their \
-ratios show what any userspace responder pays on this machine for being woken, and what is \
-left without the wake-up.
+ratios show what a plain userspace responder pays on this machine for being woken (on \
+whichever CPU the scheduler picks), and what is left without any wake-up.
 - **Footprint**: with one Service per owned address (pool 198.19.0.0/22, RFC 2544 \
 benchmarking space), once every speaker's API writes and every object the speakers watch \
 (Services, EndpointSlices, Nodes, pools, L2Advertisements) have been still for 5 s \
@@ -1161,7 +1161,7 @@ impl SpeakerSection {
                 None,
             ));
             figures.push(figure(
-                "ARP reply p50, reference responder sleeping / kernel (floor for a responder that sleeps)",
+                "ARP reply p50, reference responder sleeping / kernel (a plain responder that sleeps)",
                 m("reference.ratio.p50"),
                 "x",
                 "",

@@ -1,8 +1,8 @@
 //! `ferrolb-bench-arp respond`: the reference responder of the ARP figure. It does the least any
 //! userspace ARP responder can do per request (one receive, a set lookup, one send, one thread,
-//! no filter beyond the EtherType), so its latency next to the kernel's is the floor a userspace
-//! responder that sleeps between requests reaches on the machine measured, and the speakers'
-//! latency next to it is what the speaker's own code costs.
+//! no filter beyond the EtherType, no CPU pinning), so its latency next to the kernel's is what a
+//! plain userspace responder that sleeps between requests gets on the machine measured, and the
+//! speakers' latency next to it is what the speaker's own code costs or saves.
 //!
 //! ```text
 //! ferrolb-bench-arp respond --addresses 198.19.8.0-198.19.11.231 [--interface eth0]
