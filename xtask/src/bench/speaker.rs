@@ -294,7 +294,10 @@ trials: with 20 trials p99 is the slowest trial.
 requests at a fixed rate, round robin over the owned addresses, each request's sender address \
 one of 64 unused lab addresses (198.51.100.128/26) so that every reply names its request; round \
 trip = kernel receive timestamp of the reply (SO_TIMESTAMPNS) - CLOCK_REALTIME just before the \
-send. 1 s warm-up not timed. The sender thread runs SCHED_FIFO and keeps the schedule (late \
+send. 1 s warm-up not timed. The sender thread runs SCHED_IDLE, standing for a client on \
+another machine: a responder woken on its CPU runs as soon as the request's softirq ends, not \
+after the sender has armed its next sleep (until 2026-12-02 it ran SCHED_FIFO, which added \
+about 10 µs to every userspace reply and nothing to the kernel's). It keeps the schedule (late \
 sends go out at once; their lateness is reported). The baseline is the same run against one address added to node1's \
 eth0 (`198.19.4.1/32`), which node1's kernel answers; speakers keep running (every speaker and \
 node kernel sees every broadcast in both runs). Ratio = speaker percentile / kernel percentile, \

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! ferrolb-bench-arp --interface eth0 --targets 198.19.0.0-198.19.3.231 --rate 10000 \
-//!     --duration-s 10 [--warmup-s 1] [--slots 198.51.100.128/26] [--drain-ms 500]
+//!     --duration-s 10 [--warmup-s 1] [--slots 198.51.100.128/26] [--drain-ms 500] \
+//!     [--sender-policy idle|fifo]
 //!
 //!  sender thread ── raw frame, broadcast ──> lab0 ──> speakers (or a node's kernel)
 //!     paced by the monotonic clock; CLOCK_REALTIME read just before each send
@@ -20,9 +21,16 @@
 //! timestamp (so a reply the reader gets to late still finds its request). A request that
 //! leaves the history unanswered counts as lost.
 //!
-//! The sender thread asks for `SCHED_FIFO` (so the responders it loads do not delay its sends)
-//! and, when it falls behind anyway, sends the missed requests at once: the schedule is kept, and
-//! how late each send was is reported.
+//! The generator stands for a client on another machine, so its own scheduling must not delay
+//! the responder under test. The lab's namespaces share the machine's CPUs, and a userspace
+//! responder is woken on the CPU that handled the request, which is the sender's: by default
+//! (`--sender-policy idle`) the sender thread runs `SCHED_IDLE`, so whatever the request wakes
+//! runs as soon as the send's softirq ends. Under `SCHED_FIFO` (`--sender-policy fifo`, what the
+//! bench used until 2026-12-02) the woken responder waits until the sender has gone back to
+//! sleep, and arming that sleep's timer costs about 10 µs on the bench VM; the kernel, which
+//! answers inside the send's softirq, never pays it. Either way, when the sender falls behind
+//! it sends the missed requests at once: the schedule is kept, and how late each send was is
+//! reported.
 //!
 //! `ferrolb-bench-arp respond` is the other half of the figure: a minimal reference responder
 //! ([`respond`]) that the same generator runs against.
@@ -40,6 +48,7 @@ mod respond;
 
 const USAGE: &str = "usage: ferrolb-bench-arp --targets <a-b|ip|cidr>[,...] [--interface eth0] [--rate 10000]\n\
                      [--duration-s 10] [--warmup-s 1] [--slots 198.51.100.128/26] [--drain-ms 500]\n\
+                     [--sender-policy idle|fifo]\n\
                      Sends ARP requests round robin over the targets at --rate per second and prints\n\
                      the reply round trips (kernel receive timestamp - send time) as JSON.\n\
                      ferrolb-bench-arp respond --addresses <a-b|ip|cidr>[,...] [--interface eth0]\n\
@@ -54,6 +63,25 @@ struct Args {
     duration: Duration,
     warmup: Duration,
     drain: Duration,
+    sender_policy: SenderPolicy,
+}
+
+/// How the sender thread is scheduled (see the module comment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SenderPolicy {
+    /// `SCHED_IDLE`: anything woken on its CPU runs first.
+    Idle,
+    /// `SCHED_FIFO` priority 10: never delayed by what it wakes.
+    Fifo,
+}
+
+impl SenderPolicy {
+    fn name(self) -> &'static str {
+        match self {
+            SenderPolicy::Idle => "idle",
+            SenderPolicy::Fifo => "fifo",
+        }
+    }
 }
 
 /// `a-b`, `a/len` or a single address, comma-separated, in order.
@@ -102,6 +130,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         duration: Duration::from_secs(10),
         warmup: Duration::from_secs(1),
         drain: Duration::from_millis(500),
+        sender_policy: SenderPolicy::Idle,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -142,6 +171,17 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                     v.parse()
                         .map_err(|_| format!("--drain-ms: {v:?} is not a number"))?,
                 );
+            }
+            "--sender-policy" => {
+                a.sender_policy = match value()?.as_str() {
+                    "idle" => SenderPolicy::Idle,
+                    "fifo" => SenderPolicy::Fifo,
+                    other => {
+                        return Err(format!(
+                            "--sender-policy: {other:?} is neither \"idle\" nor \"fifo\""
+                        ));
+                    }
+                };
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -371,7 +411,7 @@ fn run(args: &Args) -> Result<(), String> {
     let warmup = (args.warmup.as_secs_f64() * f64::from(args.rate)) as u64;
     let mut lateness_ns = Vec::with_capacity((total - warmup) as usize);
     let mut send_errors = 0u64;
-    let realtime = raw::realtime_priority();
+    let policy_granted = raw::set_scheduling(args.sender_policy);
     let pairs = (n_targets * n_slots) as u64;
     let start = Instant::now();
     let mut measured_start = None;
@@ -439,7 +479,8 @@ fn run(args: &Args) -> Result<(), String> {
         "send_seconds": send_s,
         "achieved_rate": if send_s > 0.0 { (total - warmup) as f64 / send_s } else { 0.0 },
         "send_errors": send_errors,
-        "sender_sched_fifo": realtime,
+        "sender_policy": args.sender_policy.name(),
+        "sender_policy_granted": policy_granted,
         "answered": b.rtt_ns.len(),
         "lost": b.lost + unanswered,
         "duplicates": b.duplicates,
@@ -520,6 +561,22 @@ mod tests {
         let a = parse_args(strings(&["--targets", "198.19.0.0/30"])).unwrap();
         assert_eq!((a.rate, a.targets.len(), a.slots.len()), (10_000, 4, 64));
         assert_eq!(a.interface, "eth0");
+        assert_eq!(a.sender_policy, SenderPolicy::Idle);
+        let fifo = parse_args(strings(&[
+            "--targets",
+            "198.19.0.1",
+            "--sender-policy=fifo",
+        ]));
+        assert_eq!(fifo.unwrap().sender_policy, SenderPolicy::Fifo);
+        assert!(
+            parse_args(strings(&[
+                "--targets",
+                "198.19.0.1",
+                "--sender-policy",
+                "rr"
+            ]))
+            .is_err()
+        );
         assert!(parse_args(strings(&[])).is_err());
         assert!(parse_args(strings(&["--targets", "198.19.0.1", "--rate", "0"])).is_err());
     }

@@ -194,12 +194,18 @@ impl Socket {
     }
 }
 
-/// Asks for `SCHED_FIFO` priority 10 for the calling thread; whether it was granted.
-pub fn realtime_priority() -> bool {
-    let param = libc::sched_param { sched_priority: 10 };
+/// Puts the calling thread under `policy`; whether the kernel granted it.
+pub fn set_scheduling(policy: super::SenderPolicy) -> bool {
+    let (policy, priority) = match policy {
+        super::SenderPolicy::Idle => (libc::SCHED_IDLE, 0),
+        super::SenderPolicy::Fifo => (libc::SCHED_FIFO, 10),
+    };
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
     // SAFETY: `param` is a valid sched_param for the duration of the call; pid 0 is the
     // calling thread.
-    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
+    unsafe { libc::sched_setscheduler(0, policy, &param) == 0 }
 }
 
 /// Sleeps end within a microsecond of their deadline instead of the default 50 µs slack.

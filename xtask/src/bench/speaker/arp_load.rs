@@ -66,6 +66,8 @@ pub struct LoadRun {
     pub send_lateness_p99_us: f64,
     /// Frames the generator's receive socket lost in the kernel.
     pub receive_drops: u64,
+    /// The sender thread's scheduling policy (`idle`: yields to whatever its requests wake).
+    pub sender_policy: String,
     /// Replies per replying MAC.
     pub replies_by_mac: BTreeMap<String, u64>,
     /// CPU seconds per speaker (`nodeN`) during the run (speaker runs only).
@@ -137,6 +139,11 @@ pub fn generate(
             .and_then(|s| s.get("drops"))
             .and_then(|x| x.as_u64())
             .unwrap_or(0),
+        sender_policy: v
+            .get("sender_policy")
+            .and_then(|x| x.as_str())
+            .unwrap_or("unknown")
+            .to_string(),
         replies_by_mac: serde_json::from_value(
             v.get("replies_by_mac").cloned().unwrap_or_default(),
         )
