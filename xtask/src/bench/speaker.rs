@@ -978,6 +978,9 @@ async fn measure_arp(
     Ok(summary)
 }
 
+/// The goal for the ARP reply p50, speakers / kernel.
+const ARP_RATIO_GOAL: f64 = 1.5;
+
 fn figure(name: &str, value: f64, unit: &str, goal: &str, met: Option<bool>) -> Figure {
     Figure {
         name: name.into(),
@@ -1150,8 +1153,9 @@ impl SpeakerSection {
                 ),
                 m("ratio.p50"),
                 "x",
-                "",
-                None,
+                "<= 1.5",
+                // NaN (no round) compares false: not met.
+                Some(m("ratio.p50") <= ARP_RATIO_GOAL),
             ));
             figures.push(figure(
                 &format!(
