@@ -39,10 +39,31 @@ fn key_bytes(key: IpAddr) -> [u8; 16] {
 
 /// A node's weight for `key`; stable across platforms, builds and versions.
 pub fn score(node: &str, key: IpAddr) -> u64 {
-    let hash = fnv1a(FNV_OFFSET, &key_bytes(key));
-    // A separator byte that cannot occur in a node name keeps (key, name) pairs unambiguous.
-    let hash = fnv1a(hash, &[0xff]);
-    mix(fnv1a(hash, node.as_bytes()))
+    Scorer::new(key).score(node)
+}
+
+/// [`score`] for one key and many nodes: the key's part of the hash is computed once.
+#[derive(Clone, Copy, Debug)]
+pub struct Scorer(u64);
+
+impl Scorer {
+    /// The scorer of `key`.
+    pub fn new(key: IpAddr) -> Self {
+        let hash = fnv1a(FNV_OFFSET, &key_bytes(key));
+        // A separator byte that cannot occur in a node name keeps (key, name) pairs unambiguous.
+        Scorer(fnv1a(hash, &[0xff]))
+    }
+
+    /// `node`'s weight for the key.
+    pub fn score(self, node: &str) -> u64 {
+        mix(fnv1a(self.0, node.as_bytes()))
+    }
+}
+
+/// Whether `a` ranks before `b` (higher score; on a tie, the lower name), the order [`owner`]
+/// picks by.
+pub fn ranks_before(a: (u64, &str), b: (u64, &str)) -> std::cmp::Ordering {
+    b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1))
 }
 
 /// The winner among `candidates` for `key`: the highest score, ties (never seen in practice)
@@ -51,10 +72,11 @@ pub fn owner<'a, I>(key: IpAddr, candidates: I) -> Option<&'a str>
 where
     I: IntoIterator<Item = &'a str>,
 {
+    let scorer = Scorer::new(key);
     candidates
         .into_iter()
-        .map(|node| (score(node, key), node))
-        .max_by(|(sa, na), (sb, nb)| sa.cmp(sb).then_with(|| nb.cmp(na)))
+        .map(|node| (scorer.score(node), node))
+        .min_by(|a, b| ranks_before(*a, *b))
         .map(|(_, node)| node)
 }
 

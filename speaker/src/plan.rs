@@ -194,24 +194,19 @@ fn decide(
             .collect(),
         ips,
     };
-    let mut candidates: BTreeMap<&str, Interfaces> = BTreeMap::new();
-    let mut reasons = BTreeMap::new();
-    for name in live {
-        let Some(node) = snapshot.nodes.get(name) else {
-            continue;
-        };
-        match node_interfaces(snapshot, node, pairs, members) {
-            Ok(interfaces) => {
-                candidates.insert(name, interfaces);
-            }
-            Err(why) => {
-                reasons.insert(name.clone(), why);
-            }
-        }
-    }
-    let owner = match election::owner(key, candidates.keys().copied()) {
-        Some(winner) => Ok((winner.to_string(), candidates[winner].clone())),
-        None => Err(NoOwner { reasons }),
+    let owner = match elect(snapshot, live, pairs, members, key) {
+        Some(won) => Ok(won),
+        None => Err(NoOwner {
+            reasons: live
+                .iter()
+                .filter_map(|name| {
+                    let node = snapshot.nodes.get(name)?;
+                    node_interfaces(snapshot, node, pairs, members)
+                        .err()
+                        .map(|why| (name.clone(), why))
+                })
+                .collect(),
+        }),
     };
     let reporter = match owner {
         Ok(_) => None,
@@ -222,6 +217,60 @@ fn decide(
         owner,
         reporter,
     }
+}
+
+/// The winner of the group: the eligible live node that ranks first for `key`, and where it
+/// may announce. The same as [`election::owner`] over every eligible node, but eligibility is
+/// checked in rank order and stops at the first eligible node, and a group with a
+/// `externalTrafficPolicy: Local` Service only ranks nodes with an endpoint of it: at 10,000
+/// groups and 100 nodes that is the difference between one and a hundred checks per group.
+fn elect<'a>(
+    snapshot: &'a Snapshot,
+    live: &'a BTreeSet<String>,
+    pairs: &[(usize, IpAddr, &PoolInfo)],
+    members: &[usize],
+    key: IpAddr,
+) -> Option<(String, Interfaces)> {
+    // The smallest endpoint set among the group's Local Services bounds who can be eligible.
+    let bound = members
+        .iter()
+        .map(|&i| &snapshot.services[pairs[i].0])
+        .filter(|svc| svc.local)
+        .map(|svc| &svc.endpoint_nodes)
+        .min_by_key(|nodes| nodes.len());
+    let scorer = election::Scorer::new(key);
+    let rank = |name: &'a String| -> Option<(u64, &'a str, &'a NodeInfo)> {
+        let node = snapshot.nodes.get(name)?;
+        Some((scorer.score(name), name.as_str(), node))
+    };
+    let mut ranked: Vec<(u64, &str, &NodeInfo)> = match bound {
+        Some(nodes) => nodes
+            .iter()
+            .filter(|n| live.contains(*n))
+            .filter_map(rank)
+            .collect(),
+        None => live.iter().filter_map(rank).collect(),
+    };
+    let order = |a: &(u64, &str, &NodeInfo), b: &(u64, &str, &NodeInfo)| {
+        election::ranks_before((a.0, a.1), (b.0, b.1))
+    };
+    let eligible = |(_, name, node): &(u64, &str, &NodeInfo)| {
+        node_interfaces(snapshot, node, pairs, members)
+            .ok()
+            .map(|interfaces| (name.to_string(), interfaces))
+    };
+    // Usually the first-ranked node is eligible: find it without sorting everyone.
+    let first = ranked
+        .iter()
+        .enumerate()
+        .min_by(|(_, a), (_, b)| order(a, b))
+        .map(|(i, _)| i)?;
+    if let Some(won) = eligible(&ranked[first]) {
+        return Some(won);
+    }
+    ranked.swap_remove(first);
+    ranked.sort_unstable_by(order);
+    ranked.iter().find_map(eligible)
 }
 
 /// Where `node` may announce every pair of the group, or the first reason it may not.

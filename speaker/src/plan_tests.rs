@@ -323,3 +323,122 @@ fn the_reporter_is_one_live_node_agreed_by_all() {
     assert_eq!(p1.decisions[0].reporter, p2.decisions[0].reporter);
     assert!(p1.decisions[0].reporter.is_some());
 }
+
+/// The winner as first specified: every live node with a Node object checked, the highest score
+/// among the eligible ones (what `elect` must equal while checking far fewer).
+fn exhaustive_owner(s: &Snapshot, live: &BTreeSet<String>, d: &Decision) -> Option<String> {
+    let eligible: Vec<&str> = live
+        .iter()
+        .filter(|name| {
+            let Some(node) = s.nodes.get(*name) else {
+                return false;
+            };
+            d.group.services.iter().all(|key| {
+                let svc = s.services.iter().find(|x| &x.key == key).unwrap();
+                svc.ips
+                    .iter()
+                    .filter(|ip| d.group.ips.contains(ip))
+                    .all(|&ip| {
+                        let Some(pool) = pool_of(ip, svc.pool.as_deref(), &s.pools) else {
+                            return false;
+                        };
+                        node_may_announce(node, pool, &s.advertisements).is_ok()
+                            && (!svc.local || svc.endpoint_nodes.contains(*name))
+                    })
+            })
+        })
+        .map(String::as_str)
+        .collect();
+    election::owner(d.group.key, eligible).map(str::to_string)
+}
+
+/// A small deterministic generator (xorshift64*), so the random test is the same every run.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+#[test]
+fn the_ranked_election_equals_checking_every_node() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut decided = 0;
+    let mut unowned = 0;
+    for round in 0..300 {
+        let nodes = 1 + rng.below(12) as usize;
+        let mut s = snapshot(nodes);
+        for (_, n) in s.nodes.iter_mut() {
+            match rng.below(10) {
+                0 => {
+                    n.labels.insert(EXCLUDE_LABEL.into(), String::new());
+                }
+                1 => n.network_unavailable = true,
+                2 | 3 => {
+                    n.labels.insert("zone".into(), "a".into());
+                }
+                _ => {}
+            }
+        }
+        // Sometimes only nodes in zone a are selected, with an interface list.
+        if rng.below(3) == 0 {
+            s.advertisements = vec![Advertisement {
+                name: "zone-a".into(),
+                node_selectors: vec![LabelSelector {
+                    match_labels: [("zone".to_string(), "a".to_string())].into(),
+                    ..Default::default()
+                }],
+                interfaces: vec!["eth1".into()],
+                ..Default::default()
+            }];
+        }
+        for i in 0..(1 + rng.below(25)) {
+            let a = format!("198.51.100.{}", 192 + rng.below(20));
+            let mut ips = vec![a.clone()];
+            if rng.below(4) == 0 {
+                ips.push(format!("2001:db8:1::{:x}", 0x200 + rng.below(10)));
+            }
+            let refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+            let mut info = svc(&format!("ns/r{round}-{i}"), &refs);
+            if rng.below(2) == 0 {
+                info.local = true;
+                info.endpoint_nodes = (0..rng.below(4))
+                    .map(|_| format!("node{}", 1 + rng.below(nodes as u64 + 2)))
+                    .collect();
+            }
+            s.services.push(info);
+        }
+        let live: BTreeSet<String> = (1..=nodes + 1)
+            .filter(|_| rng.below(5) != 0)
+            .map(|i| format!("node{i}"))
+            .collect();
+        let p = plan(&s, &live);
+        for d in &p.decisions {
+            let got = d.owner.as_ref().ok().map(|(n, _)| n.clone());
+            assert_eq!(
+                got,
+                exhaustive_owner(&s, &live, d),
+                "round {round}, group {}",
+                d.group.key
+            );
+            match &d.owner {
+                Ok(_) => decided += 1,
+                Err(no) => {
+                    unowned += 1;
+                    // Every live node with a Node object has its reason.
+                    let known = live.iter().filter(|n| s.nodes.contains_key(*n)).count();
+                    assert_eq!(no.reasons.len(), known, "round {round}");
+                }
+            }
+        }
+    }
+    // The cases both occur often enough to mean something.
+    assert!(
+        decided > 500 && unowned > 200,
+        "{decided} owned, {unowned} not"
+    );
+}

@@ -1,0 +1,148 @@
+//! What one pass of the speaker's run loop costs at scale, without an apiserver: the caches are
+//! filled in-process with N LoadBalancer Services (half `externalTrafficPolicy: Local`), one
+//! EndpointSlice each with 3 endpoints, and `--nodes` Nodes; then, median of `--runs`:
+//!
+//! ```text
+//! cargo run --release -p ferrolb-speaker --example plan_bench -- [--services 10000] [--nodes 100] [--runs 15]
+//!   snapshot: Sources::snapshot (caches -> pure Snapshot)
+//!   compare:  Snapshot == Snapshot (the loop's "did anything change" test)
+//!   plan:     plan::plan over every live node
+//! ```
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use ferrolb_crds::{IPAddressPool, L2Advertisement};
+use ferrolb_speaker::plan;
+use ferrolb_speaker::sources::Sources;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Resource;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use serde_json::json;
+
+fn store<K>(objects: Vec<K>) -> Store<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, mut writer) = reflector::store();
+    for o in objects {
+        writer.apply_watcher_event(&watcher::Event::Apply(o));
+    }
+    reader
+}
+
+fn parse<K: serde::de::DeserializeOwned>(v: serde_json::Value) -> K {
+    serde_json::from_value(v).expect("a valid object")
+}
+
+fn median(mut v: Vec<Duration>) -> f64 {
+    v.sort_unstable();
+    v[v.len() / 2].as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let mut services = 10_000usize;
+    let mut nodes = 100usize;
+    let mut runs = 15usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || -> usize {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{a} needs a number"))
+        };
+        match a.as_str() {
+            "--services" => services = value(),
+            "--nodes" => nodes = value(),
+            "--runs" => runs = value().max(1),
+            other => panic!("unknown argument {other:?}"),
+        }
+    }
+    let node_name = |i: usize| format!("node{}", i % nodes);
+    let node_objects = (0..nodes)
+        .map(|i| {
+            parse::<Node>(json!({
+                "metadata": {"name": node_name(i), "labels": {"kubernetes.io/hostname": node_name(i)}},
+                "status": {"addresses": [{"type": "InternalIP", "address": format!("198.51.100.{}", i % 250 + 1)}],
+                           "conditions": [{"type": "Ready", "status": "True"}]}
+            }))
+        })
+        .collect();
+    let service_objects = (0..services)
+        .map(|i| {
+            let ip = std::net::Ipv4Addr::from(
+                u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)) + i as u32,
+            );
+            parse::<Service>(json!({
+                "metadata": {"name": format!("svc{i}"), "namespace": "bench",
+                             "annotations": {"ferrolb.io/ip-allocated-from-pool": "bench"}},
+                "spec": {"type": "LoadBalancer", "ports": [{"port": 80}],
+                         "externalTrafficPolicy": if i % 2 == 0 { "Local" } else { "Cluster" }},
+                "status": {"loadBalancer": {"ingress": [{"ip": ip.to_string(), "ipMode": "VIP"}]}}
+            }))
+        })
+        .collect();
+    let slice_objects = (0..services)
+        .map(|i| {
+            let endpoints: Vec<_> = (0..3)
+                .map(|e| {
+                    json!({"addresses": [format!("10.{}.{}.{}", e, i / 250 % 250, i % 250)],
+                                "conditions": {"ready": true}, "nodeName": node_name(i + e)})
+                })
+                .collect();
+            parse::<EndpointSlice>(json!({
+                "metadata": {"name": format!("svc{i}-abcde"), "namespace": "bench",
+                             "labels": {"kubernetes.io/service-name": format!("svc{i}")}},
+                "addressType": "IPv4", "endpoints": endpoints
+            }))
+        })
+        .collect();
+    let pool = parse::<IPAddressPool>(json!({
+        "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+        "metadata": {"name": "bench"}, "spec": {"addresses": ["198.18.0.0/15"]}
+    }));
+    let adv = parse::<L2Advertisement>(json!({
+        "apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement",
+        "metadata": {"name": "bench"}, "spec": {}
+    }));
+    let sources = Sources {
+        services: store(service_objects),
+        slices: store(slice_objects),
+        nodes: store(node_objects),
+        pools: store(vec![pool]),
+        advertisements: store(vec![adv]),
+    };
+    let live: BTreeSet<String> = (0..nodes).map(node_name).collect();
+
+    let (mut snap_t, mut cmp_t, mut plan_t) = (Vec::new(), Vec::new(), Vec::new());
+    let mut owned = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let a = sources.snapshot(None);
+        snap_t.push(t.elapsed());
+        let b = sources.snapshot(None);
+        let t = Instant::now();
+        assert!(a == b, "two snapshots of the same caches differ");
+        cmp_t.push(t.elapsed());
+        let t = Instant::now();
+        let p = plan::plan(&a, &live);
+        plan_t.push(t.elapsed());
+        owned = p.owned_by(&node_name(0)).count();
+        assert_eq!(
+            a.services.len(),
+            services,
+            "every Service is in the snapshot"
+        );
+    }
+    println!(
+        "{}",
+        json!({
+            "services": services, "nodes": nodes, "runs": runs,
+            "snapshot_ms": median(snap_t), "compare_ms": median(cmp_t), "plan_ms": median(plan_t),
+            "groups_owned_by_node0": owned,
+        })
+    );
+}
