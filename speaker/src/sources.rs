@@ -2,7 +2,7 @@
 //! IPAddressPools and L2Advertisements, a change counter, and their conversion into the pure
 //! [`Snapshot`] election works on.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
@@ -120,14 +120,36 @@ impl Sources {
 
     /// The current state as election input, for Services of `lb_class`.
     pub fn snapshot(&self, lb_class: Option<&str>) -> Snapshot {
+        let all_services = self.services.state();
+        // Endpoints matter only for handled `externalTrafficPolicy: Local` Services: every
+        // other EndpointSlice of the cluster (most of them, usually) is skipped unread.
+        let local: HashSet<(&str, &str)> = all_services
+            .iter()
+            .filter(|s| is_handled_local(s, lb_class))
+            .filter_map(|s| {
+                Some((
+                    s.metadata.namespace.as_deref()?,
+                    s.metadata.name.as_deref()?,
+                ))
+            })
+            .collect();
         let mut endpoints: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
-        for slice in self.slices.state() {
-            let (Some(ns), Some(svc)) = (slice.namespace(), slice.labels().get(SERVICE_NAME_LABEL))
-            else {
-                continue;
-            };
-            let nodes = endpoints.entry((ns, svc.clone())).or_default();
-            nodes.extend(ready_endpoint_nodes(&slice));
+        if !local.is_empty() {
+            for slice in self.slices.state() {
+                let (Some(ns), Some(svc)) = (
+                    slice.metadata.namespace.as_deref(),
+                    slice.labels().get(SERVICE_NAME_LABEL),
+                ) else {
+                    continue;
+                };
+                if !local.contains(&(ns, svc.as_str())) {
+                    continue;
+                }
+                endpoints
+                    .entry((ns.to_string(), svc.clone()))
+                    .or_default()
+                    .extend(ready_endpoint_nodes(&slice));
+            }
         }
         let mut advertisements: Vec<Advertisement> = self
             .advertisements
@@ -136,9 +158,7 @@ impl Sources {
             .map(|a| advertisement(a))
             .collect();
         advertisements.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut services: Vec<ServiceInfo> = self
-            .services
-            .state()
+        let mut services: Vec<ServiceInfo> = all_services
             .iter()
             .filter_map(|s| service_info(s, lb_class, &endpoints))
             .collect();
@@ -290,6 +310,15 @@ fn ready_endpoint_nodes(slice: &EndpointSlice) -> impl Iterator<Item = String> +
     })
 }
 
+/// Whether `svc` is a LoadBalancer Service of `lb_class` with `externalTrafficPolicy: Local`.
+fn is_handled_local(svc: &Service, lb_class: Option<&str>) -> bool {
+    svc.spec.as_ref().is_some_and(|spec| {
+        spec.type_.as_deref() == Some("LoadBalancer")
+            && spec.load_balancer_class.as_deref() == lb_class
+            && spec.external_traffic_policy.as_deref() == Some("Local")
+    })
+}
+
 /// A handled LoadBalancer Service with ingress IPs, as election input; `None` for Services of
 /// another class, of another type, or without an address yet.
 pub fn service_info(
@@ -405,6 +434,71 @@ mod tests {
         let cluster = json!({"type": "LoadBalancer", "externalTrafficPolicy": "Cluster"});
         let info = service_info(&svc(cluster, &["198.51.100.200"]), None, &endpoints).unwrap();
         assert!(info.endpoint_nodes.is_empty());
+    }
+
+    fn store<K>(objects: Vec<K>) -> Store<K>
+    where
+        K: Resource + Clone + 'static,
+        K::DynamicType: Default + Eq + Hash + Clone,
+    {
+        let (reader, mut writer) = reflector::store();
+        for o in objects {
+            writer.apply_watcher_event(&watcher::Event::Apply(o));
+        }
+        reader
+    }
+
+    fn named_slice(ns: &str, name: &str, service: &str, node: &str) -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns, "labels": {SERVICE_NAME_LABEL: service}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": node}],
+        }))
+        .unwrap()
+    }
+
+    fn named_svc(ns: &str, name: &str, spec: serde_json::Value, ip: &str) -> Service {
+        let mut s = svc(spec, &[ip]);
+        s.metadata.namespace = Some(ns.into());
+        s.metadata.name = Some(name.into());
+        s
+    }
+
+    #[test]
+    fn snapshots_read_the_endpoints_of_local_services_from_every_slice_of_theirs_only() {
+        let local = json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local"});
+        let cluster = json!({"type": "LoadBalancer"});
+        let sources = Sources {
+            services: store(vec![
+                named_svc("ns", "web", local.clone(), "198.51.100.200"),
+                named_svc("ns", "api", cluster, "198.51.100.201"),
+                named_svc("other", "web", local, "198.51.100.202"),
+            ]),
+            slices: store(vec![
+                // Two slices of ns/web; one of the same name in another namespace; one of a
+                // Cluster-policy Service; one of a Service that does not exist.
+                named_slice("ns", "web-1", "web", "node1"),
+                named_slice("ns", "web-2", "web", "node2"),
+                named_slice("other", "web-1", "web", "node3"),
+                named_slice("ns", "api-1", "api", "node4"),
+                named_slice("ns", "gone-1", "gone", "node5"),
+            ]),
+            nodes: store(Vec::new()),
+            pools: store(Vec::new()),
+            advertisements: store(Vec::new()),
+        };
+        let snap = sources.snapshot(None);
+        let by_key: HashMap<&str, &ServiceInfo> =
+            snap.services.iter().map(|s| (s.key.as_str(), s)).collect();
+        assert_eq!(by_key.len(), 3);
+        let nodes = |k: &str| by_key[k].endpoint_nodes.iter().cloned().collect::<Vec<_>>();
+        assert_eq!(nodes("ns/web"), ["node1", "node2"]);
+        assert_eq!(nodes("other/web"), ["node3"]);
+        assert!(nodes("ns/api").is_empty());
+        // Sorted by key, so equal caches give equal snapshots.
+        let keys: Vec<&str> = snap.services.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(keys, ["ns/api", "ns/web", "other/web"]);
+        assert_eq!(snap, sources.snapshot(None));
     }
 
     #[test]

@@ -188,7 +188,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     if !args.no_build && !args.skip_speaker {
         crate::run_step(
-            "cargo build --release: ferrolb-speaker, ferrolb-lab-backend, ferrolb-bench-prober, ferrolb-bench-arp",
+            "cargo build --release: ferrolb-speaker (and example plan_bench), ferrolb-lab-backend, ferrolb-bench-prober, ferrolb-bench-arp",
             Command::new(cargo()).current_dir(&root).args([
                 "build",
                 "--release",
@@ -204,6 +204,8 @@ pub fn run(args: Args) -> Result<()> {
                 "ferrolb-bench-prober",
                 "--bin",
                 "ferrolb-bench-arp",
+                "--example",
+                "plan_bench",
             ]),
         )?;
     }
@@ -255,6 +257,7 @@ pub fn run(args: Args) -> Result<()> {
         let speaker_bins = speaker::Binaries {
             prober: release.join("ferrolb-bench-prober"),
             arp: release.join("ferrolb-bench-arp"),
+            plan: release.join("examples/plan_bench"),
             build: speaker_build(&root),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()

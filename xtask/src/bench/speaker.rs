@@ -95,6 +95,8 @@ pub struct Binaries {
     pub prober: PathBuf,
     /// `ferrolb-bench-arp`.
     pub arp: PathBuf,
+    /// The speaker's `plan_bench` example.
+    pub plan: PathBuf,
     /// The speaker's build, for the report (commit, profile, local changes).
     pub build: String,
 }
@@ -258,6 +260,8 @@ pub struct SpeakerSection {
     pub footprint: Option<Footprint>,
     /// ARP reply latency.
     pub arp: Option<ArpSummary>,
+    /// One pass of the run loop at scale, in-process (`plan_bench`).
+    pub plan_pass: Option<PlanPass>,
     /// Anything that looked wrong.
     pub notes: Vec<String>,
     /// Notes made while measuring (kept by [`SpeakerSection::summarise`]).
@@ -267,6 +271,47 @@ pub struct SpeakerSection {
     pub definitions: String,
     /// Wall time, s.
     pub duration_s: f64,
+}
+
+/// `plan_bench`'s output: what one pass of the speaker's run loop costs at scale.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct PlanPass {
+    /// LoadBalancer Services (half `externalTrafficPolicy: Local`), one EndpointSlice each.
+    pub services: u64,
+    /// Nodes, all live.
+    pub nodes: u64,
+    /// Caches to snapshot, median, ms.
+    pub snapshot_ms: f64,
+    /// Snapshot comparison, median, ms.
+    pub compare_ms: f64,
+    /// Election over every group, median, ms.
+    pub plan_ms: f64,
+}
+
+/// Services and nodes of the plan pass.
+const PLAN_SERVICES: u32 = 10_000;
+const PLAN_NODES: u32 = 100;
+
+/// Runs `plan_bench` (before the lab starts, on a quiet machine).
+fn plan_pass(bin: &Path) -> Result<PlanPass> {
+    let out = std::process::Command::new(bin)
+        .args([
+            "--services",
+            &PLAN_SERVICES.to_string(),
+            "--nodes",
+            &PLAN_NODES.to_string(),
+        ])
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            bin.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("plan_bench printed no JSON")
 }
 
 /// How the speaker figures are defined; printed into every report.
@@ -308,6 +353,11 @@ thread, one socket, receive -> set lookup -> send, nothing else): *sleeping* blo
 between requests like the speaker, *spinning* polls without sleeping on a whole CPU. Their \
 ratios show what a plain userspace responder pays on this machine for being woken (on \
 whichever CPU the scheduler picks), and what is left without any wake-up.
+- **Run-loop pass**: `plan_bench` (release example of the speaker, no apiserver): reflector \
+caches filled in-process with 10,000 LoadBalancer Services (half `externalTrafficPolicy: Local`, \
+one EndpointSlice of 3 endpoints each) and 100 Nodes; medians of 15 passes of what the run loop \
+does after a watch event (caches to snapshot, then election over every group). After a peer's \
+death only the election runs.
 - **Footprint**: with one Service per owned address (pool 198.19.0.0/22, RFC 2544 \
 benchmarking space), once every speaker's API writes and every object the speakers watch \
 (Services, EndpointSlices, Nodes, pools, L2Advertisements) have been still for 5 s \
@@ -359,6 +409,11 @@ pub async fn run(
         definitions: DEFINITIONS.into(),
         ..Default::default()
     };
+    eprintln!(
+        "==> speaker: run-loop pass, {PLAN_SERVICES} Services over {PLAN_NODES} nodes ({})",
+        bins.plan.display()
+    );
+    section.plan_pass = Some(plan_pass(&bins.plan)?);
     wait_for_cluster_down().await?;
     eprintln!("==> speaker: starting the control plane, controller and a {NODES}-node lab");
     let args: Vec<&str> = params.speaker_args.iter().map(String::as_str).collect();
@@ -996,6 +1051,23 @@ impl SpeakerSection {
     pub fn summarise(&mut self) {
         let mut figures = Vec::new();
         let mut notes = self.notes_before.clone();
+        if let Some(p) = &self.plan_pass {
+            let what = format!("{} Services over {} nodes", p.services, p.nodes);
+            figures.push(figure(
+                &format!("Run-loop pass after a watch event, {what}: snapshot + election"),
+                p.snapshot_ms + p.plan_ms,
+                "ms",
+                "",
+                None,
+            ));
+            figures.push(figure(
+                &format!("Run-loop pass after a peer's death, {what}: election"),
+                p.plan_ms,
+                "ms",
+                "",
+                None,
+            ));
+        }
         for f in &self.failover {
             let what = match f.action {
                 Action::Kill => "after SIGKILL",
