@@ -221,7 +221,7 @@ fn decide(
 
 /// The winner of the group: the eligible live node that ranks first for `key`, and where it
 /// may announce. The same as [`election::owner`] over every eligible node, but eligibility is
-/// checked in rank order and stops at the first eligible node, and a group with a
+/// checked in rank order and stops at the first eligible node, and a group with an
 /// `externalTrafficPolicy: Local` Service only ranks nodes with an endpoint of it: at 10,000
 /// groups and 100 nodes that is the difference between one and a hundred checks per group.
 fn elect<'a>(
