@@ -361,18 +361,21 @@ fn run_ipam(bin: &Path, quick: bool) -> Result<serde_json::Value> {
     if quick {
         cmd.arg("--quick");
     }
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {}", bin.display()))?;
+    json_output(cmd, "ipam_bench")
+}
+
+/// Runs a measuring tool that prints one JSON object, and reads it.
+fn json_output<T: serde::de::DeserializeOwned>(mut cmd: Command, name: &str) -> Result<T> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd.output().with_context(|| format!("running {program}"))?;
     if !out.status.success() {
         bail!(
-            "{} failed ({}): {}",
-            bin.display(),
+            "{program} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    serde_json::from_slice(&out.stdout).context("ipam_bench printed no JSON")
+    serde_json::from_slice(&out.stdout).with_context(|| format!("{name} printed no JSON"))
 }
 
 fn build_info(root: &Path, controller_bin: &Path) -> Result<Build> {

@@ -294,24 +294,14 @@ const PLAN_NODES: u32 = 100;
 
 /// Runs `plan_bench` (before the lab starts, on a quiet machine).
 fn plan_pass(bin: &Path) -> Result<PlanPass> {
-    let out = std::process::Command::new(bin)
-        .args([
-            "--services",
-            &PLAN_SERVICES.to_string(),
-            "--nodes",
-            &PLAN_NODES.to_string(),
-        ])
-        .output()
-        .with_context(|| format!("running {}", bin.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed ({}): {}",
-            bin.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    serde_json::from_slice(&out.stdout).context("plan_bench printed no JSON")
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args([
+        "--services",
+        &PLAN_SERVICES.to_string(),
+        "--nodes",
+        &PLAN_NODES.to_string(),
+    ]);
+    super::json_output(cmd, "plan_bench")
 }
 
 /// How the speaker figures are defined; printed into every report.
