@@ -1,7 +1,9 @@
-//! The control-plane binaries (kube-apiserver, kube-controller-manager, kubectl, etcd, helm),
-//! built from the Go modules in `tests/k8s/` into `target/k8s/<versions>/bin`.
+//! The testbed's Go-built binaries, from the Go modules in `tests/k8s/` into
+//! `target/k8s/<versions>/bin`: the control plane (kube-apiserver, kube-controller-manager,
+//! kube-scheduler, kubectl, etcd), what real nodes run (kubelet, kube-proxy, containerd with its
+//! runc shim and ctr) and helm.
 //!
-//! The cache key is the versions pinned in the two `go.mod` files, so bumping one rebuilds and
+//! The cache key is the versions pinned in the `go.mod` files, so bumping one rebuilds and
 //! everything else reuses. A build goes to a `.partial` directory first and is renamed into place
 //! only when every binary built, so an interrupted build is never mistaken for a finished one.
 
@@ -25,12 +27,18 @@ pub fn go_modules_dir() -> PathBuf {
 }
 
 /// Every binary the testbed runs.
-pub const BINARIES: [&str; 5] = [
+pub const BINARIES: [&str; 11] = [
     "kube-apiserver",
     "kube-controller-manager",
+    "kube-scheduler",
     "kubectl",
+    "kubelet",
+    "kube-proxy",
     "etcd",
     "helm",
+    "containerd",
+    "containerd-shim-runc-v2",
+    "ctr",
 ];
 
 /// Pinned versions, read from the Go modules.
@@ -42,26 +50,35 @@ pub struct Versions {
     pub etcd: String,
     /// `helm.sh/helm/v4`.
     pub helm: String,
+    /// `github.com/containerd/containerd/v2`.
+    pub containerd: String,
 }
 
 impl Versions {
-    /// Reads the versions from `tests/k8s/{apiserver,helm}/go.mod`.
+    /// Reads the versions from `tests/k8s/{apiserver,helm,containerd}/go.mod`.
     pub fn pinned() -> Result<Versions> {
         let dir = go_modules_dir();
-        let apiserver = std::fs::read_to_string(dir.join("apiserver/go.mod"))?;
-        let helm = std::fs::read_to_string(dir.join("helm/go.mod"))?;
+        let read = |module: &str| {
+            let path = dir.join(module).join("go.mod");
+            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+        };
+        let apiserver = read("apiserver")?;
         Ok(Versions {
             kubernetes: required_version(&apiserver, "k8s.io/kubernetes")?,
             etcd: required_version(&apiserver, "go.etcd.io/etcd/server/v3")?,
-            helm: required_version(&helm, "helm.sh/helm/v4")?,
+            helm: required_version(&read("helm")?, "helm.sh/helm/v4")?,
+            containerd: required_version(
+                &read("containerd")?,
+                "github.com/containerd/containerd/v2",
+            )?,
         })
     }
 
     /// Cache directory name.
     pub fn key(&self) -> String {
         format!(
-            "kubernetes-{}_etcd-{}_helm-{}",
-            self.kubernetes, self.etcd, self.helm
+            "kubernetes-{}_etcd-{}_helm-{}_containerd-{}",
+            self.kubernetes, self.etcd, self.helm, self.containerd
         )
     }
 }
@@ -165,7 +182,10 @@ pub fn build_if_missing() -> Result<Option<Duration>> {
         &[
             "k8s.io/kubernetes/cmd/kube-apiserver",
             "k8s.io/kubernetes/cmd/kube-controller-manager",
+            "k8s.io/kubernetes/cmd/kube-scheduler",
             "k8s.io/kubernetes/cmd/kubectl",
+            "k8s.io/kubernetes/cmd/kubelet",
+            "k8s.io/kubernetes/cmd/kube-proxy",
             "go.etcd.io/etcd/server/v3",
         ],
         started,
@@ -178,6 +198,42 @@ pub fn build_if_missing() -> Result<Option<Duration>> {
         &partial,
         &["-ldflags", "-s -w"],
         &["helm.sh/helm/v4/cmd/helm"],
+        started,
+    )?;
+    // containerd's own release flags: no btrfs, devmapper or zfs snapshotters (overlayfs and
+    // native are what the nodes use), and the shim without its gRPC server (ttrpc only).
+    let containerd_ldflags = format!(
+        "-s -w -X github.com/containerd/containerd/v2/version.Version={}",
+        versions.containerd
+    );
+    let containerd = modules.join("containerd");
+    go_build(
+        &go,
+        &containerd,
+        &partial,
+        &[
+            "-tags",
+            "no_btrfs,no_devmapper,no_zfs",
+            "-ldflags",
+            &containerd_ldflags,
+        ],
+        &[
+            "github.com/containerd/containerd/v2/cmd/containerd",
+            "github.com/containerd/containerd/v2/cmd/ctr",
+        ],
+        started,
+    )?;
+    go_build(
+        &go,
+        &containerd,
+        &partial,
+        &[
+            "-tags",
+            "no_btrfs,no_devmapper,no_zfs,no_grpc",
+            "-ldflags",
+            &containerd_ldflags,
+        ],
+        &["github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"],
         started,
     )?;
     for b in BINARIES {
@@ -269,13 +325,27 @@ pub fn cargo_binary(name: &str, env: &str, build_hint: &str) -> Result<PathBuf> 
 /// `cargo build` of `bins` (`(package, binary)` pairs) in the workspace, with cargo's output on
 /// the terminal and a `==>` line now and then, so a long first build is visibly alive.
 pub fn cargo_build(bins: &[(&str, &str)]) -> Result<()> {
+    cargo_build_profile(bins, false)
+}
+
+/// [`cargo_build`] with `--release` (into `target/release`; fat LTO, so several minutes the
+/// first time).
+pub fn cargo_build_release(bins: &[(&str, &str)]) -> Result<()> {
+    cargo_build_profile(bins, true)
+}
+
+fn cargo_build_profile(bins: &[(&str, &str)], release: bool) -> Result<()> {
     let names: Vec<&str> = bins.iter().map(|(_, b)| *b).collect();
+    let release_flag = if release { " --release" } else { "" };
     eprintln!(
-        "==> cargo build {} (the first build takes a few minutes)",
+        "==> cargo build{release_flag} {} (the first build takes a few minutes)",
         names.join(" ")
     );
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace_root()).arg("build");
+    if release {
+        cmd.arg("--release");
+    }
     for (package, bin) in bins {
         cmd.args(["-p", package, "--bin", bin]);
     }
@@ -342,6 +412,7 @@ mod tests {
         assert!(v.kubernetes.starts_with("v1.37."), "{v:?}");
         assert!(v.etcd.starts_with("v3."), "{v:?}");
         assert!(v.helm.starts_with("v4."), "{v:?}");
+        assert!(v.containerd.starts_with("v2."), "{v:?}");
     }
 
     #[test]

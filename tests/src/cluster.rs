@@ -131,6 +131,7 @@ pub fn up_with(dir: &Path, opts: &UpOptions) -> Result<Up> {
     let cp = ControlPlane::start(&Options {
         dir: dir.to_path_buf(),
         controller_manager: true,
+        workloads: false,
         port: opts.port,
         detached: true,
     })?;

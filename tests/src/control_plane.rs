@@ -36,6 +36,12 @@ pub struct Options {
     pub dir: PathBuf,
     /// Also run kube-controller-manager (EndpointSlices from Pods, namespace deletion, GC).
     pub controller_manager: bool,
+    /// Run as for real nodes ([`crate::node`]): kube-scheduler, every default controller of
+    /// kube-controller-manager (Deployments, DaemonSets, node lifecycle, ...), the Node
+    /// authorizer and NodeRestriction for kubelets, the apiserver's client certificate for
+    /// kubelets (logs, exec), and the `kubernetes` Service's endpoints kept (pods reach the
+    /// apiserver through it). Implies `controller_manager`.
+    pub workloads: bool,
     /// Apiserver port; 0 picks a free one.
     pub port: u16,
     /// Run the processes in their own session so they outlive this process (`cluster up`).
@@ -48,6 +54,7 @@ pub struct ControlPlane {
     dir: PathBuf,
     kubeconfig: PathBuf,
     server: String,
+    scheduler: Option<Supervised>,
     controller_manager: Option<Supervised>,
     apiserver: Supervised,
     etcd: Supervised,
@@ -134,13 +141,26 @@ impl ControlPlane {
                 "--service-account-signing-key-file={}",
                 pki.service_account_key.display()
             ),
-            "--authorization-mode=RBAC".into(),
-            "--endpoint-reconciler-type=none".into(),
             "--profiling=false".into(),
             "--max-requests-inflight=1000".into(),
             "--max-mutating-requests-inflight=500".into(),
             "--v=1".into(),
         ]);
+        if opts.workloads {
+            apiserver_cmd.args([
+                "--authorization-mode=Node,RBAC".into(),
+                "--enable-admission-plugins=NodeRestriction".into(),
+                format!("--kubelet-client-certificate={}", pki.admin_cert.display()),
+                format!("--kubelet-client-key={}", pki.admin_key.display()),
+                "--kubelet-preferred-address-types=InternalIP".into(),
+            ]);
+        } else {
+            // No kubelet, no pod: the `kubernetes` Service needs no endpoints.
+            apiserver_cmd.args([
+                "--authorization-mode=RBAC",
+                "--endpoint-reconciler-type=none",
+            ]);
+        }
         let mut apiserver = spawn(opts, "kube-apiserver", apiserver_cmd, &apiserver_log)?;
         let kubectl = bins::binary("kubectl")?;
         wait_for("kube-apiserver /readyz", Duration::from_secs(90), || {
@@ -148,16 +168,24 @@ impl ControlPlane {
             Ok(kubectl_succeeds(&kubectl, &kubeconfig, &["get", "--raw=/readyz"]).then_some(()))
         })?;
 
-        let controller_manager = if opts.controller_manager {
+        let controller_manager = if opts.controller_manager || opts.workloads {
+            let controllers = if opts.workloads {
+                "*"
+            } else {
+                "endpointslice,endpointslicemirroring,namespace,garbagecollector,serviceaccount,serviceaccount-token"
+            };
             let log = dir.join("kube-controller-manager.log");
             let mut cmd = Command::new(bins::binary("kube-controller-manager")?);
             cmd.args([
                 format!("--kubeconfig={}", kubeconfig.display()),
                 format!("--authentication-kubeconfig={}", kubeconfig.display()),
                 format!("--authorization-kubeconfig={}", kubeconfig.display()),
-                format!("--service-account-private-key-file={}", pki.service_account_key.display()),
+                format!(
+                    "--service-account-private-key-file={}",
+                    pki.service_account_key.display()
+                ),
                 format!("--root-ca-file={}", pki.ca_cert.display()),
-                "--controllers=endpointslice,endpointslicemirroring,namespace,garbagecollector,serviceaccount,serviceaccount-token".into(),
+                format!("--controllers={controllers}"),
                 "--leader-elect=false".into(),
                 "--use-service-account-credentials=false".into(),
                 "--secure-port=0".into(),
@@ -183,10 +211,34 @@ impl ControlPlane {
             None
         };
 
+        let scheduler = if opts.workloads {
+            let log = dir.join("kube-scheduler.log");
+            let port = free_port()?;
+            let mut cmd = Command::new(bins::binary("kube-scheduler")?);
+            cmd.args([
+                format!("--kubeconfig={}", kubeconfig.display()),
+                format!("--authentication-kubeconfig={}", kubeconfig.display()),
+                format!("--authorization-kubeconfig={}", kubeconfig.display()),
+                "--leader-elect=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={port}"),
+                "--v=1".into(),
+            ]);
+            let mut scheduler = spawn(opts, "kube-scheduler", cmd, &log)?;
+            wait_for("kube-scheduler to serve", Duration::from_secs(60), || {
+                scheduler.check_running(&log)?;
+                Ok(TcpStream::connect(("127.0.0.1", port)).ok())
+            })?;
+            Some(scheduler)
+        } else {
+            None
+        };
+
         Ok(ControlPlane {
             dir,
             kubeconfig,
             server,
+            scheduler,
             controller_manager,
             apiserver,
             etcd,
@@ -220,6 +272,9 @@ impl ControlPlane {
     /// Leaves the processes running (see [`Options::detached`]) and returns their pids.
     pub fn release(mut self) -> Vec<u32> {
         let mut pids = Vec::new();
+        if let Some(scheduler) = self.scheduler.take() {
+            pids.push(scheduler.release());
+        }
         if let Some(kcm) = self.controller_manager.take() {
             pids.push(kcm.release());
         }
@@ -281,6 +336,9 @@ fn spawn(opts: &Options, name: &str, cmd: Command, log: &Path) -> Result<Supervi
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
+        if let Some(scheduler) = self.scheduler.as_mut() {
+            scheduler.kill();
+        }
         if let Some(kcm) = self.controller_manager.as_mut() {
             kcm.kill();
         }
@@ -320,7 +378,7 @@ fn write_kubeconfig(path: &Path, server: &str, pki: &Pki) -> Result<()> {
     Ok(())
 }
 
-fn base64_encode(bytes: &[u8]) -> String {
+pub(crate) fn base64_encode(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
@@ -360,6 +418,7 @@ pub fn shared() -> &'static ControlPlane {
         ControlPlane::start(&Options {
             dir: process_dir().join("control-plane"),
             controller_manager: true,
+            workloads: false,
             port: 0,
             detached: false,
         })

@@ -388,7 +388,7 @@ pub fn remove_namespaces() -> Result<()> {
 
 /// SIGKILLs the processes whose network namespace is `ns` (`ip netns pids`) and waits briefly
 /// for them to go.
-fn kill_processes_in(ns: &str) -> Result<()> {
+pub fn kill_processes_in(ns: &str) -> Result<()> {
     let pids: Vec<String> = ip(&["netns", "pids", ns])?
         .split_whitespace()
         .map(str::to_string)

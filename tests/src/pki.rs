@@ -16,6 +16,8 @@ use rcgen::{
 pub struct Pki {
     /// CA certificate (trusted for serving and client certificates).
     pub ca_cert: PathBuf,
+    /// The CA's private key, for [`Pki::issue_client`].
+    pub ca_key: PathBuf,
     /// Apiserver serving certificate and key.
     pub serving_cert: PathBuf,
     /// Key of `serving_cert`.
@@ -47,6 +49,7 @@ impl Pki {
             KeyUsagePurpose::DigitalSignature,
         ];
         let ca_cert = ca_params.self_signed(&ca_key)?;
+        let ca_key_pem = ca_key.serialize_pem();
         let issuer = Issuer::new(ca_params, ca_key);
 
         let serving_key = KeyPair::generate()?;
@@ -80,6 +83,7 @@ impl Pki {
 
         let pki = Pki {
             ca_cert: dir.join("ca.crt"),
+            ca_key: dir.join("ca.key"),
             serving_cert: dir.join("apiserver.crt"),
             serving_key: dir.join("apiserver.key"),
             admin_cert: dir.join("admin.crt"),
@@ -89,6 +93,7 @@ impl Pki {
         };
         for (path, pem) in [
             (&pki.ca_cert, ca_cert.pem()),
+            (&pki.ca_key, ca_key_pem),
             (&pki.serving_cert, serving_cert.pem()),
             (&pki.serving_key, serving_key.serialize_pem()),
             (&pki.admin_cert, admin_cert.pem()),
@@ -99,5 +104,62 @@ impl Pki {
             std::fs::write(path, pem).with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(pki)
+    }
+
+    /// Reads the paths of a PKI that [`Pki::write`] wrote into `dir` earlier.
+    pub fn read(dir: &Path) -> Result<Pki> {
+        let pki = Pki {
+            ca_cert: dir.join("ca.crt"),
+            ca_key: dir.join("ca.key"),
+            serving_cert: dir.join("apiserver.crt"),
+            serving_key: dir.join("apiserver.key"),
+            admin_cert: dir.join("admin.crt"),
+            admin_key: dir.join("admin.key"),
+            service_account_key: dir.join("service-account.key"),
+            service_account_pub: dir.join("service-account.pub"),
+        };
+        if !pki.ca_key.is_file() {
+            anyhow::bail!("{} holds no testbed PKI (no ca.key)", dir.display());
+        }
+        Ok(pki)
+    }
+
+    /// Issues a client certificate for user `common_name`, in `group` if given (e.g. a kubelet's
+    /// `system:node:node1` in `system:nodes`; rcgen writes one O attribute, so one group), signed
+    /// by the CA, as `dir/<stem>.crt` and `dir/<stem>.key`; returns `(certificate, key)` paths.
+    pub fn issue_client(
+        &self,
+        dir: &Path,
+        stem: &str,
+        common_name: &str,
+        group: Option<&str>,
+    ) -> Result<(PathBuf, PathBuf)> {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let ca_key = KeyPair::from_pem(&read(&self.ca_key)?)?;
+        let issuer = Issuer::from_ca_cert_pem(&read(&self.ca_cert)?, ca_key)?;
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        if let Some(group) = group {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, group);
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &issuer)?;
+        std::fs::create_dir_all(dir)?;
+        let (cert_path, key_path) = (
+            dir.join(format!("{stem}.crt")),
+            dir.join(format!("{stem}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem())
+            .with_context(|| format!("writing {}", cert_path.display()))?;
+        std::fs::write(&key_path, key.serialize_pem())
+            .with_context(|| format!("writing {}", key_path.display()))?;
+        Ok((cert_path, key_path))
     }
 }

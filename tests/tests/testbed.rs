@@ -18,6 +18,7 @@ fn private_control_plane(prefix: &str) -> ControlPlane {
     ControlPlane::start(&Options {
         dir: control_plane::process_dir().join(control_plane::unique_name(prefix)),
         controller_manager: false,
+        workloads: false,
         port: 0,
         detached: false,
     })

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use anyhow::{Result, bail};
 
-/// Package, and a command it provides (checked on PATH).
+/// Package, and a command it provides (checked on PATH), or an absolute path it installs.
 const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip"),
     ("iputils-ping", "ping"),
@@ -15,14 +15,29 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tshark", "tshark"),
     ("curl", "curl"),
     ("procps", "ps"),
+    // tests/tests/image.rs reads the image archives back with it.
+    ("skopeo", "skopeo"),
+    // Real nodes (ferrolb_tests::node): the OCI runtime under containerd, the pods' CNI plugins,
+    // and what kube-proxy's iptables mode and conntrack clean-up call.
+    ("runc", "runc"),
+    ("containernetworking-plugins", "/usr/lib/cni/bridge"),
+    ("iptables", "iptables"),
+    ("conntrack", "conntrack"),
 ];
 
 fn missing() -> Vec<&'static str> {
     PACKAGES
         .iter()
-        .filter(|(_, cmd)| ferrolb_tests::bins::which(cmd).is_none() && !in_sbin(cmd))
+        .filter(|(_, cmd)| !installed(cmd))
         .map(|(pkg, _)| *pkg)
         .collect()
+}
+
+fn installed(cmd: &str) -> bool {
+    if cmd.starts_with('/') {
+        return std::path::Path::new(cmd).is_file();
+    }
+    ferrolb_tests::bins::which(cmd).is_some() || in_sbin(cmd)
 }
 
 fn in_sbin(cmd: &str) -> bool {

@@ -103,6 +103,7 @@ async fn run_rep_inner(params: &Params, controller_bin: &Path, dir: &Path) -> Re
         ControlPlane::start(&Options {
             dir: dir.join("control-plane"),
             controller_manager: false,
+            workloads: false,
             port: 0,
             detached: false,
         })
