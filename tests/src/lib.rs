@@ -7,6 +7,7 @@
 //!     backend::Backends ── ferrolb-lab-backend + VIP DNAT rules per node (kube-proxy's part)
 //!  daemon::Daemon ── a ferrolb binary with /healthz, /readyz, /metrics:
 //!     controller::Controller (loopback)   speaker::Speaker (one per node namespace)
+//!  image ── target/images/{ferrolb,echo,pause}.tar: OCI archives of the release binaries
 //! ```
 //!
 //! Used by the integration tests in `tests/tests/` and by `cargo xtask cluster`.
@@ -18,6 +19,7 @@ pub mod control_plane;
 pub mod controller;
 pub mod daemon;
 pub mod demo;
+pub mod image;
 pub mod l2lab;
 pub mod lab;
 pub mod pki;

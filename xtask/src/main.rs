@@ -7,6 +7,7 @@
 //! - `crds [--check]`: regenerate (or check) the CRD YAML committed under the chart.
 //! - `k8s-build`: build the control plane from Go modules (also done by `test` and `cluster up`).
 //! - `bench [--quick]`: performance figures on a real apiserver; writes target/bench/report.{md,json}.
+//! - `image [ferrolb|echo|pause]...`: container images as OCI archives in target/images, no daemon.
 #![forbid(unsafe_code)]
 
 mod bench;
@@ -14,6 +15,7 @@ mod cluster;
 mod crds;
 mod demo;
 mod deps;
+mod image;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +60,9 @@ enum Command {
     /// Measure burst ratio, create-to-status latency, pure IPAM and controller memory; writes
     /// target/bench/report.md and report.json.
     Bench(bench::Args),
+    /// Build the container images (ferrolb, echo, pause) as reproducible OCI archives in
+    /// target/images, without a Docker daemon.
+    Image(image::Args),
 }
 
 fn main() {
@@ -68,6 +73,7 @@ fn main() {
         Command::Crds { check } => crds::run(check),
         Command::K8sBuild => ferrolb_tests::bins::build_if_missing().map(|_| ()),
         Command::Bench(args) => bench::run(args),
+        Command::Image(args) => image::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

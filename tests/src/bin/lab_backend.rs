@@ -9,16 +9,14 @@
 //! `[::]` takes IPv4 connections too: `net.ipv6.bindv6only` is 0 in a fresh network namespace.
 //! Standard library only; one thread per connection, one request per connection.
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "common/http1.rs"]
+mod http1;
+
 use std::net::{TcpListener, TcpStream};
-use std::time::Duration;
 
 const USAGE: &str = "usage: ferrolb-lab-backend --name <name> [--listen <addr:port>]\n\
                      Answers every HTTP request with 200 and the body `<name>\\n`.\n\
                      --listen defaults to [::]:8080 (IPv6 and IPv4).";
-
-/// Bodies of requests longer than this are not read (the lab only sends GETs).
-const MAX_BODY: u64 = 64 * 1024;
 
 #[derive(Debug, PartialEq)]
 struct Args {
@@ -94,47 +92,18 @@ fn main() {
     }
 }
 
-/// Reads one request (request line, headers, a `Content-Length` body) and answers it.
+/// Reads one request and answers it.
 fn serve(stream: TcpStream, body: &str) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line)? == 0 {
-        return Ok(());
+    match http1::read_request(&stream)? {
+        Some(request) => http1::respond(&stream, &request, "200 OK", body),
+        None => Ok(()),
     }
-    let mut content_length = 0u64;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':')
-            && name.trim().eq_ignore_ascii_case("content-length")
-        {
-            content_length = value.trim().parse().unwrap_or(0);
-        }
-    }
-    // Drain a small body so closing the socket does not reset the connection under the client.
-    std::io::copy(
-        &mut reader.by_ref().take(content_length.min(MAX_BODY)),
-        &mut std::io::sink(),
-    )?;
-    let head_only = request_line.starts_with("HEAD ");
-    let mut stream = stream;
-    write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    if !head_only {
-        stream.write_all(body.as_bytes())?;
-    }
-    stream.flush()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
 
     fn args(a: &[&str]) -> Result<Args, String> {
         parse_args(a.iter().map(|s| s.to_string()))
