@@ -17,6 +17,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::backend::Backends;
+use crate::image::ImageKind;
+use crate::node::{self, ProxyMode, RealNodes};
 use crate::control_plane::{ControlPlane, Options};
 use crate::controller::{self, Controller};
 use crate::speaker::{self, Speaker, SpeakerOptions};
@@ -40,7 +42,11 @@ pub struct UpOptions {
     pub nodes: usize,
     /// Apiserver port; 0 picks a free one.
     pub port: u16,
-    /// Also install the CRDs and run the controller, a speaker per node and the lab backends.
+    /// Real nodes (kubelet, containerd, kube-proxy in this mode per node, images imported;
+    /// [`crate::node`]), or `None` for hand-made Node objects and host processes.
+    pub real_nodes: Option<ProxyMode>,
+    /// Also run ferrolb: on real nodes `helm install` of the chart as the README says; else
+    /// the CRDs, the controller, a speaker per node and the lab backends as host processes.
     pub run_ferrolb: bool,
 }
 
@@ -112,6 +118,7 @@ pub fn up(dir: &Path, nodes: usize, port: u16) -> Result<Up> {
         &UpOptions {
             nodes,
             port,
+            real_nodes: None,
             run_ferrolb: false,
         },
     )
@@ -127,19 +134,46 @@ pub fn up_with(dir: &Path, opts: &UpOptions) -> Result<Up> {
         );
     }
     let _ = std::fs::remove_dir_all(dir);
+    let images = match opts.real_nodes {
+        Some(_) => Some(crate::e2e::testbed::images()?),
+        None => None,
+    };
     let lab = Lab::create(opts.nodes)?;
     let cp = ControlPlane::start(&Options {
         dir: dir.to_path_buf(),
         controller_manager: true,
-        workloads: false,
+        workloads: opts.real_nodes.is_some(),
         port: opts.port,
         detached: true,
     })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async { lab.register_nodes(&cp.client().await?).await })?;
-    let running = if opts.run_ferrolb {
+    let real_nodes = match (opts.real_nodes, images) {
+        (Some(proxy_mode), Some((archives, pause_image))) => {
+            eprintln!("==> starting containerd, kubelet and kube-proxy ({}) on every node", proxy_mode.as_str());
+            let nodes = RealNodes::start(
+                &cp,
+                lab.nodes(),
+                &node::Options {
+                    proxy_mode,
+                    images: archives,
+                    pause_image,
+                    dir: dir.join("nodes"),
+                    detached: true,
+                },
+            )?;
+            if opts.run_ferrolb {
+                helm_install(&cp).map_err(|e| e.context(nodes.diagnostics()))?;
+            }
+            Some(nodes)
+        }
+        _ => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async { lab.register_nodes(&cp.client().await?).await })?;
+            None
+        }
+    };
+    let running = if opts.run_ferrolb && real_nodes.is_none() {
         Some(start_ferrolb(dir, &cp, &lab)?)
     } else {
         None
@@ -159,6 +193,12 @@ pub fn up_with(dir: &Path, opts: &UpOptions) -> Result<Up> {
     writeln!(env, "export FERROLB_LAB_CLIENT={}", lab.client().name)?;
     writeln!(env, "export FERROLB_LAB_BRIDGE={}", lab::BRIDGE)?;
     writeln!(env, "export FERROLB_CLUSTER_LOGS={}", dir.display())?;
+    if real_nodes.is_some() {
+        writeln!(env, "export FERROLB_IMAGE={}", ImageKind::Ferrolb.reference()?)?;
+        writeln!(env, "export FERROLB_ECHO_IMAGE={}", ImageKind::Echo.reference()?)?;
+        writeln!(env, "export FERROLB_PAUSE_IMAGE={}", ImageKind::Pause.reference()?)?;
+        writeln!(env, "export FERROLB_NODE_LOGS={}", dir.join("nodes").display())?;
+    }
 
     let ferrolb = running.as_ref().map(Running::describe);
     let mut pids = Vec::new();
@@ -187,8 +227,14 @@ pub fn up_with(dir: &Path, opts: &UpOptions) -> Result<Up> {
         pids.extend(f.speakers.iter().map(|(_, s)| s.pid));
         pids.extend(f.backends.iter().map(|(_, b)| b.pid));
     }
-    // kube-controller-manager, kube-apiserver, then etcd.
-    pids.extend(cp.pids().into_iter().rev().filter(|p| *p != 0));
+    // Only now, with everything started and written down, does anything outlive this function.
+    if let Some(nodes) = real_nodes {
+        pids.extend(nodes.release());
+    }
+    // kube-scheduler, kube-controller-manager, kube-apiserver, then etcd.
+    pids.push(cp.scheduler_pid());
+    pids.extend(cp.pids().into_iter().rev());
+    pids.retain(|p| *p != 0);
     let env_file = dir.join("env");
     std::fs::write(&env_file, &env)?;
     std::fs::write(
@@ -197,7 +243,6 @@ pub fn up_with(dir: &Path, opts: &UpOptions) -> Result<Up> {
     )?;
     std::fs::write(lab::CLUSTER_MARKER, dir.display().to_string())?;
 
-    // Only now, with everything started and written down, does anything outlive this function.
     if let Some(running) = running {
         running.release();
     }
@@ -215,6 +260,31 @@ pub fn up_with(dir: &Path, opts: &UpOptions) -> Result<Up> {
         client,
         ferrolb,
     })
+}
+
+/// `helm install ferrolb charts/ferrolb -n ferrolb-system --create-namespace`, as the README
+/// says, then waits for the controller and every speaker to be Ready.
+fn helm_install(cp: &ControlPlane) -> Result<()> {
+    use crate::e2e::scenarios::{NAMESPACE, RELEASE, TIMEOUT};
+    eprintln!("==> helm install {RELEASE} charts/ferrolb -n {NAMESPACE} --create-namespace");
+    crate::process::run(
+        std::process::Command::new(bins::binary("helm")?)
+            .args(["install", RELEASE, "charts/ferrolb", "-n", NAMESPACE, "--create-namespace"])
+            .env("KUBECONFIG", cp.kubeconfig())
+            .current_dir(bins::workspace_root()),
+    )?;
+    for object in ["deployment/ferrolb-controller", "daemonset/ferrolb-speaker"] {
+        eprintln!("==> waiting for {object} to be Ready");
+        cp.kubectl_run(&[
+            "rollout",
+            "status",
+            "-n",
+            NAMESPACE,
+            object,
+            &format!("--timeout={}s", TIMEOUT.as_secs()),
+        ])?;
+    }
+    Ok(())
 }
 
 /// ferrolb's processes while `up` is still starting them: dropped (killed) on failure.

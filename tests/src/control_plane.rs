@@ -85,7 +85,14 @@ impl ControlPlane {
         let dir = opts.dir.clone();
         std::fs::create_dir_all(&dir)?;
         let bind = IpAddr::V4(lab::BRIDGE_IPV4);
-        let pki = Pki::write(&dir.join("pki"), &[bind, "127.0.0.1".parse()?])?;
+        // Pods reach the apiserver as the `kubernetes` Service: its ClusterIP is the first
+        // address of the Service range, and the serving certificate must name it.
+        let kubernetes_service: ipnetwork::Ipv4Network = SERVICE_CIDR_V4.parse()?;
+        let kubernetes_service = IpAddr::V4(kubernetes_service.nth(1).context("Service range")?);
+        let pki = Pki::write(
+            &dir.join("pki"),
+            &[bind, "127.0.0.1".parse()?, kubernetes_service],
+        )?;
 
         let (etcd_client, etcd_peer) = (free_port()?, free_port()?);
         let etcd_log = dir.join("etcd.log");
@@ -267,6 +274,11 @@ impl ControlPlane {
             self.apiserver.pid(),
             self.controller_manager.as_ref().map_or(0, Supervised::pid),
         ]
+    }
+
+    /// Process id of kube-scheduler (0 when not running).
+    pub fn scheduler_pid(&self) -> u32 {
+        self.scheduler.as_ref().map_or(0, Supervised::pid)
     }
 
     /// Leaves the processes running (see [`Options::detached`]) and returns their pids.

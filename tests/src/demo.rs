@@ -47,6 +47,7 @@ pub fn run_demo(dir: &Path, keep: bool) -> Result<()> {
         &UpOptions {
             nodes: NODES,
             port: PORT,
+            real_nodes: None,
             run_ferrolb: true,
         },
     )?;

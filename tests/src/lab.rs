@@ -126,6 +126,7 @@ impl Lab {
             );
         }
         remove_namespaces()?;
+        crate::node::host::remove_leftovers()?;
         ensure_bridge()?;
         let lab = Lab {
             nodes: (1..=nodes).map(Host::node).collect(),
@@ -411,9 +412,10 @@ pub fn kill_processes_in(ns: &str) -> Result<()> {
     Ok(())
 }
 
-/// Deletes every lab namespace and the bridge.
+/// Deletes every lab namespace and the bridge, and what real nodes left on the machine.
 pub fn remove_all() -> Result<()> {
     remove_namespaces()?;
+    crate::node::host::remove_leftovers()?;
     if link_exists(BRIDGE)? {
         ip(&["link", "del", BRIDGE])?;
     }

@@ -105,6 +105,7 @@ fn cluster_up_runs_ferrolb_whose_vip_answers_and_down_stops_every_process() {
         &cluster::UpOptions {
             nodes: 2,
             port: 0,
+            real_nodes: None,
             run_ferrolb: true,
         },
     )

@@ -2,45 +2,90 @@
 
 use anyhow::Result;
 use clap::Subcommand;
+use ferrolb_tests::node::ProxyMode;
 use ferrolb_tests::{bins, cluster, lab};
 
 #[derive(Debug, Subcommand)]
 pub enum Action {
-    /// Build what is missing, start etcd + kube-apiserver + kube-controller-manager and a lab of
-    /// network namespaces (with --run-ferrolb, ferrolb too); returns once ready and writes
-    /// target/cluster/env.
+    /// Build what is missing, start etcd + kube-apiserver + kube-controller-manager +
+    /// kube-scheduler and a lab of network namespaces, each a real node (containerd, kubelet,
+    /// kube-proxy, with ferrolb's, the echo and the pause images imported); with --run-ferrolb,
+    /// `helm install` ferrolb too. Returns once ready and writes target/cluster/env.
     Up {
-        /// Number of node namespaces (node1..nodeN), each with a Node object.
+        /// Number of node namespaces (node1..nodeN).
         #[arg(long, default_value_t = 3)]
         nodes: usize,
-        /// Also build and run ferrolb: install the CRDs, run the controller (on the host) and a
-        /// speaker per node namespace, and a lab backend per node so `curl http://VIP/` from the
-        /// client names the node that answered.
+        /// Also run ferrolb: `helm install` of charts/ferrolb (with --host-processes: the CRDs,
+        /// the controller on the host, a speaker per node namespace and a lab backend per node,
+        /// so `curl http://VIP/` from the client names the node that answered).
         #[arg(long)]
         run_ferrolb: bool,
+        /// kube-proxy's mode on real nodes.
+        #[arg(long, value_enum, default_value_t = ProxyModeArg::Nftables)]
+        proxy_mode: ProxyModeArg,
+        /// The fast development loop: no kubelets, hand-made Node objects, ferrolb as host
+        /// processes and a DNAT rule per node standing in for kube-proxy.
+        #[arg(long)]
+        host_processes: bool,
     },
     /// Stop every process and remove every namespace and link `up` made.
     Down,
 }
 
+/// kube-proxy's modes on this kernel (no IPVS).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ProxyModeArg {
+    /// nftables rules.
+    Nftables,
+    /// iptables rules.
+    Iptables,
+}
+
+impl ProxyModeArg {
+    fn as_str(self) -> &'static str {
+        ProxyMode::from(self).as_str()
+    }
+}
+
+impl From<ProxyModeArg> for ProxyMode {
+    fn from(m: ProxyModeArg) -> ProxyMode {
+        match m {
+            ProxyModeArg::Nftables => ProxyMode::Nftables,
+            ProxyModeArg::Iptables => ProxyMode::Iptables,
+        }
+    }
+}
+
 pub fn run(action: Action) -> Result<()> {
     match action {
-        Action::Up { nodes, run_ferrolb } => {
+        Action::Up {
+            nodes,
+            run_ferrolb,
+            proxy_mode,
+            host_processes,
+        } => {
             crate::deps::ensure(true)?;
             bins::build_if_missing()?;
-            if run_ferrolb {
+            if run_ferrolb && host_processes {
                 cluster::build_ferrolb()?;
             }
+            let real_nodes = (!host_processes).then_some(proxy_mode.into());
             let up = cluster::up_with(
                 &bins::workspace_root().join("target/cluster"),
                 &cluster::UpOptions {
                     nodes,
                     port: 6443,
+                    real_nodes,
                     run_ferrolb,
                 },
             )?;
             println!(
-                "cluster is up: {nodes} lab nodes, apiserver at {}",
+                "cluster is up: {nodes} lab nodes ({}), apiserver at {}",
+                if host_processes {
+                    "host processes".to_string()
+                } else {
+                    format!("real nodes, kube-proxy in {} mode", proxy_mode.as_str())
+                },
                 up.server
             );
             if let Some(f) = &up.ferrolb {

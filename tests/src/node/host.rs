@@ -21,14 +21,15 @@ pub fn cgroup_root(node: &str) -> String {
     format!("/{CGROUP_PREFIX}{node}")
 }
 
-/// Mount points of the cgroup v1 hierarchies (`/sys/fs/cgroup/cpu`, ...), from /proc/mounts.
+/// Mount points of the cgroup hierarchies (`/sys/fs/cgroup/cpu`, ..., and the hybrid layout's
+/// cgroup2 at `/sys/fs/cgroup/unified`, where runc mirrors the v1 paths), from /proc/mounts.
 fn cgroup_hierarchies() -> Result<Vec<PathBuf>> {
     let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
     Ok(mounts
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 2 && f[2] == "cgroup").then(|| PathBuf::from(f[1]))
+            (f.len() > 2 && (f[2] == "cgroup" || f[2] == "cgroup2")).then(|| PathBuf::from(f[1]))
         })
         .collect())
 }
@@ -37,7 +38,10 @@ fn cgroup_hierarchies() -> Result<Vec<PathBuf>> {
 /// which a new cpuset starts without (and then admits no process).
 pub fn create_cgroup_root(root: &str) -> Result<()> {
     let hierarchies = cgroup_hierarchies()?;
-    if hierarchies.is_empty() {
+    if !std::fs::read_to_string("/proc/mounts")?
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("cgroup"))
+    {
         bail!(
             "no cgroup v1 hierarchy is mounted: real lab nodes need the kubelet's cgroupfs driver \
              on cgroup v1 (this machine kind's layout; see shared/reference/real-nodes.md)"

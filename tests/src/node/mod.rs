@@ -434,13 +434,24 @@ fn spawn(opts: &Options, name: &str, cmd: Command, log: &Path) -> Result<Supervi
     }
 }
 
-/// Forwarding on, and a route to every other node's pod ranges via that node's lab address:
-/// kube-proxy may send a client's connection to a pod on another node.
+/// Forwarding on, a route for Service ClusterIPs, and a route to every other node's pod ranges
+/// via that node's lab address: kube-proxy may send a client's connection to a pod on another
+/// node.
 fn route_pod_ranges(host: &Host, index: usize, all: &[Host]) -> Result<()> {
     let ns = host.name.as_str();
     for sysctl in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
         run(Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw", sysctl]))?;
     }
+    // Service ClusterIPs: kube-proxy rewrites them in OUTPUT, after routing, so a hostNetwork pod
+    // (the speaker reaching the `kubernetes` Service) needs a route before there is a rule. The
+    // lab bridge is that route; nothing behind it forwards anywhere.
+    let (v4, v6) = (
+        crate::control_plane::SERVICE_CIDR_V4,
+        crate::control_plane::SERVICE_CIDR_V6,
+    );
+    let (via4, via6) = (crate::lab::BRIDGE_IPV4.to_string(), crate::lab::BRIDGE_IPV6.to_string());
+    run(Command::new("ip").args(["-n", ns, "route", "replace", v4, "via", &via4]))?;
+    run(Command::new("ip").args(["-n", ns, "-6", "route", "replace", v6, "via", &via6]))?;
     for other in all {
         let other_index = node_index(other)?;
         if other_index == index {

@@ -1,0 +1,46 @@
+//! ferrolb as users run it: the chart installed with `helm install` on real nodes (kubelet,
+//! containerd, kube-proxy), locally built images, traffic from the LAN's client through the real
+//! kube-proxy. The scenarios live in `ferrolb_tests::e2e::scenarios`; this file runs them on the
+//! testbed in each kube-proxy mode this kernel has (iptables, nftables; no IPVS here).
+
+use ferrolb_tests::control_plane::process_dir;
+use ferrolb_tests::e2e::scenarios::{self, Families};
+use ferrolb_tests::e2e::testbed::Testbed;
+use ferrolb_tests::node::ProxyMode;
+
+fn testbed(mode: ProxyMode) -> Testbed {
+    let dir = process_dir().join(format!("e2e-{}", mode.as_str()));
+    Testbed::start(&dir, 3, mode).unwrap_or_else(|e| panic!("starting the testbed: {e:#}"))
+}
+
+/// The whole journey with kube-proxy in nftables mode: install, dual-stack Service, Local
+/// policy, speaker pod deletion, upgrade, node power-off, uninstall.
+#[test]
+fn helm_install_serves_services_through_kube_proxy_nftables() {
+    let mut tb = testbed(ProxyMode::Nftables);
+    match scenarios::everything(&mut tb) {
+        Ok(report) => eprintln!("e2e report: {report:?}"),
+        Err(e) => panic!(
+            "{e:#}\n{}\n{}",
+            scenarios::pods_summary(&tb),
+            tb.diagnostics()
+        ),
+    }
+}
+
+/// The same Services with kube-proxy in iptables mode: dual-stack and the Local policy.
+#[test]
+fn helm_install_serves_services_through_kube_proxy_iptables() {
+    let tb = testbed(ProxyMode::Iptables);
+    let result = (|| {
+        scenarios::install(&tb)?;
+        scenarios::apply_pool(&tb)?;
+        scenarios::deploy_echo(&tb, "echo", 2, None)?;
+        scenarios::expose(&tb, "echo", "echo", Families::Dual, false)?;
+        scenarios::check_dual_stack(&tb, "echo")?;
+        scenarios::check_local_traffic_policy(&tb)
+    })();
+    if let Err(e) = result {
+        panic!("{e:#}\n{}\n{}", scenarios::pods_summary(&tb), tb.diagnostics());
+    }
+}
