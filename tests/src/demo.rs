@@ -1,14 +1,17 @@
 //! `cargo xtask demo`: ferrolb end to end on a fresh 3-node lab, the way a user meets it.
 //!
 //! ```text
-//!  cluster::up_with(run_ferrolb) ── control plane, CRDs, controller, speaker per node, backends
-//!  kubectl apply docs/examples/{ipaddresspool,l2advertisement,service}.yaml
-//!  wait for the Service's EXTERNAL-IPs ── kubectl get svc -o wide
-//!  ip netns exec client curl http://<each IP>/ ── the name of the node that answered ARP/NDP
+//!  cluster::up_with(real nodes, run_ferrolb) ── control plane, kubelet + containerd + kube-proxy
+//!      per node, images built and imported, `helm install ferrolb charts/ferrolb` (README's)
+//!  kubectl apply docs/examples/{ipaddresspool,l2advertisement,deployment,service}.yaml
+//!  wait for the pods and the Service's EXTERNAL-IPs ── kubectl get svc -o wide
+//!  ip netns exec client curl http://<each IP>/ ── the echo pod that answered, its node, and the
+//!      node the client's ARP/NDP resolved the IP to
 //!  cluster::down (unless kept)
 //! ```
 //!
-//! The building (control plane, ferrolb binaries) is the caller's (`xtask/src/demo.rs`).
+//! The building (control plane) is the caller's (`xtask/src/demo.rs`); the images are built by
+//! [`cluster::up_with`].
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +23,7 @@ use serde_json::Value;
 
 use crate::bins;
 use crate::cluster::{self, Up, UpOptions};
+use crate::node::ProxyMode;
 use crate::process::{run, wait_for};
 
 /// Lab nodes the demo runs.
@@ -27,27 +31,31 @@ pub const NODES: usize = 3;
 /// Apiserver port (as `cargo xtask cluster up`).
 pub const PORT: u16 = 6443;
 /// The sample manifests, applied in this order, under the workspace root.
-pub const EXAMPLES: [&str; 3] = [
+pub const EXAMPLES: [&str; 4] = [
     "docs/examples/ipaddresspool.yaml",
     "docs/examples/l2advertisement.yaml",
+    "docs/examples/deployment.yaml",
     "docs/examples/service.yaml",
 ];
 /// The sample Service (namespace `default`).
 pub const SERVICE: &str = "demo";
 /// The condition the speaker writes on a Service it announces.
 const ANNOUNCED: &str = "ferrolb.io/Announced";
-const TIMEOUT: Duration = Duration::from_secs(60);
+const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs the demo with its cluster in `dir`; tears everything down afterwards unless `keep`
 /// (also when the demo fails, so a failed run leaves nothing behind).
 pub fn run_demo(dir: &Path, keep: bool) -> Result<()> {
-    eprintln!("==> starting a control plane and a {NODES}-node lab with ferrolb");
+    eprintln!(
+        "==> starting a control plane and {NODES} real nodes (kubelet, containerd, kube-proxy), \
+         building and loading the images, and installing ferrolb with helm"
+    );
     let up = cluster::up_with(
         dir,
         &UpOptions {
             nodes: NODES,
             port: PORT,
-            real_nodes: None,
+            real_nodes: Some(ProxyMode::Nftables),
             run_ferrolb: true,
         },
     )?;
@@ -60,7 +68,7 @@ pub fn run_demo(dir: &Path, keep: bool) -> Result<()> {
         println!();
         println!("The cluster keeps running:");
         println!(
-            "  . {}   # KUBECONFIG, kubectl, ferrolb processes",
+            "  . {}   # KUBECONFIG, kubectl and helm on PATH, lab names",
             up.env_file.display()
         );
         println!("  kubectl get svc -o wide");
@@ -85,7 +93,7 @@ fn kubectl(up: &Up) -> Result<Command> {
 pub struct Answer {
     /// The EXTERNAL-IP.
     pub ip: IpAddr,
-    /// The HTTP body: the name of the node whose backend answered, and a newline.
+    /// The HTTP body: `pod=<echo pod> node=<its node> client=<address it saw>`.
     pub body: String,
     /// The lab node whose MAC the client's kernel resolved the IP to, if any.
     pub resolved_to: Option<String>,
@@ -101,6 +109,16 @@ pub fn show(up: &Up) -> Result<Vec<Answer>> {
         let out = run(kubectl(up)?.args(["apply", "-f"]).arg(root.join(example)))?;
         print!("{out}");
     }
+    eprintln!("==> waiting for the demo pods");
+    run(kubectl(up)?.args([
+        "rollout",
+        "status",
+        "deployment/demo",
+        "-n",
+        "default",
+        &format!("--timeout={}s", TIMEOUT.as_secs()),
+    ]))
+    .context("the demo pods did not become ready (kubectl get pods -o wide tells why)")?;
 
     eprintln!("==> waiting for the Service's EXTERNAL-IPs");
     let ips = wait_for("an EXTERNAL-IP for each family", TIMEOUT, || {
@@ -110,10 +128,9 @@ pub fn show(up: &Up) -> Result<Vec<Answer>> {
         Ok((families > 0 && ips.len() == families).then_some(ips))
     })
     .with_context(|| {
-        format!(
-            "the Service got no EXTERNAL-IP; see the controller's log {}",
-            dir_of(up).join("controller.log").display()
-        )
+        "the Service got no EXTERNAL-IP; see `kubectl logs -n ferrolb-system \
+         deploy/ferrolb-controller` and `kubectl describe svc demo`"
+            .to_string()
     })?;
     println!("$ kubectl get svc -o wide");
     print!("{}", run(kubectl(up)?.args(["get", "svc", "-o", "wide"]))?);
@@ -129,10 +146,9 @@ pub fn show(up: &Up) -> Result<Vec<Answer>> {
             .and_then(|c| c["message"].as_str().map(str::to_string)))
     })
     .with_context(|| {
-        format!(
-            "no speaker reported announcing the Service; see the speaker logs in {}",
-            dir_of(up).display()
-        )
+        "no speaker reported announcing the Service; see `kubectl logs -n ferrolb-system \
+         ds/ferrolb-speaker`"
+            .to_string()
     })?;
     println!("{ANNOUNCED}: {announced}");
 
@@ -152,8 +168,9 @@ pub fn show(up: &Up) -> Result<Vec<Answer>> {
         })
         .with_context(|| {
             format!(
-                "nothing answered {url} from the client namespace; see the speaker logs in {}",
-                dir_of(up).display()
+                "nothing answered {url} from the client namespace; see the speaker logs \
+                 (`kubectl logs -n ferrolb-system ds/ferrolb-speaker`) and the node logs in {}",
+                dir_of(up).join("nodes").display()
             )
         })?;
         print!("{answer}");
@@ -255,9 +272,20 @@ mod tests {
             serde_yaml::from_str(&std::fs::read_to_string(root.join(EXAMPLES[1])).unwrap())
                 .unwrap();
         assert_eq!(l2["spec"]["ipAddressPools"][0], pool["metadata"]["name"]);
-        let svc: Value =
+        let deployment: Value =
             serde_yaml::from_str(&std::fs::read_to_string(root.join(EXAMPLES[2])).unwrap())
                 .unwrap();
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+            crate::image::ImageKind::Echo.reference().unwrap()
+        );
+        let svc: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(root.join(EXAMPLES[3])).unwrap())
+                .unwrap();
+        assert_eq!(
+            svc["spec"]["selector"],
+            deployment["spec"]["template"]["metadata"]["labels"]
+        );
         assert_eq!(svc["metadata"]["name"], SERVICE);
         assert_eq!(svc["spec"]["type"], "LoadBalancer");
         assert_eq!(svc["spec"]["ipFamilyPolicy"], "PreferDualStack");

@@ -1,9 +1,9 @@
-//! `cargo xtask demo [--keep]`: from a fresh machine, build everything, start a 3-node lab with
-//! ferrolb, create a Service and curl its EXTERNAL-IP from the client (logic in
-//! `ferrolb_tests::demo`).
+//! `cargo xtask demo [--keep]`: from a fresh machine, build everything, start 3 real nodes,
+//! `helm install` ferrolb with the locally built images, create a Service over echo pods and curl
+//! its EXTERNAL-IP from the client (logic in `ferrolb_tests::demo`).
 
 use anyhow::Result;
-use ferrolb_tests::{bins, cluster, demo};
+use ferrolb_tests::{bins, demo};
 
 pub fn run(keep: bool) -> Result<()> {
     demo::check_examples()?;
@@ -15,6 +15,5 @@ pub fn run(keep: bool) -> Result<()> {
             bins::bin_dir()?.display()
         ),
     }
-    cluster::build_ferrolb()?;
     demo::run_demo(&bins::workspace_root().join("target/cluster"), keep)
 }
