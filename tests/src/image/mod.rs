@@ -310,6 +310,35 @@ pub fn image_config(
     }
 }
 
+/// The `cargo build --release` invocations for `kinds`, as `(package, binary)` lists: images
+/// that share a package build together, the others apart. Cargo unifies features across the
+/// packages of one invocation, so building `ferrolb-tests` (echo, pause) together with the
+/// controller would compile the controller against the testbed's feature set; apart, it is
+/// exactly `cargo build --release -p ferrolb-controller -p ferrolb-speaker`.
+pub fn cargo_builds(kinds: &[ImageKind]) -> Vec<Vec<(&'static str, &'static str)>> {
+    let mut groups: Vec<Vec<(&'static str, &'static str)>> = Vec::new();
+    for kind in kinds {
+        let shares_a_package = |group: &Vec<(&str, &str)>| {
+            group
+                .iter()
+                .any(|(package, _)| kind.binaries().iter().any(|(p, _)| p == package))
+        };
+        let group = match groups.iter().position(shares_a_package) {
+            Some(i) => &mut groups[i],
+            None => {
+                groups.push(Vec::new());
+                groups.last_mut().expect("just pushed")
+            }
+        };
+        for bin in kind.binaries() {
+            if !group.contains(bin) {
+                group.push(*bin);
+            }
+        }
+    }
+    groups
+}
+
 /// Builds the release binaries (unless told not to) and writes one archive per image; prints
 /// progress to stderr. Fails when an image exceeds [`MAX_COMPRESSED_SIZE`].
 pub fn build_all(opts: &BuildOptions) -> Result<Vec<BuiltImage>> {
@@ -319,16 +348,10 @@ pub fn build_all(opts: &BuildOptions) -> Result<Vec<BuiltImage>> {
         Some(p) => p.clone(),
         None => Provenance::of_checkout()?,
     };
-    let mut binaries: Vec<(&str, &str)> = Vec::new();
-    for kind in &opts.images {
-        for bin in kind.binaries() {
-            if !binaries.contains(bin) {
-                binaries.push(*bin);
-            }
+    if opts.cargo_build {
+        for binaries in cargo_builds(&opts.images) {
+            bins::cargo_build_release(&binaries)?;
         }
-    }
-    if opts.cargo_build && !binaries.is_empty() {
-        bins::cargo_build_release(&binaries)?;
     }
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("creating {}", opts.out_dir.display()))?;

@@ -454,3 +454,25 @@ fn kinds_parse_from_their_names_and_archives_are_named_after_them() {
     assert_eq!(oci_architecture("x86_64").unwrap(), "amd64");
     assert_eq!(oci_architecture("aarch64").unwrap(), "arm64");
 }
+
+#[test]
+fn the_controller_and_speaker_build_apart_from_the_test_binaries() {
+    assert_eq!(
+        cargo_builds(&ImageKind::ALL),
+        [
+            vec![
+                ("ferrolb-controller", "ferrolb-controller"),
+                ("ferrolb-speaker", "ferrolb-speaker"),
+            ],
+            vec![
+                ("ferrolb-tests", "ferrolb-echo"),
+                ("ferrolb-tests", "ferrolb-pause"),
+            ],
+        ]
+    );
+    assert_eq!(
+        cargo_builds(&[ImageKind::Pause, ImageKind::Pause]),
+        [vec![("ferrolb-tests", "ferrolb-pause")]]
+    );
+    assert!(cargo_builds(&[]).is_empty());
+}
