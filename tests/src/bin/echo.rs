@@ -130,7 +130,6 @@ fn answer(request: &http1::Request, identity: &Identity, peer: IpAddr) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
 
     fn identity() -> Identity {
         Identity {
@@ -172,14 +171,8 @@ mod tests {
 
     #[test]
     fn healthz_answers_ok_and_everything_else_names_pod_node_and_client() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = std::thread::spawn(move || {
-            for _ in 0..3 {
-                let (stream, _) = listener.accept().unwrap();
-                serve(&stream, &identity()).unwrap();
-            }
-        });
+        let (addr, server) =
+            http1::testing::server(3, |stream| serve(&stream, &identity()).unwrap());
         for (request, want_body) in [
             ("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", "ok\n"),
             (
@@ -191,12 +184,7 @@ mod tests {
                 "pod=echo-7d9f node=node2 client=127.0.0.1\n",
             ),
         ] {
-            let mut stream = TcpStream::connect(addr).unwrap();
-            stream.write_all(request.as_bytes()).unwrap();
-            let mut response = String::new();
-            stream.read_to_string(&mut response).unwrap();
-            let (head, body) = response.split_once("\r\n\r\n").unwrap();
-            assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+            let (head, body) = http1::testing::exchange(addr, request);
             assert!(
                 head.contains(&format!("Content-Length: {}", want_body.len())),
                 "{head}"

@@ -103,7 +103,6 @@ fn serve(stream: TcpStream, body: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
 
     fn args(a: &[&str]) -> Result<Args, String> {
         parse_args(a.iter().map(|s| s.to_string()))
@@ -132,14 +131,7 @@ mod tests {
 
     #[test]
     fn every_request_gets_200_and_the_name() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = std::thread::spawn(move || {
-            for _ in 0..2 {
-                let (stream, _) = listener.accept().unwrap();
-                serve(stream, "node7\n").unwrap();
-            }
-        });
+        let (addr, server) = http1::testing::server(2, |stream| serve(stream, "node7\n").unwrap());
         for (request, want_body) in [
             ("GET /anything HTTP/1.1\r\nHost: x\r\n\r\n", "node7\n"),
             (
@@ -147,12 +139,7 @@ mod tests {
                 "node7\n",
             ),
         ] {
-            let mut stream = TcpStream::connect(addr).unwrap();
-            stream.write_all(request.as_bytes()).unwrap();
-            let mut response = String::new();
-            stream.read_to_string(&mut response).unwrap();
-            let (head, body) = response.split_once("\r\n\r\n").unwrap();
-            assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+            let (head, body) = http1::testing::exchange(addr, request);
             assert!(head.contains("Content-Length: 6"), "{head}");
             assert_eq!(body, want_body);
         }

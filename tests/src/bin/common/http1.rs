@@ -73,3 +73,37 @@ pub fn respond(
     }
     stream.flush()
 }
+
+/// What the binaries' tests share: a loopback server thread and a raw HTTP exchange.
+#[cfg(test)]
+pub mod testing {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::thread::JoinHandle;
+
+    /// Listens on a loopback port and hands the next `connections` connections to `serve`.
+    pub fn server(
+        connections: usize,
+        serve: impl Fn(TcpStream) + Send + 'static,
+    ) -> (SocketAddr, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let thread = std::thread::spawn(move || {
+            for _ in 0..connections {
+                serve(listener.accept().unwrap().0);
+            }
+        });
+        (addr, thread)
+    }
+
+    /// Sends `request` as is; returns the response's head (asserted `200 OK`) and body.
+    pub fn exchange(addr: SocketAddr, request: &str) -> (String, String) {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        (head.to_string(), body.to_string())
+    }
+}
