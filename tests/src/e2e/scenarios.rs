@@ -66,10 +66,70 @@ pub fn wait_rollout(d: &dyn Driver) -> Result<()> {
     Ok(())
 }
 
-/// `kubectl get pods -A -o wide`, for error messages.
+/// `kubectl get pods -A -o wide` and why each waiting container waits, for error messages.
 pub fn pods_summary(d: &dyn Driver) -> String {
-    d.kubectl(&["get", "pods", "-A", "-o", "wide"])
-        .unwrap_or_else(|e| format!("(kubectl get pods failed: {e:#})"))
+    let table = d
+        .kubectl(&["get", "pods", "-A", "-o", "wide"])
+        .unwrap_or_else(|e| format!("(kubectl get pods failed: {e:#})"));
+    let waiting = waiting_containers(d)
+        .map(|w| w.join("\n"))
+        .unwrap_or_else(|e| format!("(reading container states failed: {e:#})"));
+    format!("{table}{waiting}")
+}
+
+/// `namespace/pod container: Reason: message` for every container that waits (image missing,
+/// crash loop, ...).
+pub fn waiting_containers(d: &dyn Driver) -> Result<Vec<String>> {
+    let out = d.kubectl(&["get", "pods", "-A", "-o", "json"])?;
+    let pods: Value = serde_json::from_str(&out)?;
+    let mut lines = Vec::new();
+    for pod in pods["items"].as_array().into_iter().flatten() {
+        let name = format!(
+            "{}/{}",
+            pod["metadata"]["namespace"].as_str().unwrap_or_default(),
+            pod["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        for status in pod["status"]["containerStatuses"].as_array().into_iter().flatten() {
+            let waiting = &status["state"]["waiting"];
+            if let Some(reason) = waiting["reason"].as_str() {
+                lines.push(format!(
+                    "{name} {}: {reason}: {}",
+                    status["name"].as_str().unwrap_or_default(),
+                    waiting["message"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    Ok(lines)
+}
+
+/// Installing with an image no node has (and `pullPolicy: Never`, so nothing is fetched) shows
+/// up at once as the pods' waiting reason naming the image; uninstalling cleans it up.
+pub fn check_missing_image_is_reported(d: &dyn Driver) -> Result<()> {
+    let missing = format!("{}:does-not-exist", ImageKind::Ferrolb.repository());
+    step(d, &format!("helm install with an image no node has ({missing})"));
+    d.helm(&[
+        "install",
+        RELEASE,
+        "charts/ferrolb",
+        "-n",
+        NAMESPACE,
+        "--create-namespace",
+        "--set",
+        "image.tag=does-not-exist",
+        "--set",
+        "image.pullPolicy=Never",
+    ])?;
+    let reported = wait_for("the pods to report the missing image", TIMEOUT, || {
+        let lines = waiting_containers(d)?;
+        Ok(lines
+            .iter()
+            .find(|l| l.starts_with(NAMESPACE) && l.contains("ErrImageNeverPull") && l.contains(&missing))
+            .cloned())
+    })?;
+    eprintln!("    reported: {reported}");
+    d.helm(&["uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout=120s"])?;
+    Ok(())
 }
 
 /// Applies the pool (every range of [`Driver::pool_ranges`]) and an L2Advertisement for it.
@@ -425,18 +485,25 @@ pub fn check_upgrade_keeps_ips(d: &dyn Driver) -> Result<()> {
         &format!("image.tag={tag}"),
     ])?;
     wait_rollout(d)?;
-    let images = d.kubectl(&[
-        "get",
-        "pods",
-        "-n",
-        NAMESPACE,
-        "-o",
-        "jsonpath={.items[*].spec.containers[*].image}",
-    ])?;
-    ensure!(
-        images.split_whitespace().all(|i| i == reference),
-        "after the upgrade the pods run {images}, not only {reference}"
-    );
+    // Rollouts finish when the new pods are Ready; the old ones may still be terminating.
+    wait_for(
+        &format!("every ferrolb pod to run {reference} and no other"),
+        TIMEOUT,
+        || {
+            let images = d.kubectl(&[
+                "get",
+                "pods",
+                "-n",
+                NAMESPACE,
+                "-o",
+                "jsonpath={.items[*].spec.containers[*].image}",
+            ])?;
+            Ok(images
+                .split_whitespace()
+                .all(|i| i == reference)
+                .then_some(()))
+        },
+    )?;
     let after = all_ingress(d)?;
     ensure!(before == after, "helm upgrade changed Service IPs: {before:?} -> {after:?}");
     for ips in after.values() {
