@@ -74,6 +74,22 @@ pub fn run(install: bool, filter: Option<&str>) -> Result<()> {
             "--bins",
         ]),
     )?;
+    // The end-to-end tests install the chart with these images on real nodes; building them
+    // here (release, fat LTO) shows the step and its time instead of hiding it in a test.
+    eprintln!("==> cargo xtask image (ferrolb, echo, pause)");
+    let images_started = Instant::now();
+    for image in ferrolb_tests::image::build_all(&Default::default())? {
+        eprintln!(
+            "==> {} {} ({})",
+            image.name,
+            image.digest,
+            ferrolb_tests::image::human_size(image.compressed_size)
+        );
+    }
+    eprintln!(
+        "==> images built in {:.0} s",
+        images_started.elapsed().as_secs_f64()
+    );
     let mut integration = cargo();
     integration.args(["test", "-p", "ferrolb-tests", "--test", "*"]);
     if let Some(f) = filter {

@@ -194,6 +194,35 @@ impl RealNodes {
         Ok(())
     }
 
+    /// Powers `name` back on after [`RealNodes::power_off`]: its link comes up and containerd,
+    /// the kubelet and kube-proxy start again from the node's state, as after a reboot (the
+    /// kubelet restarts its pods). Returns once the node is Ready again.
+    pub fn power_on(&mut self, cp: &ControlPlane, name: &str) -> Result<()> {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.host.name == name)
+            .with_context(|| format!("no real node {name}"))?;
+        node.processes.clear();
+        run(Command::new("ip").args(["link", "set", &node.host.host_veth, "up"]))?;
+        start_processes(node, false, &[])?;
+        wait_for(
+            &format!("node {name} to be Ready again"),
+            READY_TIMEOUT,
+            || {
+                let ready = cp.kubectl_run(&[
+                    "get",
+                    "node",
+                    name,
+                    "-o",
+                    r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
+                ])?;
+                Ok((ready.trim() == "True").then_some(()))
+            },
+        )
+        .with_context(|| self.diagnostics())
+    }
+
     /// Keeps the nodes running after this handle is gone (`cargo xtask cluster up`); returns
     /// the pids of containerd, kubelet and kube-proxy of every node.
     pub fn release(mut self) -> Vec<u32> {
@@ -274,21 +303,13 @@ fn start_node(
     }
     let cgroup_root = host::cgroup_root(&host.name);
     host::create_cgroup_root(&cgroup_root)?;
-    route_pod_ranges(host, index, all)?;
+    route_lab_ranges(host, index, all)?;
     std::fs::write(
         paths.cni_conf_dir().join("10-ferrolb-lab.conflist"),
         config::cni_conflist(index),
     )?;
-
-    let mut node = RealNode {
-        host: host.clone(),
-        paths,
-        processes: Vec::new(),
-    };
-    let paths = node.paths.clone();
-    let containerd_config = paths.config.join("containerd.toml");
     std::fs::write(
-        &containerd_config,
+        paths.config.join(CONTAINERD_CONFIG),
         config::containerd_toml(
             &paths,
             &opts.pause_image,
@@ -296,42 +317,6 @@ fn start_node(
             Path::new(CNI_BIN_DIR),
         ),
     )?;
-    let mut containerd = in_node(host, &bins::binary("containerd")?);
-    containerd.arg("--config").arg(&containerd_config);
-    // The runc shim is found on PATH.
-    containerd.env("PATH", path_with(&bins::bin_dir()?));
-    let log = paths.config.join("containerd.log");
-    let mut process = spawn(
-        opts,
-        &format!("containerd on {}", host.name),
-        containerd,
-        &log,
-    )?;
-    let socket = paths.containerd_socket();
-    wait_for(
-        &format!("containerd on {} to serve", host.name),
-        Duration::from_secs(30),
-        || {
-            process.check_running(&log)?;
-            Ok((socket.exists()
-                && node
-                    .ctr()?
-                    .arg("version")
-                    .output()
-                    .is_ok_and(|o| o.status.success()))
-            .then_some(()))
-        },
-    )?;
-    node.processes.push((process, log));
-    for archive in &opts.images {
-        run(node.ctr()?.args(["images", "import"]).arg(archive)).with_context(|| {
-            format!(
-                "importing {} into {}'s containerd",
-                archive.display(),
-                host.name
-            )
-        })?;
-    }
 
     let server = cp.server().to_string();
     let ca = std::fs::read_to_string(&pki.ca_cert)?;
@@ -350,15 +335,13 @@ fn start_node(
         )?;
         Ok(path)
     };
-
-    let kubelet_kubeconfig = kubeconfig(
+    kubeconfig(
         "kubelet",
         &format!("system:node:{}", host.name),
         Some("system:nodes"),
     )?;
-    let kubelet_config = paths.config.join("kubelet.yaml");
     std::fs::write(
-        &kubelet_config,
+        paths.config.join(KUBELET_CONFIG),
         config::kubelet_config(&KubeletSettings {
             node: &host.name,
             address: host.ipv4,
@@ -367,10 +350,80 @@ fn start_node(
             cgroup_root: &cgroup_root,
         }),
     )?;
-    let mut kubelet = in_node(host, &bins::binary("kubelet")?);
+    let proxy_kubeconfig = kubeconfig("kube-proxy", "system:kube-proxy", None)?;
+    std::fs::write(
+        paths.config.join(PROXY_CONFIG),
+        config::kube_proxy_config(&host.name, &proxy_kubeconfig, opts.proxy_mode),
+    )?;
+
+    let mut node = RealNode {
+        host: host.clone(),
+        paths,
+        processes: Vec::new(),
+    };
+    start_processes(&mut node, opts.detached, &opts.images)?;
+    Ok(node)
+}
+
+/// The files [`start_node`] writes into a node's configuration directory.
+const CONTAINERD_CONFIG: &str = "containerd.toml";
+const KUBELET_CONFIG: &str = "kubelet.yaml";
+const PROXY_CONFIG: &str = "kube-proxy.yaml";
+
+/// Starts containerd (importing `images` once it serves), the kubelet and kube-proxy of a node
+/// whose files [`start_node`] wrote; after a power-off, the same files bring it back.
+fn start_processes(node: &mut RealNode, detached: bool, images: &[PathBuf]) -> Result<()> {
+    let host = node.host.clone();
+    let paths = node.paths.clone();
+    let spawn = |name: &str, cmd: Command, log: &Path| {
+        if detached {
+            Supervised::spawn_detached(name, cmd, log)
+        } else {
+            Supervised::spawn(name, cmd, log)
+        }
+    };
+
+    let mut containerd = in_node(&host, &bins::binary("containerd")?);
+    containerd
+        .arg("--config")
+        .arg(paths.config.join(CONTAINERD_CONFIG));
+    // The runc shim is found on PATH.
+    containerd.env("PATH", path_with(&bins::bin_dir()?));
+    let log = paths.config.join("containerd.log");
+    let mut process = spawn(&format!("containerd on {}", host.name), containerd, &log)?;
+    let socket = paths.containerd_socket();
+    wait_for(
+        &format!("containerd on {} to serve", host.name),
+        Duration::from_secs(30),
+        || {
+            process.check_running(&log)?;
+            Ok((socket.exists()
+                && node
+                    .ctr()?
+                    .arg("version")
+                    .output()
+                    .is_ok_and(|o| o.status.success()))
+            .then_some(()))
+        },
+    )?;
+    node.processes.push((process, log));
+    for archive in images {
+        run(node.ctr()?.args(["images", "import"]).arg(archive)).with_context(|| {
+            format!(
+                "importing {} into {}'s containerd",
+                archive.display(),
+                host.name
+            )
+        })?;
+    }
+
+    let mut kubelet = in_node(&host, &bins::binary("kubelet")?);
     kubelet.args([
-        format!("--config={}", kubelet_config.display()),
-        format!("--kubeconfig={}", kubelet_kubeconfig.display()),
+        format!("--config={}", paths.config.join(KUBELET_CONFIG).display()),
+        format!(
+            "--kubeconfig={}",
+            paths.config.join("kubelet.kubeconfig").display()
+        ),
         format!("--hostname-override={}", host.name),
         format!("--node-ip={},{}", host.ipv4, host.ipv6),
         format!("--root-dir={}", paths.kubelet_root().display()),
@@ -379,23 +432,20 @@ fn start_node(
         "--v=1".into(),
     ]);
     let log = paths.config.join("kubelet.log");
-    let process = spawn(opts, &format!("kubelet on {}", host.name), kubelet, &log)?;
+    let process = spawn(&format!("kubelet on {}", host.name), kubelet, &log)?;
     node.processes.push((process, log));
 
-    let proxy_kubeconfig = kubeconfig("kube-proxy", "system:kube-proxy", None)?;
-    let proxy_config = paths.config.join("kube-proxy.yaml");
-    std::fs::write(
-        &proxy_config,
-        config::kube_proxy_config(&host.name, &proxy_kubeconfig, opts.proxy_mode),
-    )?;
-    let mut proxy = in_node(host, &bins::binary("kube-proxy")?);
-    proxy.arg(format!("--config={}", proxy_config.display()));
+    let mut proxy = in_node(&host, &bins::binary("kube-proxy")?);
+    proxy.arg(format!(
+        "--config={}",
+        paths.config.join(PROXY_CONFIG).display()
+    ));
     // iptables mode runs iptables-restore and conntrack.
     proxy.env("PATH", path_with(Path::new("/usr/sbin")));
     let log = paths.config.join("kube-proxy.log");
-    let process = spawn(opts, &format!("kube-proxy on {}", host.name), proxy, &log)?;
+    let process = spawn(&format!("kube-proxy on {}", host.name), proxy, &log)?;
     node.processes.push((process, log));
-    Ok(node)
+    Ok(())
 }
 
 /// `nsenter --net=/run/netns/<node> <program>`.
@@ -426,18 +476,10 @@ fn path_with(dir: &Path) -> std::ffi::OsString {
     std::env::join_paths(dirs).unwrap_or_default()
 }
 
-fn spawn(opts: &Options, name: &str, cmd: Command, log: &Path) -> Result<Supervised> {
-    if opts.detached {
-        Supervised::spawn_detached(name, cmd, log)
-    } else {
-        Supervised::spawn(name, cmd, log)
-    }
-}
-
 /// Forwarding on, a route for Service ClusterIPs, and a route to every other node's pod ranges
 /// via that node's lab address: kube-proxy may send a client's connection to a pod on another
 /// node.
-fn route_pod_ranges(host: &Host, index: usize, all: &[Host]) -> Result<()> {
+fn route_lab_ranges(host: &Host, index: usize, all: &[Host]) -> Result<()> {
     let ns = host.name.as_str();
     for sysctl in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
         run(Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw", sysctl]))?;
@@ -449,7 +491,10 @@ fn route_pod_ranges(host: &Host, index: usize, all: &[Host]) -> Result<()> {
         crate::control_plane::SERVICE_CIDR_V4,
         crate::control_plane::SERVICE_CIDR_V6,
     );
-    let (via4, via6) = (crate::lab::BRIDGE_IPV4.to_string(), crate::lab::BRIDGE_IPV6.to_string());
+    let (via4, via6) = (
+        crate::lab::BRIDGE_IPV4.to_string(),
+        crate::lab::BRIDGE_IPV6.to_string(),
+    );
     run(Command::new("ip").args(["-n", ns, "route", "replace", v4, "via", &via4]))?;
     run(Command::new("ip").args(["-n", ns, "-6", "route", "replace", v6, "via", &via6]))?;
     for other in all {
