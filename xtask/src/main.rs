@@ -8,6 +8,8 @@
 //! - `k8s-build`: build the control plane from Go modules (also done by `test` and `cluster up`).
 //! - `bench [--quick]`: performance figures on a real apiserver; writes target/bench/report.{md,json}.
 //! - `image [ferrolb|echo|pause]...`: container images as OCI archives in target/images, no daemon.
+//! - `e2e [--kind] [--keep] [--proxy-mode M] [--nodes N]`: the end-to-end scenarios on the
+//!   testbed's real nodes, or on a kind cluster; exits 2 when Docker/kind (or root) is missing.
 #![forbid(unsafe_code)]
 
 mod bench;
@@ -15,6 +17,7 @@ mod cluster;
 mod crds;
 mod demo;
 mod deps;
+mod e2e;
 mod image;
 mod test;
 
@@ -59,10 +62,14 @@ enum Command {
     K8sBuild,
     /// Measure burst ratio, create-to-status latency, pure IPAM and controller memory; writes
     /// target/bench/report.md and report.json.
-    Bench(bench::Args),
+    Bench(Box<bench::Args>),
     /// Build the container images (ferrolb, echo, pause) as reproducible OCI archives in
     /// target/images, without a Docker daemon.
     Image(image::Args),
+    /// Run the end-to-end scenarios (helm install, dual-stack Service, Local policy, speaker
+    /// pod deletion, upgrade, node power-off, uninstall) on the testbed's real nodes (root), or
+    /// with --kind on a kind cluster (Docker and kind); print install and failover times.
+    E2e(e2e::Args),
 }
 
 fn main() {
@@ -72,8 +79,9 @@ fn main() {
         Command::Cluster { action } => cluster::run(action),
         Command::Crds { check } => crds::run(check),
         Command::K8sBuild => ferrolb_tests::bins::build_if_missing().map(|_| ()),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(*args),
         Command::Image(args) => image::run(args),
+        Command::E2e(args) => e2e::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -9,6 +9,7 @@
 //!                      └─ nodes: names, MACs, power off
 //! ```
 
+pub mod kind;
 pub mod probes;
 pub mod scenarios;
 pub mod testbed;
