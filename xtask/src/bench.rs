@@ -7,9 +7,12 @@
 //!       ├─ ipam_bench (pure IPAM, ns per allocate+release pair)          -> ipam
 //!       ├─ per repetition, a fresh control plane (etcd + kube-apiserver):  -> cluster::run_rep
 //!       │    plain loop, pending burst, create-to-status latency, running burst, memory
-//!       └─ speaker section: 3-node lab with release speakers (+ ferrolb-bench-prober and
-//!            ferrolb-bench-arp in the client namespace): failover, footprint, ARP latency
-//!                                                                       -> speaker::run
+//!       ├─ speaker section: 3-node lab with release speakers (+ ferrolb-bench-prober and
+//!       │    ferrolb-bench-arp in the client namespace): failover, footprint, ARP latency
+//!       │                                                               -> speaker::run
+//!       └─ in-cluster section: the chart's defaults on 3 real nodes: helm install to first
+//!            answer, owner node powered off (20 trials), pod memory with 1,000 Services
+//!                                                                       -> in_cluster::run
 //!  -> target/bench/report.json + target/bench/report.md (also printed)
 //! ```
 //!
@@ -17,6 +20,7 @@
 //! the report itself ([`report::DEFINITIONS`]) and into `docs/benchmarks.md`.
 
 mod cluster;
+mod in_cluster;
 mod procfs;
 mod report;
 mod speaker;
@@ -89,6 +93,16 @@ pub struct Args {
     /// is none, the speaker's own defaults.
     #[arg(long)]
     pub speaker_args: Option<String>,
+    /// Skip the in-cluster figures (the chart on real nodes: install time, failover after a
+    /// node power-off, pod memory).
+    #[arg(long)]
+    pub skip_in_cluster: bool,
+    /// Power-off trials of the in-cluster section (default 20; 5 with --quick).
+    #[arg(long)]
+    pub in_cluster_trials: Option<usize>,
+    /// Services for the in-cluster memory figure (default 1,000; 100 with --quick).
+    #[arg(long)]
+    pub in_cluster_services: Option<usize>,
     /// Where the report and each repetition's logs go (relative to the workspace root).
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -133,6 +147,18 @@ impl Args {
             .map(str::to_string)
             .collect();
         p
+    }
+
+    fn in_cluster_params(&self) -> in_cluster::Params {
+        in_cluster::Params {
+            nodes: 3,
+            trials: self
+                .in_cluster_trials
+                .unwrap_or(if self.quick { 5 } else { 20 }),
+            services: self
+                .in_cluster_services
+                .unwrap_or(if self.quick { 100 } else { 1_000 }),
+        }
     }
 
     fn params(&self) -> Params {
@@ -209,17 +235,30 @@ pub fn run(args: Args) -> Result<()> {
             ]),
         )?;
     }
+    if !args.no_build && args.skip_speaker && !args.skip_in_cluster {
+        crate::run_step(
+            "cargo build --release: ferrolb-bench-prober",
+            Command::new(cargo()).current_dir(&root).args([
+                "build",
+                "--release",
+                "-p",
+                "ferrolb-tests",
+                "--bin",
+                "ferrolb-bench-prober",
+            ]),
+        )?;
+    }
     let controller_bin = root.join("target/release/ferrolb-controller");
     let ipam_bin = root.join("target/release/examples/ipam_bench");
 
     let mut report = Report::new(params.clone(), build_info(&root, &controller_bin)?);
     report.machine = procfs::machine();
-    let mut speaker_section: Option<speaker::SpeakerSection> = None;
+    let mut sections = Sections::default();
 
     if !args.skip_ipam {
         eprintln!("==> pure IPAM ({})", ipam_bin.display());
         report.ipam = Some(run_ipam(&ipam_bin, args.quick)?);
-        write_report(&report, None, &out_dir)?;
+        write_report(&report, &sections, &out_dir)?;
     }
     if !args.skip_cluster {
         bins::build_if_missing()?;
@@ -247,7 +286,7 @@ pub fn run(args: Args) -> Result<()> {
             report.reps.push(result.rep);
             // Written after every repetition, so a later failure keeps what was measured.
             report.summarise();
-            write_report(&report, None, &out_dir)?;
+            write_report(&report, &sections, &out_dir)?;
         }
     }
     report.summarise();
@@ -267,13 +306,29 @@ pub fn run(args: Args) -> Result<()> {
             &args.speaker_params(),
             &speaker_bins,
             &out_dir.join("speaker"),
-            |partial| write_report(&report, Some(partial), &out_dir),
+            |partial| {
+                let partial_sections = Sections {
+                    speaker: Some(partial.clone()),
+                    in_cluster: None,
+                };
+                write_report(&report, &partial_sections, &out_dir)
+            },
         ))?;
-        speaker_section = Some(section);
+        sections.speaker = Some(section);
+        write_report(&report, &sections, &out_dir)?;
+    }
+    if !args.skip_in_cluster {
+        bins::build_if_missing()?;
+        let section = in_cluster::run(
+            &args.in_cluster_params(),
+            &root.join("target/release/ferrolb-bench-prober"),
+            &in_cluster::dir(&out_dir),
+        )?;
+        sections.in_cluster = Some(section);
     }
     report.duration_s = started.elapsed().as_secs_f64();
-    write_report(&report, speaker_section.as_ref(), &out_dir)?;
-    println!("{}", markdown(&report, speaker_section.as_ref()));
+    write_report(&report, &sections, &out_dir)?;
+    println!("{}", markdown(&report, &sections));
     eprintln!(
         "==> report: {} and {}",
         out_dir.join("report.md").display(),
@@ -297,35 +352,50 @@ fn rerun_in_release() -> Result<()> {
     )
 }
 
-/// The report's Markdown with the speaker section, if any, before the definitions.
-fn markdown(report: &Report, speaker: Option<&speaker::SpeakerSection>) -> String {
+/// The sections measured besides the controller's figures.
+#[derive(Default)]
+struct Sections {
+    speaker: Option<speaker::SpeakerSection>,
+    in_cluster: Option<in_cluster::InClusterSection>,
+}
+
+/// The report's Markdown with each section measured, before the definitions.
+fn markdown(report: &Report, sections: &Sections) -> String {
     let mut md = report.markdown();
-    if let Some(section) = speaker {
+    let extra: Vec<String> = [
+        sections.speaker.as_ref().map(|s| s.markdown()),
+        sections.in_cluster.as_ref().map(|s| s.markdown()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for section in extra.iter().rev() {
         let at = md.rfind("\n## Definitions").unwrap_or(md.len());
-        md.insert_str(at, &format!("\n{}", section.markdown()));
+        md.insert_str(at, &format!("\n{section}"));
     }
     md
 }
 
-/// Writes `report.json` (with a `speaker` member) and `report.md` into `dir`.
-fn write_report(
-    report: &Report,
-    speaker: Option<&speaker::SpeakerSection>,
-    dir: &Path,
-) -> Result<()> {
+/// Writes `report.json` (with `speaker` and `in_cluster` members) and `report.md` into `dir`.
+fn write_report(report: &Report, sections: &Sections, dir: &Path) -> Result<()> {
     report.write(dir)?;
-    let Some(section) = speaker else {
+    if sections.speaker.is_none() && sections.in_cluster.is_none() {
         return Ok(());
-    };
+    }
     let mut json = serde_json::to_value(report)?;
     if let Some(object) = json.as_object_mut() {
-        object.insert("speaker".into(), serde_json::to_value(section)?);
+        if let Some(section) = &sections.speaker {
+            object.insert("speaker".into(), serde_json::to_value(section)?);
+        }
+        if let Some(section) = &sections.in_cluster {
+            object.insert("in_cluster".into(), serde_json::to_value(section)?);
+        }
     }
     std::fs::write(
         dir.join("report.json"),
         serde_json::to_string_pretty(&json)? + "\n",
     )?;
-    std::fs::write(dir.join("report.md"), markdown(report, speaker))?;
+    std::fs::write(dir.join("report.md"), markdown(report, sections))?;
     Ok(())
 }
 

@@ -77,6 +77,16 @@ impl Testbed {
         &self.nodes
     }
 
+    /// The lab (node and client namespaces).
+    pub fn lab(&self) -> &Lab {
+        &self.lab
+    }
+
+    /// Powers `node` back on after [`Driver::power_off`]; returns once it is Ready.
+    pub fn power_on(&mut self, node: &str) -> Result<()> {
+        self.nodes.power_on(&self.control_plane, node)
+    }
+
     /// The tail of every node component's log.
     pub fn diagnostics(&self) -> String {
         self.nodes.diagnostics()
@@ -142,8 +152,11 @@ impl Driver for Testbed {
     fn tag_ferrolb_image(&self, reference: &str) -> Result<()> {
         let source = ImageKind::Ferrolb.reference()?;
         for node in self.nodes.nodes() {
-            process::run(node.ctr()?.args(["images", "tag", "--force", &source, reference]))
-                .with_context(|| format!("tagging {source} as {reference} on {}", node.host().name))?;
+            process::run(
+                node.ctr()?
+                    .args(["images", "tag", "--force", &source, reference]),
+            )
+            .with_context(|| format!("tagging {source} as {reference} on {}", node.host().name))?;
         }
         Ok(())
     }

@@ -15,7 +15,7 @@
 //! ```
 
 mod arp_load;
-mod failover;
+pub(crate) mod failover;
 mod pcap;
 
 use std::collections::BTreeMap;

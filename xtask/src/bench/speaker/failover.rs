@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use ferrolb_tests::Host;
 use ferrolb_tests::l2lab::{Rig, TIMEOUT, announced};
 use ferrolb_tests::process::run;
 use serde::Serialize;
@@ -90,7 +91,7 @@ pub struct Trial {
 
 /// Microseconds since the epoch, `CLOCK_REALTIME` (the clock of tcpdump's `host` stamps and of
 /// the prober's lines).
-fn realtime_us() -> u64 {
+pub(crate) fn realtime_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
@@ -164,7 +165,7 @@ async fn trial(
     let i = rig.index_of(owner)?;
     let owner_host = rig.host(owner)?.clone();
     let capture = block_in_place(|| Capture::start(rig, capture_file))?;
-    let mut prober = Prober::start(rig, prober_bin, vip)?;
+    let mut prober = Prober::start(rig.lab.client(), prober_bin, IpAddr::V4(vip))?;
     block_in_place(|| prober.wait_for(0, Duration::from_secs(5), |l| l.ok && l.body == owner))
         .context("the prober never reached the owner before the action")?;
 
@@ -421,11 +422,13 @@ impl Drop for Capture {
 
 /// One line of `ferrolb-bench-prober`.
 #[derive(Clone, Debug)]
-struct ProbeLine {
-    end_us: u64,
-    ok: bool,
-    /// The answering node (ok) or the failed stage.
-    body: String,
+pub(crate) struct ProbeLine {
+    /// When the attempt ended, µs since the epoch (`CLOCK_REALTIME`).
+    pub(crate) end_us: u64,
+    /// Whether it got an answer.
+    pub(crate) ok: bool,
+    /// The answer's first word (ok) or the failed stage.
+    pub(crate) body: String,
 }
 
 fn parse_probe_line(line: &str) -> Option<ProbeLine> {
@@ -441,20 +444,19 @@ fn parse_probe_line(line: &str) -> Option<ProbeLine> {
 }
 
 /// The HTTP prober running in the client namespace, its lines collected by a thread.
-struct Prober {
+pub(crate) struct Prober {
     child: Child,
     lines: Arc<Mutex<Vec<ProbeLine>>>,
 }
 
 impl Prober {
-    fn start(rig: &Rig, bin: &Path, vip: Ipv4Addr) -> Result<Prober> {
-        let mut child = rig
-            .lab
-            .client()
+    /// Starts `bin` in `client`'s namespace against port 80 of `vip`.
+    pub(crate) fn start(client: &Host, bin: &Path, vip: IpAddr) -> Result<Prober> {
+        let mut child = client
             .command(bin.to_str().context("prober path is not UTF-8")?)
             .args([
                 "--target",
-                &format!("{vip}:80"),
+                &std::net::SocketAddr::new(vip, 80).to_string(),
                 "--timeout-ms",
                 &PROBE_TIMEOUT_MS.to_string(),
                 "--for-s",
@@ -481,7 +483,7 @@ impl Prober {
     }
 
     /// The first line ending after `after_us` that satisfies `ok`, waiting up to `timeout`.
-    fn wait_for(
+    pub(crate) fn wait_for(
         &mut self,
         after_us: u64,
         timeout: Duration,
@@ -510,7 +512,7 @@ impl Prober {
     }
 
     /// Stops the prober; every line it printed.
-    fn stop(mut self) -> Vec<ProbeLine> {
+    pub(crate) fn stop(mut self) -> Vec<ProbeLine> {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::thread::sleep(Duration::from_millis(20));
