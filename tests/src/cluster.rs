@@ -17,10 +17,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::backend::Backends;
-use crate::image::ImageKind;
-use crate::node::{self, ProxyMode, RealNodes};
 use crate::control_plane::{ControlPlane, Options};
 use crate::controller::{self, Controller};
+use crate::image::ImageKind;
+use crate::node::{self, ProxyMode, RealNodes};
 use crate::speaker::{self, Speaker, SpeakerOptions};
 use crate::{Lab, bins, lab};
 
@@ -148,7 +148,10 @@ pub fn up_with(dir: &Path, opts: &UpOptions) -> Result<Up> {
     })?;
     let real_nodes = match (opts.real_nodes, images) {
         (Some(proxy_mode), Some((archives, pause_image))) => {
-            eprintln!("==> starting containerd, kubelet and kube-proxy ({}) on every node", proxy_mode.as_str());
+            eprintln!(
+                "==> starting containerd, kubelet and kube-proxy ({}) on every node",
+                proxy_mode.as_str()
+            );
             let nodes = RealNodes::start(
                 &cp,
                 lab.nodes(),
@@ -194,10 +197,26 @@ pub fn up_with(dir: &Path, opts: &UpOptions) -> Result<Up> {
     writeln!(env, "export FERROLB_LAB_BRIDGE={}", lab::BRIDGE)?;
     writeln!(env, "export FERROLB_CLUSTER_LOGS={}", dir.display())?;
     if real_nodes.is_some() {
-        writeln!(env, "export FERROLB_IMAGE={}", ImageKind::Ferrolb.reference()?)?;
-        writeln!(env, "export FERROLB_ECHO_IMAGE={}", ImageKind::Echo.reference()?)?;
-        writeln!(env, "export FERROLB_PAUSE_IMAGE={}", ImageKind::Pause.reference()?)?;
-        writeln!(env, "export FERROLB_NODE_LOGS={}", dir.join("nodes").display())?;
+        writeln!(
+            env,
+            "export FERROLB_IMAGE={}",
+            ImageKind::Ferrolb.reference()?
+        )?;
+        writeln!(
+            env,
+            "export FERROLB_ECHO_IMAGE={}",
+            ImageKind::Echo.reference()?
+        )?;
+        writeln!(
+            env,
+            "export FERROLB_PAUSE_IMAGE={}",
+            ImageKind::Pause.reference()?
+        )?;
+        writeln!(
+            env,
+            "export FERROLB_NODE_LOGS={}",
+            dir.join("nodes").display()
+        )?;
     }
 
     let ferrolb = running.as_ref().map(Running::describe);
@@ -269,7 +288,14 @@ fn helm_install(cp: &ControlPlane) -> Result<()> {
     eprintln!("==> helm install {RELEASE} charts/ferrolb -n {NAMESPACE} --create-namespace");
     crate::process::run(
         std::process::Command::new(bins::binary("helm")?)
-            .args(["install", RELEASE, "charts/ferrolb", "-n", NAMESPACE, "--create-namespace"])
+            .args([
+                "install",
+                RELEASE,
+                "charts/ferrolb",
+                "-n",
+                NAMESPACE,
+                "--create-namespace",
+            ])
             .env("KUBECONFIG", cp.kubeconfig())
             .current_dir(bins::workspace_root()),
     )?;

@@ -43,6 +43,10 @@ fn helm_install_serves_services_through_kube_proxy_iptables() {
         scenarios::check_local_traffic_policy(&tb)
     })();
     if let Err(e) = result {
-        panic!("{e:#}\n{}\n{}", scenarios::pods_summary(&tb), tb.diagnostics());
+        panic!(
+            "{e:#}\n{}\n{}",
+            scenarios::pods_summary(&tb),
+            tb.diagnostics()
+        );
     }
 }

@@ -47,10 +47,7 @@ pub fn url(ip: IpAddr, port: u16) -> String {
 /// One `curl` from the client with a `timeout`; the echo answer.
 pub fn curl(d: &dyn Driver, ip: IpAddr, port: u16, timeout: Duration) -> Result<EchoAnswer> {
     let max_time = format!("{:.3}", timeout.as_secs_f64());
-    let body = d.client_ok(
-        "curl",
-        &["-sS", "--max-time", &max_time, &url(ip, port)],
-    )?;
+    let body = d.client_ok("curl", &["-sS", "--max-time", &max_time, &url(ip, port)])?;
     EchoAnswer::parse(body.trim())
 }
 
@@ -70,7 +67,10 @@ pub fn curl_until(
             Err(e) => format!("{e:#}"),
         };
         if Instant::now() >= deadline {
-            bail!("curl {}: no satisfying answer within {timeout:?}; last: {last}", url(ip, port));
+            bail!(
+                "curl {}: no satisfying answer within {timeout:?}; last: {last}",
+                url(ip, port)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -102,7 +102,16 @@ pub fn arping(d: &dyn Driver, ip: IpAddr, count: u32) -> Result<Vec<String>> {
 pub fn ndisc6(d: &dyn Driver, ip: IpAddr) -> Result<Vec<String>> {
     let out = d.client(
         "ndisc6",
-        &["-m", "-n", "-r", "2", "-w", "500", &ip.to_string(), d.client_interface()],
+        &[
+            "-m",
+            "-n",
+            "-r",
+            "2",
+            "-w",
+            "500",
+            &ip.to_string(),
+            d.client_interface(),
+        ],
     )?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -127,7 +136,13 @@ pub fn answering_macs(d: &dyn Driver, ip: IpAddr) -> Result<Vec<String>> {
 pub fn neighbour(d: &dyn Driver, ip: IpAddr) -> Result<Option<String>> {
     let out = d.client_ok(
         "ip",
-        &["neigh", "show", &ip.to_string(), "dev", d.client_interface()],
+        &[
+            "neigh",
+            "show",
+            &ip.to_string(),
+            "dev",
+            d.client_interface(),
+        ],
     )?;
     Ok(out
         .split_whitespace()
@@ -152,13 +167,22 @@ mod tests {
             }
         );
         let b = EchoAnswer::parse("client=2001:db8:1::100 node=n pod=p").unwrap();
-        assert_eq!((b.pod.as_str(), b.client.as_str()), ("p", "2001:db8:1::100"));
+        assert_eq!(
+            (b.pod.as_str(), b.client.as_str()),
+            ("p", "2001:db8:1::100")
+        );
         assert!(EchoAnswer::parse("hello").is_err());
     }
 
     #[test]
     fn urls_bracket_ipv6() {
-        assert_eq!(url("198.51.100.200".parse().unwrap(), 80), "http://198.51.100.200:80/");
-        assert_eq!(url("2001:db8:1::200".parse().unwrap(), 80), "http://[2001:db8:1::200]:80/");
+        assert_eq!(
+            url("198.51.100.200".parse().unwrap(), 80),
+            "http://198.51.100.200:80/"
+        );
+        assert_eq!(
+            url("2001:db8:1::200".parse().unwrap(), 80),
+            "http://[2001:db8:1::200]:80/"
+        );
     }
 }

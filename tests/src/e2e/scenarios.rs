@@ -89,7 +89,11 @@ pub fn waiting_containers(d: &dyn Driver) -> Result<Vec<String>> {
             pod["metadata"]["namespace"].as_str().unwrap_or_default(),
             pod["metadata"]["name"].as_str().unwrap_or_default()
         );
-        for status in pod["status"]["containerStatuses"].as_array().into_iter().flatten() {
+        for status in pod["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             let waiting = &status["state"]["waiting"];
             if let Some(reason) = waiting["reason"].as_str() {
                 lines.push(format!(
@@ -107,7 +111,10 @@ pub fn waiting_containers(d: &dyn Driver) -> Result<Vec<String>> {
 /// up at once as the pods' waiting reason naming the image; uninstalling cleans it up.
 pub fn check_missing_image_is_reported(d: &dyn Driver) -> Result<()> {
     let missing = format!("{}:does-not-exist", ImageKind::Ferrolb.repository());
-    step(d, &format!("helm install with an image no node has ({missing})"));
+    step(
+        d,
+        &format!("helm install with an image no node has ({missing})"),
+    );
     d.helm(&[
         "install",
         RELEASE,
@@ -124,11 +131,20 @@ pub fn check_missing_image_is_reported(d: &dyn Driver) -> Result<()> {
         let lines = waiting_containers(d)?;
         Ok(lines
             .iter()
-            .find(|l| l.starts_with(NAMESPACE) && l.contains("ErrImageNeverPull") && l.contains(&missing))
+            .find(|l| {
+                l.starts_with(NAMESPACE) && l.contains("ErrImageNeverPull") && l.contains(&missing)
+            })
             .cloned())
     })?;
     eprintln!("    reported: {reported}");
-    d.helm(&["uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout=120s"])?;
+    d.helm(&[
+        "uninstall",
+        RELEASE,
+        "-n",
+        NAMESPACE,
+        "--wait",
+        "--timeout=120s",
+    ])?;
     Ok(())
 }
 
@@ -223,7 +239,13 @@ pub enum Families {
 }
 
 /// A LoadBalancer Service `name` on port 80 in front of the pods `app: <app>`.
-pub fn expose(d: &dyn Driver, name: &str, app: &str, families: Families, local: bool) -> Result<()> {
+pub fn expose(
+    d: &dyn Driver,
+    name: &str,
+    app: &str,
+    families: Families,
+    local: bool,
+) -> Result<()> {
     step(d, &format!("create LoadBalancer Service {name}"));
     let (policy, list) = match families {
         Families::V4 => ("SingleStack", json!(["IPv4"])),
@@ -259,7 +281,10 @@ pub fn ingress(d: &dyn Driver, name: &str) -> Result<Vec<IpAddr>> {
         "jsonpath={.status.loadBalancer.ingress[*].ip}",
     ])?;
     out.split_whitespace()
-        .map(|ip| ip.parse().with_context(|| format!("ingress IP {ip:?} of {name}")))
+        .map(|ip| {
+            ip.parse()
+                .with_context(|| format!("ingress IP {ip:?} of {name}"))
+        })
         .collect()
 }
 
@@ -323,7 +348,10 @@ pub struct Report {
 pub fn check_dual_stack(d: &dyn Driver, svc: &str) -> Result<Vec<IpAddr>> {
     let ips = wait_ingress(d, svc, 2)?;
     for ip in &ips {
-        step(d, &format!("curl {ip} and check that exactly one node answers for it"));
+        step(
+            d,
+            &format!("curl {ip} and check that exactly one node answers for it"),
+        );
         let (answer, _) = probes::curl_until(d, *ip, 80, NETWORK_TIMEOUT, |_| true)?;
         ensure!(
             answer.pod.starts_with("echo-"),
@@ -347,7 +375,10 @@ pub fn check_local_traffic_policy(d: &dyn Driver) -> Result<()> {
     deploy_echo(d, "echo-local", 1, Some(second))?;
     expose(d, "echo-local", "echo-local", Families::V4, true)?;
     let ip = wait_ingress(d, "echo-local", 1)?[0];
-    step(d, &format!("Local policy: only {second}, which runs the pod, answers for {ip}"));
+    step(
+        d,
+        &format!("Local policy: only {second}, which runs the pod, answers for {ip}"),
+    );
     let owner_node = wait_owner(d, ip, None)?;
     ensure!(
         owner_node == second,
@@ -360,7 +391,10 @@ pub fn check_local_traffic_policy(d: &dyn Driver) -> Result<()> {
         d.client_ipv4()
     );
 
-    step(d, &format!("Local policy: move the pod to {first}; the announcement follows"));
+    step(
+        d,
+        &format!("Local policy: move the pod to {first}; the announcement follows"),
+    );
     d.kubectl(&[
         "patch",
         "deployment",
@@ -437,13 +471,23 @@ pub fn check_speaker_pod_deletion(d: &dyn Driver, ip: IpAddr) -> Result<Duration
         ])?
         .trim()
         .to_string();
-    ensure!(!pod.is_empty(), "no speaker pod on {old}: {}", pods_summary(d));
-    step(d, &format!("delete {pod} on {old}, the node answering for {ip}"));
+    ensure!(
+        !pod.is_empty(),
+        "no speaker pod on {old}: {}",
+        pods_summary(d)
+    );
+    step(
+        d,
+        &format!("delete {pod} on {old}, the node answering for {ip}"),
+    );
     let deleted = Instant::now();
     d.kubectl(&["delete", "-n", NAMESPACE, &pod, "--wait=false"])?;
     let (new, served) = wait_moved(d, ip, &old)?;
     let took = served - deleted;
-    eprintln!("    {ip} served through {new} {:.0} ms after the deletion", took.as_secs_f64() * 1e3);
+    eprintln!(
+        "    {ip} served through {new} {:.0} ms after the deletion",
+        took.as_secs_f64() * 1e3
+    );
     wait_rollout(d)?;
     Ok(took)
 }
@@ -454,7 +498,10 @@ pub fn all_ingress(d: &dyn Driver) -> Result<BTreeMap<String, Vec<IpAddr>>> {
     let list: Value = serde_json::from_str(&out)?;
     let mut map = BTreeMap::new();
     for svc in list["items"].as_array().into_iter().flatten() {
-        let name = svc["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = svc["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let ips = svc["status"]["loadBalancer"]["ingress"]
             .as_array()
             .into_iter()
@@ -505,7 +552,10 @@ pub fn check_upgrade_keeps_ips(d: &dyn Driver) -> Result<()> {
         },
     )?;
     let after = all_ingress(d)?;
-    ensure!(before == after, "helm upgrade changed Service IPs: {before:?} -> {after:?}");
+    ensure!(
+        before == after,
+        "helm upgrade changed Service IPs: {before:?} -> {after:?}"
+    );
     for ips in after.values() {
         for ip in ips {
             probes::curl_until(d, *ip, 80, NETWORK_TIMEOUT, |_| true)?;
@@ -524,7 +574,10 @@ pub fn check_power_off(d: &mut dyn Driver, ip: IpAddr) -> Result<Duration> {
     d.power_off(&old)?;
     let (new, served) = wait_moved(d, ip, &old)?;
     let took = served - cut;
-    eprintln!("    {ip} served through {new} {:.0} ms after the power cut", took.as_secs_f64() * 1e3);
+    eprintln!(
+        "    {ip} served through {new} {:.0} ms after the power cut",
+        took.as_secs_f64() * 1e3
+    );
     Ok(took)
 }
 
@@ -538,27 +591,31 @@ pub fn check_uninstall(d: &dyn Driver) -> Result<()> {
         let crds = d.kubectl(&["get", "crd", "-o", "name"])?;
         Ok((!crds.contains("ferrolb.io")).then_some(()))
     })?;
-    wait_for("every ferrolb object of the release to be gone", TIMEOUT, || {
-        let left = d.kubectl(&[
-            "get",
-            "deployments,daemonsets,serviceaccounts,roles,rolebindings,secrets,services",
-            "-n",
-            NAMESPACE,
-            "-l",
-            &format!("app.kubernetes.io/instance={RELEASE}"),
-            "-o",
-            "name",
-        ])?;
-        let cluster = d.kubectl(&[
-            "get",
-            "clusterroles,clusterrolebindings",
-            "-l",
-            &format!("app.kubernetes.io/instance={RELEASE}"),
-            "-o",
-            "name",
-        ])?;
-        Ok((left.trim().is_empty() && cluster.trim().is_empty()).then_some(()))
-    })?;
+    wait_for(
+        "every ferrolb object of the release to be gone",
+        TIMEOUT,
+        || {
+            let left = d.kubectl(&[
+                "get",
+                "deployments,daemonsets,serviceaccounts,roles,rolebindings,secrets,services",
+                "-n",
+                NAMESPACE,
+                "-l",
+                &format!("app.kubernetes.io/instance={RELEASE}"),
+                "-o",
+                "name",
+            ])?;
+            let cluster = d.kubectl(&[
+                "get",
+                "clusterroles,clusterrolebindings",
+                "-l",
+                &format!("app.kubernetes.io/instance={RELEASE}"),
+                "-o",
+                "name",
+            ])?;
+            Ok((left.trim().is_empty() && cluster.trim().is_empty()).then_some(()))
+        },
+    )?;
     for ip in ips {
         wait_for(
             &format!("nobody to answer for {ip} after helm uninstall"),
