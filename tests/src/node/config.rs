@@ -16,6 +16,9 @@ pub const POD_CIDR_V4: &str = "198.19.0.0/16";
 /// IPv6 pods, inside the documentation prefix.
 pub const POD_CIDR_V6: &str = "2001:db8:2::/48";
 
+/// The CNI network's name (also in the CNI library's machine-wide result cache file names).
+pub const CNI_NETWORK: &str = "ferrolb-lab";
+
 /// The pod ranges of lab node `index` (1-based): `(198.19.i.0/24, 2001:db8:2:i::/64)`.
 pub fn pod_ranges(index: usize) -> (String, String) {
     let i = u8::try_from(index).expect("a lab has at most 89 nodes");
@@ -260,14 +263,15 @@ pub fn kube_proxy_config(node: &str, kubeconfig: &Path, mode: ProxyMode) -> Stri
 }
 
 /// The CNI network list of node `index`: a bridge `cni0` in the node's namespace, the node as
-/// the pods' gateway, host-local addresses from [`pod_ranges`] in both families, and
-/// masquerading of pod traffic leaving the pod ranges (so pods reach the apiserver on the lab
-/// bridge, whose host knows no pod routes).
-pub fn cni_conflist(index: usize) -> String {
+/// the pods' gateway, host-local addresses from [`pod_ranges`] in both families (recorded under
+/// the node's own state, not the machine-wide /var/lib/cni, so a powered-off node's leases go
+/// with it), and masquerading of pod traffic leaving the pod ranges (so pods reach the apiserver
+/// on the lab bridge, whose host knows no pod routes).
+pub fn cni_conflist(index: usize, paths: &NodePaths) -> String {
     let (v4, v6) = pod_ranges(index);
     let list = json!({
         "cniVersion": "1.0.0",
-        "name": "ferrolb-lab",
+        "name": CNI_NETWORK,
         "plugins": [
             {
                 "type": "bridge",
@@ -277,6 +281,7 @@ pub fn cni_conflist(index: usize) -> String {
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
+                    "dataDir": paths.data.join("cni-ipam").to_string_lossy(),
                     "ranges": [[{"subnet": v4}], [{"subnet": v6}]],
                     "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
                 },
@@ -408,8 +413,12 @@ mod tests {
 
     #[test]
     fn cni_list_is_dual_stack_with_the_nodes_ranges() {
-        let v: serde_json::Value = serde_json::from_str(&cni_conflist(2)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&cni_conflist(2, &paths())).unwrap();
         let bridge = &v["plugins"][0];
+        assert_eq!(
+            bridge["ipam"]["dataDir"],
+            "/var/lib/ferrolb-lab/node2/cni-ipam"
+        );
         assert_eq!(bridge["type"], "bridge");
         assert_eq!(bridge["ipam"]["ranges"][0][0]["subnet"], "198.19.2.0/24");
         assert_eq!(

@@ -221,7 +221,32 @@ pub fn remove_leftovers() -> Result<()> {
             std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
         }
     }
-    remove_container_log_links()
+    remove_container_log_links()?;
+    remove_cni_cache()
+}
+
+/// The CNI library caches each attachment's result machine-wide (`/var/lib/cni/results`), named
+/// after the network; host-local leases of runs before their data moved under each node's state
+/// lived in `/var/lib/cni/networks/<network>`.
+fn remove_cni_cache() -> Result<()> {
+    let network = super::config::CNI_NETWORK;
+    let leases = Path::new("/var/lib/cni/networks").join(network);
+    if leases.exists() {
+        std::fs::remove_dir_all(&leases)
+            .with_context(|| format!("removing {}", leases.display()))?;
+    }
+    let Ok(entries) = std::fs::read_dir("/var/lib/cni/results") else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        if e.file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&format!("{network}-")))
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    Ok(())
 }
 
 /// The kubelet links every container's log into /var/log/containers, whatever its pod log dir;

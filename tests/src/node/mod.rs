@@ -306,7 +306,7 @@ fn start_node(
     route_lab_ranges(host, index, all)?;
     std::fs::write(
         paths.cni_conf_dir().join("10-ferrolb-lab.conflist"),
-        config::cni_conflist(index),
+        config::cni_conflist(index, &paths),
     )?;
     std::fs::write(
         paths.config.join(CONTAINERD_CONFIG),
