@@ -11,10 +11,12 @@
 pub mod announce;
 pub mod election;
 pub mod eligibility;
+pub mod hazard;
 pub mod membership;
 pub mod metrics;
 pub mod netio;
 pub mod plan;
+pub mod privilege;
 pub mod report;
 pub mod run;
 pub mod sources;

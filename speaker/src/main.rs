@@ -1,5 +1,6 @@
 //! `ferrolb-speaker`: answers ARP and NDP for the LoadBalancer IPs this node owns.
-//! Needs CAP_NET_RAW and nothing else.
+//! Needs CAP_NET_RAW and nothing else (without it: an error line saying what to change, not
+//! ready, and retries; see [`ferrolb_speaker::run`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,6 +67,11 @@ struct RunArgs {
     /// Interface name patterns never answered on (comma-separated, `*` wildcards).
     #[arg(long, default_value = DEFAULT_EXCLUDES)]
     exclude_interfaces: String,
+    /// How often to check whether this node's kernel answers ARP/NDP itself for a LoadBalancer
+    /// IP (an address on kube-ipvs0 or lo with arp_ignore=0); also checked on every address
+    /// change.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    kernel_check_interval: Duration,
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:7473")]
     metrics_addr: SocketAddr,
@@ -107,6 +113,12 @@ async fn start(args: RunArgs) -> anyhow::Result<()> {
             args.heartbeat_interval
         );
     }
+    if args.kernel_check_interval < Duration::from_millis(100) {
+        anyhow::bail!(
+            "--kernel-check-interval ({:?}) must be at least 100ms",
+            args.kernel_check_interval
+        );
+    }
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes client configuration: run in a Pod or set KUBECONFIG")?;
@@ -132,6 +144,7 @@ async fn start(args: RunArgs) -> anyhow::Result<()> {
         heartbeat_interval: args.heartbeat_interval,
         dead_after: args.dead_after,
         announce,
+        kernel_check_interval: args.kernel_check_interval,
     };
     let result = run::run(
         client,

@@ -37,6 +37,22 @@ pub struct WriteLabels {
     pub result: &'static str,
 }
 
+/// Labels of the kernel-answers series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KernelLabels {
+    /// `ipv4` or `ipv6`.
+    pub family: &'static str,
+    /// The interface the kernel answers on.
+    pub interface: String,
+}
+
+/// Labels of the missing-capability series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CapabilityLabels {
+    /// `CAP_NET_RAW`.
+    pub capability: &'static str,
+}
+
 /// Every speaker metric. Cheap to clone (all handles share their values).
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -62,6 +78,13 @@ pub struct Metrics {
     pub interfaces: Gauge,
     /// API writes (only on ownership changes).
     pub writes: Family<WriteLabels, Counter>,
+    /// LoadBalancer addresses this node's kernel would answer ARP/NDP for itself, per family and
+    /// interface (see [`crate::hazard`]); absent while there are none.
+    pub kernel_answered: Family<KernelLabels, Gauge>,
+    /// Reads of the node's addresses and sysctls that failed.
+    pub kernel_check_errors: Counter,
+    /// 1 while the speaker lacks a capability it needs (and so answers nothing).
+    pub missing_capability: Family<CapabilityLabels, Gauge>,
 }
 
 impl Metrics {
@@ -79,6 +102,9 @@ impl Metrics {
             ownership_changes: Counter::default(),
             interfaces: Gauge::default(),
             writes: Family::default(),
+            kernel_answered: Family::default(),
+            kernel_check_errors: Counter::default(),
+            missing_capability: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("ferrolb_speaker");
         r.register(
@@ -131,6 +157,23 @@ impl Metrics {
             "api_writes",
             "Kubernetes API writes, by object and result",
             m.writes.clone(),
+        );
+        r.register(
+            "kernel_answered_addresses",
+            "LoadBalancer addresses this node's kernel answers ARP/NDP for itself on an \
+             interface the speaker announces on (configured on an interface, e.g. kube-ipvs0 \
+             without strictARP); should be absent",
+            m.kernel_answered.clone(),
+        );
+        r.register(
+            "kernel_check_errors",
+            "Failed reads of the node's addresses and ARP/NDP sysctls",
+            m.kernel_check_errors.clone(),
+        );
+        r.register(
+            "missing_capability",
+            "1 while the speaker lacks a capability it needs and answers nothing",
+            m.missing_capability.clone(),
         );
         m
     }

@@ -5,7 +5,12 @@
 //!  live view ────┼─> Snapshot ─> plan ──┤
 //!                │  (pure)     (pure)   └─> StatusWriter (conditions + Events, on change only)
 //!  Nodes ────────┴─> membership peers
+//!  plan's addresses + interfaces ──> KernelWatch (does the kernel answer for them itself?)
 //! ```
+//!
+//! Without `CAP_NET_RAW` the speaker cannot answer at all: it then stays out of the membership
+//! (so no peer counts on it), reports not ready, sets `missing_capability`, says in an error
+//! line what to change, and tries again every [`CAPABILITY_RETRY`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -15,13 +20,15 @@ use std::time::Duration;
 use anyhow::Context;
 use ferrolb_controller::http::HealthState;
 use kube::Client;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::announce::{self, Announcer};
 use crate::eligibility::Interfaces;
+use crate::hazard::watch::{Handled, KernelWatch};
 use crate::membership::{self, Membership, ViewSource};
-use crate::metrics::Metrics;
+use crate::metrics::{CapabilityLabels, Metrics};
 use crate::plan::{self, Decision, Snapshot};
+use crate::privilege::{Privileges, why_no_packet_sockets};
 use crate::report;
 use crate::sources::Sources;
 use crate::status_writer::StatusWriter;
@@ -43,7 +50,17 @@ pub struct Config {
     pub dead_after: Duration,
     /// Announcer settings.
     pub announce: announce::Config,
+    /// How often the node's addresses and ARP sysctls are checked (also on every address
+    /// change): does the kernel answer for a LoadBalancer address itself?
+    pub kernel_check_interval: Duration,
 }
+
+/// Pause between attempts to open raw sockets while they are refused.
+pub const CAPABILITY_RETRY: Duration = Duration::from_secs(30);
+
+/// The readiness reason while raw sockets are refused.
+pub const NOT_READY_NO_NET_RAW: &str =
+    "cannot open raw packet sockets (CAP_NET_RAW missing); see the speaker's log";
 
 /// Runs until `shutdown` completes, then leaves the membership (peers take over at once) and
 /// stops answering.
@@ -56,9 +73,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
-    let announcer = Announcer::start(config.announce.clone(), metrics.clone())
-        .await
-        .context("starting the ARP/NDP responders")?;
+    let Some(announcer) = start_announcer(&config, &metrics, &health, &mut shutdown).await? else {
+        return Ok(());
+    };
     let (sources, mut changes, _watches) = Sources::start(&client);
     health.set_not_ready("caches not synced");
     tokio::select! {
@@ -88,6 +105,13 @@ pub async fn run(
     health.set_ready();
 
     let mut writer = StatusWriter::new(client.clone(), config.node.clone(), metrics.clone());
+    let kernel = KernelWatch::start(
+        config.node.clone(),
+        config.kernel_check_interval,
+        client.clone(),
+        sources.services.clone(),
+        metrics.clone(),
+    );
     let mut peers = sources.peers(&config.node, config.memberlist_port, v4);
     let mut last_source = ViewSource::Mesh;
     let mut last_live = BTreeSet::new();
@@ -103,6 +127,8 @@ pub async fn run(
     let mut force = false;
     let mut last_wanted = BTreeMap::new();
     let mut links_changed = announcer.links_changed();
+    // (snapshot generation, interfaces) the kernel check was last given.
+    let mut kernel_checked: Option<(u64, Vec<String>)> = None;
     loop {
         let view = live.borrow_and_update().clone();
         if view.source != last_source {
@@ -160,6 +186,21 @@ pub async fn run(
                     .unwrap_or_default()
             });
             last_wanted = wanted;
+            // The handled addresses depend on the snapshot only, not on who is live: a
+            // failover's replan skips this.
+            let interfaces = announcer.interface_names(&Interfaces::All);
+            let checked = (snapshot_generation, interfaces);
+            if kernel_checked.as_ref() != Some(&checked) {
+                kernel.update(Handled {
+                    ips: plan
+                        .decisions
+                        .iter()
+                        .flat_map(|d| d.group.ips.iter().map(|ip| (*ip, d.group.services.clone())))
+                        .collect(),
+                    interfaces: checked.1.clone(),
+                });
+                kernel_checked = Some(checked);
+            }
             planned = Some(input);
         }
         // Every time, not only after a new plan: a Service whose condition another speaker
@@ -192,4 +233,58 @@ pub async fn run(
     membership.leave().await;
     drop(announcer);
     Ok(())
+}
+
+/// Starts the announcer. While raw sockets are refused (no `CAP_NET_RAW`), says why and what to
+/// change, reports not ready and tries again every [`CAPABILITY_RETRY`]; `None` when `shutdown`
+/// came first. Other errors end the speaker.
+async fn start_announcer(
+    config: &Config,
+    metrics: &Metrics,
+    health: &HealthState,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> anyhow::Result<Option<Announcer>> {
+    let missing = metrics.missing_capability.get_or_create(&CapabilityLabels {
+        capability: "CAP_NET_RAW",
+    });
+    missing.set(0);
+    loop {
+        match Announcer::start(config.announce.clone(), metrics.clone()).await {
+            Ok(announcer) => {
+                if missing.get() != 0 {
+                    info!(node = %config.node, "raw packet sockets open now; answering ARP/NDP");
+                    missing.set(0);
+                }
+                return Ok(Some(announcer));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                missing.set(1);
+                health.set_not_ready(NOT_READY_NO_NET_RAW);
+                let interfaces = match announce::suitable_interfaces(&config.announce.excludes) {
+                    Ok(names) if !names.is_empty() => names.join(", "),
+                    _ => "no interface yet".to_string(),
+                };
+                let privileges = Privileges::current();
+                error!(
+                    node = %config.node,
+                    interfaces = %interfaces,
+                    capability = "CAP_NET_RAW",
+                    uid = privileges.map(|p| p.uid),
+                    error = %e,
+                    "{}: the speaker cannot open raw packet sockets to answer ARP/NDP on {} ({e}): {}. \
+                     Until then this node answers for no LoadBalancer IP, stays out of the \
+                     election and reports not ready; retrying every {}s",
+                    config.node,
+                    interfaces,
+                    why_no_packet_sockets(privileges),
+                    CAPABILITY_RETRY.as_secs(),
+                );
+            }
+            Err(e) => return Err(e).context("starting the ARP/NDP responders"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(CAPABILITY_RETRY) => {}
+            () = &mut *shutdown => return Ok(None),
+        }
+    }
 }

@@ -148,54 +148,97 @@ impl Job {
             warn!(service = %format!("{}/{}", self.namespace, self.name), error = ?result.map(|r| r.err()), "writing the announcement condition failed; retrying");
             return false;
         }
-        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
-        let event = Event {
-            metadata: ObjectMeta {
-                name: Some(format!("{}.{:x}", self.name, now.as_nanosecond())),
-                namespace: Some(self.namespace.clone()),
-                ..Default::default()
-            },
-            event_time: Some(MicroTime(now)),
-            regarding: Some(ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Service".into()),
-                namespace: Some(self.namespace.clone()),
-                name: Some(self.name.clone()),
+        record_event(
+            &self.client,
+            &self.node,
+            &self.metrics,
+            &ServiceEvent {
+                namespace: &self.namespace,
+                name: &self.name,
                 uid: self.uid.clone(),
-                ..Default::default()
-            }),
-            type_: Some(
-                if self.want.status == "True" {
-                    "Normal"
-                } else {
-                    "Warning"
-                }
-                .into(),
-            ),
-            reason: Some(self.want.reason.into()),
-            action: Some("Announce".into()),
-            note: Some(self.want.message.chars().take(1000).collect()),
-            reporting_controller: Some(FIELD_MANAGER.into()),
-            reporting_instance: Some(self.node.clone()),
-            ..Default::default()
-        };
-        let ok = events.create(&PostParams::default(), &event).await;
-        if let Err(e) = &ok {
-            debug!(error = %e, "event not recorded");
-        }
-        self.count("event", ok.is_ok());
+                warning: self.want.status != "True",
+                reason: self.want.reason,
+                action: "Announce",
+                note: &self.want.message,
+            },
+        )
+        .await;
         true
     }
 
     fn count(&self, object: &'static str, ok: bool) {
-        self.metrics
-            .writes
-            .get_or_create(&WriteLabels {
-                object,
-                result: if ok { "ok" } else { "error" },
-            })
-            .inc();
+        count(&self.metrics, object, ok);
     }
+}
+
+fn count(metrics: &Metrics, object: &'static str, ok: bool) {
+    metrics
+        .writes
+        .get_or_create(&WriteLabels {
+            object,
+            result: if ok { "ok" } else { "error" },
+        })
+        .inc();
+}
+
+/// An Event about a Service, reported by this node's speaker.
+#[derive(Debug)]
+pub struct ServiceEvent<'a> {
+    /// The Service's namespace.
+    pub namespace: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// Its uid, when known.
+    pub uid: Option<String>,
+    /// `Warning` rather than `Normal`.
+    pub warning: bool,
+    /// The Event's reason (`Announced`, `KernelAnswersForAddress`, ...).
+    pub reason: &'a str,
+    /// The Event's action.
+    pub action: &'a str,
+    /// The message (cut to 1,000 characters, the API's limit).
+    pub note: &'a str,
+}
+
+/// Creates `event` (an `events.k8s.io/v1` Event regarding the Service, reported by
+/// `ferrolb-speaker` from `node`) and counts the write; whether it was recorded.
+pub async fn record_event(
+    client: &Client,
+    node: &str,
+    metrics: &Metrics,
+    event: &ServiceEvent<'_>,
+) -> bool {
+    let now = Timestamp::now();
+    let events: Api<Event> = Api::namespaced(client.clone(), event.namespace);
+    let body = Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{}.{:x}", event.name, now.as_nanosecond())),
+            namespace: Some(event.namespace.to_string()),
+            ..Default::default()
+        },
+        event_time: Some(MicroTime(now)),
+        regarding: Some(ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Service".into()),
+            namespace: Some(event.namespace.to_string()),
+            name: Some(event.name.to_string()),
+            uid: event.uid.clone(),
+            ..Default::default()
+        }),
+        type_: Some(if event.warning { "Warning" } else { "Normal" }.into()),
+        reason: Some(event.reason.into()),
+        action: Some(event.action.into()),
+        note: Some(event.note.chars().take(1000).collect()),
+        reporting_controller: Some(FIELD_MANAGER.into()),
+        reporting_instance: Some(node.to_string()),
+        ..Default::default()
+    };
+    let ok = events.create(&PostParams::default(), &body).await;
+    if let Err(e) = &ok {
+        debug!(error = %e, "event not recorded");
+    }
+    count(metrics, "event", ok.is_ok());
+    ok.is_ok()
 }
 
 impl std::fmt::Debug for StatusWriter {

@@ -142,8 +142,10 @@ impl Drop for Announcer {
 
 impl Announcer {
     /// Opens the interfaces and starts answering (for nothing until [`Announcer::apply`]).
-    /// Fails when no raw socket can be opened (the speaker needs CAP_NET_RAW).
+    /// Fails when no raw socket can be opened (the speaker needs CAP_NET_RAW): with
+    /// [`io::ErrorKind::PermissionDenied`] when that is why, also while no interface is there.
     pub async fn start(config: Config, metrics: Metrics) -> io::Result<Announcer> {
+        crate::netio::packet_socket::probe()?;
         let events = LinkEvents::open()?;
         let layout = match cpus::allowed() {
             Ok(allowed) => Layout::new(&allowed, config.responder_threads),
@@ -303,6 +305,16 @@ impl Announcer {
     pub fn interface_count(&self) -> usize {
         self.shared.read_links().len()
     }
+}
+
+/// Names of the interfaces this node would answer on (up, suitable, not excluded), for
+/// messages about them.
+pub fn suitable_interfaces(excludes: &Excludes) -> io::Result<Vec<String>> {
+    Ok(links::list()?
+        .into_iter()
+        .filter(|l| l.suitability(excludes).is_ok())
+        .map(|l| l.name)
+        .collect())
 }
 
 impl Shared {

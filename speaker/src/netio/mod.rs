@@ -3,14 +3,16 @@
 //! - [`packet_socket`]: an `AF_PACKET` socket per interface and protocol, with a classic BPF filter
 //!   attached in the kernel so only ARP requests and neighbour solicitations reach userspace.
 //! - [`links`]: which interfaces exist and which are suitable for answering (sysfs, pure rules).
+//! - [`addresses`]: the node's own addresses and IPv6 proxy-NDP entries (netlink dumps).
 //! - [`link_events`]: a netlink subscription that says when links or addresses change.
 //! - [`multicast`]: solicited-node group memberships for owned IPv6 addresses.
 //! - [`cpus`]: which CPUs the speaker may use, and pinning a responder thread to some of them.
 //!
-//! Everything here needs only `CAP_NET_RAW` (for `AF_PACKET`); netlink notifications, sysfs reads
-//! IPv6 group joins and a thread's own CPU affinity need no privilege.
+//! Everything here needs only `CAP_NET_RAW` (for `AF_PACKET`); netlink notifications and dumps,
+//! sysfs reads, IPv6 group joins and a thread's own CPU affinity need no privilege.
 #![allow(unsafe_code)]
 
+pub mod addresses;
 pub mod cpus;
 pub mod link_events;
 pub mod links;

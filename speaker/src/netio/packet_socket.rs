@@ -188,6 +188,18 @@ impl PacketSocket {
     }
 }
 
+/// Whether this process may open `AF_PACKET` sockets at all (it needs `CAP_NET_RAW`): opens one
+/// with protocol 0, which is bound to nothing and receives no frame, and closes it. Answers the
+/// question before any interface is there to open a socket on.
+pub fn probe() -> io::Result<()> {
+    // SAFETY: socket(2) with constant arguments; the result is checked and owned at once.
+    let raw =
+        check(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `raw` is a fresh descriptor nobody else owns; dropping it closes it.
+    drop(unsafe { OwnedFd::from_raw_fd(raw) });
+    Ok(())
+}
+
 /// `PACKET_IGNORE_OUTGOING` (Linux 4.20): libc does not export it for every target.
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 /// `PACKET_FANOUT` and its mode and flags (linux/if_packet.h).
