@@ -284,31 +284,19 @@ pub fn up_with(dir: &Path, opts: &UpOptions) -> Result<Up> {
 /// `helm install ferrolb charts/ferrolb -n ferrolb-system --create-namespace`, as the README
 /// says, then waits for the controller and every speaker to be Ready.
 fn helm_install(cp: &ControlPlane) -> Result<()> {
-    use crate::e2e::scenarios::{NAMESPACE, RELEASE, TIMEOUT};
-    eprintln!("==> helm install {RELEASE} charts/ferrolb -n {NAMESPACE} --create-namespace");
+    use crate::e2e::scenarios::{INSTALL, NAMESPACE, WORKLOADS, rollout_status_args};
+    eprintln!("==> helm {}", INSTALL.join(" "));
     crate::process::run(
         std::process::Command::new(bins::binary("helm")?)
-            .args([
-                "install",
-                RELEASE,
-                "charts/ferrolb",
-                "-n",
-                NAMESPACE,
-                "--create-namespace",
-            ])
+            .args(INSTALL)
             .env("KUBECONFIG", cp.kubeconfig())
             .current_dir(bins::workspace_root()),
     )?;
-    for object in ["deployment/ferrolb-controller", "daemonset/ferrolb-speaker"] {
+    for object in WORKLOADS {
         eprintln!("==> waiting for {object} to be Ready");
-        cp.kubectl_run(&[
-            "rollout",
-            "status",
-            "-n",
-            NAMESPACE,
-            object,
-            &format!("--timeout={}s", TIMEOUT.as_secs()),
-        ])?;
+        let args = rollout_status_args(NAMESPACE, object);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cp.kubectl_run(&args)?;
     }
     Ok(())
 }

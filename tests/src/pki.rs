@@ -81,16 +81,7 @@ impl Pki {
 
         let sa_key = KeyPair::generate()?;
 
-        let pki = Pki {
-            ca_cert: dir.join("ca.crt"),
-            ca_key: dir.join("ca.key"),
-            serving_cert: dir.join("apiserver.crt"),
-            serving_key: dir.join("apiserver.key"),
-            admin_cert: dir.join("admin.crt"),
-            admin_key: dir.join("admin.key"),
-            service_account_key: dir.join("service-account.key"),
-            service_account_pub: dir.join("service-account.pub"),
-        };
+        let pki = Pki::in_dir(dir);
         for (path, pem) in [
             (&pki.ca_cert, ca_cert.pem()),
             (&pki.ca_key, ca_key_pem),
@@ -106,9 +97,9 @@ impl Pki {
         Ok(pki)
     }
 
-    /// Reads the paths of a PKI that [`Pki::write`] wrote into `dir` earlier.
-    pub fn read(dir: &Path) -> Result<Pki> {
-        let pki = Pki {
+    /// Where [`Pki::write`] puts each file in `dir`.
+    fn in_dir(dir: &Path) -> Pki {
+        Pki {
             ca_cert: dir.join("ca.crt"),
             ca_key: dir.join("ca.key"),
             serving_cert: dir.join("apiserver.crt"),
@@ -117,7 +108,12 @@ impl Pki {
             admin_key: dir.join("admin.key"),
             service_account_key: dir.join("service-account.key"),
             service_account_pub: dir.join("service-account.pub"),
-        };
+        }
+    }
+
+    /// The paths of a PKI that [`Pki::write`] wrote into `dir` earlier.
+    pub fn read(dir: &Path) -> Result<Pki> {
+        let pki = Pki::in_dir(dir);
         if !pki.ca_key.is_file() {
             anyhow::bail!("{} holds no testbed PKI (no ca.key)", dir.display());
         }

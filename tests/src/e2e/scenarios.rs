@@ -31,37 +31,52 @@ fn step(d: &dyn Driver, what: &str) {
     eprintln!("==> e2e ({}): {what}", d.describe());
 }
 
+/// README's install command, as helm's arguments (run from the repository root).
+pub const INSTALL: [&str; 6] = [
+    "install",
+    RELEASE,
+    "charts/ferrolb",
+    "-n",
+    NAMESPACE,
+    "--create-namespace",
+];
+/// What the chart runs, in the release namespace.
+pub const WORKLOADS: [&str; 2] = ["deployment/ferrolb-controller", "daemonset/ferrolb-speaker"];
+
+/// `kubectl rollout status` arguments for `object` in `namespace`, with [`TIMEOUT`].
+pub fn rollout_status_args(namespace: &str, object: &str) -> Vec<String> {
+    ["rollout", "status", "-n", namespace, object]
+        .into_iter()
+        .map(str::to_string)
+        .chain([format!("--timeout={}s", TIMEOUT.as_secs())])
+        .collect()
+}
+
+/// Waits until `object` in `namespace` is fully rolled out.
+fn rollout_status(d: &dyn Driver, namespace: &str, object: &str) -> Result<()> {
+    let args = rollout_status_args(namespace, object);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    d.kubectl(&args)
+        .with_context(|| format!("waiting for {object} to roll out: {}", pods_summary(d)))?;
+    Ok(())
+}
+
 /// `helm install ferrolb charts/ferrolb -n ferrolb-system --create-namespace`, exactly as the
 /// README says, then waits for the controller Deployment and the speaker DaemonSet to be Ready.
 /// Returns how long the install and the rollout took.
 pub fn install(d: &dyn Driver) -> Result<Duration> {
     step(d, "helm install, as in the README");
     let started = Instant::now();
-    d.helm(&[
-        "install",
-        RELEASE,
-        "charts/ferrolb",
-        "-n",
-        NAMESPACE,
-        "--create-namespace",
-    ])
-    .context("helm install as the README says")?;
+    d.helm(&INSTALL)
+        .context("helm install as the README says")?;
     wait_rollout(d)?;
     Ok(started.elapsed())
 }
 
 /// Waits until the controller Deployment and the speaker DaemonSet are fully rolled out.
 pub fn wait_rollout(d: &dyn Driver) -> Result<()> {
-    for object in ["deployment/ferrolb-controller", "daemonset/ferrolb-speaker"] {
-        d.kubectl(&[
-            "rollout",
-            "status",
-            "-n",
-            NAMESPACE,
-            object,
-            &format!("--timeout={}s", TIMEOUT.as_secs()),
-        ])
-        .with_context(|| format!("waiting for {object} to roll out: {}", pods_summary(d)))?;
+    for object in WORKLOADS {
+        rollout_status(d, NAMESPACE, object)?;
     }
     Ok(())
 }
@@ -215,16 +230,7 @@ pub fn deploy_echo(d: &dyn Driver, name: &str, replicas: u32, node: Option<&str>
         },
     });
     d.kubectl_input(&["apply", "-f", "-"], &deployment.to_string())?;
-    d.kubectl(&[
-        "rollout",
-        "status",
-        "-n",
-        APP_NAMESPACE,
-        &format!("deployment/{name}"),
-        &format!("--timeout={}s", TIMEOUT.as_secs()),
-    ])
-    .with_context(|| format!("waiting for the echo pods of {name}: {}", pods_summary(d)))?;
-    Ok(())
+    rollout_status(d, APP_NAMESPACE, &format!("deployment/{name}"))
 }
 
 /// Which IP families a Service asks for.
@@ -406,14 +412,7 @@ pub fn check_local_traffic_policy(d: &dyn Driver) -> Result<()> {
         &json!({"spec": {"template": {"spec": {"nodeSelector": {"kubernetes.io/hostname": first}}}}})
             .to_string(),
     ])?;
-    d.kubectl(&[
-        "rollout",
-        "status",
-        "-n",
-        APP_NAMESPACE,
-        "deployment/echo-local",
-        &format!("--timeout={}s", TIMEOUT.as_secs()),
-    ])?;
+    rollout_status(d, APP_NAMESPACE, "deployment/echo-local")?;
     let moved = wait_for(
         &format!("{ip} to be answered by {first} only"),
         NETWORK_TIMEOUT,

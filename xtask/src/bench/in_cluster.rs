@@ -45,7 +45,7 @@ pub struct Params {
 pub struct Trial {
     /// The node that answered for the VIP and was powered off.
     pub node: String,
-    /// From the power cut to the end of the first request answered afterwards, ms.
+    /// From the power cut to the end of the first request started after it and answered, ms.
     pub first_answer_ms: Option<f64>,
     /// Requests that failed between the cut and that answer.
     pub failed_requests: usize,
@@ -230,7 +230,10 @@ fn power_off_trial(tb: &mut Testbed, prober_bin: &Path, vip: IpAddr) -> Result<T
     prober.wait_for(realtime_us(), Duration::from_secs(10), |l| l.ok)?;
     let cut_us = realtime_us();
     tb.power_off(&node)?;
-    let answered = prober.wait_for(cut_us, Duration::from_secs(10), |l| l.ok);
+    // A request that started before the cut may still have been answered by the old owner.
+    let answered = prober.wait_for(cut_us, Duration::from_secs(10), |l| {
+        l.ok && l.start_us >= cut_us
+    });
     let lines = prober.stop();
     let trial = match answered {
         Ok(line) => Trial {

@@ -423,6 +423,8 @@ impl Drop for Capture {
 /// One line of `ferrolb-bench-prober`.
 #[derive(Clone, Debug)]
 pub(crate) struct ProbeLine {
+    /// When the attempt started, µs since the epoch (`CLOCK_REALTIME`).
+    pub(crate) start_us: u64,
     /// When the attempt ended, µs since the epoch (`CLOCK_REALTIME`).
     pub(crate) end_us: u64,
     /// Whether it got an answer.
@@ -433,10 +435,11 @@ pub(crate) struct ProbeLine {
 
 fn parse_probe_line(line: &str) -> Option<ProbeLine> {
     let mut words = line.split_whitespace();
-    let _start: u64 = words.next()?.parse().ok()?;
+    let start_us = words.next()?.parse().ok()?;
     let end_us = words.next()?.parse().ok()?;
     let ok = words.next()? == "ok";
     Some(ProbeLine {
+        start_us,
         end_us,
         ok,
         body: words.next().unwrap_or("").to_string(),
