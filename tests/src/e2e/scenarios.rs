@@ -625,6 +625,77 @@ pub fn check_uninstall(d: &dyn Driver) -> Result<()> {
     Ok(())
 }
 
+/// Every node registered itself through its kubelet and is Ready; the echo pods have addresses
+/// of their own, and every speaker (hostNetwork) has its node's address.
+pub fn check_nodes_and_pod_networking(d: &dyn Driver) -> Result<()> {
+    step(
+        d,
+        "nodes registered by their kubelets, pods on their node's network",
+    );
+    let nodes: Value = serde_json::from_str(&d.kubectl(&["get", "nodes", "-o", "json"])?)?;
+    let mut node_ips = BTreeMap::new();
+    for node in nodes["items"].as_array().into_iter().flatten() {
+        let name = node["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let info = &node["status"]["nodeInfo"];
+        ensure!(
+            info["kubeletVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with('v'))
+                && info["containerRuntimeVersion"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("containerd://")),
+            "node {name} was not registered by a kubelet on containerd: {info}"
+        );
+        let ready = node["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        ensure!(ready, "node {name} is not Ready");
+        let ips: Vec<String> = node["status"]["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["type"] == "InternalIP")
+            .filter_map(|a| a["address"].as_str().map(str::to_string))
+            .collect();
+        node_ips.insert(name, ips);
+    }
+    let expected: std::collections::BTreeSet<String> = d.nodes().into_iter().collect();
+    let registered: std::collections::BTreeSet<String> = node_ips.keys().cloned().collect();
+    ensure!(
+        expected.is_subset(&registered),
+        "nodes {expected:?} should have registered, got {registered:?}"
+    );
+    let pods: Value = serde_json::from_str(&d.kubectl(&["get", "pods", "-A", "-o", "json"])?)?;
+    for pod in pods["items"].as_array().into_iter().flatten() {
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or_default();
+        let ips: Vec<&str> = pod["status"]["podIPs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["ip"].as_str())
+            .collect();
+        let own = node_ips.get(node).cloned().unwrap_or_default();
+        if pod["spec"]["hostNetwork"] == true {
+            ensure!(
+                !ips.is_empty() && ips.iter().all(|ip| own.iter().any(|o| o == ip)),
+                "hostNetwork pod {name} should have its node {node}'s addresses {own:?}, has {ips:?}"
+            );
+        } else if pod["status"]["phase"] == "Running" {
+            ensure!(
+                ips.len() == 2 && ips.iter().all(|ip| !own.iter().any(|o| o == ip)),
+                "pod {name} on {node} should have an IPv4 and an IPv6 address of its own, has {ips:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The whole user journey on one cluster, in order: install, pool, dual-stack Service over echo
 /// pods, Local policy, speaker pod deletion, upgrade, node power-off, uninstall.
 pub fn everything(d: &mut dyn Driver) -> Result<Report> {
@@ -636,6 +707,7 @@ pub fn everything(d: &mut dyn Driver) -> Result<Report> {
     expose(d, "echo", "echo", Families::Dual, false)?;
     let ips = check_dual_stack(d, "echo")?;
     report.install_to_first_answer = started.elapsed();
+    check_nodes_and_pod_networking(d)?;
     check_local_traffic_policy(d)?;
     let v4 = *ips.iter().find(|ip| ip.is_ipv4()).context("no IPv4")?;
     report.speaker_pod_deleted_failover = check_speaker_pod_deletion(d, v4)?;
