@@ -910,6 +910,18 @@ impl Driver for Kind {
         Ok(())
     }
 
+    fn on_node(&self, node: &str, program: &str, args: &[&str]) -> Result<Output> {
+        ensure!(
+            self.nodes.iter().any(|n| n.name == node),
+            "no kind node {node}"
+        );
+        docker()
+            .args(["exec", node, program])
+            .args(args)
+            .output()
+            .with_context(|| format!("running {program} on kind node {node}"))
+    }
+
     fn tag_ferrolb_image(&self, reference: &str) -> Result<()> {
         let source = ImageKind::Ferrolb.reference()?;
         for node in &self.nodes {

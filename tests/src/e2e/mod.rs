@@ -49,6 +49,9 @@ pub trait Driver {
     fn power_off(&mut self, node: &str) -> Result<()>;
     /// Re-tags the ferrolb image on every node as `reference` (a "rebuilt" image for upgrades).
     fn tag_ferrolb_image(&self, reference: &str) -> Result<()>;
+    /// Runs `program args` as root on `node` itself (its network namespace), as an operator's
+    /// shell on that machine would.
+    fn on_node(&self, node: &str, program: &str, args: &[&str]) -> Result<Output>;
 
     /// `kubectl <args>` as admin: stdout, or an error with stderr.
     fn kubectl(&self, args: &[&str]) -> Result<String> {

@@ -428,6 +428,89 @@ pub fn check_local_traffic_policy(d: &dyn Driver) -> Result<()> {
     Ok(())
 }
 
+/// The IPVS hazard, reproduced: the IPv4 `ip` is added to `lo` of a node that does not own it
+/// (what kube-proxy's IPVS mode does on every node, on `kube-ipvs0`), so that node's kernel
+/// answers ARP for it too. Its speaker reports it with a Warning Event on the Service naming the
+/// node and the fix; after the fix (`arp_ignore=1`) one node answers again. Leaves the node as
+/// it found it.
+pub fn check_kernel_answering_is_reported(d: &dyn Driver, svc: &str, ip: IpAddr) -> Result<()> {
+    let owner_node = owner(d, ip)?;
+    let other = d
+        .nodes()
+        .into_iter()
+        .find(|n| *n != owner_node)
+        .context("the kernel scenario needs a second node")?;
+    step(
+        d,
+        &format!("add {ip} to lo of {other} (not its owner): {other}'s kernel answers ARP too"),
+    );
+    let node_ok = |program: &str, args: &[&str]| -> Result<String> {
+        let out = d.on_node(&other, program, args)?;
+        ensure!(
+            out.status.success(),
+            "{program} {} on {other}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let arp_ignore = node_ok("sysctl", &["-n", "net.ipv4.conf.all.arp_ignore"])?
+        .trim()
+        .to_string();
+    let address = format!("{ip}/32");
+    node_ok("sysctl", &["-qw", "net.ipv4.conf.all.arp_ignore=0"])?;
+    node_ok("ip", &["addr", "add", &address, "dev", "lo"])?;
+    let result = (|| {
+        let hazard = wait_for(
+            &format!("two MACs answering for {ip}"),
+            NETWORK_TIMEOUT,
+            || Ok((probes::answering_macs(d, ip)?.len() >= 2).then_some(())),
+        );
+        hazard?;
+        let event = wait_for(
+            &format!("a KernelAnswersForAddress Event on {svc} naming {other}"),
+            Duration::from_secs(60),
+            || {
+                let out = d.kubectl(&[
+                    "get",
+                    "events",
+                    "-n",
+                    APP_NAMESPACE,
+                    "--field-selector",
+                    &format!("involvedObject.name={svc},reason=KernelAnswersForAddress"),
+                    "-o",
+                    "jsonpath={range .items[*]}{.type} {.message}{\"\\n\"}{end}",
+                ])?;
+                Ok(out
+                    .lines()
+                    .find(|l| {
+                        l.starts_with("Warning") && l.contains(&other) && l.contains("arp_ignore=1")
+                    })
+                    .map(str::to_string))
+            },
+        )?;
+        eprintln!("    reported: {event}");
+        step(
+            d,
+            &format!("fix it on {other}: net.ipv4.conf.all.arp_ignore=1"),
+        );
+        node_ok("sysctl", &["-qw", "net.ipv4.conf.all.arp_ignore=1"])?;
+        wait_for(
+            &format!("only {owner_node} to answer for {ip} again"),
+            NETWORK_TIMEOUT,
+            || Ok(owner(d, ip).ok().filter(|n| *n == owner_node)),
+        )?;
+        Ok(())
+    })();
+    let _ = d.on_node(&other, "ip", &["addr", "del", &address, "dev", "lo"]);
+    let _ = d.on_node(
+        &other,
+        "sysctl",
+        &["-qw", &format!("net.ipv4.conf.all.arp_ignore={arp_ignore}")],
+    );
+    result
+}
+
 /// Waits until a request to `ip` is served and the client's kernel resolves `ip` to a node
 /// other than `old_owner` (its gratuitous ARP/NA reached the client); returns that node and
 /// when it happened.
@@ -697,7 +780,8 @@ pub fn check_nodes_and_pod_networking(d: &dyn Driver) -> Result<()> {
 }
 
 /// The whole user journey on one cluster, in order: install, pool, dual-stack Service over echo
-/// pods, Local policy, speaker pod deletion, upgrade, node power-off, uninstall.
+/// pods, nodes and pod networking, Local policy, a node's kernel answering for the IP (the IPVS
+/// hazard), speaker pod deletion, upgrade, node power-off, uninstall.
 pub fn everything(d: &mut dyn Driver) -> Result<Report> {
     let mut report = Report::default();
     let started = Instant::now();
@@ -710,6 +794,7 @@ pub fn everything(d: &mut dyn Driver) -> Result<Report> {
     check_nodes_and_pod_networking(d)?;
     check_local_traffic_policy(d)?;
     let v4 = *ips.iter().find(|ip| ip.is_ipv4()).context("no IPv4")?;
+    check_kernel_answering_is_reported(d, "echo", v4)?;
     report.speaker_pod_deleted_failover = check_speaker_pod_deletion(d, v4)?;
     check_upgrade_keeps_ips(d)?;
     report.node_power_off_failover = check_power_off(d, v4)?;

@@ -149,6 +149,20 @@ impl Driver for Testbed {
         self.nodes.power_off(node)
     }
 
+    fn on_node(&self, node: &str, program: &str, args: &[&str]) -> Result<Output> {
+        let host = self
+            .lab
+            .nodes()
+            .iter()
+            .find(|h| h.name == node)
+            .with_context(|| format!("no lab node {node}"))?;
+        host.command(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .with_context(|| format!("running {program} on {node}"))
+    }
+
     fn tag_ferrolb_image(&self, reference: &str) -> Result<()> {
         let source = ImageKind::Ferrolb.reference()?;
         for node in self.nodes.nodes() {
