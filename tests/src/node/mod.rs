@@ -100,6 +100,7 @@ impl RealNode {
 pub struct RealNodes {
     nodes: Vec<RealNode>,
     released: bool,
+    last_power_cut: Option<std::time::SystemTime>,
 }
 
 impl RealNodes {
@@ -130,6 +131,7 @@ impl RealNodes {
         let mut nodes = RealNodes {
             nodes: Vec::new(),
             released: false,
+            last_power_cut: None,
         };
         for host in hosts {
             let node = start_node(cp, &pki, host, hosts, opts)
@@ -186,12 +188,20 @@ impl RealNodes {
             .find(|n| n.host.name == name)
             .with_context(|| format!("no real node {name}"))?;
         run(Command::new("ip").args(["link", "set", &node.host.host_veth, "down"]))?;
+        // From here on the node is gone for everyone else; killing its processes takes a while.
+        self.last_power_cut = Some(std::time::SystemTime::now());
         for (process, _) in &mut node.processes {
             process.kill();
         }
         crate::lab::kill_processes_in(&node.host.name)?;
         host::kill_cgroup(&host::cgroup_root(&node.host.name))?;
         Ok(())
+    }
+
+    /// When the last [`RealNodes::power_off`] took its node's link down (wall clock): the
+    /// instant the node stopped existing for the rest of the lab.
+    pub fn last_power_cut(&self) -> Option<std::time::SystemTime> {
+        self.last_power_cut
     }
 
     /// Powers `name` back on after [`RealNodes::power_off`]: its link comes up and containerd,

@@ -45,7 +45,11 @@ pub struct Params {
 pub struct Trial {
     /// The node that answered for the VIP and was powered off.
     pub node: String,
-    /// From the power cut to the end of the first request started after it and answered, ms.
+    /// The MAC the client's kernel still held for the VIP at the trial's start when it was not
+    /// the owner's (the owner's gratuitous ARP after rejoining did not reach or update it).
+    pub stale_client_entry: Option<String>,
+    /// From the power cut (the node's link down; its processes are killed right after) to the
+    /// end of the first request started after it and answered, ms.
     pub first_answer_ms: Option<f64>,
     /// Requests that failed between the cut and that answer.
     pub failed_requests: usize,
@@ -125,6 +129,16 @@ impl InClusterSection {
                 m.pod, m.node, m.working_set_mib
             ));
         }
+        let stale = self
+            .trials
+            .iter()
+            .filter(|t| t.stale_client_entry.is_some())
+            .count();
+        md.push_str(&format!(
+            "Trials that started with the client still resolving the VIP to an earlier owner \
+             (flushed before measuring): {stale} of {}.\n\n",
+            self.trials.len()
+        ));
         md.push_str("\nTrials (node powered off, first answer ms, failed requests):");
         for t in &self.trials {
             match (&t.first_answer_ms, &t.error) {
@@ -186,6 +200,7 @@ fn measure(tb: &mut Testbed, params: &Params, prober: &Path) -> Result<InCluster
     for i in 0..params.trials {
         let trial = power_off_trial(tb, prober, v4).unwrap_or_else(|e| Trial {
             node: String::new(),
+            stale_client_entry: None,
             first_answer_ms: None,
             failed_requests: 0,
             error: Some(format!("{e:#}")),
@@ -226,11 +241,29 @@ fn measure(tb: &mut Testbed, params: &Params, prober: &Path) -> Result<InCluster
 /// Powers off the node answering for `vip` while the prober requests it; powers it back on.
 fn power_off_trial(tb: &mut Testbed, prober_bin: &Path, vip: IpAddr) -> Result<Trial> {
     let node = scenarios::wait_owner(tb, vip, None)?;
+    // The client's kernel may still hold the MAC of an earlier owner (a stand-in that answered
+    // while this node was off): record it, then make it resolve the address afresh.
+    let owner_mac = tb.node_mac(&node)?;
+    let stale_client_entry =
+        ferrolb_tests::e2e::probes::neighbour(tb, vip)?.filter(|mac| *mac != owner_mac);
+    tb.lab().client().exec(
+        "ip",
+        &["neigh", "flush", "to", &vip.to_string(), "dev", "eth0"],
+    )?;
     let mut prober = Prober::start(tb.lab().client(), prober_bin, vip)?;
     prober.wait_for(realtime_us(), Duration::from_secs(10), |l| l.ok)?;
-    let cut_us = realtime_us();
+    let resolved = ferrolb_tests::e2e::probes::neighbour(tb, vip)?;
+    if resolved.as_deref() != Some(owner_mac.as_str()) {
+        bail!("the client resolved {vip} to {resolved:?}, not to its owner {node} ({owner_mac})");
+    }
     tb.power_off(&node)?;
-    // A request that started before the cut may still have been answered by the old owner.
+    let cut_us = tb
+        .real_nodes()
+        .last_power_cut()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_micros() as u64)
+        .context("power_off recorded no cut")?;
+    // A request that started before the link went down may have been answered by the old owner.
     let answered = prober.wait_for(cut_us, Duration::from_secs(10), |l| {
         l.ok && l.start_us >= cut_us
     });
@@ -238,6 +271,7 @@ fn power_off_trial(tb: &mut Testbed, prober_bin: &Path, vip: IpAddr) -> Result<T
     let trial = match answered {
         Ok(line) => Trial {
             node: node.clone(),
+            stale_client_entry: stale_client_entry.clone(),
             first_answer_ms: Some((line.end_us - cut_us) as f64 / 1000.0),
             failed_requests: lines
                 .iter()
@@ -247,6 +281,7 @@ fn power_off_trial(tb: &mut Testbed, prober_bin: &Path, vip: IpAddr) -> Result<T
         },
         Err(e) => Trial {
             node: node.clone(),
+            stale_client_entry,
             first_answer_ms: None,
             failed_requests: lines.iter().filter(|l| l.end_us > cut_us && !l.ok).count(),
             error: Some(format!("{e:#}")),
