@@ -27,12 +27,23 @@ pub struct Testbed {
     proxy_mode: ProxyMode,
 }
 
-/// The images every node holds: ferrolb, echo, pause. Builds them (release) unless
-/// `cargo xtask image` already did for this commit; returns the archives and the pause reference.
+/// The images every node holds: ferrolb, echo, pause. Builds them (release; cargo makes that
+/// quick when `cargo xtask image` already did) once per process, so tests starting testbeds at
+/// the same time never rewrite an archive another is importing. Returns the archives and the
+/// pause image's reference.
 pub fn images() -> Result<(Vec<PathBuf>, String)> {
-    let built = image::build_all(&BuildOptions::default()).context("building the images")?;
-    let pause = ImageKind::Pause.reference()?;
-    Ok((built.into_iter().map(|b| b.archive).collect(), pause))
+    static BUILT: std::sync::Mutex<Option<(Vec<PathBuf>, String)>> = std::sync::Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(images) = built.as_ref() {
+        return Ok(images.clone());
+    }
+    let archives = image::build_all(&BuildOptions::default()).context("building the images")?;
+    let images = (
+        archives.into_iter().map(|b| b.archive).collect(),
+        ImageKind::Pause.reference()?,
+    );
+    *built = Some(images.clone());
+    Ok(images)
 }
 
 impl Testbed {
