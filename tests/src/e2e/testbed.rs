@@ -51,6 +51,11 @@ impl Testbed {
     /// `proxy_mode`; returns once every node is Ready. Logs go under `dir`.
     pub fn start(dir: &Path, nodes: usize, proxy_mode: ProxyMode) -> Result<Testbed> {
         let (archives, pause_image) = images()?;
+        // A fresh cluster every time: etcd's data of an earlier run in `dir` would bring back
+        // its releases and objects.
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
         let control_plane = ControlPlane::start(&control_plane::Options {
             dir: dir.join("control-plane"),
             controller_manager: true,
