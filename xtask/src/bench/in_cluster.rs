@@ -26,7 +26,7 @@ use ferrolb_tests::process::wait_for;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::speaker::failover::{Prober, realtime_us};
+use super::speaker::failover::{Capture, Prober, realtime_us};
 use super::stats::Distribution;
 
 /// What the section does.
@@ -51,6 +51,11 @@ pub struct Trial {
     /// From the power cut (the node's link down; its processes are killed right after) to the
     /// end of the first request started after it and answered, ms.
     pub first_answer_ms: Option<f64>,
+    /// From the cut to the first gratuitous ARP for the VIP from another node, as the client
+    /// captured it, ms: the speakers' part of the failover.
+    pub first_garp_ms: Option<f64>,
+    /// The node the client's kernel resolved the VIP to once it was answered again.
+    pub answered_via: Option<String>,
     /// Requests that failed between the cut and that answer.
     pub failed_requests: usize,
     /// What went wrong, if the trial produced no figure.
@@ -139,12 +144,18 @@ impl InClusterSection {
              (flushed before measuring): {stale} of {}.\n\n",
             self.trials.len()
         ));
-        md.push_str("\nTrials (node powered off, first answer ms, failed requests):");
+        md.push_str(
+            "\nTrials (node powered off: first answer ms / first gratuitous ARP ms / failed requests):",
+        );
         for t in &self.trials {
             match (&t.first_answer_ms, &t.error) {
-                (Some(ms), _) => {
-                    md.push_str(&format!(" {} {ms:.0}/{};", t.node, t.failed_requests))
-                }
+                (Some(ms), _) => md.push_str(&format!(
+                    " {} {ms:.0}/{}/{};",
+                    t.node,
+                    t.first_garp_ms
+                        .map_or("-".to_string(), |g| format!("{g:.0}")),
+                    t.failed_requests
+                )),
                 (None, Some(e)) => md.push_str(&format!(" {} failed: {e};", t.node)),
                 (None, None) => {}
             }
@@ -165,14 +176,19 @@ pub fn run(params: &Params, prober: &Path, dir: &Path) -> Result<InClusterSectio
         params.nodes
     );
     let mut tb = Testbed::start(dir, params.nodes, ProxyMode::Nftables)?;
-    let result = measure(&mut tb, params, prober);
+    let result = measure(&mut tb, params, prober, dir);
     if result.is_err() {
         eprintln!("{}\n{}", scenarios::pods_summary(&tb), tb.diagnostics());
     }
     result
 }
 
-fn measure(tb: &mut Testbed, params: &Params, prober: &Path) -> Result<InClusterSection> {
+fn measure(
+    tb: &mut Testbed,
+    params: &Params,
+    prober: &Path,
+    dir: &Path,
+) -> Result<InClusterSection> {
     // The workload and its Service exist before ferrolb does, as on a cluster that had none.
     scenarios::deploy_echo(tb, "echo", params.nodes as u32, None)?;
     scenarios::expose(tb, "echo", "echo", Families::Dual, false)?;
@@ -198,19 +214,23 @@ fn measure(tb: &mut Testbed, params: &Params, prober: &Path) -> Result<InCluster
 
     let mut trials = Vec::new();
     for i in 0..params.trials {
-        let trial = power_off_trial(tb, prober, v4).unwrap_or_else(|e| Trial {
+        let trial = power_off_trial(tb, prober, v4, dir, i + 1).unwrap_or_else(|e| Trial {
             node: String::new(),
             stale_client_entry: None,
+            first_garp_ms: None,
+            answered_via: None,
             first_answer_ms: None,
             failed_requests: 0,
             error: Some(format!("{e:#}")),
         });
         eprintln!(
-            "    trial {}/{}: {} {:?} ms ({} failed requests){}",
+            "    trial {}/{}: {} off, first answer {:?} ms via {:?}, first GARP {:?} ms ({} failed requests){}",
             i + 1,
             params.trials,
             trial.node,
             trial.first_answer_ms.map(|v| v.round()),
+            trial.answered_via,
+            trial.first_garp_ms.map(|v| v.round()),
             trial.failed_requests,
             trial
                 .error
@@ -239,7 +259,13 @@ fn measure(tb: &mut Testbed, params: &Params, prober: &Path) -> Result<InCluster
 }
 
 /// Powers off the node answering for `vip` while the prober requests it; powers it back on.
-fn power_off_trial(tb: &mut Testbed, prober_bin: &Path, vip: IpAddr) -> Result<Trial> {
+fn power_off_trial(
+    tb: &mut Testbed,
+    prober_bin: &Path,
+    vip: IpAddr,
+    dir: &Path,
+    index: usize,
+) -> Result<Trial> {
     let node = scenarios::wait_owner(tb, vip, None)?;
     // The client's kernel may still hold the MAC of an earlier owner (a stand-in that answered
     // while this node was off): record it, then make it resolve the address afresh.
@@ -250,6 +276,11 @@ fn power_off_trial(tb: &mut Testbed, prober_bin: &Path, vip: IpAddr) -> Result<T
         "ip",
         &["neigh", "flush", "to", &vip.to_string(), "dev", "eth0"],
     )?;
+    let IpAddr::V4(vip4) = vip else {
+        bail!("the power-off trials take an IPv4 VIP, not {vip}");
+    };
+    let capture_file = dir.join(format!("trial-{index:02}.pcap"));
+    let capture = Capture::start(tb.lab().client(), &capture_file)?;
     let mut prober = Prober::start(tb.lab().client(), prober_bin, vip)?;
     prober.wait_for(realtime_us(), Duration::from_secs(10), |l| l.ok)?;
     let resolved = ferrolb_tests::e2e::probes::neighbour(tb, vip)?;
@@ -268,10 +299,25 @@ fn power_off_trial(tb: &mut Testbed, prober_bin: &Path, vip: IpAddr) -> Result<T
         l.ok && l.start_us >= cut_us
     });
     let lines = prober.stop();
+    let answered_via = match ferrolb_tests::e2e::probes::neighbour(tb, vip)? {
+        Some(mac) => tb
+            .nodes()
+            .into_iter()
+            .find(|n| tb.node_mac(n).is_ok_and(|m| m == mac))
+            .or(Some(mac)),
+        None => None,
+    };
+    let first_garp_ms = capture
+        .finish()?
+        .iter()
+        .find(|f| f.at_us >= cut_us && f.is_gratuitous_for(vip4) && f.eth_src != owner_mac)
+        .map(|f| (f.at_us - cut_us) as f64 / 1000.0);
     let trial = match answered {
         Ok(line) => Trial {
             node: node.clone(),
             stale_client_entry: stale_client_entry.clone(),
+            first_garp_ms,
+            answered_via,
             first_answer_ms: Some((line.end_us - cut_us) as f64 / 1000.0),
             failed_requests: lines
                 .iter()
@@ -282,6 +328,8 @@ fn power_off_trial(tb: &mut Testbed, prober_bin: &Path, vip: IpAddr) -> Result<T
         Err(e) => Trial {
             node: node.clone(),
             stale_client_entry,
+            first_garp_ms,
+            answered_via,
             first_answer_ms: None,
             failed_requests: lines.iter().filter(|l| l.end_us > cut_us && !l.ok).count(),
             error: Some(format!("{e:#}")),

@@ -16,7 +16,7 @@
 
 mod arp_load;
 pub(crate) mod failover;
-mod pcap;
+pub(crate) mod pcap;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

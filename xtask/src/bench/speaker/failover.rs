@@ -164,7 +164,7 @@ async fn trial(
 ) -> Result<Trial> {
     let i = rig.index_of(owner)?;
     let owner_host = rig.host(owner)?.clone();
-    let capture = block_in_place(|| Capture::start(rig, capture_file))?;
+    let capture = block_in_place(|| Capture::start(rig.lab.client(), capture_file))?;
     let mut prober = Prober::start(rig.lab.client(), prober_bin, IpAddr::V4(vip))?;
     block_in_place(|| prober.wait_for(0, Duration::from_secs(5), |l| l.ok && l.body == owner))
         .context("the prober never reached the owner before the action")?;
@@ -342,17 +342,15 @@ pub async fn settle(rig: &mut Rig, service: &str, vip: Ipv4Addr, owner: &str) ->
 }
 
 /// `tcpdump` of ARP in the client namespace, writing `file`.
-struct Capture {
+pub(crate) struct Capture {
     child: Child,
     file: PathBuf,
 }
 
 impl Capture {
-    /// Starts the capture and returns once tcpdump says it is listening.
-    fn start(rig: &Rig, file: &Path) -> Result<Capture> {
-        let mut child = rig
-            .lab
-            .client()
+    /// Starts the capture in `client`'s namespace; returns once tcpdump says it is listening.
+    pub(crate) fn start(client: &Host, file: &Path) -> Result<Capture> {
+        let mut child = client
             .command("tcpdump")
             .args([
                 "-i",
@@ -396,7 +394,7 @@ impl Capture {
     }
 
     /// Stops tcpdump (SIGINT flushes the file) and reads the ARP frames.
-    fn finish(mut self) -> Result<Vec<pcap::ArpFrame>> {
+    pub(crate) fn finish(mut self) -> Result<Vec<pcap::ArpFrame>> {
         let _ = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status();
