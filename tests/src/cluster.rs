@@ -65,8 +65,10 @@ pub struct Up {
     pub nodes: Vec<lab::Host>,
     /// The client namespace.
     pub client: lab::Host,
-    /// What runs of ferrolb, with [`UpOptions::run_ferrolb`].
+    /// What runs of ferrolb as host processes, with [`UpOptions::run_ferrolb`] and no real nodes.
     pub ferrolb: Option<Ferrolb>,
+    /// Whether the nodes are real (kubelet, containerd, kube-proxy): pods run.
+    pub real_nodes: bool,
 }
 
 /// A detached process `up` started, as listed in the env file.
@@ -278,6 +280,7 @@ pub fn up_with(dir: &Path, opts: &UpOptions) -> Result<Up> {
         nodes,
         client,
         ferrolb,
+        real_nodes: opts.real_nodes.is_some(),
     })
 }
 

@@ -165,3 +165,63 @@ fn cluster_up_runs_ferrolb_whose_vip_answers_and_down_stops_every_process() {
     }
     assert!(!namespaces().lines().any(|l| l.starts_with("node")));
 }
+
+/// `cluster up --run-ferrolb` on real nodes is what `cargo xtask demo` runs: every node a kubelet
+/// with containerd and kube-proxy, ferrolb installed with `helm install`, the sample Service over
+/// echo pods answering through kube-proxy. `down` then leaves no process, mount, cgroup or state
+/// directory of the nodes behind.
+#[test]
+fn cluster_up_on_real_nodes_installs_with_helm_serves_the_demo_and_down_leaves_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = control_plane::process_dir().join("cluster-real-nodes");
+    let up = cluster::up_with(
+        &dir,
+        &cluster::UpOptions {
+            nodes: 2,
+            port: 0,
+            real_nodes: Some(ferrolb_tests::node::ProxyMode::Nftables),
+            run_ferrolb: true,
+        },
+    )
+    .unwrap();
+    let _down = DownOnDrop;
+    assert!(up.real_nodes && up.ferrolb.is_none(), "{up:?}");
+    let env = std::fs::read_to_string(&up.env_file).unwrap();
+    let echo = ferrolb_tests::image::ImageKind::Echo.reference().unwrap();
+    assert!(
+        env.contains(&format!("export FERROLB_ECHO_IMAGE={echo}")),
+        "{env}"
+    );
+    let pids = std::fs::read_to_string(dir.join("pids")).unwrap();
+    let pids: Vec<u32> = pids.lines().map(|l| l.parse().unwrap()).collect();
+    // etcd, apiserver, controller manager, scheduler; containerd, kubelet, kube-proxy per node.
+    assert_eq!(pids.len(), 4 + 2 * 3, "{pids:?}");
+
+    let answers = demo::show(&up).unwrap();
+    assert_eq!(answers.len(), 2, "IPv4 and IPv6: {answers:?}");
+    for a in &answers {
+        let answer = ferrolb_tests::e2e::probes::EchoAnswer::parse(a.body.trim()).unwrap();
+        assert!(answer.pod.starts_with("demo-"), "{a:?}");
+        assert!(a.resolved_to.is_some(), "{a:?}");
+    }
+
+    cluster::down().unwrap();
+    for pid in &pids {
+        assert!(!running(*pid), "pid {pid} still runs after down");
+    }
+    assert!(!namespaces().lines().any(|l| l.starts_with("node")));
+    for dir in [
+        ferrolb_tests::node::host::DATA_ROOT,
+        ferrolb_tests::node::host::RUN_ROOT,
+    ] {
+        assert!(!std::path::Path::new(dir).exists(), "{dir} is left");
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("ferrolb-lab"), "mounts left:\n{mounts}");
+    let cgroups = std::fs::read_dir("/sys/fs/cgroup/memory")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ferrolb-lab-"))
+        .count();
+    assert_eq!(cgroups, 0, "node cgroups left");
+}
