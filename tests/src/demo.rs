@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use crate::bins;
 use crate::cluster::{self, Up, UpOptions};
+use crate::l2lab::ANNOUNCED;
 use crate::node::ProxyMode;
 use crate::process::{run, wait_for};
 
@@ -39,8 +40,6 @@ pub const EXAMPLES: [&str; 4] = [
 ];
 /// The sample Service (namespace `default`).
 pub const SERVICE: &str = "demo";
-/// The condition the speaker writes on a Service it announces.
-const ANNOUNCED: &str = "ferrolb.io/Announced";
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs the demo with its cluster in `dir`; tears everything down afterwards unless `keep`

@@ -21,8 +21,10 @@ use anyhow::{Context, Result, bail};
 use ferrolb_tests::e2e::Driver;
 use ferrolb_tests::e2e::scenarios::{self, APP_NAMESPACE, Families, NAMESPACE};
 use ferrolb_tests::e2e::testbed::Testbed;
+use ferrolb_tests::l2lab::ANNOUNCED;
 use ferrolb_tests::node::ProxyMode;
 use ferrolb_tests::process::wait_for;
+use ferrolb_tests::services::ADDRESS_POOL;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -379,7 +381,7 @@ fn create_services(tb: &Testbed, count: usize) -> Result<usize> {
                 "metadata": {
                     "name": format!("bench-{i:04}"),
                     "namespace": APP_NAMESPACE,
-                    "annotations": {"ferrolb.io/address-pool": "bench"},
+                    "annotations": {ADDRESS_POOL: "bench"},
                 },
                 "spec": {
                     "type": "LoadBalancer",
@@ -425,7 +427,7 @@ fn announced_bench_services(tb: &Testbed) -> Result<usize> {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|c| c["type"] == "ferrolb.io/Announced" && c["status"] == "True")
+                .any(|c| c["type"] == ANNOUNCED && c["status"] == "True")
         })
         .count())
 }
