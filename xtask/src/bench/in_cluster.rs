@@ -337,7 +337,33 @@ fn power_off_trial(
             error: Some(format!("{e:#}")),
         },
     };
+    let powered_on = rfc3339_now();
     tb.power_on(&node)?;
+    // The node was off for seconds only, so its pods' Ready conditions never turned False and
+    // `rollout status` would pass at once: wait for the speaker container that the rebooted
+    // kubelet started, and for it to be Ready.
+    wait_for(
+        &format!("the speaker on {node} to run again and be Ready"),
+        Duration::from_secs(120),
+        || {
+            let out = tb.kubectl(&[
+                "get",
+                "pods",
+                "-n",
+                NAMESPACE,
+                "-l",
+                "app.kubernetes.io/component=speaker",
+                "--field-selector",
+                &format!("spec.nodeName={node}"),
+                "-o",
+                "jsonpath={.items[0].status.containerStatuses[0].state.running.startedAt} {.items[0].status.containerStatuses[0].ready}",
+            ])?;
+            let mut words = out.split_whitespace();
+            let started = words.next().unwrap_or_default();
+            // RFC 3339 UTC timestamps of one format compare as strings.
+            Ok((started >= powered_on.as_str() && words.next() == Some("true")).then_some(()))
+        },
+    )?;
     scenarios::wait_rollout(tb)?;
     tb.kubectl(&[
         "rollout",
@@ -487,6 +513,14 @@ fn parse_summary(summary: &str, node: &str) -> Result<Vec<ContainerMemory>> {
 /// The section's directory under the bench output.
 pub fn dir(out: &Path) -> PathBuf {
     out.join("in-cluster")
+}
+
+/// Now as `2026-12-03T12:00:00Z` (seconds, UTC): the format of the API's timestamps.
+fn rfc3339_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    ferrolb_tests::image::oci::rfc3339(secs)
 }
 
 #[cfg(test)]
