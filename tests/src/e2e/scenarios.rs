@@ -538,21 +538,7 @@ fn wait_moved(d: &dyn Driver, ip: IpAddr, old_owner: &str) -> Result<(String, In
 /// DaemonSet's new pod comes up. Returns the time to the first request served elsewhere.
 pub fn check_speaker_pod_deletion(d: &dyn Driver, ip: IpAddr) -> Result<Duration> {
     let old = owner(d, ip)?;
-    let pod = d
-        .kubectl(&[
-            "get",
-            "pods",
-            "-n",
-            NAMESPACE,
-            "-l",
-            "app.kubernetes.io/component=speaker",
-            "--field-selector",
-            &format!("spec.nodeName={old}"),
-            "-o",
-            "name",
-        ])?
-        .trim()
-        .to_string();
+    let pod = speaker_pod_on(d, &old, "name")?.trim().to_string();
     ensure!(
         !pod.is_empty(),
         "no speaker pod on {old}: {}",
@@ -572,6 +558,22 @@ pub fn check_speaker_pod_deletion(d: &dyn Driver, ip: IpAddr) -> Result<Duration
     );
     wait_rollout(d)?;
     Ok(took)
+}
+
+/// `kubectl get pods -o <output>` of the speaker pod on `node`.
+pub fn speaker_pod_on(d: &dyn Driver, node: &str, output: &str) -> Result<String> {
+    d.kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        NAMESPACE,
+        "-l",
+        "app.kubernetes.io/component=speaker",
+        "--field-selector",
+        &format!("spec.nodeName={node}"),
+        "-o",
+        output,
+    ])
 }
 
 /// Every Service's ingress IPs in the app namespace, by name.

@@ -346,18 +346,12 @@ fn power_off_trial(
         &format!("the speaker on {node} to run again and be Ready"),
         Duration::from_secs(120),
         || {
-            let out = tb.kubectl(&[
-                "get",
-                "pods",
-                "-n",
-                NAMESPACE,
-                "-l",
-                "app.kubernetes.io/component=speaker",
-                "--field-selector",
-                &format!("spec.nodeName={node}"),
-                "-o",
-                "jsonpath={.items[0].status.containerStatuses[0].state.running.startedAt} {.items[0].status.containerStatuses[0].ready}",
-            ])?;
+            let out = scenarios::speaker_pod_on(
+                tb,
+                &node,
+                "jsonpath={.items[0].status.containerStatuses[0].state.running.startedAt} \
+                 {.items[0].status.containerStatuses[0].ready}",
+            )?;
             let mut words = out.split_whitespace();
             let started = words.next().unwrap_or_default();
             // RFC 3339 UTC timestamps of one format compare as strings.
