@@ -64,8 +64,7 @@ pub fn run(action: Action) -> Result<()> {
             proxy_mode,
             host_processes,
         } => {
-            crate::deps::ensure(true)?;
-            bins::build_if_missing()?;
+            crate::deps::ensure_testbed(true)?;
             if run_ferrolb && host_processes {
                 cluster::build_ferrolb()?;
             }

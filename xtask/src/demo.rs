@@ -7,13 +7,6 @@ use ferrolb_tests::{bins, demo};
 
 pub fn run(keep: bool) -> Result<()> {
     demo::check_examples()?;
-    crate::deps::ensure(true)?;
-    match bins::build_if_missing()? {
-        Some(took) => eprintln!("==> control plane: built in {:.0} s", took.as_secs_f64()),
-        None => eprintln!(
-            "==> control plane: cached in {}",
-            bins::bin_dir()?.display()
-        ),
-    }
+    crate::deps::ensure_testbed(true)?;
     demo::run_demo(&bins::workspace_root().join("target/cluster"), keep)
 }

@@ -79,3 +79,20 @@ pub fn ensure(install: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// What every testbed command needs first: the Debian packages ([`ensure`]) and the Go-built
+/// binaries (built once per machine, with progress), reporting whether the build was cached.
+pub fn ensure_testbed(install: bool) -> Result<()> {
+    ensure(install)?;
+    match ferrolb_tests::bins::build_if_missing()? {
+        Some(took) => eprintln!(
+            "==> Go-built components: cold build took {:.0} s",
+            took.as_secs_f64()
+        ),
+        None => eprintln!(
+            "==> Go-built components: cached in {}",
+            ferrolb_tests::bins::bin_dir()?.display()
+        ),
+    }
+    Ok(())
+}

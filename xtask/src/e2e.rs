@@ -15,8 +15,8 @@ use ferrolb_tests::e2e::kind::{self, Kind};
 use ferrolb_tests::e2e::scenarios::{self, Report};
 use ferrolb_tests::e2e::testbed::Testbed;
 use ferrolb_tests::image::{self, BuildOptions};
+use ferrolb_tests::lab;
 use ferrolb_tests::node::ProxyMode;
-use ferrolb_tests::{bins, lab};
 
 use crate::cluster::ProxyModeArg;
 
@@ -125,14 +125,7 @@ fn run_testbed(args: Args) -> Result<()> {
             "a `cargo xtask cluster up` cluster is running and its lab would clash with the testbed; run `cargo xtask cluster down` first"
         );
     }
-    crate::deps::ensure(true)?;
-    match bins::build_if_missing()? {
-        Some(took) => eprintln!("==> control plane: built in {:.0} s", took.as_secs_f64()),
-        None => eprintln!(
-            "==> control plane: cached in {}",
-            bins::bin_dir()?.display()
-        ),
-    }
+    crate::deps::ensure_testbed(true)?;
     let proxy_mode: ProxyMode = args.proxy_mode.unwrap_or(ProxyModeArg::Nftables).into();
     let nodes = args.nodes.unwrap_or(3);
     let dir = process_dir().join(format!("e2e-{}", proxy_mode.as_str()));

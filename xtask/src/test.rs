@@ -16,17 +16,7 @@ pub fn run(install: bool, filter: Option<&str>) -> Result<()> {
             "a `cargo xtask cluster up` cluster is running and its lab would clash with the tests; run `cargo xtask cluster down` first"
         );
     }
-    crate::deps::ensure(install)?;
-    match bins::build_if_missing()? {
-        Some(took) => eprintln!(
-            "==> control plane: cold build took {:.0} s",
-            took.as_secs_f64()
-        ),
-        None => eprintln!(
-            "==> control plane: cached in {}",
-            bins::bin_dir()?.display()
-        ),
-    }
+    crate::deps::ensure_testbed(install)?;
     let root = bins::workspace_root();
     let cargo = || {
         let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));

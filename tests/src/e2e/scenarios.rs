@@ -130,18 +130,18 @@ pub fn check_missing_image_is_reported(d: &dyn Driver) -> Result<()> {
         d,
         &format!("helm install with an image no node has ({missing})"),
     );
-    d.helm(&[
-        "install",
-        RELEASE,
-        "charts/ferrolb",
-        "-n",
-        NAMESPACE,
-        "--create-namespace",
-        "--set",
-        "image.tag=does-not-exist",
-        "--set",
-        "image.pullPolicy=Never",
-    ])?;
+    d.helm(
+        &[
+            &INSTALL[..],
+            &[
+                "--set",
+                "image.tag=does-not-exist",
+                "--set",
+                "image.pullPolicy=Never",
+            ],
+        ]
+        .concat(),
+    )?;
     let reported = wait_for("the pods to report the missing image", TIMEOUT, || {
         let lines = waiting_containers(d)?;
         Ok(lines
