@@ -3,14 +3,12 @@
 //! ```text
 //!  pools + Services + namespaces (watches) -> reconcile::state (pure) -> ipam (pure)
 //!      -> desired status -> reconcile::writer (server-side apply, Events)
-//!  lease: one acting replica; http: /healthz /readyz /metrics; memory: trims after bursts
+//!  memory: trims after bursts; metrics: the controller's Prometheus metrics
+//!  (ferrolb_runtime: start-up, /healthz /readyz /metrics, Lease election, Event recording)
 //! ```
 #![deny(unsafe_code)]
 
-pub mod cli;
-pub mod http;
 pub mod ipam;
-pub mod lease;
 /// The only `unsafe`: two calls into glibc's allocator.
 pub mod memory;
 pub mod metrics;

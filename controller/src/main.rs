@@ -3,18 +3,14 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ferrolb_controller::cli::{LogFormat, init_logging, parse_duration, shutdown_signal};
-use ferrolb_controller::http::{self, HealthState};
-use ferrolb_controller::lease::LeaseConfig;
 use ferrolb_controller::metrics::Metrics;
 use ferrolb_controller::reconcile::{self, Config};
-use prometheus_client::registry::Registry;
-use tracing::{error, info};
+use ferrolb_runtime::cli::{LogFormat, parse_duration};
+use ferrolb_runtime::lease::LeaseConfig;
+use ferrolb_runtime::{Runtime, run_to_end, shutdown_signal};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -83,17 +79,12 @@ fn main() -> anyhow::Result<()> {
             // Before the runtime's threads exist: one arena, so freed memory is in one place for
             // malloc_trim (the controller allocates little per second; contention is negligible).
             ferrolb_controller::memory::limit_arenas(1);
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?
-                .block_on(run(args))
+            run_to_end("controller", args.log_format, run(args))
         }
     }
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
     if args.renew_deadline >= args.lease_duration {
         anyhow::bail!(
             "--renew-deadline ({:?}) must be shorter than --lease-duration ({:?})",
@@ -105,19 +96,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
-    let client = kube::Client::try_default()
-        .await
-        .context("no Kubernetes client configuration: run in a Pod or set KUBECONFIG")?;
-
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let health = HealthState::new(Arc::new(registry));
-    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
-        .await
-        .with_context(|| format!("binding --metrics-addr {}", args.metrics_addr))?;
-    info!(addr = %listener.local_addr()?, "serving /healthz, /readyz, /metrics");
-    tokio::spawn(http::serve(listener, health.clone()));
-
+    let (runtime, metrics) = Runtime::start(args.metrics_addr, Metrics::register).await?;
     let lease = (!args.no_leader_election).then(|| LeaseConfig {
         lease_duration: args.lease_duration,
         renew_deadline: args.renew_deadline,
@@ -130,9 +109,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency.max(1),
         identity,
     };
-    let result = reconcile::run(client, config, metrics, health, shutdown_signal()).await;
-    if let Err(e) = &result {
-        error!(error = format!("{e:#}"), "controller stopped");
-    }
-    result
+    reconcile::run(
+        runtime.client,
+        config,
+        metrics,
+        runtime.health,
+        shutdown_signal(),
+    )
+    .await
 }

@@ -4,20 +4,18 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ferrolb_controller::cli::{LogFormat, init_logging, parse_duration, shutdown_signal};
-use ferrolb_controller::http::{self, HealthState};
+use ferrolb_runtime::cli::{LogFormat, parse_duration};
+use ferrolb_runtime::{Runtime, run_to_end, shutdown_signal};
 use ferrolb_speaker::announce;
 use ferrolb_speaker::membership::{self, MIN_KEY_LEN};
 use ferrolb_speaker::metrics::Metrics;
 use ferrolb_speaker::netio::links::{DEFAULT_EXCLUDES, Excludes};
 use ferrolb_speaker::run::{self, Config};
-use prometheus_client::registry::Registry;
-use tracing::{error, info};
+use tracing::info;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -82,16 +80,11 @@ struct RunArgs {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?
-            .block_on(start(args)),
+        Command::Run(args) => run_to_end("speaker", args.log_format, start(args)),
     }
 }
 
 async fn start(args: RunArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
     let key = std::fs::read(&args.memberlist_key_file).with_context(|| {
         format!(
             "reading --memberlist-key-file {}",
@@ -119,19 +112,11 @@ async fn start(args: RunArgs) -> anyhow::Result<()> {
             args.kernel_check_interval
         );
     }
-    let client = kube::Client::try_default()
-        .await
-        .context("no Kubernetes client configuration: run in a Pod or set KUBECONFIG")?;
-
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let membership_metrics = membership::Metrics::register(&mut registry);
-    let health = HealthState::new(Arc::new(registry));
-    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
-        .await
-        .with_context(|| format!("binding --metrics-addr {}", args.metrics_addr))?;
-    info!(addr = %listener.local_addr()?, node = %args.node_name, "serving /healthz, /readyz, /metrics");
-    tokio::spawn(http::serve(listener, health.clone()));
+    let (runtime, (metrics, membership_metrics)) = Runtime::start(args.metrics_addr, |r| {
+        (Metrics::register(r), membership::Metrics::register(r))
+    })
+    .await?;
+    info!(node = %args.node_name, "speaker starting");
 
     let mut announce = announce::Config::new(Excludes::parse(&args.exclude_interfaces));
     announce.refresh = args.refresh_interval;
@@ -146,19 +131,15 @@ async fn start(args: RunArgs) -> anyhow::Result<()> {
         announce,
         kernel_check_interval: args.kernel_check_interval,
     };
-    let result = run::run(
-        client,
+    run::run(
+        runtime.client,
         config,
         metrics,
         membership_metrics,
-        health,
+        runtime.health,
         shutdown_signal(),
     )
-    .await;
-    if let Err(e) = &result {
-        error!(error = format!("{e:#}"), "speaker stopped");
-    }
-    result
+    .await
 }
 
 /// A key file written with `echo` ends in a newline that is not part of the key.

@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context;
-use ferrolb_controller::http::HealthState;
+use ferrolb_runtime::health::HealthState;
 use kube::Client;
 use tracing::{error, info, warn};
 

@@ -9,11 +9,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
-use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use ferrolb_crds::contract::{action, field_manager};
+use ferrolb_runtime::events::{EventRecorder, ServiceEvent};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::{Semaphore, mpsc};
@@ -21,7 +22,7 @@ use tracing::{debug, warn};
 
 use crate::metrics::{Metrics, WriteLabels};
 use crate::plan::ServiceKey;
-use crate::report::{self, FIELD_MANAGER, Wanted};
+use crate::report::{self, Wanted};
 
 /// API writes in flight at once.
 pub const IN_FLIGHT: usize = 8;
@@ -29,7 +30,7 @@ pub const IN_FLIGHT: usize = 8;
 /// Remembers what was written so nothing is written twice.
 pub struct StatusWriter {
     client: Client,
-    node: String,
+    recorder: EventRecorder,
     metrics: Metrics,
     permits: Arc<Semaphore>,
     /// What was written, and the Service's resourceVersion in the cache when it was.
@@ -46,8 +47,8 @@ impl StatusWriter {
     pub fn new(client: Client, node: String, metrics: Metrics) -> Self {
         let (failed_tx, failed_rx) = mpsc::unbounded_channel();
         StatusWriter {
+            recorder: EventRecorder::new(client.clone(), field_manager::SPEAKER, node),
             client,
-            node,
             metrics,
             permits: Arc::new(Semaphore::new(IN_FLIGHT)),
             written: HashMap::new(),
@@ -86,7 +87,7 @@ impl StatusWriter {
             self.written.insert(key.clone(), (want.clone(), version));
             let job = Job {
                 client: self.client.clone(),
-                node: self.node.clone(),
+                recorder: self.recorder.clone(),
                 metrics: self.metrics.clone(),
                 namespace: namespace.to_string(),
                 name: name.to_string(),
@@ -117,7 +118,7 @@ impl StatusWriter {
 /// One condition write and its Event.
 struct Job {
     client: Client,
-    node: String,
+    recorder: EventRecorder,
     metrics: Metrics,
     namespace: String,
     name: String,
@@ -135,7 +136,7 @@ impl Job {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         let body = report::patch(&self.namespace, &self.name, &self.want, &stamp);
-        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let params = PatchParams::apply(field_manager::SPEAKER).force();
         let result = tokio::time::timeout(
             Duration::from_secs(10),
             api.patch_status(&self.name, &params, &Patch::Apply(&body)),
@@ -148,17 +149,16 @@ impl Job {
             warn!(service = %format!("{}/{}", self.namespace, self.name), error = ?result.map(|r| r.err()), "writing the announcement condition failed; retrying");
             return false;
         }
+        let service = ferrolb_crds::ServiceKey::new(&self.namespace, &self.name);
         record_event(
-            &self.client,
-            &self.node,
+            &self.recorder,
             &self.metrics,
             &ServiceEvent {
-                namespace: &self.namespace,
-                name: &self.name,
-                uid: self.uid.clone(),
+                service: &service,
+                uid: self.uid.as_deref(),
                 warning: self.want.status != "True",
                 reason: self.want.reason,
-                action: "Announce",
+                action: action::ANNOUNCE,
                 note: &self.want.message,
             },
         )
@@ -181,59 +181,14 @@ fn count(metrics: &Metrics, object: &'static str, ok: bool) {
         .inc();
 }
 
-/// An Event about a Service, reported by this node's speaker.
-#[derive(Debug)]
-pub struct ServiceEvent<'a> {
-    /// The Service's namespace.
-    pub namespace: &'a str,
-    /// Its name.
-    pub name: &'a str,
-    /// Its uid, when known.
-    pub uid: Option<String>,
-    /// `Warning` rather than `Normal`.
-    pub warning: bool,
-    /// The Event's reason (`Announced`, `KernelAnswersForAddress`, ...).
-    pub reason: &'a str,
-    /// The Event's action.
-    pub action: &'a str,
-    /// The message (cut to 1,000 characters, the API's limit).
-    pub note: &'a str,
-}
-
-/// Creates `event` (an `events.k8s.io/v1` Event regarding the Service, reported by
-/// `ferrolb-speaker` from `node`) and counts the write; whether it was recorded.
+/// Records `event` (reported by `ferrolb-speaker` from this node) and counts the write; whether
+/// it was recorded.
 pub async fn record_event(
-    client: &Client,
-    node: &str,
+    recorder: &EventRecorder,
     metrics: &Metrics,
     event: &ServiceEvent<'_>,
 ) -> bool {
-    let now = Timestamp::now();
-    let events: Api<Event> = Api::namespaced(client.clone(), event.namespace);
-    let body = Event {
-        metadata: ObjectMeta {
-            name: Some(format!("{}.{:x}", event.name, now.as_nanosecond())),
-            namespace: Some(event.namespace.to_string()),
-            ..Default::default()
-        },
-        event_time: Some(MicroTime(now)),
-        regarding: Some(ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Service".into()),
-            namespace: Some(event.namespace.to_string()),
-            name: Some(event.name.to_string()),
-            uid: event.uid.clone(),
-            ..Default::default()
-        }),
-        type_: Some(if event.warning { "Warning" } else { "Normal" }.into()),
-        reason: Some(event.reason.into()),
-        action: Some(event.action.into()),
-        note: Some(event.note.chars().take(1000).collect()),
-        reporting_controller: Some(FIELD_MANAGER.into()),
-        reporting_instance: Some(node.to_string()),
-        ..Default::default()
-    };
-    let ok = events.create(&PostParams::default(), &body).await;
+    let ok = recorder.record(event).await;
     if let Err(e) = &ok {
         debug!(error = %e, "event not recorded");
     }
@@ -244,7 +199,7 @@ pub async fn record_event(
 impl std::fmt::Debug for StatusWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StatusWriter")
-            .field("node", &self.node)
+            .field("recorder", &self.recorder)
             .field("written", &self.written.len())
             .finish_non_exhaustive()
     }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ferrolb_controller::lease::{LeaderElector, LeadershipLost, LeaseConfig, LeaseError};
+use ferrolb_runtime::lease::{LeaderElector, LeadershipLost, LeaseConfig, LeaseError};
 use ferrolb_tests::control_plane;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};

@@ -28,11 +28,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::http::HealthState;
-use crate::ipam::ServiceKey;
-use crate::lease::{LeaderElector, LeaseConfig};
 use crate::memory::TrimPolicy;
 use crate::metrics::Metrics;
+use ferrolb_crds::ServiceKey;
+use ferrolb_runtime::health::HealthState;
+use ferrolb_runtime::lease::{LeaderElector, LeaseConfig};
 use state::State;
 use writer::Writer;
 

@@ -9,12 +9,11 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use ferrolb_crds::IPAddressPool;
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
-use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use ferrolb_crds::contract::{action, field_manager, reason};
+use ferrolb_crds::{IPAddressPool, ServiceKey};
+use ferrolb_runtime::events::{self, EventRecorder};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -23,7 +22,6 @@ use tracing::{debug, warn};
 
 use super::Input;
 use super::state::{Action, ServiceEvent};
-use crate::ipam::ServiceKey;
 use crate::metrics::Metrics;
 
 /// Event creations in flight at once.
@@ -49,7 +47,7 @@ pub struct Writer {
     event_queue: VecDeque<ServiceEvent>,
     status_in_flight: usize,
     events_in_flight: usize,
-    instance: String,
+    recorder: EventRecorder,
     manager: String,
     metrics: Metrics,
 }
@@ -79,6 +77,7 @@ impl Writer {
         metrics: Metrics,
     ) -> Writer {
         Writer {
+            recorder: EventRecorder::new(client.clone(), field_manager::CONTROLLER, instance),
             client,
             results,
             concurrency: concurrency.max(1),
@@ -86,7 +85,6 @@ impl Writer {
             event_queue: VecDeque::new(),
             status_in_flight: 0,
             events_in_flight: 0,
-            instance,
             manager,
             metrics,
         }
@@ -182,11 +180,10 @@ impl Writer {
                 break;
             };
             self.events_in_flight += 1;
-            let api: Api<Event> = Api::namespaced(self.client.clone(), &event.key.namespace);
-            let instance = self.instance.clone();
+            let recorder = self.recorder.clone();
             let metrics = self.metrics.clone();
             tasks.spawn(async move {
-                let ok = publish(&api, &instance, &event).await;
+                let ok = publish(&recorder, &event).await;
                 metrics.write("event", ok);
                 Finished::Event
             });
@@ -222,57 +219,26 @@ where
     })
 }
 
-/// Creates an events.k8s.io/v1 Event. The state machine already sends each distinct failure once,
-/// so no client-side series aggregation (and no cache of past Events) is needed.
-async fn publish(api: &Api<Event>, instance: &str, e: &ServiceEvent) -> bool {
-    let now = Timestamp::now();
-    let event = Event {
-        metadata: ObjectMeta {
-            name: Some(format!("{}.{:x}", e.key.name, now.as_nanosecond())),
-            namespace: Some(e.key.namespace.clone()),
-            ..Default::default()
+/// Records the Event. The state machine already sends each distinct failure once, so no
+/// client-side series aggregation (and no cache of past Events) is needed.
+async fn publish(recorder: &EventRecorder, e: &ServiceEvent) -> bool {
+    let event = events::ServiceEvent {
+        service: &e.key,
+        uid: Some(&e.uid),
+        warning: e.warning,
+        reason: e.reason,
+        action: if e.reason == reason::IP_RELEASED {
+            action::RELEASE
+        } else {
+            action::ALLOCATE
         },
-        event_time: Some(MicroTime(now)),
-        regarding: Some(ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Service".into()),
-            namespace: Some(e.key.namespace.clone()),
-            name: Some(e.key.name.clone()),
-            uid: Some(e.uid.clone()),
-            ..Default::default()
-        }),
-        type_: Some(if e.warning { "Warning" } else { "Normal" }.into()),
-        reason: Some(e.reason.into()),
-        action: Some(
-            match e.reason {
-                "IPReleased" => "Release",
-                _ => "Allocate",
-            }
-            .into(),
-        ),
-        note: Some(truncate_note(&e.note)),
-        // The class is in the field manager, not here: a reporting controller is a plain name.
-        reporting_controller: Some(super::desired::FIELD_MANAGER.into()),
-        reporting_instance: Some(instance.to_string()),
-        ..Default::default()
+        note: &e.note,
     };
-    match api.create(&PostParams::default(), &event).await {
-        Ok(_) => true,
+    match recorder.record(&event).await {
+        Ok(()) => true,
         Err(err) => {
             debug!(service = %e.key, error = %err, "event not recorded");
             false
         }
     }
-}
-
-/// Events carry at most 1 kB of note.
-fn truncate_note(note: &str) -> String {
-    if note.len() <= 1024 {
-        return note.to_string();
-    }
-    let mut end = 1020;
-    while !note.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &note[..end])
 }

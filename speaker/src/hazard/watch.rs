@@ -16,6 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use ferrolb_crds::contract::{action, field_manager, reason};
+use ferrolb_runtime::events::{EventRecorder, ServiceEvent};
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kube::ResourceExt;
@@ -28,12 +30,8 @@ use super::{Hazard, kernel_answers, read};
 use crate::metrics::{KernelLabels, Metrics};
 use crate::netio::link_events::LinkEvents;
 use crate::plan::ServiceKey;
-use crate::status_writer::{ServiceEvent, record_event};
+use crate::status_writer::record_event;
 
-/// Reason of the Warning Event.
-pub const REASON: &str = "KernelAnswersForAddress";
-/// Reason of the Normal Event once the kernel stopped answering.
-pub const REASON_CLEARED: &str = "KernelNoLongerAnswers";
 /// A Warning Event is repeated this often while its hazard lasts (Events expire after an hour
 /// by default).
 pub const REPEAT_EVENT: Duration = Duration::from_secs(30 * 60);
@@ -102,6 +100,7 @@ async fn run(
     };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let recorder = EventRecorder::new(client, field_manager::SPEAKER, node.clone());
     let mut reporter = Reporter::default();
     let mut failing = false;
     loop {
@@ -176,27 +175,25 @@ async fn run(
             let Some((namespace, name)) = event.service.split_once('/') else {
                 continue;
             };
-            let (namespace, name) = (namespace.to_string(), name.to_string());
+            let service = ferrolb_crds::ServiceKey::new(namespace, name);
             let uid = services
-                .get(&ObjectRef::new(&name).within(&namespace))
+                .get(&ObjectRef::new(name).within(namespace))
                 .and_then(|s| s.uid());
-            let (client, node, metrics) = (client.clone(), node.clone(), metrics.clone());
+            let (recorder, metrics) = (recorder.clone(), metrics.clone());
             tokio::spawn(async move {
                 record_event(
-                    &client,
-                    &node,
+                    &recorder,
                     &metrics,
                     &ServiceEvent {
-                        namespace: &namespace,
-                        name: &name,
-                        uid,
+                        service: &service,
+                        uid: uid.as_deref(),
                         warning: event.warning,
                         reason: if event.warning {
-                            REASON
+                            reason::KERNEL_ANSWERS_FOR_ADDRESS
                         } else {
-                            REASON_CLEARED
+                            reason::KERNEL_NO_LONGER_ANSWERS
                         },
-                        action: "CheckKernel",
+                        action: action::CHECK_KERNEL,
                         note: &event.note,
                     },
                 )

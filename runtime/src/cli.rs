@@ -1,4 +1,4 @@
-//! Command-line pieces the controller and the speaker share: durations and logging.
+//! Command-line pieces both binaries share: durations (`--lease-duration 4s`) and logging.
 
 use std::time::Duration;
 
@@ -38,19 +38,6 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("shutting down");
 }
 
 #[cfg(test)]

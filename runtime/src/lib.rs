@@ -1,0 +1,22 @@
+//! What ferrolb's controller and speaker share around their logic, so neither borrows from the
+//! other: both binaries call [`run_to_end`] and [`Runtime::start`], then hand the client and the
+//! health state to their own run loop.
+//!
+//! ```text
+//!  main ─ cli (flags, logging) ─ run_to_end (Tokio runtime, last error line)
+//!       └ Runtime::start ─ kube::Client
+//!                        └ health::serve  /healthz /readyz /metrics (prometheus-client Registry)
+//!  run loops use: events::EventRecorder (Events about Services), lease (leader election;
+//!                 lease/decide.rs is the pure, monotonic-clock decision), shutdown_signal
+//! ```
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod events;
+pub mod health;
+pub mod lease;
+mod shutdown;
+mod start;
+
+pub use shutdown::shutdown_signal;
+pub use start::{Runtime, run_to_end};
