@@ -5,6 +5,7 @@
 //! - `demo [--keep]`: a 3-node lab with ferrolb, a Service, its EXTERNAL-IP curled from the client.
 //! - `cluster up [--nodes N] [--run-ferrolb]` / `cluster down`: a control plane and lab for humans.
 //! - `crds [--check]`: regenerate (or check) the CRD YAML committed under the chart.
+//! - `shape`: contract names spelled once, no oversized source file (also run by `test`).
 //! - `k8s-build`: build the control plane from Go modules (also done by `test` and `cluster up`).
 //! - `bench [--quick]`: performance figures on a real apiserver; writes target/bench/report.{md,json}.
 //! - `image [ferrolb|echo|pause]...`: container images as OCI archives in target/images, no daemon.
@@ -19,6 +20,7 @@ mod demo;
 mod deps;
 mod e2e;
 mod image;
+mod shape;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +60,9 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Check the codebase's shape: API contract names spelled only in crds/src/contract.rs, no
+    /// source file over 600 lines of code without a stated reason.
+    Shape,
     /// Build kube-apiserver, kube-controller-manager, kubectl, etcd and helm from tests/k8s.
     K8sBuild,
     /// Measure burst ratio, create-to-status latency, pure IPAM and controller memory; writes
@@ -78,6 +83,7 @@ fn main() {
         Command::Demo { keep } => demo::run(keep),
         Command::Cluster { action } => cluster::run(action),
         Command::Crds { check } => crds::run(check),
+        Command::Shape => shape::check(&ferrolb_tests::bins::workspace_root()),
         Command::K8sBuild => ferrolb_tests::bins::build_if_missing().map(|_| ()),
         Command::Bench(args) => bench::run(*args),
         Command::Image(args) => image::run(args),

@@ -23,6 +23,7 @@ pub fn run(install: bool, filter: Option<&str>) -> Result<()> {
         c.current_dir(&root);
         c
     };
+    crate::shape::check(&root)?;
     run_step(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--check"]),
