@@ -1,7 +1,7 @@
 //! `cargo xtask`: ferrolb's developer commands.
 //!
-//! - `test`: installs what is missing, then format, lint, CRD drift, chart lint, unit tests, and
-//!   the real-cluster and lab tests (what `.ci/run` calls).
+//! - `test`: installs what is missing, then shape, supply chain (cargo-deny), format, lint, CRD
+//!   drift, chart lint, unit tests, and the real-cluster and lab tests (what `.ci/run` calls).
 //! - `demo [--keep]`: a 3-node lab with ferrolb, a Service, its EXTERNAL-IP curled from the client.
 //! - `cluster up [--nodes N] [--run-ferrolb]` / `cluster down`: a control plane and lab for humans.
 //! - `crds [--check]`: regenerate (or check) the CRD YAML committed under the chart.
@@ -21,6 +21,7 @@ mod deps;
 mod e2e;
 mod image;
 mod shape;
+mod supply_chain;
 mod test;
 
 use clap::{Parser, Subcommand};

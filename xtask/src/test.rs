@@ -24,6 +24,7 @@ pub fn run(install: bool, filter: Option<&str>) -> Result<()> {
         c
     };
     crate::shape::check(&root)?;
+    crate::supply_chain::check(&root)?;
     run_step(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--check"]),

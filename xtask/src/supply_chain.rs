@@ -1,0 +1,60 @@
+//! The supply-chain check of `cargo xtask test`: cargo-deny's licences, bans (duplicate versions,
+//! banned crates, wildcards) and sources checks against `deny.toml`, offline.
+//!
+//! cargo-deny is built from crates.io once per machine into `target/tools/cargo-deny-<version>`
+//! (a few minutes on two cores), so the pinned version, not whatever is on PATH, decides. The
+//! advisories check needs the RustSec database from GitHub, which the CI machine cannot reach;
+//! deny.toml says how to run it elsewhere.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+/// The cargo-deny release the check runs (its `--locked` dependency set comes with it).
+pub const CARGO_DENY_VERSION: &str = "0.20.2";
+
+/// Builds cargo-deny if this machine has not yet, then runs the offline checks over `root`.
+pub fn check(root: &Path) -> Result<()> {
+    let deny = ensure_cargo_deny(root)?;
+    crate::run_step(
+        "cargo deny check licenses bans sources (offline)",
+        Command::new(&deny).current_dir(root).args([
+            "--offline",
+            "check",
+            "--hide-inclusion-graph",
+            "licenses",
+            "bans",
+            "sources",
+        ]),
+    )
+}
+
+/// The cargo-deny binary under `target/tools`, built when missing.
+fn ensure_cargo_deny(root: &Path) -> Result<PathBuf> {
+    let dir = root
+        .join("target/tools")
+        .join(format!("cargo-deny-{CARGO_DENY_VERSION}"));
+    let binary = dir.join("bin/cargo-deny");
+    if binary.is_file() {
+        return Ok(binary);
+    }
+    let started = Instant::now();
+    crate::run_step(
+        &format!("cargo install cargo-deny {CARGO_DENY_VERSION} (once per machine)"),
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["install", "cargo-deny", "--locked", "--quiet", "--version"])
+            .arg(format!("={CARGO_DENY_VERSION}"))
+            .arg("--root")
+            .arg(&dir),
+    )?;
+    eprintln!(
+        "==> cargo-deny built in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    binary
+        .is_file()
+        .then_some(binary.clone())
+        .with_context(|| format!("cargo install finished but {} is missing", binary.display()))
+}
