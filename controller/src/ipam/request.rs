@@ -68,6 +68,16 @@ pub struct Port {
     pub protocol: String,
 }
 
+impl Port {
+    /// TCP port `port`.
+    pub fn tcp(port: i32) -> Port {
+        Port {
+            port,
+            protocol: "TCP".into(),
+        }
+    }
+}
+
 impl fmt::Display for Port {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.port, self.protocol)
@@ -105,6 +115,21 @@ pub struct Request {
 }
 
 impl Request {
+    /// A Service of `families` under `policy` asking for nothing else: no address, pool or
+    /// sharing key, no ports, `externalTrafficPolicy: Cluster`, no labels.
+    pub fn new(families: Vec<Family>, policy: FamilyPolicy) -> Request {
+        Request {
+            families,
+            policy,
+            requested: Vec::new(),
+            pool: None,
+            sharing_key: None,
+            ports: Vec::new(),
+            backends: Backends::Cluster,
+            labels: BTreeMap::new(),
+        }
+    }
+
     /// The requested address of `family`, if any.
     pub fn requested_of(&self, family: Family) -> Option<IpAddr> {
         self.requested

@@ -1,6 +1,7 @@
 //! The state machine without a cluster: objects in, actions out.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use ferrolb_crds::IPAddressPool;
 use k8s_openapi::api::core::v1::Service;
@@ -141,7 +142,12 @@ fn a_converged_service_is_not_written_and_one_write_is_in_flight_per_object() {
     assert!(writes(&s.take_actions()).is_empty());
     // The write returns the converged object: nothing more to write.
     let result = applied(&labelled, &body, 3);
-    s.write_done(&ServiceKey::new("ns", "a"), Some(&result), now());
+    s.write_done(
+        &ServiceKey::new("ns", "a"),
+        Some(&result),
+        now(),
+        Instant::now(),
+    );
     assert!(writes(&s.take_actions()).is_empty());
     // The watch echo of our own write changes nothing either; an older event is ignored.
     s.service_applied(&result, now());
@@ -157,9 +163,16 @@ fn a_failed_write_is_retried() {
         std::slice::from_ref(&svc),
     );
     assert_eq!(writes(&s.take_actions()).len(), 1);
-    s.write_done(&ServiceKey::new("ns", "a"), None, now());
+    let failed_at = Instant::now();
+    s.write_done(&ServiceKey::new("ns", "a"), None, now(), failed_at);
     assert!(writes(&s.take_actions()).is_empty());
-    s.retry(&ServiceKey::new("ns", "a"), now());
+    // Tried again after the first backoff, not before.
+    let due = failed_at + Duration::from_millis(500);
+    assert_eq!(s.next_retry(), Some(due));
+    assert_eq!(s.retry_due(now(), due - Duration::from_millis(1)), 0);
+    assert!(writes(&s.take_actions()).is_empty());
+    assert_eq!(s.retry_due(now(), due), 1);
+    assert_eq!(s.next_retry(), None);
     assert_eq!(
         writes(&s.take_actions()),
         vec![("a".to_string(), vec!["203.0.113.10".to_string()])]
