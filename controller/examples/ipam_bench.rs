@@ -96,13 +96,13 @@ fn request() -> Request {
     }
 }
 
-/// Times `runs` runs of `pairs` calls of `pair`; nanoseconds per pair of each run.
-fn measure(runs: usize, pairs: usize, mut pair: impl FnMut()) -> Vec<f64> {
+/// Times `runs` runs of `pairs` calls of `pair` in a pool with `free_intervals` free intervals.
+fn measure(runs: usize, pairs: usize, free_intervals: usize, mut pair: impl FnMut()) -> Measured {
     // One untimed warm-up run of a tenth of the size.
     for _ in 0..pairs / 10 {
         pair();
     }
-    (0..runs)
+    let ns = (0..runs)
         .map(|_| {
             let start = Instant::now();
             for _ in 0..pairs {
@@ -110,7 +110,12 @@ fn measure(runs: usize, pairs: usize, mut pair: impl FnMut()) -> Vec<f64> {
             }
             start.elapsed().as_nanos() as f64 / pairs as f64
         })
-        .collect()
+        .collect();
+    Measured {
+        pairs,
+        free_intervals,
+        ns,
+    }
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -182,31 +187,21 @@ fn free_space_hot(args: &Args, _rng: &mut Rng) -> Measured {
     for _ in 0..HELD {
         space.allocate_lowest().expect("room in a /12");
     }
-    let ns = measure(args.runs, pairs, || {
+    measure(args.runs, pairs, 1, || {
         let ip = space.allocate_lowest().expect("room");
         black_box(space.release(black_box(ip)));
-    });
-    Measured {
-        pairs,
-        free_intervals: 1,
-        ns,
-    }
+    })
 }
 
 fn free_space_churn(args: &Args, rng: &mut Rng) -> Measured {
     let pairs = args.free_space_pairs;
     let (mut space, mut held, intervals) = fragmented_space(rng);
-    let ns = measure(args.runs, pairs, || {
+    measure(args.runs, pairs, intervals, || {
         let ip = space.allocate_lowest().expect("room");
         let i = rng.usize(..held.len());
         let old = std::mem::replace(&mut held[i], ip);
         black_box(space.release(old));
-    });
-    Measured {
-        pairs,
-        free_intervals: intervals,
-        ns,
-    }
+    })
 }
 
 fn service_key(i: usize) -> ServiceKey {
@@ -226,15 +221,10 @@ fn allocator_hot(args: &Args, _rng: &mut Rng) -> Measured {
         assert!(assign(&mut a, &service_key(i), &req));
     }
     let extra = service_key(HELD);
-    let ns = measure(args.runs, pairs, || {
+    measure(args.runs, pairs, 1, || {
         assign(&mut a, &extra, &req);
         black_box(a.release(&extra));
-    });
-    Measured {
-        pairs,
-        free_intervals: 1,
-        ns,
-    }
+    })
 }
 
 fn allocator_churn(args: &Args, rng: &mut Rng) -> Measured {
@@ -258,19 +248,14 @@ fn allocator_churn(args: &Args, rng: &mut Rng) -> Measured {
         .flat_map(|(_, assignment)| assignment.ips.iter().map(|ip| to_u128(*ip)))
         .collect();
     let intervals = count_intervals(&held);
-    let ns = measure(args.runs, pairs, || {
+    measure(args.runs, pairs, intervals, || {
         let k = spare.pop().expect("a spare key");
         assign(&mut a, &k, &req);
         let i = rng.usize(..holders.len());
         let old = std::mem::replace(&mut holders[i], k);
         black_box(a.release(&old));
         spare.push(old);
-    });
-    Measured {
-        pairs,
-        free_intervals: intervals,
-        ns,
-    }
+    })
 }
 
 type Scenario = fn(&Args, &mut Rng) -> Measured;

@@ -21,13 +21,24 @@ use ferrolb_crds::address::to_u128;
 use ferrolb_crds::{AddressCount, Family};
 
 use super::FastMap;
-use super::assignment::{Assigned, Assignment, Loss, PoolCounts, join_ips};
-use super::error::{AllocationError, Considered};
+use super::assignment::{Assigned, Assignment, Loss, PoolCounts};
+use super::error::{AllocationError, Considered, comma_separated};
 use super::held::{Held, Removed, UserId};
 use super::interned::{Interned, Slot};
 use super::pool::{Pool, PoolConfig, RuledOut, family_index};
 use super::request::{FamilyPolicy, Request, ServiceKey};
 use super::sharing::{self, Conflict, Usage};
+
+/// A Service asking for addresses, as the checks see it.
+#[derive(Clone, Copy)]
+struct Asking<'a> {
+    key: &'a ServiceKey,
+    /// Its slot, if interned.
+    id: Option<UserId>,
+    req: &'a Request,
+    usage: &'a Usage,
+    namespace_labels: &'a BTreeMap<String, String>,
+}
 
 enum PickError {
     InUse(IpAddr, ServiceKey, Conflict),
@@ -242,6 +253,13 @@ impl Allocator {
     ) -> Assigned {
         let usage = Usage::of(req);
         let (hash, id) = self.services.find(key);
+        let asking = Asking {
+            key,
+            id,
+            req,
+            usage: &usage,
+            namespace_labels,
+        };
         let observed_assignment;
         let current = match id {
             Some(id) => Some(&self.services[id].assignment),
@@ -256,7 +274,7 @@ impl Allocator {
         };
         let mut lost = None;
         if let Some(current) = current {
-            match self.check_current(key, id, req, &usage, namespace_labels, current) {
+            match self.check_current(&asking, current) {
                 Ok((pool, mut ips)) => {
                     let missing: Vec<Family> = req
                         .families
@@ -265,7 +283,7 @@ impl Allocator {
                         .filter(|f| !ips.iter().any(|ip| Family::of(*ip) == *f))
                         .collect();
                     for family in missing {
-                        if let Ok(Some(ip)) = self.pick(pool, family, id, req, &usage) {
+                        if let Ok(Some(ip)) = self.pick(pool, family, &asking) {
                             ips.push(ip);
                         }
                     }
@@ -302,7 +320,7 @@ impl Allocator {
                 self.unhold(id);
             }
         }
-        let result = match self.allocate_fresh(key, id, req, &usage, namespace_labels) {
+        let result = match self.allocate_fresh(&asking) {
             Ok((pool, ips)) => Ok(self.commit(key, hash, id, usage, pool, ips)),
             Err(error) => {
                 if let Some(id) = id {
@@ -364,13 +382,16 @@ impl Allocator {
     /// that contains them. The error says why not.
     fn check_current(
         &self,
-        key: &ServiceKey,
-        id: Option<UserId>,
-        req: &Request,
-        usage: &Usage,
-        namespace_labels: &BTreeMap<String, String>,
+        asking: &Asking,
         current: &Assignment,
     ) -> Result<(usize, Vec<IpAddr>), String> {
+        let Asking {
+            key,
+            id,
+            req,
+            usage,
+            namespace_labels,
+        } = *asking;
         let mut ips = Vec::with_capacity(current.ips.len());
         for ip in &current.ips {
             let family = Family::of(*ip);
@@ -389,7 +410,7 @@ impl Allocator {
         let Some(first) = ips.first() else {
             return Err(format!(
                 "spec.ipFamilies no longer includes the family of {}",
-                join_ips(&current.ips)
+                comma_separated(&current.ips)
             ));
         };
         let Some(pool) = indexed_pool(&self.index, *first) else {
@@ -436,25 +457,19 @@ impl Allocator {
         )
     }
 
-    /// Whether the pool at `p` may serve `req` for new addresses.
-    fn serves(
-        &self,
-        p: usize,
-        key: &ServiceKey,
-        req: &Request,
-        namespace_labels: &BTreeMap<String, String>,
-    ) -> Result<(), RuledOut> {
+    /// Whether the pool at `p` may serve `asking` new addresses.
+    fn serves(&self, p: usize, asking: &Asking) -> Result<(), RuledOut> {
+        let Asking {
+            key,
+            req,
+            namespace_labels,
+            ..
+        } = *asking;
         self.pools[p].may_serve(req, &key.namespace, namespace_labels, false)
     }
 
-    fn allocate_fresh(
-        &self,
-        key: &ServiceKey,
-        id: Option<UserId>,
-        req: &Request,
-        usage: &Usage,
-        namespace_labels: &BTreeMap<String, String>,
-    ) -> Result<(usize, Vec<IpAddr>), AllocationError> {
+    fn allocate_fresh(&self, asking: &Asking) -> Result<(usize, Vec<IpAddr>), AllocationError> {
+        let req = asking.req;
         if self.pools.is_empty() && req.pool.is_none() {
             return Err(AllocationError::NoPools);
         }
@@ -472,12 +487,12 @@ impl Allocator {
         }
         // Candidates are the pools that may serve, in rank order; they are checked as the
         // passes reach them (no list on the common path, where the first one serves).
-        let candidate = |p: &usize| self.serves(*p, key, req, namespace_labels).is_ok();
+        let candidate = |p: &usize| self.serves(*p, asking).is_ok();
         let Some(first) = self.order.iter().position(candidate) else {
             let ruled_out = self
                 .order
                 .iter()
-                .filter_map(|p| match self.serves(*p, key, req, namespace_labels) {
+                .filter_map(|p| match self.serves(*p, asking) {
                     Ok(()) | Err(RuledOut::NotNamed(_)) | Err(RuledOut::LacksRequested(_)) => None,
                     Err(why) => Some((self.pools[*p].name().to_string(), why)),
                 })
@@ -499,7 +514,7 @@ impl Allocator {
             'pools: for p in candidates() {
                 let mut ips = Vec::with_capacity(families.len());
                 for family in families.iter() {
-                    match self.pick(p, *family, id, req, usage) {
+                    match self.pick(p, *family, asking) {
                         Ok(Some(ip)) => ips.push(ip),
                         Ok(None) => continue 'pools,
                         Err(e) => {
@@ -540,16 +555,15 @@ impl Allocator {
         })
     }
 
-    /// An address of `family` in the pool at `p` for Service `who`: the requested one, one its
+    /// An address of `family` in the pool at `p` for `asking`: the requested one, one its
     /// sharing key already holds there, or the lowest free one.
-    fn pick(
-        &self,
-        p: usize,
-        family: Family,
-        who: Option<UserId>,
-        req: &Request,
-        usage: &Usage,
-    ) -> Result<Option<IpAddr>, PickError> {
+    fn pick(&self, p: usize, family: Family, asking: &Asking) -> Result<Option<IpAddr>, PickError> {
+        let Asking {
+            id: who,
+            req,
+            usage,
+            ..
+        } = *asking;
         let pool = &self.pools[p];
         if let Some(ip) = req.requested_of(family) {
             if self.held.is_held(ip) {

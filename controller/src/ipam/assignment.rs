@@ -1,5 +1,5 @@
 //! What the allocator tells its callers (plain data): what a Service holds, what it lost and
-//! why, a pool's counts; and how messages list addresses.
+//! why, and a pool's counts.
 
 use std::net::IpAddr;
 
@@ -33,14 +33,6 @@ pub struct Assigned {
     pub result: Result<Assignment, Box<AllocationError>>,
     /// What it held before and lost, when its earlier addresses became invalid.
     pub lost: Option<Loss>,
-}
-
-/// Addresses as messages name them: `a, b`.
-pub fn join_ips(ips: &[IpAddr]) -> String {
-    ips.iter()
-        .map(IpAddr::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Per-family counts of one pool, for its status.

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use super::error::comma_separated;
 use super::request::{Backends, Port, Request, ServiceKey};
 
 /// What sharing needs to know of one user of an address.
@@ -78,15 +79,7 @@ impl fmt::Display for Conflict {
                 f,
                 "its ferrolb.io/allow-shared-ip key is {theirs:?}, this Service's is {ours:?}"
             ),
-            Conflict::Ports(ports) => write!(
-                f,
-                "both use port {}",
-                ports
-                    .iter()
-                    .map(Port::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            Conflict::Ports(ports) => write!(f, "both use port {}", comma_separated(ports)),
             Conflict::Backends => f.write_str(
                 "Services sharing an address need the same externalTrafficPolicy, and the same selector when it is Local",
             ),

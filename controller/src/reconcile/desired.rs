@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::ipam::assignment::join_ips;
+use crate::ipam::error::comma_separated;
 use crate::ipam::request::ALLOCATED_FROM_POOL;
 use crate::ipam::{AllocationError, Allocator, Assignment, ServiceKey};
 
@@ -66,7 +66,7 @@ impl ServiceState {
                 condition: Some(ConditionState {
                     allocated: true,
                     reason: "Allocated".into(),
-                    message: format!("{} from pool {}", join_ips(&a.ips), a.pool),
+                    message: format!("{} from pool {}", comma_separated(&a.ips), a.pool),
                 }),
             },
             (None, Some(err)) => ServiceState {

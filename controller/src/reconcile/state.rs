@@ -28,7 +28,7 @@ use self::retry::Retries;
 use super::desired::{
     Observed, ServiceState, field_manager, pool_patch, pool_shows, pool_status, service_patch,
 };
-use crate::ipam::assignment::join_ips;
+use crate::ipam::error::comma_separated;
 use crate::ipam::{
     AllocationError, Allocator, Handling, PoolConfig, Request, ServiceKey, read_service,
 };
@@ -519,7 +519,11 @@ impl State {
                                 &uid,
                                 false,
                                 "IPAllocated",
-                                format!("Assigned {} from pool {}", join_ips(&a.ips), a.pool),
+                                format!(
+                                    "Assigned {} from pool {}",
+                                    comma_separated(&a.ips),
+                                    a.pool
+                                ),
                             ));
                         }
                         if changed {

@@ -91,6 +91,14 @@ fn started(pools: Vec<IPAddressPool>, services: &[Service]) -> State {
     s
 }
 
+/// Started with one Service and one pool of two addresses.
+fn started_with_two_addresses(svc: &Service) -> State {
+    started(
+        vec![pool("p", &["203.0.113.10/31"])],
+        std::slice::from_ref(svc),
+    )
+}
+
 #[test]
 fn nothing_is_decided_before_the_caches_are_synced() {
     let mut s = State::new(None);
@@ -122,10 +130,7 @@ fn start_reclaims_status_addresses_before_serving_older_pending_services() {
 #[test]
 fn a_converged_service_is_not_written_and_one_write_is_in_flight_per_object() {
     let svc = service("a", "2026-11-22T11:00:00Z", 1, &[]);
-    let mut s = started(
-        vec![pool("p", &["203.0.113.10/31"])],
-        std::slice::from_ref(&svc),
-    );
+    let mut s = started_with_two_addresses(&svc);
     let actions = s.take_actions();
     let body = match actions
         .iter()
@@ -158,10 +163,7 @@ fn a_converged_service_is_not_written_and_one_write_is_in_flight_per_object() {
 #[test]
 fn a_failed_write_is_retried() {
     let svc = service("a", "2026-11-22T11:00:00Z", 1, &[]);
-    let mut s = started(
-        vec![pool("p", &["203.0.113.10/31"])],
-        std::slice::from_ref(&svc),
-    );
+    let mut s = started_with_two_addresses(&svc);
     assert_eq!(writes(&s.take_actions()).len(), 1);
     let failed_at = Instant::now();
     s.write_done(&ServiceKey::new("ns", "a"), None, now(), failed_at);

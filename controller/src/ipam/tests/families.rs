@@ -62,11 +62,7 @@ fn single_stack_ipv6() {
         ..v4()
     };
     assert_eq!(got(&mut a, "s", &req).1, ips(&["2001:db8::"]));
-    let c = a.counts("p").unwrap();
-    assert_eq!(
-        (c.assigned_v4, c.assigned_v6),
-        (AddressCount(0), AddressCount(1))
-    );
+    assert_eq!(assigned_per_family(&a, "p"), (0, 1));
 }
 
 #[test]

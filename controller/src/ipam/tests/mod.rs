@@ -106,6 +106,12 @@ fn error(a: &mut Allocator, name: &str, req: &Request) -> AllocationError {
     failed(assign(a, name, req)).0
 }
 
+/// Held IPv4 and IPv6 addresses of `pool`.
+fn assigned_per_family(a: &Allocator, pool: &str) -> (u128, u128) {
+    let c = a.counts(pool).expect("a valid pool");
+    (c.assigned_v4.0, c.assigned_v6.0)
+}
+
 /// Asserts that `error`'s message contains `words`.
 #[track_caller]
 fn assert_says(error: &AllocationError, words: &str) {

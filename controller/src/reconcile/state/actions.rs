@@ -6,7 +6,7 @@ use std::fmt::Display;
 use std::net::IpAddr;
 
 use crate::ipam::ServiceKey;
-use crate::ipam::assignment::join_ips;
+use crate::ipam::error::comma_separated;
 
 /// Something for the I/O layer to do.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,7 +70,7 @@ impl ServiceEvent {
         ips: &[IpAddr],
         why: impl Display,
     ) -> ServiceEvent {
-        let note = format!("Released {}: {why}", join_ips(ips));
+        let note = format!("Released {}: {why}", comma_separated(ips));
         ServiceEvent::new(key, uid, warning, "IPReleased", note)
     }
 }
