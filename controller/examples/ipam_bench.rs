@@ -24,7 +24,9 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Instant;
 
-use ferrolb_controller::ipam::request::{Backends, FamilyPolicy, Port};
+use fastrand::Rng;
+
+use ferrolb_controller::ipam::request::{FamilyPolicy, Port};
 use ferrolb_controller::ipam::{Allocator, FreeSpace, PoolConfig, Request, ServiceKey};
 use ferrolb_crds::address::{parse_addresses, to_u128};
 use ferrolb_crds::{AddressRange, Family};
@@ -36,24 +38,6 @@ const POOL: &str = "10.0.0.0/12";
 const HELD: usize = 100_000;
 /// Extra addresses taken and released again to fragment the churn scenarios' pools.
 const FRAGMENTING: usize = 50_000;
-
-/// xorshift64*: a deterministic, dependency-free pseudo-random sequence.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 struct Args {
     runs: usize,
@@ -102,39 +86,23 @@ fn pool_ranges() -> Vec<AddressRange> {
 }
 
 fn pool_config() -> PoolConfig {
-    PoolConfig {
-        name: "bench".into(),
-        created: 0,
-        ranges: Ok(pool_ranges()),
-        auto_assign: true,
-        avoid_buggy: false,
-        allocation: None,
-    }
+    PoolConfig::new("bench", Ok(pool_ranges()))
 }
 
 fn request() -> Request {
     Request {
-        families: vec![Family::V4],
-        policy: FamilyPolicy::SingleStack,
-        requested: vec![],
-        pool: None,
-        sharing_key: None,
-        ports: vec![Port {
-            port: 80,
-            protocol: "TCP".into(),
-        }],
-        backends: Backends::Cluster,
-        labels: BTreeMap::new(),
+        ports: vec![Port::tcp(80)],
+        ..Request::new(vec![Family::V4], FamilyPolicy::SingleStack)
     }
 }
 
-/// Times `runs` runs of `pairs` calls of `pair`; nanoseconds per pair of each run.
-fn measure(runs: usize, pairs: usize, mut pair: impl FnMut()) -> Vec<f64> {
+/// Times `runs` runs of `pairs` calls of `pair` in a pool with `free_intervals` free intervals.
+fn measure(runs: usize, pairs: usize, free_intervals: usize, mut pair: impl FnMut()) -> Measured {
     // One untimed warm-up run of a tenth of the size.
     for _ in 0..pairs / 10 {
         pair();
     }
-    (0..runs)
+    let ns = (0..runs)
         .map(|_| {
             let start = Instant::now();
             for _ in 0..pairs {
@@ -142,7 +110,12 @@ fn measure(runs: usize, pairs: usize, mut pair: impl FnMut()) -> Vec<f64> {
             }
             start.elapsed().as_nanos() as f64 / pairs as f64
         })
-        .collect()
+        .collect();
+    Measured {
+        pairs,
+        free_intervals,
+        ns,
+    }
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -156,17 +129,28 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-fn scenario(name: &str, what: &str, pairs: usize, fragments: Option<usize>, ns: &[f64]) -> Value {
-    json!({
-        "name": name,
-        "what": what,
-        "pairs_per_run": pairs,
-        "free_intervals_before": fragments,
-        "ns_per_pair": ns,
-        "median_ns_per_pair": median(ns),
-        "min_ns_per_pair": ns.iter().copied().fold(f64::INFINITY, f64::min),
-        "max_ns_per_pair": ns.iter().copied().fold(0.0, f64::max),
-    })
+/// What one scenario measured: pairs per run, free intervals before, nanoseconds per pair of
+/// each run.
+struct Measured {
+    pairs: usize,
+    free_intervals: usize,
+    ns: Vec<f64>,
+}
+
+impl Measured {
+    fn report(&self, name: &str, what: &str) -> Value {
+        let ns = &self.ns;
+        json!({
+            "name": name,
+            "what": what,
+            "pairs_per_run": self.pairs,
+            "free_intervals_before": self.free_intervals,
+            "ns_per_pair": ns,
+            "median_ns_per_pair": median(ns),
+            "min_ns_per_pair": ns.iter().copied().fold(f64::INFINITY, f64::min),
+            "max_ns_per_pair": ns.iter().copied().fold(0.0, f64::max),
+        })
+    }
 }
 
 /// A pool with `HELD + FRAGMENTING` addresses taken and a pseudo-random `FRAGMENTING` of them
@@ -177,7 +161,7 @@ fn fragmented_space(rng: &mut Rng) -> (FreeSpace, Vec<u128>, usize) {
         .map(|_| space.allocate_lowest().expect("room in a /12"))
         .collect();
     for _ in 0..FRAGMENTING {
-        let i = rng.below(held.len());
+        let i = rng.usize(..held.len());
         let ip = held.swap_remove(i);
         assert!(space.release(ip));
     }
@@ -197,41 +181,27 @@ fn count_intervals(held: &[u128]) -> usize {
     inner + usize::from(lowest > range.first_bits()) + usize::from(highest < range.last_bits())
 }
 
-fn free_space_hot(args: &Args, _rng: &mut Rng) -> Value {
+fn free_space_hot(args: &Args, _rng: &mut Rng) -> Measured {
     let pairs = args.free_space_pairs;
     let mut space = FreeSpace::new(Family::V4, &pool_ranges(), false);
     for _ in 0..HELD {
         space.allocate_lowest().expect("room in a /12");
     }
-    let ns = measure(args.runs, pairs, || {
+    measure(args.runs, pairs, 1, || {
         let ip = space.allocate_lowest().expect("room");
         black_box(space.release(black_box(ip)));
-    });
-    scenario(
-        "free_space_hot",
-        "FreeSpace::allocate_lowest + release of the same address, 100k held below one free interval",
-        pairs,
-        Some(1),
-        &ns,
-    )
+    })
 }
 
-fn free_space_churn(args: &Args, rng: &mut Rng) -> Value {
+fn free_space_churn(args: &Args, rng: &mut Rng) -> Measured {
     let pairs = args.free_space_pairs;
     let (mut space, mut held, intervals) = fragmented_space(rng);
-    let ns = measure(args.runs, pairs, || {
+    measure(args.runs, pairs, intervals, || {
         let ip = space.allocate_lowest().expect("room");
-        let i = rng.below(held.len());
+        let i = rng.usize(..held.len());
         let old = std::mem::replace(&mut held[i], ip);
         black_box(space.release(old));
-    });
-    scenario(
-        "free_space_churn",
-        "FreeSpace::allocate_lowest + release of a pseudo-random held address, 100k held, fragmented",
-        pairs,
-        Some(intervals),
-        &ns,
-    )
+    })
 }
 
 fn service_key(i: usize) -> ServiceKey {
@@ -239,10 +209,10 @@ fn service_key(i: usize) -> ServiceKey {
 }
 
 fn assign(a: &mut Allocator, key: &ServiceKey, req: &Request) -> bool {
-    black_box(a.assign(key, req, &BTreeMap::new(), &[]).is_ok())
+    black_box(a.assign(key, req, &BTreeMap::new(), &[]).result.is_ok())
 }
 
-fn allocator_hot(args: &Args, _rng: &mut Rng) -> Value {
+fn allocator_hot(args: &Args, _rng: &mut Rng) -> Measured {
     let pairs = args.allocator_pairs;
     let req = request();
     let mut a = Allocator::new();
@@ -251,20 +221,13 @@ fn allocator_hot(args: &Args, _rng: &mut Rng) -> Value {
         assert!(assign(&mut a, &service_key(i), &req));
     }
     let extra = service_key(HELD);
-    let ns = measure(args.runs, pairs, || {
+    measure(args.runs, pairs, 1, || {
         assign(&mut a, &extra, &req);
         black_box(a.release(&extra));
-    });
-    scenario(
-        "allocator_hot",
-        "Allocator::assign + release of the same Service (one pool, SingleStack IPv4), 100k held",
-        pairs,
-        Some(1),
-        &ns,
-    )
+    })
 }
 
-fn allocator_churn(args: &Args, rng: &mut Rng) -> Value {
+fn allocator_churn(args: &Args, rng: &mut Rng) -> Measured {
     let pairs = args.allocator_pairs;
     let req = request();
     let mut a = Allocator::new();
@@ -275,7 +238,7 @@ fn allocator_churn(args: &Args, rng: &mut Rng) -> Value {
     }
     let mut spare: Vec<ServiceKey> = Vec::new();
     for _ in 0..FRAGMENTING {
-        let i = rng.below(holders.len());
+        let i = rng.usize(..holders.len());
         let k = holders.swap_remove(i);
         a.release(&k);
         spare.push(k);
@@ -285,38 +248,47 @@ fn allocator_churn(args: &Args, rng: &mut Rng) -> Value {
         .flat_map(|(_, assignment)| assignment.ips.iter().map(|ip| to_u128(*ip)))
         .collect();
     let intervals = count_intervals(&held);
-    let ns = measure(args.runs, pairs, || {
+    measure(args.runs, pairs, intervals, || {
         let k = spare.pop().expect("a spare key");
         assign(&mut a, &k, &req);
-        let i = rng.below(holders.len());
+        let i = rng.usize(..holders.len());
         let old = std::mem::replace(&mut holders[i], k);
         black_box(a.release(&old));
         spare.push(old);
-    });
-    scenario(
-        "allocator_churn",
-        "Allocator::assign of a new Service + release of a pseudo-random holder, 100k held, fragmented",
-        pairs,
-        Some(intervals),
-        &ns,
-    )
+    })
 }
 
-type Scenario = fn(&Args, &mut Rng) -> Value;
+type Scenario = fn(&Args, &mut Rng) -> Measured;
 
 fn main() {
     let args = parse_args();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let all: [(&str, Scenario); 4] = [
-        ("free_space_hot", free_space_hot),
-        ("free_space_churn", free_space_churn),
-        ("allocator_hot", allocator_hot),
-        ("allocator_churn", allocator_churn),
+    let mut rng = Rng::with_seed(0x9e37_79b9_7f4a_7c15);
+    let all: [(&str, &str, Scenario); 4] = [
+        (
+            "free_space_hot",
+            "FreeSpace::allocate_lowest + release of the same address, 100k held below one free interval",
+            free_space_hot,
+        ),
+        (
+            "free_space_churn",
+            "FreeSpace::allocate_lowest + release of a pseudo-random held address, 100k held, fragmented",
+            free_space_churn,
+        ),
+        (
+            "allocator_hot",
+            "Allocator::assign + release of the same Service (one pool, SingleStack IPv4), 100k held",
+            allocator_hot,
+        ),
+        (
+            "allocator_churn",
+            "Allocator::assign of a new Service + release of a pseudo-random holder, 100k held, fragmented",
+            allocator_churn,
+        ),
     ];
     let scenarios: Vec<Value> = all
         .iter()
-        .filter(|(name, _)| args.only.as_ref().is_none_or(|o| name.contains(o.as_str())))
-        .map(|(_, run)| run(&args, &mut rng))
+        .filter(|(name, ..)| args.only.as_ref().is_none_or(|o| name.contains(o.as_str())))
+        .map(|(name, what, run)| run(&args, &mut rng).report(name, what))
         .collect();
     let report = json!({
         "pool": POOL,

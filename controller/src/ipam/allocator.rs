@@ -9,176 +9,40 @@
 //! The same calls in the same order give the same addresses: pools are tried in rank order and
 //! each hands out its lowest free address.
 //!
-//! Services are interned: each Service holding addresses has a dense id, found through a map from
-//! its key's hash, and a slot (four cache lines: hash chain, a copy of its key, its addresses, its
-//! assignment and sharing usage). The users of an address ([`Held`]) are ids, so the hot path
-//! neither clones, hashes nor compares Service keys beyond one lookup, and a released id's slot,
-//! strings and vectors are reused by the next Service. Ids never decide anything: users of an
-//! address are kept in Service key order, the order conflicts name them in.
+//! Services are interned ([`interned`](super::interned)): each Service holding addresses has a
+//! dense id and a slot. The users of an address ([`Held`]) are ids, so the hot path neither
+//! clones, hashes nor compares Service keys beyond one lookup. Ids never decide anything: users
+//! of an address are kept in Service key order, the order conflicts name them in.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::BuildHasher;
-
-/// Hash maps on the allocation path: foldhash instead of SipHash, which was an eighth of the
-/// time of an assign + release pair with 100k Services held. Seeded per process, so inputs
-/// cannot be chosen to collide.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ferrolb_crds::address::to_u128;
 use ferrolb_crds::{AddressCount, Family};
 
-use super::error::{AllocationError, Considered};
-use super::held::{Held, MAX_ID, Removed, UserId};
+use super::FastMap;
+use super::assignment::{Assigned, Assignment, Loss, PoolCounts};
+use super::error::{AllocationError, Considered, comma_separated};
+use super::held::{Held, Removed, UserId};
+use super::interned::{Interned, Slot};
 use super::pool::{Pool, PoolConfig, RuledOut, family_index};
-use super::request::{Backends, FamilyPolicy, Request, ServiceKey};
+use super::request::{FamilyPolicy, Request, ServiceKey};
 use super::sharing::{self, Conflict, Usage};
 
-/// The addresses a Service holds, primary family first, and the pool they come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Assignment {
-    /// Pool name.
-    pub pool: String,
-    /// Addresses.
-    pub ips: Vec<IpAddr>,
-}
-
-/// Addresses a Service lost, and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Loss {
-    /// The addresses it had.
-    pub ips: Vec<IpAddr>,
-    /// Why it lost them.
-    pub why: String,
-}
-
-/// A successful [`Allocator::assign`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outcome {
-    /// What the Service holds now.
-    pub assignment: Assignment,
-    /// What it held before and lost, when its earlier addresses became invalid.
-    pub lost: Option<Loss>,
-}
-
-/// A failed [`Allocator::assign`]: the Service holds nothing.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    /// Why nothing could be allocated (boxed: the error is large and failures are rare).
-    pub error: Box<AllocationError>,
-    /// What it held before and lost.
-    pub lost: Option<Loss>,
-}
-
-/// Per-family counts of one pool, for its status.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PoolCounts {
-    /// Held IPv4 addresses.
-    pub assigned_v4: AddressCount,
-    /// Free IPv4 addresses.
-    pub available_v4: AddressCount,
-    /// Held IPv6 addresses.
-    pub assigned_v6: AddressCount,
-    /// Free IPv6 addresses.
-    pub available_v6: AddressCount,
+/// A Service asking for addresses, as the checks see it.
+#[derive(Clone, Copy)]
+struct Asking<'a> {
+    key: &'a ServiceKey,
+    /// Its slot, if interned.
+    id: Option<UserId>,
+    req: &'a Request,
+    usage: &'a Usage,
+    namespace_labels: &'a BTreeMap<String, String>,
 }
 
 enum PickError {
     InUse(IpAddr, ServiceKey, Conflict),
     Ineligible(IpAddr),
-}
-
-/// No id (end of a same-hash chain).
-const NO_ID: UserId = UserId::MAX;
-
-/// An interned Service, in four adjacent cache lines holding everything finding it, releasing
-/// it and committing a new Service in its place (the free list is last-in first-out) touch:
-/// those read no other per-Service memory. Laid out by hand: finding a Service reads the first
-/// line (the whole key when it has at most 48 bytes), releasing it the second (its addresses);
-/// the last two are for committing.
-#[derive(Debug)]
-#[repr(C, align(64))]
-struct Slot {
-    /// Hash of `key` (its upper half is its entry in `Allocator::ids`).
-    hash: u64,
-    /// The next id with the same entry in `Allocator::ids`, or [`NO_ID`].
-    next: UserId,
-    /// Whether the Service holds addresses (else the id is free, or inside
-    /// [`Allocator::assign`] between releasing and committing). The fields below are valid
-    /// while it does.
-    live: bool,
-    /// How many addresses it holds, all in `ips`; [`SPILLED`] when more than fit (then only in
-    /// `assignment`).
-    count: u8,
-    /// Length of the namespace in `inline`, or [`SPILLED`] when the key does not fit (then only
-    /// in `key`).
-    namespace_len: u8,
-    /// Length of the name in `inline`.
-    name_len: u8,
-    /// The key's namespace then name: comparing keys reads no strings.
-    inline: [u8; INLINE_KEY],
-    ips: [IpAddr; 2],
-    key: ServiceKey,
-    assignment: Assignment,
-    /// The position of the pool named in `assignment.pool`, at `pools_version`.
-    pool: usize,
-    pools_version: u64,
-    /// Its usage of every address it holds, when it has a sharing key (else [`NO_USAGE`]).
-    usage: Option<Box<Usage>>,
-}
-
-/// [`Slot::count`] or [`Slot::namespace_len`] when the addresses or the key do not fit the slot.
-const SPILLED: u8 = u8::MAX;
-
-/// The usage of a Service without a sharing key.
-static NO_USAGE: Usage = Usage {
-    key: None,
-    ports: Vec::new(),
-    backends: Backends::Cluster,
-};
-
-/// Key bytes a slot holds: what is left of its four cache lines.
-const INLINE_KEY: usize = 86;
-
-const _: () = assert!(size_of::<Slot>() == 256);
-
-impl Slot {
-    fn usage(&self) -> &Usage {
-        self.usage.as_deref().unwrap_or(&NO_USAGE)
-    }
-
-    /// Whether the key is `key`.
-    fn is(&self, key: &ServiceKey) -> bool {
-        if self.namespace_len == SPILLED {
-            return self.key == *key;
-        }
-        let (namespace, name) = (key.namespace.as_bytes(), key.name.as_bytes());
-        let (n, m) = (usize::from(self.namespace_len), usize::from(self.name_len));
-        n == namespace.len()
-            && m == name.len()
-            && self.inline[..n] == *namespace
-            && self.inline[n..n + m] == *name
-    }
-
-    /// Makes the key `key`, reusing the strings' memory (and leaving the namespace alone when
-    /// it is the same, which the inline copy tells without reading it).
-    fn set_key(&mut self, key: &ServiceKey) {
-        let (namespace, name) = (key.namespace.as_bytes(), key.name.as_bytes());
-        let n = usize::from(self.namespace_len);
-        if self.namespace_len == SPILLED || self.inline[..n] != *namespace {
-            self.key.namespace.clone_from(&key.namespace);
-        }
-        self.key.name.clone_from(&key.name);
-        if namespace.len() + name.len() <= INLINE_KEY {
-            self.inline[..namespace.len()].copy_from_slice(namespace);
-            self.inline[namespace.len()..][..name.len()].copy_from_slice(name);
-            self.namespace_len = namespace.len() as u8;
-            self.name_len = name.len() as u8;
-        } else {
-            self.namespace_len = SPILLED;
-        }
-    }
 }
 
 /// Pools, held addresses and assignments.
@@ -201,21 +65,11 @@ pub struct Allocator {
     /// Held address -> its users.
     held: Held,
     /// Interned Services, by id.
-    slots: Vec<Slot>,
-    /// Ids that are not interned, reused last-in first-out.
-    free_ids: Vec<UserId>,
-    /// Upper half of a key hash -> first interned id with it (the rest chain through
-    /// `Slot::next`).
-    ids: FastMap<u32, UserId>,
-    /// Hashes Service keys for `ids`.
-    hasher: foldhash::fast::RandomState,
+    services: Interned,
     /// Live ids.
     assigned: usize,
     /// Sharing key -> addresses held under it.
     by_key: FastMap<String, BTreeSet<IpAddr>>,
-    /// Tests: every key hashes the same, so every Service shares one chain.
-    #[cfg(test)]
-    colliding: bool,
 }
 
 impl Allocator {
@@ -228,7 +82,7 @@ impl Allocator {
     #[cfg(test)]
     pub(crate) fn with_colliding_hashes() -> Allocator {
         Allocator {
-            colliding: true,
+            services: Interned::with_colliding_hashes(),
             ..Allocator::default()
         }
     }
@@ -312,7 +166,7 @@ impl Allocator {
                         .iter()
                         .any(|ip| self.pool_of(*ip) != Some(a.pool.as_str()))
             })
-            .map(|s| s.key.clone())
+            .map(|s| s.key().clone())
             .collect();
         affected.sort();
         affected
@@ -326,7 +180,7 @@ impl Allocator {
 
     /// The slots of Services holding addresses.
     fn assigned_slots(&self) -> impl Iterator<Item = &Slot> {
-        self.slots.iter().filter(|s| s.live)
+        self.services.live()
     }
 
     /// The valid pool containing `ip`.
@@ -357,18 +211,18 @@ impl Allocator {
 
     /// What `key` holds.
     pub fn assignment(&self, key: &ServiceKey) -> Option<&Assignment> {
-        let slot = &self.slots[self.lookup(key).1? as usize];
+        let slot = &self.services[self.services.find(key).1?];
         slot.live.then_some(&slot.assignment)
     }
 
     /// Services holding addresses.
     pub fn assigned_services(&self) -> impl Iterator<Item = (&ServiceKey, &Assignment)> {
-        self.assigned_slots().map(|s| (&s.key, &s.assignment))
+        self.assigned_slots().map(|s| (s.key(), &s.assignment))
     }
 
     /// The sharing key `key` holds its addresses under.
     pub fn sharing_key(&self, key: &ServiceKey) -> Option<String> {
-        let slot = &self.slots[self.lookup(key).1? as usize];
+        let slot = &self.services[self.services.find(key).1?];
         slot.assignment.ips.first().filter(|_| slot.live)?;
         slot.usage().key.clone()
     }
@@ -383,7 +237,7 @@ impl Allocator {
         self.held
             .users(ip)
             .iter()
-            .map(|id| &self.slots[*id as usize].key)
+            .map(|id| self.services[*id].key())
     }
 
     /// Gives `key` addresses for `req`, keeping what it holds while that stays valid.
@@ -396,12 +250,19 @@ impl Allocator {
         req: &Request,
         namespace_labels: &BTreeMap<String, String>,
         observed: &[IpAddr],
-    ) -> Result<Outcome, Failure> {
+    ) -> Assigned {
         let usage = Usage::of(req);
-        let (hash, id) = self.lookup(key);
+        let (hash, id) = self.services.find(key);
+        let asking = Asking {
+            key,
+            id,
+            req,
+            usage: &usage,
+            namespace_labels,
+        };
         let observed_assignment;
         let current = match id {
-            Some(id) => Some(&self.slots[id as usize].assignment),
+            Some(id) => Some(&self.services[id].assignment),
             None if !observed.is_empty() => {
                 observed_assignment = Assignment {
                     pool: String::new(),
@@ -413,7 +274,7 @@ impl Allocator {
         };
         let mut lost = None;
         if let Some(current) = current {
-            match self.check_current(key, id, req, &usage, namespace_labels, current) {
+            match self.check_current(&asking, current) {
                 Ok((pool, mut ips)) => {
                     let missing: Vec<Family> = req
                         .families
@@ -422,7 +283,7 @@ impl Allocator {
                         .filter(|f| !ips.iter().any(|ip| Family::of(*ip) == *f))
                         .collect();
                     for family in missing {
-                        if let Ok(Some(ip)) = self.pick(pool, family, id, req, &usage) {
+                        if let Ok(Some(ip)) = self.pick(pool, family, &asking) {
                             ips.push(ip);
                         }
                     }
@@ -431,10 +292,10 @@ impl Allocator {
                         || req.policy != FamilyPolicy::RequireDualStack
                     {
                         let assignment = self.commit(key, hash, id, usage, pool, ips);
-                        return Ok(Outcome {
-                            assignment,
+                        return Assigned {
+                            result: Ok(assignment),
                             lost: None,
-                        });
+                        };
                     }
                     let pool = self.pools[pool].name();
                     lost = Some(Loss {
@@ -459,150 +320,46 @@ impl Allocator {
                 self.unhold(id);
             }
         }
-        match self.allocate_fresh(key, id, req, &usage, namespace_labels) {
-            Ok((pool, ips)) => {
-                let assignment = self.commit(key, hash, id, usage, pool, ips);
-                Ok(Outcome { assignment, lost })
-            }
+        let result = match self.allocate_fresh(&asking) {
+            Ok((pool, ips)) => Ok(self.commit(key, hash, id, usage, pool, ips)),
             Err(error) => {
                 if let Some(id) = id {
-                    self.free_id(id);
+                    self.services.forget(id);
                 }
-                Err(Failure {
-                    error: Box::new(error),
-                    lost,
-                })
+                Err(Box::new(error))
             }
-        }
+        };
+        Assigned { result, lost }
     }
 
     /// Frees what `key` holds. Returns the addresses that became free (shared ones stay held by
     /// their other users).
     pub fn release(&mut self, key: &ServiceKey) -> Vec<IpAddr> {
-        let (_, Some(id)) = self.lookup(key) else {
+        let (_, Some(id)) = self.services.find(key) else {
             return Vec::new();
         };
         let freed = self.unhold(id);
-        self.free_id(id);
+        self.services.forget(id);
         freed
-    }
-
-    /// The hash of `key` and its slot, if interned.
-    fn lookup(&self, key: &ServiceKey) -> (u64, Option<UserId>) {
-        let hash = self.key_hash(key);
-        let mut id = self.ids.get(&entry(hash)).copied().unwrap_or(NO_ID);
-        while id != NO_ID {
-            let slot = &self.slots[id as usize];
-            if slot.hash == hash && slot.is(key) {
-                return (hash, Some(id));
-            }
-            id = slot.next;
-        }
-        (hash, None)
-    }
-
-    fn key_hash(&self, key: &ServiceKey) -> u64 {
-        #[cfg(test)]
-        if self.colliding {
-            return 0;
-        }
-        self.hasher.hash_one(key)
-    }
-
-    /// An id for `key` (not interned; `hash` is its hash), reusing a free one when there is.
-    /// It is not live until committed.
-    fn intern(&mut self, key: &ServiceKey, hash: u64) -> UserId {
-        let id = match self.free_ids.pop() {
-            Some(id) => {
-                self.slots[id as usize].set_key(key);
-                id
-            }
-            None => {
-                let id = UserId::try_from(self.slots.len())
-                    .ok()
-                    .filter(|id| *id <= MAX_ID)
-                    .expect("fewer than 2^32 - 2 Services");
-                let mut slot = Slot {
-                    key: ServiceKey::new(String::new(), String::new()),
-                    namespace_len: SPILLED,
-                    name_len: 0,
-                    inline: [0; INLINE_KEY],
-                    hash,
-                    next: NO_ID,
-                    live: false,
-                    count: 0,
-                    ips: [IpAddr::from([0, 0, 0, 0]); 2],
-                    assignment: Assignment {
-                        pool: String::new(),
-                        ips: Vec::new(),
-                    },
-                    pool: usize::MAX,
-                    pools_version: u64::MAX,
-                    usage: None,
-                };
-                slot.set_key(key);
-                self.slots.push(slot);
-                id
-            }
-        };
-        let first = self.ids.entry(entry(hash)).or_insert(NO_ID);
-        let slot = &mut self.slots[id as usize];
-        slot.hash = hash;
-        slot.next = std::mem::replace(first, id);
-        id
-    }
-
-    /// Forgets `id` (not live): out of its hash chain and onto the free list.
-    fn free_id(&mut self, id: UserId) {
-        let Slot {
-            hash, next, live, ..
-        } = self.slots[id as usize];
-        debug_assert!(!live);
-        match self.ids.entry(entry(hash)) {
-            Entry::Occupied(mut first) if *first.get() == id => {
-                if next == NO_ID {
-                    first.remove();
-                } else {
-                    *first.get_mut() = next;
-                }
-            }
-            Entry::Occupied(first) => {
-                let mut before = *first.get();
-                while self.slots[before as usize].next != id {
-                    before = self.slots[before as usize].next;
-                    assert_ne!(before, NO_ID, "an interned id is in its hash chain");
-                }
-                self.slots[before as usize].next = next;
-            }
-            Entry::Vacant(_) => unreachable!("an interned id's hash is in the map"),
-        }
-        self.slots[id as usize].next = NO_ID;
-        self.free_ids.push(id);
     }
 
     /// Takes `id`'s addresses back (it stays interned, no longer live). Returns the addresses
     /// that became free.
     fn unhold(&mut self, id: UserId) -> Vec<IpAddr> {
-        let slot = &mut self.slots[id as usize];
+        let slot = &mut self.services[id];
         if !slot.live {
             return Vec::new();
         }
         slot.live = false;
         self.assigned -= 1;
-        let (inline, count) = (slot.ips, slot.count);
-        let spilled;
-        let ips: &[IpAddr] = if count == SPILLED {
-            spilled = slot.assignment.ips.clone();
-            &spilled
-        } else {
-            &inline[..usize::from(count)]
-        };
+        let slot = &self.services[id];
+        let ips = slot.ips();
         let mut freed = Vec::new();
         for &ip in ips {
             if self.held.remove(ip, id) != Removed::Last {
                 continue;
             }
-            if let Some(k) = &self.slots[id as usize].usage().key
+            if let Some(k) = &slot.usage().key
                 && let Some(ips) = self.by_key.get_mut(k)
             {
                 ips.remove(&ip);
@@ -625,13 +382,16 @@ impl Allocator {
     /// that contains them. The error says why not.
     fn check_current(
         &self,
-        key: &ServiceKey,
-        id: Option<UserId>,
-        req: &Request,
-        usage: &Usage,
-        namespace_labels: &BTreeMap<String, String>,
+        asking: &Asking,
         current: &Assignment,
     ) -> Result<(usize, Vec<IpAddr>), String> {
+        let Asking {
+            key,
+            id,
+            req,
+            usage,
+            namespace_labels,
+        } = *asking;
         let mut ips = Vec::with_capacity(current.ips.len());
         for ip in &current.ips {
             let family = Family::of(*ip);
@@ -650,7 +410,7 @@ impl Allocator {
         let Some(first) = ips.first() else {
             return Err(format!(
                 "spec.ipFamilies no longer includes the family of {}",
-                join(&current.ips)
+                comma_separated(&current.ips)
             ));
         };
         let Some(pool) = indexed_pool(&self.index, *first) else {
@@ -690,32 +450,26 @@ impl Allocator {
                 .iter()
                 .filter(|id| Some(**id) != who)
                 .map(|id| {
-                    let slot = &self.slots[*id as usize];
-                    (&slot.key, slot.usage())
+                    let slot = &self.services[*id];
+                    (slot.key(), slot.usage())
                 }),
             usage,
         )
     }
 
-    /// Whether the pool at `p` may serve `req` for new addresses.
-    fn serves(
-        &self,
-        p: usize,
-        key: &ServiceKey,
-        req: &Request,
-        namespace_labels: &BTreeMap<String, String>,
-    ) -> Result<(), RuledOut> {
+    /// Whether the pool at `p` may serve `asking` new addresses.
+    fn serves(&self, p: usize, asking: &Asking) -> Result<(), RuledOut> {
+        let Asking {
+            key,
+            req,
+            namespace_labels,
+            ..
+        } = *asking;
         self.pools[p].may_serve(req, &key.namespace, namespace_labels, false)
     }
 
-    fn allocate_fresh(
-        &self,
-        key: &ServiceKey,
-        id: Option<UserId>,
-        req: &Request,
-        usage: &Usage,
-        namespace_labels: &BTreeMap<String, String>,
-    ) -> Result<(usize, Vec<IpAddr>), AllocationError> {
+    fn allocate_fresh(&self, asking: &Asking) -> Result<(usize, Vec<IpAddr>), AllocationError> {
+        let req = asking.req;
         if self.pools.is_empty() && req.pool.is_none() {
             return Err(AllocationError::NoPools);
         }
@@ -733,12 +487,12 @@ impl Allocator {
         }
         // Candidates are the pools that may serve, in rank order; they are checked as the
         // passes reach them (no list on the common path, where the first one serves).
-        let candidate = |p: &usize| self.serves(*p, key, req, namespace_labels).is_ok();
+        let candidate = |p: &usize| self.serves(*p, asking).is_ok();
         let Some(first) = self.order.iter().position(candidate) else {
             let ruled_out = self
                 .order
                 .iter()
-                .filter_map(|p| match self.serves(*p, key, req, namespace_labels) {
+                .filter_map(|p| match self.serves(*p, asking) {
                     Ok(()) | Err(RuledOut::NotNamed(_)) | Err(RuledOut::LacksRequested(_)) => None,
                     Err(why) => Some((self.pools[*p].name().to_string(), why)),
                 })
@@ -760,7 +514,7 @@ impl Allocator {
             'pools: for p in candidates() {
                 let mut ips = Vec::with_capacity(families.len());
                 for family in families.iter() {
-                    match self.pick(p, *family, id, req, usage) {
+                    match self.pick(p, *family, asking) {
                         Ok(Some(ip)) => ips.push(ip),
                         Ok(None) => continue 'pools,
                         Err(e) => {
@@ -801,16 +555,15 @@ impl Allocator {
         })
     }
 
-    /// An address of `family` in the pool at `p` for Service `who`: the requested one, one its
+    /// An address of `family` in the pool at `p` for `asking`: the requested one, one its
     /// sharing key already holds there, or the lowest free one.
-    fn pick(
-        &self,
-        p: usize,
-        family: Family,
-        who: Option<UserId>,
-        req: &Request,
-        usage: &Usage,
-    ) -> Result<Option<IpAddr>, PickError> {
+    fn pick(&self, p: usize, family: Family, asking: &Asking) -> Result<Option<IpAddr>, PickError> {
+        let Asking {
+            id: who,
+            req,
+            usage,
+            ..
+        } = *asking;
         let pool = &self.pools[p];
         if let Some(ip) = req.requested_of(family) {
             if self.held.is_held(ip) {
@@ -853,7 +606,7 @@ impl Allocator {
     ) -> Assignment {
         let (id, holding) = match id {
             Some(id) => {
-                let slot = &self.slots[id as usize];
+                let slot = &self.services[id];
                 // The same addresses under the same sharing key (a Service assigned again as
                 // it was): only its usage and the pool's name may have changed.
                 if slot.live && slot.assignment.ips == ips && slot.usage().key == usage.key {
@@ -863,10 +616,10 @@ impl Allocator {
                     (id, true)
                 }
             }
-            None => (self.intern(key, hash), true),
+            None => (self.services.intern(key, hash), true),
         };
         {
-            let slot = &mut self.slots[id as usize];
+            let slot = &mut self.services[id];
             if usage.key.is_none() {
                 slot.usage = None;
             } else if let Some(kept) = &mut slot.usage {
@@ -876,19 +629,19 @@ impl Allocator {
             }
         }
         for ip in ips.iter().filter(|_| holding) {
-            let slots = &self.slots;
-            if !self.held.add(*ip, id, |id| &slots[id as usize].key) {
+            let services = &self.services;
+            if !self.held.add(*ip, id, |id| services[id].key()) {
                 continue;
             }
             if let Some(pool) = indexed_pool(&self.index, *ip) {
                 self.pools[pool].hold(*ip);
             }
-            if let Some(k) = &self.slots[id as usize].usage().key {
+            if let Some(k) = &self.services[id].usage().key {
                 self.by_key.entry(k.clone()).or_default().insert(*ip);
             }
         }
         let name = self.pools[pool].name();
-        let slot = &mut self.slots[id as usize];
+        let slot = &mut self.services[id];
         // The slot's pool name is often that of the same pool already: leave its memory alone.
         if (slot.pool, slot.pools_version) != (pool, self.pools_version) {
             slot.assignment.pool.clear();
@@ -896,34 +649,16 @@ impl Allocator {
             slot.pool = pool;
             slot.pools_version = self.pools_version;
         }
-        slot.assignment.ips.clone_from(&ips);
+        slot.set_ips(&ips);
         if !slot.live {
             slot.live = true;
             self.assigned += 1;
         }
-        slot.count = match &ips[..] {
-            [] => 0,
-            [a] => {
-                slot.ips[0] = *a;
-                1
-            }
-            [a, b] => {
-                slot.ips = [*a, *b];
-                2
-            }
-            _ => SPILLED,
-        };
         Assignment {
             pool: name.to_string(),
             ips,
         }
     }
-}
-
-/// The entry of a key hash in `Allocator::ids`: its upper half (the map hashes it again, so
-/// the half it uses to place entries is not the half every entry of a chain shares).
-fn entry(hash: u64) -> u32 {
-    (hash >> 32) as u32
 }
 
 /// The pool whose indexed interval holds `ip`.
@@ -957,11 +692,4 @@ fn merged(ranges: &[ferrolb_crds::AddressRange]) -> Vec<(Family, u128, u128)> {
 
 fn order_by_family(ips: &mut [IpAddr], families: &[Family]) {
     ips.sort_by_key(|ip| families.iter().position(|f| *f == Family::of(*ip)));
-}
-
-fn join(ips: &[IpAddr]) -> String {
-    ips.iter()
-        .map(IpAddr::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }

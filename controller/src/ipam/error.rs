@@ -9,6 +9,15 @@ use super::pool::RuledOut;
 use super::request::{RequestError, ServiceKey};
 use super::sharing::Conflict;
 
+/// Items as messages list them: `a, b, c`.
+pub fn comma_separated<T: fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(T::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Free addresses of one pool, as an exhausted allocation saw them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Considered {

@@ -10,16 +10,14 @@
 //! one address are kept in the order of their Service keys, the order conflicts name them in,
 //! never in id order.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
 use ferrolb_crds::Family;
 use ferrolb_crds::address::{from_u128, to_u128};
 
+use super::FastMap;
 use super::request::ServiceKey;
-
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A Service as the allocator numbers it.
 pub type UserId = u32;

@@ -30,6 +30,19 @@ pub struct PoolConfig {
 }
 
 impl PoolConfig {
+    /// A pool named `name` with `ranges` and every other setting at its default: created at
+    /// the epoch, `autoAssign: true`, `avoidBuggyIPs: false`, no `serviceAllocation`.
+    pub fn new(name: impl Into<String>, ranges: Result<Vec<AddressRange>, String>) -> PoolConfig {
+        PoolConfig {
+            name: name.into(),
+            created: 0,
+            ranges,
+            auto_assign: true,
+            avoid_buggy: false,
+            allocation: None,
+        }
+    }
+
     /// Reads an `IPAddressPool` object.
     pub fn from_object(pool: &IPAddressPool) -> PoolConfig {
         PoolConfig {

@@ -11,6 +11,8 @@ use std::net::IpAddr;
 use ferrolb_crds::Family;
 use k8s_openapi::api::core::v1::Service;
 
+use super::error::comma_separated;
+
 /// Annotation prefixes accepted for every request annotation, ferrolb's own first. MetalLB's
 /// spellings are read too so that a migrating user changes nothing on their Services.
 pub const ANNOTATION_PREFIXES: [&str; 3] = ["ferrolb.io/", "metallb.io/", "metallb.universe.tf/"];
@@ -43,6 +45,16 @@ pub struct Port {
     pub port: i32,
     /// `spec.ports[].protocol` (TCP when unset).
     pub protocol: String,
+}
+
+impl Port {
+    /// TCP port `port`.
+    pub fn tcp(port: i32) -> Port {
+        Port {
+            port,
+            protocol: "TCP".into(),
+        }
+    }
 }
 
 impl fmt::Display for Port {
@@ -82,6 +94,21 @@ pub struct Request {
 }
 
 impl Request {
+    /// A Service of `families` under `policy` asking for nothing else: no address, pool or
+    /// sharing key, no ports, `externalTrafficPolicy: Cluster`, no labels.
+    pub fn new(families: Vec<Family>, policy: FamilyPolicy) -> Request {
+        Request {
+            families,
+            policy,
+            requested: Vec::new(),
+            pool: None,
+            sharing_key: None,
+            ports: Vec::new(),
+            backends: Backends::Cluster,
+            labels: BTreeMap::new(),
+        }
+    }
+
     /// The requested address of `family`, if any.
     pub fn requested_of(&self, family: Family) -> Option<IpAddr> {
         self.requested
@@ -332,14 +359,7 @@ fn requested_ips(
                 source_name,
                 ip,
                 family,
-                families: format!(
-                    "[{}]",
-                    families
-                        .iter()
-                        .map(Family::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                families: format!("[{}]", comma_separated(families)),
             });
         }
         ips.push(ip);
@@ -378,6 +398,15 @@ mod tests {
             spec: Some(spec),
             status: None,
         }
+    }
+
+    /// The request of a Service with `annotations` (and nothing else unusual).
+    fn annotated(annotations: &[(&str, &str)]) -> Result<Request, RequestError> {
+        request(&svc(|_, a| {
+            for (name, value) in annotations {
+                a.insert(name.to_string(), value.to_string());
+            }
+        }))
     }
 
     fn request(s: &Service) -> Result<Request, RequestError> {
@@ -476,24 +505,13 @@ mod tests {
             both.to_string(),
             "spec.loadBalancerIP (203.0.113.5) and annotation ferrolb.io/loadBalancerIPs (203.0.113.6) are both set; keep only the annotation"
         );
-        let garbage = request(&svc(|_, a| {
-            a.insert(
-                "metallb.io/loadBalancerIPs".into(),
-                "203.0.113.5,nope".into(),
-            );
-        }))
-        .unwrap_err();
+        let garbage = annotated(&[("metallb.io/loadBalancerIPs", "203.0.113.5,nope")]).unwrap_err();
         assert_eq!(
             garbage.to_string(),
             "annotation metallb.io/loadBalancerIPs: \"nope\" is not an IP address"
         );
-        let two = request(&svc(|_, a| {
-            a.insert(
-                "ferrolb.io/loadBalancerIPs".into(),
-                "203.0.113.5,203.0.113.6".into(),
-            );
-        }))
-        .unwrap_err();
+        let two =
+            annotated(&[("ferrolb.io/loadBalancerIPs", "203.0.113.5,203.0.113.6")]).unwrap_err();
         assert!(matches!(
             two,
             RequestError::TwoOfFamily {
@@ -502,33 +520,27 @@ mod tests {
             }
         ));
         assert!(two.to_string().contains("at most one per family"));
-        let wrong_family = request(&svc(|_, a| {
-            a.insert("ferrolb.io/loadBalancerIPs".into(), "2001:db8::5".into());
-        }))
-        .unwrap_err();
+        let wrong_family = annotated(&[("ferrolb.io/loadBalancerIPs", "2001:db8::5")]).unwrap_err();
         assert_eq!(
             wrong_family.to_string(),
             "annotation ferrolb.io/loadBalancerIPs requests 2001:db8::5, an IPv6 address, but spec.ipFamilies is [IPv4]"
         );
-        let disagree = request(&svc(|_, a| {
-            a.insert("ferrolb.io/address-pool".into(), "a".into());
-            a.insert("metallb.universe.tf/address-pool".into(), "b".into());
-        }))
+        let disagree = annotated(&[
+            ("ferrolb.io/address-pool", "a"),
+            ("metallb.universe.tf/address-pool", "b"),
+        ])
         .unwrap_err();
         assert!(matches!(
             disagree,
             RequestError::ConflictingSpellings { .. }
         ));
-        let agree = request(&svc(|_, a| {
-            a.insert("ferrolb.io/address-pool".into(), "a".into());
-            a.insert("metallb.io/address-pool".into(), " a ".into());
-        }))
+        let agree = annotated(&[
+            ("ferrolb.io/address-pool", "a"),
+            ("metallb.io/address-pool", " a "),
+        ])
         .unwrap();
         assert_eq!(agree.pool.as_deref(), Some("a"));
-        let empty = request(&svc(|_, a| {
-            a.insert("ferrolb.io/allow-shared-ip".into(), " ".into());
-        }))
-        .unwrap_err();
+        let empty = annotated(&[("ferrolb.io/allow-shared-ip", " ")]).unwrap_err();
         assert_eq!(
             empty,
             RequestError::Empty("ferrolb.io/allow-shared-ip".into())

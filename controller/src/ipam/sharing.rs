@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use super::error::comma_separated;
 use super::request::{Backends, Port, Request, ServiceKey};
 
 /// What sharing needs to know of one user of an address.
@@ -78,15 +79,7 @@ impl fmt::Display for Conflict {
                 f,
                 "its ferrolb.io/allow-shared-ip key is {theirs:?}, this Service's is {ours:?}"
             ),
-            Conflict::Ports(ports) => write!(
-                f,
-                "both use port {}",
-                ports
-                    .iter()
-                    .map(Port::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            Conflict::Ports(ports) => write!(f, "both use port {}", comma_separated(ports)),
             Conflict::Backends => f.write_str(
                 "Services sharing an address need the same externalTrafficPolicy, and the same selector when it is Local",
             ),
@@ -135,18 +128,13 @@ pub fn may_join<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipam::request::FamilyPolicy;
     use std::collections::BTreeMap;
 
     fn usage(key: Option<&str>, ports: &[i32], backends: Backends) -> Usage {
         Usage {
             key: key.map(Into::into),
-            ports: ports
-                .iter()
-                .map(|p| Port {
-                    port: *p,
-                    protocol: "TCP".into(),
-                })
-                .collect(),
+            ports: ports.iter().copied().map(Port::tcp).collect(),
             backends,
         }
     }
@@ -218,17 +206,9 @@ mod tests {
     #[test]
     fn usage_without_a_key_leaves_out_ports_and_backends() {
         let req = Request {
-            families: vec![],
-            policy: super::super::request::FamilyPolicy::SingleStack,
-            requested: vec![],
-            pool: None,
-            sharing_key: None,
-            ports: vec![Port {
-                port: 80,
-                protocol: "TCP".into(),
-            }],
+            ports: vec![Port::tcp(80)],
             backends: Backends::Local(BTreeMap::new()),
-            labels: BTreeMap::new(),
+            ..Request::new(vec![], FamilyPolicy::SingleStack)
         };
         assert_eq!(Usage::of(&req), Usage::of_none());
         let keyed = Request {

@@ -15,8 +15,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::ipam::ServiceKey;
+use crate::ipam::error::comma_separated;
 use crate::ipam::request::ALLOCATED_FROM_POOL;
+use crate::ipam::{AllocationError, Allocator, Assignment, ServiceKey};
 
 /// The field manager of the controller of classless Services; a controller with `--lb-class`
 /// writes as `ferrolb-controller/<class>`, so two controllers never release each other's fields.
@@ -52,6 +53,34 @@ pub struct ServiceState {
     pub pool: Option<String>,
     /// The condition.
     pub condition: Option<ConditionState>,
+}
+
+impl ServiceState {
+    /// What a handled Service's object should show: its assignment, else its allocation
+    /// failure, else nothing.
+    pub fn of(assignment: Option<&Assignment>, failure: Option<&AllocationError>) -> ServiceState {
+        match (assignment, failure) {
+            (Some(a), _) => ServiceState {
+                ips: a.ips.clone(),
+                pool: Some(a.pool.clone()),
+                condition: Some(ConditionState {
+                    allocated: true,
+                    reason: "Allocated".into(),
+                    message: format!("{} from pool {}", comma_separated(&a.ips), a.pool),
+                }),
+            },
+            (None, Some(err)) => ServiceState {
+                ips: Vec::new(),
+                pool: None,
+                condition: Some(ConditionState {
+                    allocated: false,
+                    reason: err.reason().into(),
+                    message: err.to_string(),
+                }),
+            },
+            (None, None) => ServiceState::default(),
+        }
+    }
 }
 
 /// What a Service's object shows of the controller's part.
@@ -186,6 +215,62 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}...", &s[..end])
+}
+
+/// What a pool's status should say: its counts and conditions as `alloc` sees it.
+pub fn pool_status(pool: &IPAddressPool, alloc: &Allocator, now: Timestamp) -> IPAddressPoolStatus {
+    let name = pool.metadata.name.clone().unwrap_or_default();
+    let mut status = IPAddressPoolStatus {
+        observed_generation: pool.metadata.generation,
+        ..Default::default()
+    };
+    let now = Time(now);
+    let condition = |type_: &str, ok: bool, reason: &str, message: String| Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: now.clone(),
+        observed_generation: pool.metadata.generation,
+    };
+    match (alloc.counts(&name), alloc.problems().get(&name)) {
+        (Some(c), _) => {
+            let exhausted = c.available_v4.0 == 0 && c.available_v6.0 == 0;
+            status.assigned_ipv4 = c.assigned_v4;
+            status.available_ipv4 = c.available_v4;
+            status.assigned_ipv6 = c.assigned_v6;
+            status.available_ipv6 = c.available_v6;
+            status.conditions = vec![
+                condition("Valid", true, "Valid", "the pool is in use".into()),
+                condition(
+                    "Exhausted",
+                    exhausted,
+                    if exhausted {
+                        "NoFreeAddress"
+                    } else {
+                        "AddressesFree"
+                    },
+                    if exhausted {
+                        "every address is held; Services asking this pool wait".into()
+                    } else {
+                        "addresses are free".into()
+                    },
+                ),
+            ];
+        }
+        (None, problem) => {
+            let message = problem
+                .cloned()
+                .unwrap_or_else(|| "not yet processed".into());
+            let reason = if message.contains("overlap") {
+                "Overlap"
+            } else {
+                "InvalidAddresses"
+            };
+            status.conditions = vec![condition("Valid", false, reason, message)];
+        }
+    }
+    status
 }
 
 /// The apply body for a pool's `/status`, keeping condition times that did not change.

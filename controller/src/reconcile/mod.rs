@@ -12,7 +12,7 @@ pub mod desired;
 pub mod state;
 pub mod writer;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -62,8 +62,6 @@ pub enum Input {
     ServiceWritten(ServiceKey, Option<Box<Service>>),
     /// A pool status write finished.
     PoolWritten(String, Result<Box<IPAddressPool>, ()>),
-    /// Time to retry a failed Service write.
-    Retry(ServiceKey),
 }
 
 /// A watch event, with (re)lists delivered whole.
@@ -163,7 +161,6 @@ async fn lead(
         metrics.clone(),
     );
     let mut listed = [false; 3];
-    let mut failures: HashMap<ServiceKey, u32> = HashMap::new();
     let mut flush = tokio::time::interval(Duration::from_millis(250));
     let mut writes: JoinSet<writer::Finished> = JoinSet::new();
     let mut trim = TrimPolicy::default();
@@ -202,27 +199,12 @@ async fn lead(
                         }
                     }
                     Input::ServiceWritten(key, written) => {
-                        if written.is_some() {
-                            failures.remove(&key);
-                        } else {
-                            let n = failures.entry(key.clone()).or_default();
-                            *n += 1;
-                            let delay = Duration::from_millis(250 << (*n).min(7));
-                            let tx = tx.clone();
-                            let key = key.clone();
-                            writes.spawn(async move {
-                                tokio::time::sleep(delay).await;
-                                let _ = tx.send(Input::Retry(key));
-                                writer::Finished::Other
-                            });
-                        }
-                        state.write_done(&key, written.as_deref(), now);
+                        state.write_done(&key, written.as_deref(), now, started);
                     }
                     Input::PoolWritten(name, result) => {
                         let ok = result.is_ok();
                         state.pool_write_done(&name, result.ok().map(|p| *p), ok);
                     }
-                    Input::Retry(key) => state.retry(&key, now),
                 }
                 if !state.started() && listed.iter().all(|l| *l) {
                     state.start(now);
@@ -239,6 +221,13 @@ async fn lead(
                 for (reason, n) in tally.failed {
                     metrics.failures.get_or_create(&crate::metrics::ReasonLabels { reason: reason.into() }).inc_by(n);
                 }
+                metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+            }
+            () = sleep_until(state.next_retry()) => {
+                let started = Instant::now();
+                let retried = state.retry_due(Timestamp::now(), started);
+                trim.worked(retried as u64);
+                writer.dispatch(state.take_actions(), &mut writes);
                 metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
             }
             _ = flush.tick() => {
@@ -269,6 +258,14 @@ async fn lead(
                 anyhow::bail!("a watch stopped");
             }
         }
+    }
+}
+
+/// Sleeps until `at`; forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -8,18 +8,27 @@
 //! Order on start ([`State::start`]): pools first, then every Service whose status already holds
 //! addresses reclaims them (oldest first), then waiting Services are served (oldest first). So a
 //! restart never hands an address held by one Service to another.
+//!
+//! A failed write is tried again after a backoff ([`retry`]); the caller sleeps until
+//! [`State::next_retry`] and calls [`State::retry_due`].
+
+mod actions;
+pub mod retry;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::time::Instant;
 
-use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
+use ferrolb_crds::IPAddressPool;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
+pub use self::actions::{Action, ServiceEvent, Tally};
+use self::retry::Retries;
 use super::desired::{
-    ConditionState, Observed, ServiceState, field_manager, pool_patch, pool_shows, service_patch,
+    Observed, ServiceState, field_manager, pool_patch, pool_shows, pool_status, service_patch,
 };
+use crate::ipam::error::comma_separated;
 use crate::ipam::{
     AllocationError, Allocator, Handling, PoolConfig, Request, ServiceKey, read_service,
 };
@@ -28,51 +37,6 @@ use crate::ipam::{
 /// pools without it belong to the controller of classless Services. So controllers of different
 /// classes never hand out one pool's addresses twice or fight over its status.
 pub const POOL_CLASS_ANNOTATION: &str = "ferrolb.io/load-balancer-class";
-
-/// Something for the I/O layer to do.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Action {
-    /// Server-side apply `body` to the Service's `/status`.
-    ApplyService {
-        /// Which Service.
-        key: ServiceKey,
-        /// The apply body, as JSON text (compact: a burst queues thousands).
-        body: String,
-    },
-    /// Server-side apply `body` to the pool's `/status`.
-    ApplyPool {
-        /// Which pool.
-        name: String,
-        /// The apply body, as JSON text.
-        body: String,
-    },
-    /// Record a Kubernetes Event about a Service.
-    Event(ServiceEvent),
-}
-
-/// An Event about a Service.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceEvent {
-    /// The Service.
-    pub key: ServiceKey,
-    /// Its UID.
-    pub uid: String,
-    /// Warning (true) or Normal.
-    pub warning: bool,
-    /// CamelCase reason: IPAllocated, IPReleased, AllocationFailed.
-    pub reason: &'static str,
-    /// What happened.
-    pub note: String,
-}
-
-/// What an allocation step did, for metrics.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Tally {
-    /// New assignments.
-    pub allocated: u64,
-    /// Failures by reason.
-    pub failed: BTreeMap<&'static str, u64>,
-}
 
 #[derive(Debug)]
 struct Tracked {
@@ -100,6 +64,8 @@ pub struct State {
     /// Pools whose status may need a write.
     dirty_pools: BTreeSet<String>,
     pools_in_flight: BTreeSet<String>,
+    /// Failed Service writes to try again.
+    retries: Retries,
     started: bool,
     actions: Vec<Action>,
     tally: Tally,
@@ -119,6 +85,7 @@ impl State {
             waiting: BTreeSet::new(),
             dirty_pools: BTreeSet::new(),
             pools_in_flight: BTreeSet::new(),
+            retries: Retries::default(),
             started: false,
             actions: Vec::new(),
             tally: Tally::default(),
@@ -331,8 +298,21 @@ impl State {
         self.namespaces.remove(name);
     }
 
-    /// The write for `key` finished. `written` is the object the apiserver returned.
-    pub fn write_done(&mut self, key: &ServiceKey, written: Option<&Service>, now: Timestamp) {
+    /// The write for `key` finished at `clock`. `written` is the object the apiserver returned;
+    /// `None`: the write failed and is tried again after a backoff.
+    pub fn write_done(
+        &mut self,
+        key: &ServiceKey,
+        written: Option<&Service>,
+        now: Timestamp,
+        clock: Instant,
+    ) {
+        match written {
+            Some(_) => self.retries.succeeded(key),
+            None => {
+                self.retries.failed(key, clock);
+            }
+        }
         let Some(t) = self.services.get_mut(key) else {
             return;
         };
@@ -342,11 +322,20 @@ impl State {
         }
     }
 
-    /// Retry a failed write.
-    pub fn retry(&mut self, key: &ServiceKey, now: Timestamp) {
+    /// When the next failed write is due to be tried again ([`State::retry_due`]).
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.retries.next()
+    }
+
+    /// Tries again the failed writes due at `clock`. Returns how many were due.
+    pub fn retry_due(&mut self, now: Timestamp, clock: Instant) -> usize {
+        let due = self.retries.take_due(clock);
         if self.started {
-            self.converge(key, now);
+            for key in &due {
+                self.converge(key, now);
+            }
         }
+        due.len()
     }
 
     /// The pool write for `name` finished.
@@ -375,7 +364,7 @@ impl State {
             let Some(pool) = self.pools.get(&name) else {
                 continue;
             };
-            let desired = self.pool_status(pool, now);
+            let desired = pool_status(pool, &self.alloc, now);
             if pool_shows(pool, &desired) {
                 continue;
             }
@@ -491,23 +480,20 @@ impl State {
             None => {
                 let freed = self.alloc.release(key);
                 if let Some(b) = &before {
-                    events.push(event(key, &uid, false, "IPReleased", format!(
-                        "Released {}: the Service is no longer a LoadBalancer of this controller's class",
-                        join(&b.ips)
-                    )));
+                    events.push(ServiceEvent::released(
+                        key,
+                        &uid,
+                        false,
+                        &b.ips,
+                        "the Service is no longer a LoadBalancer of this controller's class",
+                    ));
                     self.serve_waiting(&freed, before_key.as_deref(), now);
                 }
                 None
             }
             Some(Err(invalid)) => {
                 if let Some(b) = before.as_ref() {
-                    events.push(event(
-                        key,
-                        &uid,
-                        true,
-                        "IPReleased",
-                        format!("Released {}: {invalid}", join(&b.ips)),
-                    ));
+                    events.push(ServiceEvent::released(key, &uid, true, &b.ips, &invalid));
                 }
                 let freed = self.alloc.release(key);
                 if before.is_some() {
@@ -515,70 +501,51 @@ impl State {
                 }
                 Some(invalid)
             }
-            Some(Ok(req)) => match self.alloc.assign(key, &req, &ns_labels, &observed_ips) {
-                Ok(outcome) => {
-                    if let Some(lost) = &outcome.lost {
-                        events.push(event(
-                            key,
-                            &uid,
-                            true,
-                            "IPReleased",
-                            format!("Released {}: {}", join(&lost.ips), lost.why),
-                        ));
+            Some(Ok(req)) => {
+                let assigned = self.alloc.assign(key, &req, &ns_labels, &observed_ips);
+                if let Some(lost) = &assigned.lost {
+                    events.push(ServiceEvent::released(
+                        key, &uid, true, &lost.ips, &lost.why,
+                    ));
+                }
+                match assigned.result {
+                    Ok(a) => {
+                        let changed = before.as_ref() != Some(&a);
+                        let reclaimed = before.is_none() && a.ips == observed_ips;
+                        if changed && !reclaimed {
+                            self.tally.allocated += 1;
+                            events.push(ServiceEvent::new(
+                                key,
+                                &uid,
+                                false,
+                                "IPAllocated",
+                                format!(
+                                    "Assigned {} from pool {}",
+                                    comma_separated(&a.ips),
+                                    a.pool
+                                ),
+                            ));
+                        }
+                        if changed {
+                            self.dirty_pools.insert(a.pool.clone());
+                            if let Some(b) = &before {
+                                self.dirty_pools.insert(b.pool.clone());
+                                let freed = self.freed_of(&b.ips, &a.ips);
+                                self.serve_waiting(&freed, before_key.as_deref(), now);
+                            }
+                        }
+                        None
                     }
-                    let a = &outcome.assignment;
-                    let changed = before.as_ref() != Some(a);
-                    let reclaimed = before.is_none() && a.ips == observed_ips;
-                    if changed && !reclaimed {
-                        self.tally.allocated += 1;
-                        events.push(event(
-                            key,
-                            &uid,
-                            false,
-                            "IPAllocated",
-                            format!("Assigned {} from pool {}", join(&a.ips), a.pool),
-                        ));
-                    }
-                    if changed {
-                        self.dirty_pools.insert(a.pool.clone());
+                    Err(error) => {
                         if let Some(b) = &before {
                             self.dirty_pools.insert(b.pool.clone());
-                            let freed: Vec<IpAddr> = b
-                                .ips
-                                .iter()
-                                .filter(|ip| {
-                                    !a.ips.contains(ip) && self.alloc.users(**ip).next().is_none()
-                                })
-                                .copied()
-                                .collect();
+                            let freed = self.freed_of(&b.ips, &[]);
                             self.serve_waiting(&freed, before_key.as_deref(), now);
                         }
+                        Some(*error)
                     }
-                    None
                 }
-                Err(f) => {
-                    if let Some(lost) = &f.lost {
-                        events.push(event(
-                            key,
-                            &uid,
-                            true,
-                            "IPReleased",
-                            format!("Released {}: {}", join(&lost.ips), lost.why),
-                        ));
-                    }
-                    if let Some(b) = &before {
-                        self.dirty_pools.insert(b.pool.clone());
-                        let freed: Vec<IpAddr> = b
-                            .ips
-                            .iter()
-                            .filter(|ip| self.alloc.users(**ip).next().is_none())
-                            .copied()
-                            .collect();
-                        self.serve_waiting(&freed, before_key.as_deref(), now);
-                    }
-                    Some(*f.error)
-                }
-            },
+            }
         };
         let Some(t) = self.services.get_mut(key) else {
             return;
@@ -592,7 +559,13 @@ impl State {
                 });
                 if t.failure.as_ref() != Some(err) && !shown {
                     *self.tally.failed.entry(err.reason()).or_default() += 1;
-                    events.push(event(key, &uid, true, "AllocationFailed", message));
+                    events.push(ServiceEvent::new(
+                        key,
+                        &uid,
+                        true,
+                        "AllocationFailed",
+                        message,
+                    ));
                 }
                 if err.may_resolve_by_itself() {
                     self.waiting.insert((created, key.clone()));
@@ -640,82 +613,20 @@ impl State {
         if matches!(t.handling, Handling::NotHandled(_)) {
             return None;
         }
-        Some(match (self.alloc.assignment(key), &t.failure) {
-            (Some(a), _) => ServiceState {
-                ips: a.ips.clone(),
-                pool: Some(a.pool.clone()),
-                condition: Some(ConditionState {
-                    allocated: true,
-                    reason: "Allocated".into(),
-                    message: format!("{} from pool {}", join(&a.ips), a.pool),
-                }),
-            },
-            (None, Some(err)) => ServiceState {
-                ips: Vec::new(),
-                pool: None,
-                condition: Some(ConditionState {
-                    allocated: false,
-                    reason: err.reason().into(),
-                    message: err.to_string(),
-                }),
-            },
-            (None, None) => ServiceState::default(),
-        })
+        Some(ServiceState::of(
+            self.alloc.assignment(key),
+            t.failure.as_ref(),
+        ))
     }
 
-    fn pool_status(&self, pool: &IPAddressPool, now: Timestamp) -> IPAddressPoolStatus {
-        let name = pool.metadata.name.clone().unwrap_or_default();
-        let mut status = IPAddressPoolStatus {
-            observed_generation: pool.metadata.generation,
-            ..Default::default()
-        };
-        let now = Time(now);
-        let condition = |type_: &str, ok: bool, reason: &str, message: String| Condition {
-            type_: type_.into(),
-            status: if ok { "True" } else { "False" }.into(),
-            reason: reason.into(),
-            message,
-            last_transition_time: now.clone(),
-            observed_generation: pool.metadata.generation,
-        };
-        match (self.alloc.counts(&name), self.alloc.problems().get(&name)) {
-            (Some(c), _) => {
-                let exhausted = c.available_v4.0 == 0 && c.available_v6.0 == 0;
-                status.assigned_ipv4 = c.assigned_v4;
-                status.available_ipv4 = c.available_v4;
-                status.assigned_ipv6 = c.assigned_v6;
-                status.available_ipv6 = c.available_v6;
-                status.conditions = vec![
-                    condition("Valid", true, "Valid", "the pool is in use".into()),
-                    condition(
-                        "Exhausted",
-                        exhausted,
-                        if exhausted {
-                            "NoFreeAddress"
-                        } else {
-                            "AddressesFree"
-                        },
-                        if exhausted {
-                            "every address is held; Services asking this pool wait".into()
-                        } else {
-                            "addresses are free".into()
-                        },
-                    ),
-                ];
-            }
-            (None, problem) => {
-                let message = problem
-                    .cloned()
-                    .unwrap_or_else(|| "not yet processed".into());
-                let reason = if message.contains("overlap") {
-                    "Overlap"
-                } else {
-                    "InvalidAddresses"
-                };
-                status.conditions = vec![condition("Valid", false, reason, message)];
-            }
-        }
-        status
+    /// Of the addresses `before` a Service held, those it no longer holds (`after`) and that
+    /// nobody uses now.
+    fn freed_of(&self, before: &[IpAddr], after: &[IpAddr]) -> Vec<IpAddr> {
+        before
+            .iter()
+            .filter(|ip| !after.contains(ip) && self.alloc.users(**ip).next().is_none())
+            .copied()
+            .collect()
     }
 }
 
@@ -728,29 +639,6 @@ fn could_use(failure: &AllocationError, pools: &BTreeSet<String>, freed: &[IpAdd
         AllocationError::InUse { ip, .. } => freed.contains(ip),
         _ => false,
     }
-}
-
-fn event(
-    key: &ServiceKey,
-    uid: &str,
-    warning: bool,
-    reason: &'static str,
-    note: String,
-) -> ServiceEvent {
-    ServiceEvent {
-        key: key.clone(),
-        uid: uid.to_string(),
-        warning,
-        reason,
-        note,
-    }
-}
-
-fn join(ips: &[IpAddr]) -> String {
-    ips.iter()
-        .map(IpAddr::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

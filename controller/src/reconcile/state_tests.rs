@@ -1,6 +1,7 @@
 //! The state machine without a cluster: objects in, actions out.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use ferrolb_crds::IPAddressPool;
 use k8s_openapi::api::core::v1::Service;
@@ -90,6 +91,14 @@ fn started(pools: Vec<IPAddressPool>, services: &[Service]) -> State {
     s
 }
 
+/// Started with one Service and one pool of two addresses.
+fn started_with_two_addresses(svc: &Service) -> State {
+    started(
+        vec![pool("p", &["203.0.113.10/31"])],
+        std::slice::from_ref(svc),
+    )
+}
+
 #[test]
 fn nothing_is_decided_before_the_caches_are_synced() {
     let mut s = State::new(None);
@@ -121,10 +130,7 @@ fn start_reclaims_status_addresses_before_serving_older_pending_services() {
 #[test]
 fn a_converged_service_is_not_written_and_one_write_is_in_flight_per_object() {
     let svc = service("a", "2026-11-22T11:00:00Z", 1, &[]);
-    let mut s = started(
-        vec![pool("p", &["203.0.113.10/31"])],
-        std::slice::from_ref(&svc),
-    );
+    let mut s = started_with_two_addresses(&svc);
     let actions = s.take_actions();
     let body = match actions
         .iter()
@@ -141,7 +147,12 @@ fn a_converged_service_is_not_written_and_one_write_is_in_flight_per_object() {
     assert!(writes(&s.take_actions()).is_empty());
     // The write returns the converged object: nothing more to write.
     let result = applied(&labelled, &body, 3);
-    s.write_done(&ServiceKey::new("ns", "a"), Some(&result), now());
+    s.write_done(
+        &ServiceKey::new("ns", "a"),
+        Some(&result),
+        now(),
+        Instant::now(),
+    );
     assert!(writes(&s.take_actions()).is_empty());
     // The watch echo of our own write changes nothing either; an older event is ignored.
     s.service_applied(&result, now());
@@ -152,14 +163,18 @@ fn a_converged_service_is_not_written_and_one_write_is_in_flight_per_object() {
 #[test]
 fn a_failed_write_is_retried() {
     let svc = service("a", "2026-11-22T11:00:00Z", 1, &[]);
-    let mut s = started(
-        vec![pool("p", &["203.0.113.10/31"])],
-        std::slice::from_ref(&svc),
-    );
+    let mut s = started_with_two_addresses(&svc);
     assert_eq!(writes(&s.take_actions()).len(), 1);
-    s.write_done(&ServiceKey::new("ns", "a"), None, now());
+    let failed_at = Instant::now();
+    s.write_done(&ServiceKey::new("ns", "a"), None, now(), failed_at);
     assert!(writes(&s.take_actions()).is_empty());
-    s.retry(&ServiceKey::new("ns", "a"), now());
+    // Tried again after the first backoff, not before.
+    let due = failed_at + Duration::from_millis(500);
+    assert_eq!(s.next_retry(), Some(due));
+    assert_eq!(s.retry_due(now(), due - Duration::from_millis(1)), 0);
+    assert!(writes(&s.take_actions()).is_empty());
+    assert_eq!(s.retry_due(now(), due), 1);
+    assert_eq!(s.next_retry(), None);
     assert_eq!(
         writes(&s.take_actions()),
         vec![("a".to_string(), vec!["203.0.113.10".to_string()])]
