@@ -34,8 +34,6 @@ pub enum Finished {
     Status,
     /// An Event creation.
     Event,
-    /// Anything else (a retry timer).
-    Other,
 }
 
 /// Runs actions as tasks of a [`JoinSet`] owned by the caller: dropping it stops every write.
@@ -126,7 +124,6 @@ impl Writer {
         match what {
             Finished::Status => self.status_in_flight -= 1,
             Finished::Event => self.events_in_flight -= 1,
-            Finished::Other => {}
         }
         self.pump(tasks);
     }
