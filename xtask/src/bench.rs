@@ -20,6 +20,7 @@
 //! the report itself ([`report::DEFINITIONS`]) and into `docs/benchmarks.md`.
 
 mod cluster;
+mod figure;
 mod in_cluster;
 mod procfs;
 mod report;

@@ -74,12 +74,15 @@ pub fn respond(
     stream.flush()
 }
 
-/// What the binaries' tests share: a loopback server thread and a raw HTTP exchange.
+/// What the binaries' tests share: a loopback server thread and a raw request whose response
+/// the testbed's client reads.
 #[cfg(test)]
 pub mod testing {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::net::{SocketAddr, TcpListener, TcpStream};
     use std::thread::JoinHandle;
+
+    use ferrolb_tests::http_client::{Response, read_response};
 
     /// Listens on a loopback port and hands the next `connections` connections to `serve`.
     pub fn server(
@@ -96,14 +99,17 @@ pub mod testing {
         (addr, thread)
     }
 
-    /// Sends `request` as is; returns the response's head (asserted `200 OK`) and body.
-    pub fn exchange(addr: SocketAddr, request: &str) -> (String, String) {
+    /// Sends `request` as is (any method, a body too); returns the response, asserted
+    /// `HTTP/1.1 200 OK`.
+    pub fn exchange(addr: SocketAddr, request: &str) -> Response {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-        (head.to_string(), body.to_string())
+        let response = read_response(&mut stream).unwrap();
+        assert_eq!(
+            (response.version, response.status),
+            (http::Version::HTTP_11, http::StatusCode::OK),
+            "{response:?}"
+        );
+        response
     }
 }
