@@ -9,6 +9,7 @@
 
 mod controller;
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -372,12 +373,9 @@ impl Bench<'_> {
         )?;
         let sampler = RssSampler::start(controller.pid(), start);
         let ready = controller.ready_poller(start + burst_timeout(self.names.len()));
-        let seen = watch
-            .wait_all(&self.names, burst_timeout(self.names.len()))
-            .await
-            .with_context(|| controller.context())?;
-        let cpu = CpuSnapshot::take(&self.processes(Some(&controller))).since(&cpu_before);
-        let all_ip = latest(&seen).context("no Services")?.duration_since(start);
+        let (seen, cpu, all_ip) = self
+            .burst_seen(&mut watch, &controller, &cpu_before, start)
+            .await?;
         let first_ip = seen
             .iter()
             .min()
@@ -407,6 +405,24 @@ impl Bench<'_> {
             controller,
             watch,
         ))
+    }
+
+    /// Waits until the watch has shown every Service of the burst with an IP: when each was
+    /// seen, the CPU seconds per process since `cpu_before`, and `start` to the last IP.
+    async fn burst_seen(
+        &self,
+        watch: &mut Watch,
+        controller: &RunningController,
+        cpu_before: &CpuSnapshot,
+        start: Instant,
+    ) -> Result<(Vec<Instant>, BTreeMap<String, f64>, Duration)> {
+        let seen = watch
+            .wait_all(&self.names, burst_timeout(self.names.len()))
+            .await
+            .with_context(|| controller.context())?;
+        let cpu = CpuSnapshot::take(&self.processes(Some(controller))).since(cpu_before);
+        let all_ip = latest(&seen).context("no Services")?.duration_since(start);
+        Ok((seen, cpu, all_ip))
     }
 
     /// Services created one at a time, spaced, while the controller runs with the burst present.
@@ -465,12 +481,9 @@ impl Bench<'_> {
         let create_time = latest(&created)
             .context("no Services")?
             .duration_since(start);
-        let seen = watch
-            .wait_all(&self.names, burst_timeout(self.names.len()))
-            .await
-            .with_context(|| controller.context())?;
-        let cpu = CpuSnapshot::take(&self.processes(Some(&controller))).since(&cpu_before);
-        let all_ip = latest(&seen).context("no Services")?.duration_since(start);
+        let (seen, cpu, all_ip) = self
+            .burst_seen(&mut watch, &controller, &cpu_before, start)
+            .await?;
         let per_service_ms: Vec<f64> = created
             .iter()
             .zip(&seen)

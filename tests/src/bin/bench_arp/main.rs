@@ -318,6 +318,11 @@ fn interface(interface: &str) -> Result<(i32, [u8; 6]), String> {
     Ok((ifindex, mac))
 }
 
+/// Each address's position in `addresses`.
+fn positions(addresses: &[Ipv4Addr]) -> HashMap<Ipv4Addr, usize> {
+    addresses.iter().enumerate().map(|(i, a)| (*a, i)).collect()
+}
+
 fn run(args: &Args) -> Result<(), String> {
     let (ifindex, mac) = interface(&args.interface)?;
     let tx = raw::Socket::open(ifindex, 0).map_err(|e| format!("opening the send socket: {e}"))?;
@@ -329,18 +334,7 @@ fn run(args: &Args) -> Result<(), String> {
 
     let n_targets = args.targets.len();
     let n_slots = args.slots.len();
-    let target_index: HashMap<Ipv4Addr, usize> = args
-        .targets
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (*a, i))
-        .collect();
-    let slot_index: HashMap<Ipv4Addr, usize> = args
-        .slots
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (*a, i))
-        .collect();
+    let (target_index, slot_index) = (positions(&args.targets), positions(&args.slots));
     let book = Arc::new(Mutex::new(Book {
         pending: vec![Pending::default(); n_targets * n_slots * HISTORY],
         repliers: vec![Vec::new(); n_targets],

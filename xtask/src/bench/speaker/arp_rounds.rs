@@ -141,61 +141,112 @@ pub(super) async fn measure_arp(
             kernel,
         });
     }
-    let med = |f: &dyn Fn(&ArpRound) -> f64| {
-        round3(median(&summary.rounds.iter().map(f).collect::<Vec<_>>()))
-    };
+    summary.medians = medians(&summary.rounds);
+    Ok(summary)
+}
+
+/// Which run of a round.
+type Pick = fn(&ArpRound) -> &arp_load::LoadRun;
+
+/// The medians over `rounds` that the figures and the report read, by key (`speaker.p50_us`,
+/// `ratio.p99`, `reference.ratio.p50`, ...).
+fn medians(rounds: &[ArpRound]) -> BTreeMap<String, f64> {
+    let med =
+        |f: &dyn Fn(&ArpRound) -> f64| round3(median(&rounds.iter().map(f).collect::<Vec<_>>()));
     let mut m = BTreeMap::new();
-    m.insert("speaker.p50_us".into(), med(&|r| r.speaker.rtt_us.p50));
-    m.insert("speaker.p90_us".into(), med(&|r| r.speaker.rtt_us.p90));
-    m.insert("speaker.p99_us".into(), med(&|r| r.speaker.rtt_us.p99));
-    m.insert("speaker.max_us".into(), med(&|r| r.speaker.rtt_us.max));
-    m.insert(
-        "speaker.achieved_rate".into(),
-        med(&|r| r.speaker.achieved_rate),
-    );
+    let measured: [(&str, Pick); 2] = [("speaker", |r| &r.speaker), ("kernel", |r| &r.kernel)];
+    for (name, pick) in measured {
+        m.insert(format!("{name}.p50_us"), med(&|r| pick(r).rtt_us.p50));
+        m.insert(format!("{name}.p90_us"), med(&|r| pick(r).rtt_us.p90));
+        m.insert(format!("{name}.p99_us"), med(&|r| pick(r).rtt_us.p99));
+        m.insert(format!("{name}.max_us"), med(&|r| pick(r).rtt_us.max));
+        m.insert(
+            format!("{name}.achieved_rate"),
+            med(&|r| pick(r).achieved_rate),
+        );
+    }
     m.insert("speaker.lost".into(), med(&|r| r.speaker.lost as f64));
-    m.insert("kernel.p50_us".into(), med(&|r| r.kernel.rtt_us.p50));
-    m.insert("kernel.p90_us".into(), med(&|r| r.kernel.rtt_us.p90));
-    m.insert("kernel.p99_us".into(), med(&|r| r.kernel.rtt_us.p99));
-    m.insert("kernel.max_us".into(), med(&|r| r.kernel.rtt_us.max));
-    m.insert(
-        "kernel.achieved_rate".into(),
-        med(&|r| r.kernel.achieved_rate),
-    );
-    m.insert(
-        "ratio.p50".into(),
-        med(&|r| r.speaker.rtt_us.p50 / r.kernel.rtt_us.p50),
-    );
-    m.insert(
-        "ratio.p90".into(),
-        med(&|r| r.speaker.rtt_us.p90 / r.kernel.rtt_us.p90),
-    );
-    m.insert(
-        "ratio.p99".into(),
-        med(&|r| r.speaker.rtt_us.p99 / r.kernel.rtt_us.p99),
-    );
-    for (name, pick) in [
-        (
-            "reference",
-            (|r: &ArpRound| &r.reference) as fn(&ArpRound) -> &arp_load::LoadRun,
-        ),
-        ("reference_spin", |r: &ArpRound| &r.reference_spin),
-    ] {
+    let ratio = |q: fn(&arp_load::Rtt) -> f64, pick: Pick| {
+        med(&|r: &ArpRound| q(&pick(r).rtt_us) / q(&r.kernel.rtt_us))
+    };
+    m.insert("ratio.p50".into(), ratio(|d| d.p50, |r| &r.speaker));
+    m.insert("ratio.p90".into(), ratio(|d| d.p90, |r| &r.speaker));
+    m.insert("ratio.p99".into(), ratio(|d| d.p99, |r| &r.speaker));
+    let references: [(&str, Pick); 2] = [
+        ("reference", |r| &r.reference),
+        ("reference_spin", |r| &r.reference_spin),
+    ];
+    for (name, pick) in references {
         m.insert(format!("{name}.p50_us"), med(&|r| pick(r).rtt_us.p50));
         m.insert(format!("{name}.p99_us"), med(&|r| pick(r).rtt_us.p99));
-        m.insert(
-            format!("{name}.ratio.p50"),
-            med(&|r| pick(r).rtt_us.p50 / r.kernel.rtt_us.p50),
-        );
-        m.insert(
-            format!("{name}.ratio.p99"),
-            med(&|r| pick(r).rtt_us.p99 / r.kernel.rtt_us.p99),
-        );
+        m.insert(format!("{name}.ratio.p50"), ratio(|d| d.p50, pick));
+        m.insert(format!("{name}.ratio.p99"), ratio(|d| d.p99, pick));
     }
     m.insert(
         "speaker_cpu_s_total".into(),
         med(&|r| r.speaker.speaker_cpu_s.values().sum()),
     );
-    summary.medians = m;
-    Ok(summary)
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(p50: f64, p99: f64) -> arp_load::LoadRun {
+        arp_load::LoadRun {
+            rtt_us: arp_load::Rtt {
+                p50,
+                p99,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn medians_over_rounds_give_the_ratios_to_the_kernel() {
+        let round = |speaker: f64, reference: f64| ArpRound {
+            speaker: run(speaker, 2.0 * speaker),
+            reference: run(reference, 2.0 * reference),
+            reference_spin: run(10.0, 20.0),
+            kernel: run(20.0, 40.0),
+        };
+        let m = medians(&[round(30.0, 40.0), round(24.0, 30.0), round(26.0, 50.0)]);
+        assert_eq!(m["speaker.p50_us"], 26.0);
+        assert_eq!(m["ratio.p50"], 1.3);
+        assert_eq!(m["ratio.p99"], 1.3);
+        assert_eq!(m["reference.ratio.p50"], 2.0);
+        assert_eq!(m["reference_spin.ratio.p99"], 0.5);
+        assert_eq!(m["kernel.achieved_rate"], 0.0);
+        let keys: Vec<&str> = m.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "kernel.achieved_rate",
+                "kernel.max_us",
+                "kernel.p50_us",
+                "kernel.p90_us",
+                "kernel.p99_us",
+                "ratio.p50",
+                "ratio.p90",
+                "ratio.p99",
+                "reference.p50_us",
+                "reference.p99_us",
+                "reference.ratio.p50",
+                "reference.ratio.p99",
+                "reference_spin.p50_us",
+                "reference_spin.p99_us",
+                "reference_spin.ratio.p50",
+                "reference_spin.ratio.p99",
+                "speaker.achieved_rate",
+                "speaker.lost",
+                "speaker.max_us",
+                "speaker.p50_us",
+                "speaker.p90_us",
+                "speaker.p99_us",
+                "speaker_cpu_s_total",
+            ]
+        );
+    }
 }
