@@ -1,5 +1,13 @@
 //! The benchmark report: what was measured (JSON) and a Markdown rendering with the headline
 //! figures against their goals.
+//!
+//! ```text
+//!  Report (this file: parameters, build, medians over repetitions, headline figures)
+//!    reps: Rep ── phases.rs (plain loop, (a) pending burst, latency, (b) running burst)
+//!                 └─ controller_metrics.rs (the controller's counters per phase)
+//!    ipam: ipam_bench's JSON
+//!  -> report.json (serde), report.md (markdown.rs; figure tables from ../figure.rs)
+//! ```
 
 mod controller_metrics;
 mod markdown;

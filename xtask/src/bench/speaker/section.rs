@@ -134,6 +134,8 @@ mod tests {
                 .iter()
                 .any(|f| f.name.contains("GARP") && f.met == Some(true))
         );
+        let goals: Vec<&str> = section.figures.iter().map(|f| f.goal.as_str()).collect();
+        assert_eq!(goals, ["< 300", "< 1000", "< 300", "< 1000"]);
         assert!(section.notes[0].contains("2 of 3 trials"));
         assert!(
             section
