@@ -1,6 +1,7 @@
 //! One HTTP/1.1 request per connection, standard library only: the request reading and response
 //! writing that `ferrolb-lab-backend` and `ferrolb-echo` share (each includes this file with
-//! `#[path]`, so neither links the testbed library).
+//! `#[path]`, so neither binary links the testbed library; only their tests do, to read the
+//! responses with `ferrolb_tests::http_client`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
