@@ -4,18 +4,21 @@
 //!
 //! ```text
 //!  Command ──Supervised::spawn(_detached)──> process ──stdout+stderr──> log file
-//!  get(addr, "/healthz" | "/readyz" | "/metrics") ──HTTP/1.0──> (status, body)
+//!  http_client::get(addr, "/healthz" | "/readyz" | "/metrics") ──HTTP/1.1──> (status, body)
 //! ```
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
+use crate::http_client::Get;
 use crate::process::{Supervised, run, tail, wait_for};
+
+/// Kept at its old path for the callers that probe a daemon's address directly.
+pub use crate::http_client::get;
 
 /// A running daemon; dropping it kills it (unless released).
 #[derive(Debug)]
@@ -93,12 +96,11 @@ impl Daemon {
 
     /// The `/metrics` text.
     pub fn metrics(&self) -> Result<String> {
-        let (code, body) = get(self.addr, "/metrics")
-            .with_context(|| format!("scraping {}'s /metrics at {}", self.name, self.addr))?;
-        if code != 200 {
-            bail!("{}'s /metrics answered {code}", self.name);
-        }
-        Ok(body)
+        Get::new(self.addr, "/metrics")
+            .send()
+            .map_err(anyhow::Error::from)
+            .and_then(|response| response.ok_body())
+            .with_context(|| format!("scraping {}'s /metrics at {}", self.name, self.addr))
     }
 
     /// The value of a sample in `/metrics` (`name{labels}` exactly as printed, or a bare name).
@@ -147,24 +149,6 @@ pub fn parse_sample(text: &str, sample: &str) -> Option<f64> {
         let (name, value) = l.rsplit_once(' ')?;
         (name == sample).then(|| value.parse().ok())?
     })
-}
-
-/// A plain HTTP/1.0 GET (loopback, or a lab address over the bridge): (status, body).
-pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP response")?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("malformed HTTP status line")?;
-    Ok((code, body.to_string()))
 }
 
 #[cfg(test)]

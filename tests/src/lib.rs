@@ -5,7 +5,7 @@
 //!  control_plane::ControlPlane ── etcd (loopback) + kube-apiserver (lab0 address) [+ kcm]
 //!  lab::Lab ── lab0 bridge, node1..N + client namespaces, Node objects
 //!     backend::Backends ── ferrolb-lab-backend + VIP DNAT rules per node (kube-proxy's part)
-//!  daemon::Daemon ── a ferrolb binary with /healthz, /readyz, /metrics:
+//!  daemon::Daemon ── a ferrolb binary with /healthz, /readyz, /metrics (read with http_client):
 //!     controller::Controller (loopback)   speaker::Speaker (one per node namespace)
 //!  image ── target/images/{ferrolb,echo,pause}.tar: OCI archives of the release binaries
 //! ```
@@ -20,6 +20,7 @@ pub mod controller;
 pub mod daemon;
 pub mod demo;
 pub mod e2e;
+pub mod http_client;
 pub mod image;
 pub mod l2lab;
 pub mod lab;

@@ -11,13 +11,14 @@
 //!
 //! The first run builds the release binaries (several minutes on 2 cores).
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use ferrolb_tests::http_client::{self, Get};
 use ferrolb_tests::image::{self, BuildOptions, BuiltImage, ImageKind, Provenance};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -291,15 +292,18 @@ impl Drop for Init {
     }
 }
 
-fn get(addr: SocketAddrV4, path: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: echo\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    Ok(body.to_string())
+/// `GET path` from the echo server: its body, once it answered `HTTP/1.1 200 OK`.
+fn get(addr: SocketAddrV4, path: &str) -> Result<String, http_client::Error> {
+    let response = Get::new(addr.into(), path)
+        .host("echo")
+        .timeouts(Duration::from_secs(1), Duration::from_secs(5))
+        .send()?;
+    assert_eq!(
+        (response.version, response.status),
+        (http::Version::HTTP_11, http::StatusCode::OK),
+        "{response:?}"
+    );
+    Ok(response.body)
 }
 
 #[test]

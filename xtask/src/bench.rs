@@ -20,6 +20,7 @@
 //! the report itself ([`report::DEFINITIONS`]) and into `docs/benchmarks.md`.
 
 mod cluster;
+mod figure;
 mod in_cluster;
 mod procfs;
 mod report;
@@ -198,26 +199,24 @@ pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
 
     if !args.no_build {
-        crate::run_step(
+        build_release(
+            &root,
             "cargo build --release -p ferrolb-controller (binary and example ipam_bench)",
-            Command::new(cargo()).current_dir(&root).args([
-                "build",
-                "--release",
+            &[
                 "-p",
                 "ferrolb-controller",
                 "--bin",
                 "ferrolb-controller",
                 "--example",
                 "ipam_bench",
-            ]),
+            ],
         )?;
     }
     if !args.no_build && !args.skip_speaker {
-        crate::run_step(
+        build_release(
+            &root,
             "cargo build --release: ferrolb-speaker (and example plan_bench), ferrolb-lab-backend, ferrolb-bench-prober, ferrolb-bench-arp",
-            Command::new(cargo()).current_dir(&root).args([
-                "build",
-                "--release",
+            &[
                 "-p",
                 "ferrolb-speaker",
                 "-p",
@@ -232,20 +231,14 @@ pub fn run(args: Args) -> Result<()> {
                 "ferrolb-bench-arp",
                 "--example",
                 "plan_bench",
-            ]),
+            ],
         )?;
     }
     if !args.no_build && args.skip_speaker && !args.skip_in_cluster {
-        crate::run_step(
+        build_release(
+            &root,
             "cargo build --release: ferrolb-bench-prober",
-            Command::new(cargo()).current_dir(&root).args([
-                "build",
-                "--release",
-                "-p",
-                "ferrolb-tests",
-                "--bin",
-                "ferrolb-bench-prober",
-            ]),
+            &["-p", "ferrolb-tests", "--bin", "ferrolb-bench-prober"],
         )?;
     }
     let controller_bin = root.join("target/release/ferrolb-controller");
@@ -401,15 +394,7 @@ fn write_report(report: &Report, sections: &Sections, dir: &Path) -> Result<()> 
 
 /// The speaker build for the report: release, commit, and whether speaker/ has local changes.
 fn speaker_build(root: &Path) -> String {
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .current_dir(root)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
+    let git = |args: &[&str]| git(root, args);
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_default();
     let dirty = git(&["status", "--porcelain", "--", "speaker"]).is_some_and(|s| !s.is_empty());
     format!(
@@ -419,6 +404,28 @@ fn speaker_build(root: &Path) -> String {
         } else {
             ""
         }
+    )
+}
+
+/// `git <args>` in `root`: its output, trimmed, if it succeeded.
+fn git(root: &Path, args: &[&str]) -> Option<String> {
+    Command::new("git")
+        .current_dir(root)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// `cargo build --release <targets>` in the workspace, as the step `step`.
+fn build_release(root: &Path, step: &str, targets: &[&str]) -> Result<()> {
+    crate::run_step(
+        step,
+        Command::new(cargo())
+            .current_dir(root)
+            .args(["build", "--release"])
+            .args(targets),
     )
 }
 
@@ -449,15 +456,7 @@ fn json_output<T: serde::de::DeserializeOwned>(mut cmd: Command, name: &str) -> 
 }
 
 fn build_info(root: &Path, controller_bin: &Path) -> Result<Build> {
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .current_dir(root)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
+    let git = |args: &[&str]| git(root, args);
     let dirty = git(&["status", "--porcelain", "--", "controller", "crds"])
         .map(|s| !s.is_empty())
         .unwrap_or(false);

@@ -10,11 +10,17 @@
 //! <start µs since epoch> <end µs> err <connect|write|read|empty>
 //! ```
 //!
-//! It stops after `--for-s` seconds or when killed. Standard library only.
+//! It stops after `--for-s` seconds or when killed. Each attempt is one
+//! [`ferrolb_tests::http_client::Get`] with the timeout for every stage.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+#[path = "common/cli.rs"]
+mod cli;
+
+use std::io::Write;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ferrolb_tests::http_client::{Error, Get};
 
 const USAGE: &str = "usage: ferrolb-bench-prober --target <ip:port> [--timeout-ms 20] [--pause-ms 1] [--for-s 60]\n\
                      Prints `<start µs> <end µs> ok <body>` or `<start µs> <end µs> err <stage>` per attempt.";
@@ -32,35 +38,25 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut timeout = Duration::from_millis(20);
     let mut pause = Duration::from_millis(1);
     let mut run_for = Duration::from_secs(60);
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) => (f.to_string(), Some(v.to_string())),
-            None => (arg, None),
-        };
-        let mut value = |flag: &str| {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        let number = |flag: &str, v: String| {
+    let mut flags = cli::Flags::new(args);
+    while let Some(flag) = flags.next_flag() {
+        let number = |v: String| {
             v.parse::<u64>()
                 .map_err(|_| format!("{flag}: {v:?} is not a whole number"))
         };
         match flag.as_str() {
             "--target" => {
-                let v = value("--target")?;
+                let v = flags.value(&flag)?;
                 target = Some(
                     v.parse()
                         .map_err(|_| format!("--target: {v:?} is not an ip:port"))?,
                 );
             }
             "--timeout-ms" => {
-                timeout = Duration::from_millis(number(&flag, value(&flag)?)?.max(1));
+                timeout = Duration::from_millis(number(flags.value(&flag)?)?.max(1));
             }
-            "--pause-ms" => pause = Duration::from_millis(number(&flag, value(&flag)?)?),
-            "--for-s" => run_for = Duration::from_secs(number(&flag, value(&flag)?)?),
+            "--pause-ms" => pause = Duration::from_millis(number(flags.value(&flag)?)?),
+            "--for-s" => run_for = Duration::from_secs(number(flags.value(&flag)?)?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -82,40 +78,28 @@ fn now_us() -> u128 {
 
 /// One request: `Ok(first line of the body)` or `Err(stage that failed)`.
 fn attempt(target: SocketAddr, timeout: Duration) -> Result<String, &'static str> {
-    let mut stream = TcpStream::connect_timeout(&target, timeout).map_err(|_| "connect")?;
-    let _ = stream.set_nodelay(true);
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|_| "connect")?;
-    stream
-        .set_write_timeout(Some(timeout))
-        .map_err(|_| "connect")?;
-    write!(stream, "GET / HTTP/1.0\r\nHost: {}\r\n\r\n", target.ip()).map_err(|_| "write")?;
-    let mut response = Vec::with_capacity(256);
-    stream
-        .take(64 * 1024)
-        .read_to_end(&mut response)
-        .map_err(|_| "read")?;
-    let text = String::from_utf8_lossy(&response);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let first = body.lines().next().unwrap_or("").trim();
-    if !text.starts_with("HTTP/1.") || first.is_empty() {
+    let host = target.ip().to_string();
+    let response = Get::new(target, "/")
+        .host(&host)
+        .timeouts(timeout, timeout)
+        .send()
+        .map_err(|e| match e {
+            Error::Malformed(_) => "empty",
+            e => e.stage(),
+        })?;
+    let first = response.body.lines().next().unwrap_or("").trim();
+    if first.is_empty() {
         return Err("empty");
     }
     Ok(first.split_whitespace().collect::<Vec<_>>().join("_"))
 }
 
 fn main() {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("ferrolb-bench-prober: {e}");
-            }
-            eprintln!("{USAGE}");
-            std::process::exit(2);
-        }
-    };
+    let args = cli::parsed_or_exit(
+        "ferrolb-bench-prober",
+        USAGE,
+        parse_args(std::env::args().skip(1)),
+    );
     let started = Instant::now();
     let stdout = std::io::stdout();
     while started.elapsed() < args.run_for {

@@ -16,6 +16,8 @@
 //! PID 1 it exits at once on SIGTERM or SIGINT, so deleting its pod does not wait for the grace
 //! period. Standard library (and libc for the signals) only; one thread per connection.
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/http1.rs"]
 mod http1;
 #[path = "common/signals.rs"]
@@ -37,31 +39,19 @@ struct Identity {
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<String, String> {
     let mut listen = "[::]:8080".to_string();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        match arg.split_once('=') {
-            Some(("--listen", value)) => listen = value.to_string(),
-            None if arg == "--listen" => {
-                listen = args.next().ok_or("--listen needs a value")?;
-            }
-            None if arg == "-h" || arg == "--help" => return Err(String::new()),
-            _ => return Err(format!("unknown argument {arg:?}")),
+    let mut flags = cli::Flags::new(args);
+    while let Some(flag) = flags.next_flag() {
+        match flag.as_str() {
+            "--listen" => listen = flags.value(&flag)?,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
         }
     }
     Ok(listen)
 }
 
 fn main() {
-    let listen = match parse_args(std::env::args().skip(1)) {
-        Ok(listen) => listen,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("ferrolb-echo: {e}");
-            }
-            eprintln!("{USAGE}");
-            std::process::exit(2);
-        }
-    };
+    let listen = cli::parsed_or_exit("ferrolb-echo", USAGE, parse_args(std::env::args().skip(1)));
     let stop = signals::Blocked::block(&[signals::SIGTERM, signals::SIGINT])
         .unwrap_or_else(|e| fail(&format!("cannot block SIGTERM and SIGINT: {e}")));
     std::thread::spawn(move || {
@@ -184,12 +174,13 @@ mod tests {
                 "pod=echo-7d9f node=node2 client=127.0.0.1\n",
             ),
         ] {
-            let (head, body) = http1::testing::exchange(addr, request);
-            assert!(
-                head.contains(&format!("Content-Length: {}", want_body.len())),
-                "{head}"
+            let response = http1::testing::exchange(addr, request);
+            assert_eq!(
+                response.headers["content-length"],
+                want_body.len().to_string(),
+                "{response:?}"
             );
-            assert_eq!(body, want_body);
+            assert_eq!(response.body, want_body);
         }
         server.join().unwrap();
     }

@@ -9,6 +9,8 @@
 //! `[::]` takes IPv4 connections too: `net.ipv6.bindv6only` is 0 in a fresh network namespace.
 //! Standard library only; one thread per connection, one request per connection.
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/http1.rs"]
 mod http1;
 
@@ -27,21 +29,11 @@ struct Args {
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut name = None;
     let mut listen = "[::]:8080".to_string();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) => (f.to_string(), Some(v.to_string())),
-            None => (arg, None),
-        };
-        let mut value = |flag: &str| {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+    let mut flags = cli::Flags::new(args);
+    while let Some(flag) = flags.next_flag() {
         match flag.as_str() {
-            "--name" => name = Some(value("--name")?),
-            "--listen" => listen = value("--listen")?,
+            "--name" => name = Some(flags.value(&flag)?),
+            "--listen" => listen = flags.value(&flag)?,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -51,16 +43,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
 }
 
 fn main() {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("ferrolb-lab-backend: {e}");
-            }
-            eprintln!("{USAGE}");
-            std::process::exit(2);
-        }
-    };
+    let args = cli::parsed_or_exit(
+        "ferrolb-lab-backend",
+        USAGE,
+        parse_args(std::env::args().skip(1)),
+    );
     let listener = match TcpListener::bind(&args.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -139,9 +126,9 @@ mod tests {
                 "node7\n",
             ),
         ] {
-            let (head, body) = http1::testing::exchange(addr, request);
-            assert!(head.contains("Content-Length: 6"), "{head}");
-            assert_eq!(body, want_body);
+            let response = http1::testing::exchange(addr, request);
+            assert_eq!(response.headers["content-length"], "6", "{response:?}");
+            assert_eq!(response.body, want_body);
         }
         server.join().unwrap();
     }

@@ -7,9 +7,11 @@
 //! in the namespace [`NAMESPACE`]. Pools come from the benchmarking range 198.19.0.0/16 and
 //! the documentation range 203.0.113.0/24; the controller never sends anything to them.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod controller;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -19,8 +21,6 @@ use ferrolb_controller::reconcile::desired::{
 };
 use ferrolb_crds::{IPAddressPool, IPAddressPoolSpec};
 use ferrolb_tests::control_plane::{ControlPlane, Options};
-use ferrolb_tests::controller::get;
-use ferrolb_tests::process::{Supervised, tail};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::jiff::Timestamp;
@@ -30,11 +30,10 @@ use serde_json::json;
 use tokio::task::block_in_place;
 
 use super::procfs::{self, CpuSnapshot, round3};
-use super::report::{
-    ControllerMetrics, LatencyPhase, LoopPhase, Params, PendingPhase, Rep, RunningPhase,
-};
+use super::report::{LatencyPhase, LoopPhase, Params, PendingPhase, Rep, RunningPhase};
 use super::stats::Distribution;
 use super::watch::Watch;
+use controller::{RssSampler, RunningController, rss_near};
 
 /// Namespace of every benchmark Service.
 pub const NAMESPACE: &str = "bench";
@@ -236,20 +235,9 @@ fn secs(d: Duration) -> f64 {
     round3(d.as_secs_f64())
 }
 
-/// Waits (at most 60 s) until the whole machine has been under 25 % busy for 2 s in a row, so a
-/// timed phase does not start in the middle of the previous one's aftermath or of another
-/// session's build.
+/// Waits (at most 60 s) for a quiet machine before a timed phase ([`procfs::quiesce`]).
 async fn quiesce() {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let give_up = Instant::now() + Duration::from_secs(60);
-    let mut quiet = 0;
-    while quiet < 2 && Instant::now() < give_up {
-        let before = procfs::machine_busy_seconds();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let busy = (procfs::machine_busy_seconds() - before) / cores;
-        quiet = if busy < 0.25 { quiet + 1 } else { 0 };
-    }
-    if quiet < 2 {
+    if !procfs::quiesce(Duration::from_secs(60)).await {
         eprintln!("    (the machine stayed busy for 60 s; measuring anyway)");
     }
 }
@@ -385,12 +373,9 @@ impl Bench<'_> {
         )?;
         let sampler = RssSampler::start(controller.pid(), start);
         let ready = controller.ready_poller(start + burst_timeout(self.names.len()));
-        let seen = watch
-            .wait_all(&self.names, burst_timeout(self.names.len()))
-            .await
-            .with_context(|| controller.context())?;
-        let cpu = CpuSnapshot::take(&self.processes(Some(&controller))).since(&cpu_before);
-        let all_ip = latest(&seen).context("no Services")?.duration_since(start);
+        let (seen, cpu, all_ip) = self
+            .burst_seen(&mut watch, &controller, &cpu_before, start)
+            .await?;
         let first_ip = seen
             .iter()
             .min()
@@ -420,6 +405,24 @@ impl Bench<'_> {
             controller,
             watch,
         ))
+    }
+
+    /// Waits until the watch has shown every Service of the burst with an IP: when each was
+    /// seen, the CPU seconds per process since `cpu_before`, and `start` to the last IP.
+    async fn burst_seen(
+        &self,
+        watch: &mut Watch,
+        controller: &RunningController,
+        cpu_before: &CpuSnapshot,
+        start: Instant,
+    ) -> Result<(Vec<Instant>, BTreeMap<String, f64>, Duration)> {
+        let seen = watch
+            .wait_all(&self.names, burst_timeout(self.names.len()))
+            .await
+            .with_context(|| controller.context())?;
+        let cpu = CpuSnapshot::take(&self.processes(Some(controller))).since(cpu_before);
+        let all_ip = latest(&seen).context("no Services")?.duration_since(start);
+        Ok((seen, cpu, all_ip))
     }
 
     /// Services created one at a time, spaced, while the controller runs with the burst present.
@@ -478,12 +481,9 @@ impl Bench<'_> {
         let create_time = latest(&created)
             .context("no Services")?
             .duration_since(start);
-        let seen = watch
-            .wait_all(&self.names, burst_timeout(self.names.len()))
-            .await
-            .with_context(|| controller.context())?;
-        let cpu = CpuSnapshot::take(&self.processes(Some(&controller))).since(&cpu_before);
-        let all_ip = latest(&seen).context("no Services")?.duration_since(start);
+        let (seen, cpu, all_ip) = self
+            .burst_seen(&mut watch, &controller, &cpu_before, start)
+            .await?;
         let per_service_ms: Vec<f64> = created
             .iter()
             .zip(&seen)
@@ -506,206 +506,5 @@ impl Bench<'_> {
             memory,
             metrics,
         })
-    }
-}
-
-/// Samples a process's VmRSS every 250 ms from a background task.
-struct RssSampler {
-    task: tokio::task::JoinHandle<()>,
-    samples: std::sync::Arc<std::sync::Mutex<Vec<[f64; 2]>>>,
-}
-
-impl RssSampler {
-    /// Starts sampling `pid`; times are seconds since `start`.
-    fn start(pid: u32, start: Instant) -> RssSampler {
-        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let out = samples.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let rss = procfs::memory(pid).vm_rss_mib;
-                out.lock()
-                    .expect("sampler lock")
-                    .push([round3(start.elapsed().as_secs_f64()), round3(rss)]);
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        });
-        RssSampler { task, samples }
-    }
-
-    /// Stops and returns `[seconds, MiB]` pairs.
-    fn stop(&self) -> Vec<[f64; 2]> {
-        self.task.abort();
-        std::mem::take(&mut *self.samples.lock().expect("sampler lock"))
-    }
-}
-
-impl Drop for RssSampler {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// The VmRSS sample closest to `at` seconds.
-fn rss_near(timeline: &[[f64; 2]], at: f64) -> f64 {
-    timeline
-        .iter()
-        .min_by(|a, b| (a[0] - at).abs().total_cmp(&(b[0] - at).abs()))
-        .map_or(f64::NAN, |s| s[1])
-}
-
-/// The release controller binary, run as `ferrolb-controller run --no-leader-election` with the
-/// admin kubeconfig, optionally under a wrapper (a profiler).
-struct RunningController {
-    process: Supervised,
-    /// The controller's own pid (not the wrapper's).
-    pid: u32,
-    wrapped: bool,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl RunningController {
-    /// Spawns it (waits for nothing but, under a wrapper, the controller process to appear).
-    fn start(
-        bin: &Path,
-        kubeconfig: &Path,
-        log: &Path,
-        params: &Params,
-    ) -> Result<RunningController> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        // `{phase}` in the wrapper becomes `pending` or `running`, so each run has its own file.
-        let phase = log
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.strip_prefix("controller-"))
-            .unwrap_or("controller");
-        let wrapper: Vec<String> = params
-            .controller_wrapper
-            .iter()
-            .map(|a| a.replace("{phase}", phase))
-            .collect();
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(args).arg(bin);
-                cmd
-            }
-            None => Command::new(bin),
-        };
-        cmd.args(["run", "--no-leader-election"])
-            .arg(format!("--metrics-addr={addr}"))
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
-            .envs(params.controller_env.iter().map(|(k, v)| (k, v)));
-        let process = Supervised::spawn("ferrolb-controller", cmd, log)?;
-        let pid = if wrapper.is_empty() {
-            process.pid()
-        } else {
-            let root = process.pid();
-            block_in_place(|| {
-                let deadline = Instant::now() + Duration::from_secs(20);
-                loop {
-                    if let Some(pid) = procfs::descendant_running(root, bin) {
-                        return Ok(pid);
-                    }
-                    if Instant::now() > deadline {
-                        bail!(
-                            "no {} process appeared under the wrapper {wrapper:?}",
-                            bin.display()
-                        );
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })?
-        };
-        Ok(RunningController {
-            process,
-            pid,
-            wrapped: !wrapper.is_empty(),
-            addr,
-            log: log.to_path_buf(),
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// Stops it: SIGKILL, or under a wrapper SIGTERM to the controller so that the wrapper can
-    /// write its data and exit (up to 3 minutes).
-    fn kill(&mut self) {
-        if self.wrapped && self.pid != 0 {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.pid.to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(180);
-            let log = self.log.clone();
-            block_in_place(|| {
-                while Instant::now() < deadline && self.process.check_running(&log).is_ok() {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            });
-            self.pid = 0;
-        }
-        self.process.kill();
-    }
-
-    /// The end of its log, to explain a failure.
-    fn context(&self) -> String {
-        format!(
-            "controller log {}:\n{}",
-            self.log.display(),
-            tail(&self.log, 30)
-        )
-    }
-
-    /// Polls `/readyz` every 20 ms on a blocking thread; yields when it first answered 200
-    /// (`None` at `deadline`).
-    fn ready_poller(&self, deadline: Instant) -> tokio::task::JoinHandle<Option<Instant>> {
-        let addr = self.addr;
-        tokio::task::spawn_blocking(move || {
-            while Instant::now() < deadline {
-                if get(addr, "/readyz").is_ok_and(|(code, _)| code == 200) {
-                    return Some(Instant::now());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            None
-        })
-    }
-
-    fn metrics_text(&self) -> Result<String> {
-        let addr = self.addr;
-        let (code, body) = block_in_place(|| get(addr, "/metrics"))?;
-        if code != 200 {
-            bail!("/metrics answered {code}");
-        }
-        Ok(body)
-    }
-
-    /// The controller's metrics now; the text is kept in `file`.
-    fn metrics_snapshot(&self, file: &Path) -> Result<ControllerMetrics> {
-        let text = self.metrics_text()?;
-        std::fs::write(file, &text)?;
-        Ok(ControllerMetrics::parse(&text))
-    }
-
-    /// Waits until the controller's write counters (Services, pools, Events) have not moved for
-    /// 3 s (at most 3 minutes); returns when they last moved.
-    async fn settle(&self) -> Result<Instant> {
-        let give_up = Instant::now() + Duration::from_secs(180);
-        let mut last: Option<f64> = None;
-        let mut moved = Instant::now();
-        loop {
-            let total = ControllerMetrics::parse(&self.metrics_text()?).all_writes();
-            if last != Some(total) {
-                last = Some(total);
-                moved = Instant::now();
-            } else if moved.elapsed() >= Duration::from_secs(3) || Instant::now() > give_up {
-                return Ok(moved);
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
     }
 }

@@ -1,8 +1,10 @@
-//! What the benchmark reads from `/proc`: the machine, processes' CPU time and memory.
+//! What the benchmark reads from `/proc`: the machine and how busy it is, processes' CPU time
+//! (per thread too) and memory.
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -168,10 +170,70 @@ pub fn machine_busy_seconds() -> f64 {
     busy as f64 / clock_ticks()
 }
 
+/// Waits (at most `max`) until the machine has been under 25 % busy for 2 s in a row, so that a
+/// timed phase does not start in the aftermath of the previous one or of another session's
+/// build; whether it got quiet.
+pub async fn quiesce(max: Duration) -> bool {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let give_up = Instant::now() + max;
+    let mut quiet = 0;
+    while quiet < 2 && Instant::now() < give_up {
+        let before = machine_busy_seconds();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let busy = (machine_busy_seconds() - before) / cores;
+        quiet = if busy < 0.25 { quiet + 1 } else { 0 };
+    }
+    quiet >= 2
+}
+
+/// CPU seconds per thread name and context switches of every thread of a process.
+#[derive(Debug, Default)]
+pub struct Threads {
+    /// CPU seconds (user + system) per thread name, threads of one name summed.
+    pub cpu_s: BTreeMap<String, f64>,
+    /// Voluntary and involuntary context switches of all threads.
+    pub switches: u64,
+}
+
+/// Reads every thread of `pid` (empty when the process is gone).
+pub fn threads(pid: u32) -> Threads {
+    let mut t = Threads::default();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return t;
+    };
+    for task in tasks.filter_map(|e| e.ok()) {
+        let tid = task.file_name().to_string_lossy().to_string();
+        let dir = format!("/proc/{pid}/task/{tid}");
+        let name = std::fs::read_to_string(format!("{dir}/comm"))
+            .map(|n| n.trim().to_string())
+            .unwrap_or_default();
+        *t.cpu_s.entry(name).or_default() += cpu_seconds(&format!("{pid}/task/{tid}"));
+        let status = std::fs::read_to_string(format!("{dir}/status")).unwrap_or_default();
+        t.switches += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    t
+}
+
+/// `PSS` from /proc/<pid>/smaps_rollup, MiB (0 when unreadable).
+pub fn pss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| round3(kib / 1024.0))
+}
+
 /// CPU seconds of named processes, taken at one moment.
 #[derive(Clone, Debug)]
 pub struct CpuSnapshot {
-    at: std::time::Instant,
+    at: Instant,
     seconds: BTreeMap<&'static str, f64>,
 }
 
@@ -187,7 +249,7 @@ impl CpuSnapshot {
         seconds.insert("harness", cpu_seconds("self"));
         seconds.insert("machine", machine_busy_seconds());
         CpuSnapshot {
-            at: std::time::Instant::now(),
+            at: Instant::now(),
             seconds,
         }
     }
@@ -226,8 +288,8 @@ mod tests {
 
     #[test]
     fn own_cpu_time_and_memory_are_readable() {
-        let spin = std::time::Instant::now();
-        while spin.elapsed() < std::time::Duration::from_millis(50) {
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(50) {
             std::hint::black_box(0);
         }
         assert!(cpu_seconds("self") > 0.0);

@@ -43,6 +43,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[path = "../common/cli.rs"]
+mod cli;
 mod raw;
 mod respond;
 
@@ -132,18 +134,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         drain: Duration::from_millis(500),
         sender_policy: SenderPolicy::Idle,
     };
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) => (f.to_string(), Some(v.to_string())),
-            None => (arg, None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+    let mut flags = cli::Flags::new(args);
+    while let Some(flag) = flags.next_flag() {
         let seconds = |v: String| {
             v.parse::<f64>()
                 .ok()
@@ -151,6 +143,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 .map(Duration::from_secs_f64)
                 .ok_or_else(|| format!("{v:?} is not a number of seconds"))
         };
+        let mut value = || flags.value(&flag);
         match flag.as_str() {
             "--interface" => a.interface = value()?,
             "--targets" => a.targets = parse_addresses(&value()?)?,
@@ -299,16 +292,7 @@ fn main() {
         }
         return;
     }
-    let args = match parse_args(argv) {
-        Ok(a) => a,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("ferrolb-bench-arp: {e}");
-            }
-            eprintln!("{USAGE}");
-            std::process::exit(2);
-        }
-    };
+    let args = cli::parsed_or_exit("ferrolb-bench-arp", USAGE, parse_args(argv));
     if let Err(e) = run(&args) {
         eprintln!("ferrolb-bench-arp: {e}");
         std::process::exit(1);
@@ -334,6 +318,11 @@ fn interface(interface: &str) -> Result<(i32, [u8; 6]), String> {
     Ok((ifindex, mac))
 }
 
+/// Each address's position in `addresses`.
+fn positions(addresses: &[Ipv4Addr]) -> HashMap<Ipv4Addr, usize> {
+    addresses.iter().enumerate().map(|(i, a)| (*a, i)).collect()
+}
+
 fn run(args: &Args) -> Result<(), String> {
     let (ifindex, mac) = interface(&args.interface)?;
     let tx = raw::Socket::open(ifindex, 0).map_err(|e| format!("opening the send socket: {e}"))?;
@@ -345,18 +334,7 @@ fn run(args: &Args) -> Result<(), String> {
 
     let n_targets = args.targets.len();
     let n_slots = args.slots.len();
-    let target_index: HashMap<Ipv4Addr, usize> = args
-        .targets
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (*a, i))
-        .collect();
-    let slot_index: HashMap<Ipv4Addr, usize> = args
-        .slots
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (*a, i))
-        .collect();
+    let (target_index, slot_index) = (positions(&args.targets), positions(&args.slots));
     let book = Arc::new(Mutex::new(Book {
         pending: vec![Pending::default(); n_targets * n_slots * HISTORY],
         repliers: vec![Vec::new(); n_targets],

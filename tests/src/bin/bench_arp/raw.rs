@@ -1,4 +1,19 @@
 //! Raw `AF_PACKET` sockets: the only `unsafe` of this program.
+//!
+//! Why not the speaker's `ferrolb_speaker::netio::packet_socket` (this crate depends on the
+//! speaker): what the generator needs is what that socket deliberately lacks, and the reverse.
+//! - Round trips are timed with the kernel's receive timestamp (`SO_TIMESTAMPNS`, read from
+//!   `recvmsg`'s control messages); the speaker's `recv` has no timestamps.
+//! - The send socket is bound to EtherType 0 (it receives nothing) and sends block, so a full
+//!   buffer delays a request instead of losing it; the speaker's socket only opens ARP or IPv6
+//!   and sends with `MSG_DONTWAIT`, reporting a full buffer.
+//! - The receive socket forces an 8 MiB buffer (`SO_RCVBUFFORCE`) and reports the kernel's drops
+//!   (`PACKET_STATISTICS`); the reference responder has no BPF filter at all (the least a
+//!   responder does), while the speaker's socket always attaches its filter.
+//!
+//! Adding those generator-only options to the speaker would put test code into its `unsafe`
+//! module; the lines the two share are the `socket(2)` + `bind(2)` every packet socket starts
+//! with.
 #![allow(unsafe_code)]
 
 use std::io;

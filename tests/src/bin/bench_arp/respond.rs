@@ -36,9 +36,9 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String
         duration: Duration::from_secs(15),
         spin: false,
     };
-    let mut args = args.into_iter();
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+    let mut flags = super::cli::Flags::new(args);
+    while let Some(flag) = flags.next_flag() {
+        let mut value = || flags.value(&flag);
         match flag.as_str() {
             "--interface" => a.interface = value()?,
             "--addresses" => a.addresses = parse_addresses(&value()?)?,

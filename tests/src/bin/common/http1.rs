@@ -1,6 +1,7 @@
 //! One HTTP/1.1 request per connection, standard library only: the request reading and response
 //! writing that `ferrolb-lab-backend` and `ferrolb-echo` share (each includes this file with
-//! `#[path]`, so neither links the testbed library).
+//! `#[path]`, so neither binary links the testbed library; only their tests do, to read the
+//! responses with `ferrolb_tests::http_client`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -74,12 +75,15 @@ pub fn respond(
     stream.flush()
 }
 
-/// What the binaries' tests share: a loopback server thread and a raw HTTP exchange.
+/// What the binaries' tests share: a loopback server thread and a raw request whose response
+/// the testbed's client reads.
 #[cfg(test)]
 pub mod testing {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::net::{SocketAddr, TcpListener, TcpStream};
     use std::thread::JoinHandle;
+
+    use ferrolb_tests::http_client::{Response, read_response};
 
     /// Listens on a loopback port and hands the next `connections` connections to `serve`.
     pub fn server(
@@ -96,14 +100,17 @@ pub mod testing {
         (addr, thread)
     }
 
-    /// Sends `request` as is; returns the response's head (asserted `200 OK`) and body.
-    pub fn exchange(addr: SocketAddr, request: &str) -> (String, String) {
+    /// Sends `request` as is (any method, a body too); returns the response, asserted
+    /// `HTTP/1.1 200 OK`.
+    pub fn exchange(addr: SocketAddr, request: &str) -> Response {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-        (head.to_string(), body.to_string())
+        let response = read_response(&mut stream).unwrap();
+        assert_eq!(
+            (response.version, response.status),
+            (http::Version::HTTP_11, http::StatusCode::OK),
+            "{response:?}"
+        );
+        response
     }
 }

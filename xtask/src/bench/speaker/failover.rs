@@ -26,7 +26,7 @@ use serde::Serialize;
 use tokio::task::block_in_place;
 
 use super::super::procfs;
-use super::pcap;
+use super::{metrics, pcap};
 
 /// How a trial takes the owner away.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -121,7 +121,7 @@ pub async fn run_trials(
     let (service, vip, owner) = (target.service.as_str(), target.vip, target.owner.as_str());
     let mut out = Vec::new();
     for n in 0..trials {
-        super::quiesce(Duration::from_secs(30)).await;
+        procfs::quiesce(Duration::from_secs(30)).await;
         let capture_file = dir.join(format!("{action:?}-{n:02}.pcap").to_lowercase());
         let trial = trial(rig, action, vip, owner, prober_bin, &capture_file).await;
         let mut trial = match trial {
@@ -307,8 +307,8 @@ pub async fn settle(rig: &mut Rig, service: &str, vip: Ipv4Addr, owner: &str) ->
     loop {
         let mut all = true;
         for i in 0..nodes {
-            let peers = super::metric(rig, i, "ferrolb_speaker_live_peers");
-            let owned = super::metric(rig, i, "ferrolb_speaker_owned_ips");
+            let peers = metrics::metric(rig, i, "ferrolb_speaker_live_peers");
+            let owned = metrics::metric(rig, i, "ferrolb_speaker_owned_ips");
             let want_owned = if i == owner_index { 1.0 } else { 0.0 };
             all &= peers.is_ok_and(|p| p as usize == nodes - 1);
             all &= owned.is_ok_and(|o| o == want_owned);
