@@ -38,54 +38,20 @@ const FIELD_MANAGER: &str = "ferrolb-tests";
 
 // === Deterministic randomness ===
 
-/// A small seeded PRNG (SplitMix64): the same seed gives the same test run.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator starting at `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The seed in environment variable `var` (decimal), else one from the clock. Printed, so a
-    /// failing run can be repeated with `var=<seed>`.
-    pub fn seed_from_env(var: &str) -> u64 {
-        let seed = std::env::var(var)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64)
-            });
-        println!("seed: {seed} (repeat this run with {var}={seed})");
-        seed
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// True with probability `percent`/100.
-    pub fn percent(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    /// One element of a non-empty slice.
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
+/// The seed in environment variable `var` (decimal), else one from the clock, for a seeded
+/// generator (`fastrand::Rng::with_seed`): the same seed gives the same test run. Printed, so a
+/// failing run can be repeated with `var=<seed>`.
+pub fn seed_from_env(var: &str) -> u64 {
+    let seed = std::env::var(var)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+    println!("seed: {seed} (repeat this run with {var}={seed})");
+    seed
 }
 
 // === Services as the tests create them ===
@@ -688,23 +654,6 @@ mod tests {
         assert!(local_a.compatible(&sharing(Some("l"), &[(81, "TCP")], Some("a"))));
         assert!(!local_a.compatible(&sharing(Some("l"), &[(81, "TCP")], Some("b"))));
         assert!(!local_a.compatible(&sharing(Some("l"), &[(81, "TCP")], None)));
-    }
-
-    #[test]
-    fn rng_is_deterministic_per_seed() {
-        let a: Vec<u64> = (0..5)
-            .scan(Rng::new(7), |r, _| Some(r.next_u64()))
-            .collect();
-        let b: Vec<u64> = (0..5)
-            .scan(Rng::new(7), |r, _| Some(r.next_u64()))
-            .collect();
-        let c: Vec<u64> = (0..5)
-            .scan(Rng::new(8), |r, _| Some(r.next_u64()))
-            .collect();
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        let mut r = Rng::new(1);
-        assert!((0..1000).all(|_| r.below(7) < 7));
     }
 
     #[test]

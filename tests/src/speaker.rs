@@ -13,6 +13,7 @@
 //! [`bins::cargo_binary`]), or `$FERROLB_SPEAKER_BIN`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -156,62 +157,6 @@ impl Speaker {
         &self.node
     }
 
-    /// Process id (the speaker itself: `ip netns exec` and `setpriv` exec into it).
-    pub fn pid(&self) -> u32 {
-        self.daemon.pid()
-    }
-
-    /// Where `/healthz`, `/readyz` and `/metrics` are served: the node's IPv4 address, port
-    /// [`METRICS_PORT`], reachable from the host over the bridge.
-    pub fn addr(&self) -> SocketAddr {
-        self.daemon.addr()
-    }
-
-    /// The log file.
-    pub fn log(&self) -> &Path {
-        self.daemon.log()
-    }
-
-    /// The last lines of the log, for failure messages.
-    pub fn log_tail(&self) -> String {
-        self.daemon.log_tail()
-    }
-
-    /// Whether `/readyz` answers 200 (caches synced).
-    pub fn ready(&self) -> bool {
-        self.daemon.ready()
-    }
-
-    /// Waits for `/readyz`, failing early (with the log's tail) if the speaker exits.
-    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        self.daemon.wait_ready(timeout)
-    }
-
-    /// The `/metrics` text.
-    pub fn metrics(&self) -> Result<String> {
-        self.daemon.metrics()
-    }
-
-    /// The value of a sample in `/metrics` (`name{labels}` exactly as printed, or a bare name).
-    pub fn metric(&self, sample: &str) -> Result<Option<f64>> {
-        self.daemon.metric(sample)
-    }
-
-    /// Fails if the process exited.
-    pub fn check_running(&mut self) -> Result<()> {
-        self.daemon.check_running()
-    }
-
-    /// SIGKILL (a crash: no goodbye to its peers), and wait for it to be reaped.
-    pub fn kill(&mut self) {
-        self.daemon.kill();
-    }
-
-    /// SIGTERM (a graceful stop), and wait up to `timeout` for the exit.
-    pub fn terminate(&mut self, timeout: Duration) -> Result<()> {
-        self.daemon.terminate(timeout)
-    }
-
     /// Leaves the process (and an unprivileged speaker's credential copies) in place past drop;
     /// returns the pid.
     pub fn release(mut self) -> u32 {
@@ -219,6 +164,24 @@ impl Speaker {
             let _ = dir.keep();
         }
         self.daemon.release()
+    }
+}
+
+/// The process's own calls are [`Daemon`]'s: `pid` (the speaker itself: `ip netns exec` and
+/// `setpriv` exec into it), `addr` (the node's IPv4 address, port [`METRICS_PORT`], reachable
+/// from the host over the bridge), `log_tail`, `metric`, `wait_ready` (failing early, with the
+/// log's tail, if the speaker exits), `kill` (a crash: no goodbye to its peers), `terminate`, ...
+impl Deref for Speaker {
+    type Target = Daemon;
+
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
+impl DerefMut for Speaker {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
     }
 }
 
