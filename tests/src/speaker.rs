@@ -15,6 +15,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -102,7 +103,8 @@ impl Speaker {
             .with_context(|| format!("creating {}", log_dir.display()))?;
 
         let (credentials, kubeconfig, key_file) = if opts.unprivileged {
-            let (dir, kubeconfig, key_file) = unprivileged_copies(opts, log_dir)?;
+            let (dir, kubeconfig, key_file) =
+                credentials_for_nobody(opts.kubeconfig, opts.key_file, log_dir, &opts.host.name)?;
             (Some(dir), kubeconfig, key_file)
         } else {
             (
@@ -113,25 +115,7 @@ impl Speaker {
         };
 
         let mut cmd = if opts.unprivileged {
-            let id = UNPRIVILEGED_ID.to_string();
-            let mut cmd = host.command("setpriv");
-            cmd.args([
-                "--reuid",
-                &id,
-                "--regid",
-                &id,
-                "--clear-groups",
-                "--inh-caps=-all,+net_raw",
-                "--ambient-caps=-all,+net_raw",
-                "--bounding-set=-all,+net_raw",
-                "--no-new-privs",
-                // Changing uid clears the parent-death signal; keep it, so an attached speaker
-                // still dies with the test process.
-                "--pdeathsig=keep",
-                "--",
-            ])
-            .arg(&bin);
-            cmd
+            setpriv_command(host, "-all,+net_raw", "-all,+net_raw", &bin)
         } else {
             host.command(bin.to_str().context("speaker path is not UTF-8")?)
         };
@@ -185,12 +169,39 @@ impl DerefMut for Speaker {
     }
 }
 
-/// Copies the kubeconfig and key into a new directory in `parent`, all owned by
-/// [`UNPRIVILEGED_ID`] and private to it (0700 / 0600): the unprivileged speaker can read them,
-/// other users cannot.
-fn unprivileged_copies(
-    opts: &SpeakerOptions,
+/// `setpriv` in `host`'s namespace, about to exec `program` as uid/gid [`UNPRIVILEGED_ID`] with no
+/// supplementary groups, `no_new_privs`, `caps` as its inheritable and ambient capabilities and
+/// `bounding` as its bounding set (setpriv syntax: `-all,+net_raw`). Add `program`'s arguments.
+pub fn setpriv_command(host: &Host, caps: &str, bounding: &str, program: &Path) -> Command {
+    let id = UNPRIVILEGED_ID.to_string();
+    let mut cmd = host.command("setpriv");
+    cmd.args([
+        "--reuid",
+        &id,
+        "--regid",
+        &id,
+        "--clear-groups",
+        &format!("--inh-caps={caps}"),
+        &format!("--ambient-caps={caps}"),
+        &format!("--bounding-set={bounding}"),
+        "--no-new-privs",
+        // Changing uid clears the parent-death signal; keep it, so an attached speaker still
+        // dies with the test process.
+        "--pdeathsig=keep",
+        "--",
+    ])
+    .arg(program);
+    cmd
+}
+
+/// Copies `kubeconfig` and `key_file` into a new directory `<prefix>-credentials-*` in `parent`,
+/// all owned by [`UNPRIVILEGED_ID`] and private to it (0700 / 0600): an unprivileged speaker can
+/// read them, other users cannot. Returns the directory (removed on drop) and the two copies.
+pub fn credentials_for_nobody(
+    kubeconfig: &Path,
+    key_file: &Path,
     parent: &Path,
+    prefix: &str,
 ) -> Result<(TempDir, PathBuf, PathBuf)> {
     use std::os::unix::fs::{PermissionsExt, chown};
     for dir in parent.ancestors() {
@@ -209,7 +220,7 @@ fn unprivileged_copies(
         }
     }
     let dir = tempfile::Builder::new()
-        .prefix(&format!("{}-credentials-", opts.host.name))
+        .prefix(&format!("{prefix}-credentials-"))
         .tempdir_in(parent)
         .with_context(|| format!("creating a credentials directory in {}", parent.display()))?;
     let id = Some(UNPRIVILEGED_ID);
@@ -222,8 +233,8 @@ fn unprivileged_copies(
         chown(&to, id, id)?;
         Ok(to)
     };
-    let kubeconfig = copy(opts.kubeconfig, "kubeconfig")?;
-    let key_file = copy(opts.key_file, "memberlist.key")?;
+    let kubeconfig = copy(kubeconfig, "kubeconfig")?;
+    let key_file = copy(key_file, "memberlist.key")?;
     Ok((dir, kubeconfig, key_file))
 }
 

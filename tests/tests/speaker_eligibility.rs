@@ -4,18 +4,13 @@
 //! or of grouping (dual-stack, shared IPs) and checks the wire, the data path and the condition.
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use ferrolb_crds::L2Advertisement;
 use ferrolb_speaker::election;
-use ferrolb_tests::control_plane;
-use ferrolb_tests::l2lab::{EXCLUDE_LABEL, Rig, TIMEOUT, announced};
-use ferrolb_tests::process::run;
+use ferrolb_tests::l2lab::{Capture, EXCLUDE_LABEL, Rig, TIMEOUT, announced};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -73,88 +68,31 @@ fn arping_until(
     }
 }
 
-/// A packet capture in the client namespace. Unlike [`Rig::capture`] it runs tcpdump in
-/// immediate mode: without it, frames wait in the kernel's capture ring for up to a second and
-/// the ones still there when tcpdump is stopped are lost (seen: an empty capture of an arping
-/// whose three replies had arrived).
-struct Capture {
-    child: Child,
-    file: PathBuf,
-}
-
-impl Capture {
-    fn start(rig: &Rig, filter: &str) -> Result<Capture> {
-        let dir = control_plane::process_dir().join("speaker-eligibility");
-        std::fs::create_dir_all(&dir)?;
-        let name = control_plane::unique_name("capture");
-        let file = dir.join(format!("{name}.pcap"));
-        let log = dir.join(format!("{name}.log"));
-        let child = rig
-            .lab
-            .client()
-            .command("tcpdump")
-            .args(["-i", "eth0", "--immediate-mode", "-U", "-n", "-w"])
-            .arg(&file)
-            .arg(filter)
-            .stdout(Stdio::null())
-            .stderr(File::create(&log)?)
-            .spawn()
-            .context("starting tcpdump")?;
-        let capture = Capture { child, file };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&log)?.contains("listening on") {
-            if Instant::now() > deadline {
-                bail!("tcpdump did not start: {}", std::fs::read_to_string(&log)?);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+/// Stops `capture`; what it saw of ARP for `vip` (see [`ArpWire`]).
+fn arp_wire(capture: Capture, rig: &Rig, vip: IpAddr) -> Result<ArpWire> {
+    let client = rig.lab.client().mac.to_lowercase();
+    let mut wire = ArpWire::default();
+    let frames = capture.finish(
+        &format!("arp.src.proto_ipv4 == {vip} || arp.dst.proto_ipv4 == {vip}"),
+        &["arp.opcode", "eth.src", "eth.dst", "arp.src.proto_ipv4"],
+    )?;
+    for frame in frames {
+        let f: Vec<String> = frame.split('\t').map(str::to_lowercase).collect();
+        let [opcode, src, dst, spa] = &f[..] else {
+            bail!("unexpected tshark line {frame:?}");
+        };
+        let claims_vip = *spa == vip.to_string();
+        if opcode == "1" && *src == client && !claims_vip {
+            wire.requests += 1;
         }
-        Ok(capture)
-    }
-
-    /// Stops the capture; `tshark -T fields -e <fields>` of the frames `display_filter` keeps.
-    fn finish(mut self, display_filter: &str, fields: &[&str]) -> Result<Vec<String>> {
-        // Frames the probe already saw are in the kernel; give tcpdump a moment to write them.
-        std::thread::sleep(Duration::from_millis(100));
-        Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()?;
-        self.child.wait()?;
-        let mut cmd = Command::new("tshark");
-        cmd.arg("-r")
-            .arg(&self.file)
-            .args(["-Y", display_filter, "-T", "fields"]);
-        for f in fields {
-            cmd.args(["-e", f]);
+        if opcode == "2" && claims_vip && *dst == client {
+            wire.replies.push(src.clone());
         }
-        Ok(run(&mut cmd)?.lines().map(str::to_string).collect())
-    }
-
-    /// Stops the capture; what it saw of ARP for `vip` (see [`ArpWire`]).
-    fn arp(self, rig: &Rig, vip: IpAddr) -> Result<ArpWire> {
-        let client = rig.lab.client().mac.to_lowercase();
-        let mut wire = ArpWire::default();
-        let frames = self.finish(
-            &format!("arp.src.proto_ipv4 == {vip} || arp.dst.proto_ipv4 == {vip}"),
-            &["arp.opcode", "eth.src", "eth.dst", "arp.src.proto_ipv4"],
-        )?;
-        for frame in frames {
-            let f: Vec<String> = frame.split('\t').map(str::to_lowercase).collect();
-            let [opcode, src, dst, spa] = &f[..] else {
-                bail!("unexpected tshark line {frame:?}");
-            };
-            let claims_vip = *spa == vip.to_string();
-            if opcode == "1" && *src == client && !claims_vip {
-                wire.requests += 1;
-            }
-            if opcode == "2" && claims_vip && *dst == client {
-                wire.replies.push(src.clone());
-            }
-            if claims_vip {
-                wire.claims.insert(src.clone());
-            }
+        if claims_vip {
+            wire.claims.insert(src.clone());
         }
-        Ok(wire)
     }
+    Ok(wire)
 }
 
 /// ARP about one address on the client's wire.
@@ -168,18 +106,11 @@ struct ArpWire {
     claims: BTreeSet<String>,
 }
 
-impl Drop for Capture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// arping `count` requests from the client while capturing: arping's replies and the wire.
 fn arping_on_wire(rig: &Rig, vip: IpAddr, count: u32) -> Result<(Vec<String>, ArpWire)> {
-    let capture = Capture::start(rig, "arp")?;
+    let capture = rig.capture("arp")?;
     let replies = rig.arping(vip, count)?;
-    Ok((replies, capture.arp(rig, vip)?))
+    Ok((replies, arp_wire(capture, rig, vip)?))
 }
 
 /// arping gets replies from `node` only, and on the wire exactly one reply answers each
@@ -478,7 +409,7 @@ async fn excluded_and_network_unavailable_nodes_hand_over_and_stay_silent() -> R
     set_excluded(&rig, &first, true).await?;
     let second = rig.wait_announcer("web", Some(&first)).await?;
     expect_owner(&rig, "web", vip, &second).await?;
-    let watch = Capture::start(&rig, "arp")?;
+    let watch = rig.capture("arp")?;
     let second_mac = rig.host(&second)?.mac.clone();
 
     // NetworkUnavailable on the new owner: the last node takes over.
@@ -489,7 +420,7 @@ async fn excluded_and_network_unavailable_nodes_hand_over_and_stay_silent() -> R
     let third_mac = rig.host(&third)?.mac.clone();
     // Give both excluded nodes a few more requests to (wrongly) answer.
     expect_replies_from(&rig, vip, &third, 5)?;
-    let claims = watch.arp(&rig, vip)?.claims;
+    let claims = arp_wire(watch, &rig, vip)?.claims;
     assert!(
         !claims.contains(&first_mac),
         "{first} claimed {vip} after it was excluded: {claims:?}"
@@ -563,7 +494,7 @@ async fn dual_stack_addresses_are_announced_by_one_node() -> Result<()> {
     // (a takeover's gratuitous burst or the periodic refresh may fall into its window), so
     // "once" is checked on the wire: exactly one solicited advertisement answers the one
     // solicitation, and nothing else advertises the address meanwhile.
-    let capture = Capture::start(&rig, "icmp6")?;
+    let capture = rig.capture("icmp6")?;
     let advertised = rig.ndisc6(v6)?;
     let adverts = capture.finish(
         &format!("icmpv6.type == 136 && icmpv6.nd.na.target_address == {v6}"),
