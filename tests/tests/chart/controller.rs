@@ -3,7 +3,10 @@
 
 use ferrolb_tests::rbac;
 
-use crate::{chart_app_version, controller_doc, render, strings};
+use crate::{
+    assert_probes_on_the_monitoring_port, controller_doc, render, strings,
+    the_container_of_the_chart_image,
+};
 
 #[test]
 fn deployment_runs_two_hardened_replicas_with_the_controller_args() {
@@ -15,13 +18,7 @@ fn deployment_runs_two_hardened_replicas_with_the_controller_args() {
     let pod = &spec["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "ferrolb-controller");
 
-    let containers = pod["containers"].as_array().unwrap();
-    assert_eq!(containers.len(), 1);
-    let c = &containers[0];
-    assert_eq!(
-        c["image"],
-        format!("ghcr.io/ferrolb/ferrolb:{}", chart_app_version())
-    );
+    let c = the_container_of_the_chart_image(pod);
     assert_eq!(c["imagePullPolicy"], "IfNotPresent");
     assert_eq!(strings(&c["command"]), ["ferrolb-controller", "run"]);
     assert_eq!(
@@ -78,10 +75,7 @@ fn deployment_runs_two_hardened_replicas_with_the_controller_args() {
             .any(|p| p["name"] == "monitoring" && p["containerPort"] == 7472),
         "{ports:?}"
     );
-    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
-    assert_eq!(c["livenessProbe"]["httpGet"]["port"], "monitoring");
-    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
-    assert_eq!(c["readinessProbe"]["httpGet"]["port"], "monitoring");
+    assert_probes_on_the_monitoring_port(c);
 
     // Small requests and a memory limit.
     assert_eq!(c["resources"]["requests"]["cpu"], "50m");

@@ -62,3 +62,25 @@ fn chart_app_version() -> String {
     let chart: Value = serde_yaml::from_str(&chart).unwrap();
     chart["appVersion"].as_str().unwrap().to_string()
 }
+
+/// Container `c` answers its liveness probe on `/healthz` and its readiness probe on `/readyz`,
+/// both on its port named `monitoring`.
+fn assert_probes_on_the_monitoring_port(c: &Value) {
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"], "monitoring");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"], "monitoring");
+}
+
+/// The one container of `pod` (a pod template's spec), running the chart's image at its
+/// appVersion.
+fn the_container_of_the_chart_image(pod: &Value) -> &Value {
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    assert_eq!(
+        c["image"],
+        format!("ghcr.io/ferrolb/ferrolb:{}", chart_app_version())
+    );
+    c
+}

@@ -6,7 +6,10 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use ferrolb_tests::control_plane;
 use serde_json::{Value, json};
 
-use crate::{chart_app_version, render, speaker_doc, strings};
+use crate::{
+    assert_probes_on_the_monitoring_port, render, speaker_doc, strings,
+    the_container_of_the_chart_image,
+};
 
 /// Standard base64 (with padding) decoded; panics on anything else.
 fn base64_decode(text: &str) -> Vec<u8> {
@@ -42,13 +45,7 @@ fn speaker_daemonset_runs_on_the_host_network_with_net_raw_only() {
         json!([{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}])
     );
 
-    let containers = pod["containers"].as_array().unwrap();
-    assert_eq!(containers.len(), 1);
-    let c = &containers[0];
-    assert_eq!(
-        c["image"],
-        format!("ghcr.io/ferrolb/ferrolb:{}", chart_app_version())
-    );
+    let c = the_container_of_the_chart_image(pod);
     assert_eq!(strings(&c["command"]), ["ferrolb-speaker", "run"]);
     assert_eq!(
         strings(&c["args"]),
@@ -97,10 +94,7 @@ fn speaker_daemonset_runs_on_the_host_network_with_net_raw_only() {
             && p["protocol"] == "UDP"),
         "{ports:?}"
     );
-    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
-    assert_eq!(c["livenessProbe"]["httpGet"]["port"], "monitoring");
-    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
-    assert_eq!(c["readinessProbe"]["httpGet"]["port"], "monitoring");
+    assert_probes_on_the_monitoring_port(c);
     assert_eq!(c["resources"]["requests"]["cpu"], "50m");
     assert_eq!(c["resources"]["limits"]["memory"], "128Mi");
 
