@@ -374,13 +374,10 @@ fn start_ferrolb(dir: &Path, cp: &ControlPlane, lab: &Lab) -> Result<Running> {
     cp.install_crds()?;
 
     eprintln!("==> starting ferrolb-controller");
-    let mut controller = Controller::start_detached(&controller::Options {
-        kubeconfig: cp.kubeconfig().to_path_buf(),
-        log: dir.join("controller.log"),
-        lb_class: None,
-        lease: None,
-        extra_args: Vec::new(),
-    })?;
+    let mut controller = Controller::start_detached(&controller::Options::new(
+        cp.kubeconfig(),
+        dir.join("controller.log"),
+    ))?;
     controller
         .wait_ready(READY_TIMEOUT)
         .context("the controller did not become ready")?;

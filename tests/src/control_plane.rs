@@ -438,6 +438,17 @@ pub fn shared() -> &'static ControlPlane {
     })
 }
 
+/// [`shared`], with the CRDs installed and Established (once per test binary).
+pub fn shared_with_crds() -> &'static ControlPlane {
+    static CRDS: OnceLock<()> = OnceLock::new();
+    let cp = shared();
+    CRDS.get_or_init(|| {
+        cp.install_crds()
+            .unwrap_or_else(|e| panic!("CRDs install and become Established: {e:#}"))
+    });
+    cp
+}
+
 /// `prefix-<pid>-<n>`: a name no other test (in this or an earlier run) uses.
 pub fn unique_name(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);

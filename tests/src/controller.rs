@@ -7,15 +7,19 @@
 //! integration tests run.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::ops::{Deref, DerefMut};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::Service;
+use kube::{Api, Client};
+use tokio::task::block_in_place;
 
-use crate::bins;
 use crate::daemon::Daemon;
 pub use crate::daemon::{get, parse_sample};
+use crate::{bins, control_plane, rbac};
 
 /// Path of the controller binary.
 pub fn binary() -> Result<PathBuf> {
@@ -39,6 +43,70 @@ pub struct Options {
     pub lease: Option<(String, String)>,
     /// Further arguments.
     pub extra_args: Vec<String>,
+}
+
+impl Options {
+    /// A controller with `kubeconfig`, logging to `log`: no class, no leader election, no
+    /// further arguments.
+    pub fn new(kubeconfig: impl Into<PathBuf>, log: impl Into<PathBuf>) -> Options {
+        Options {
+            kubeconfig: kubeconfig.into(),
+            log: log.into(),
+            lb_class: None,
+            lease: None,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// A namespace of one test's own on the shared control plane (CRDs installed), holding the
+/// chart's controller RBAC, with a kubeconfig for that ServiceAccount and a directory for the
+/// test's files (`process_dir()/<name>`). The Services of the test go in the namespace too.
+#[derive(Clone)]
+pub struct TestNamespace {
+    /// An admin client of the shared control plane.
+    pub client: Client,
+    /// The namespace (`<prefix>-<pid>-<n>`), also the release name of the RBAC.
+    pub name: String,
+    /// The test's directory.
+    pub dir: PathBuf,
+    /// Kubeconfig of the chart's controller ServiceAccount.
+    pub kubeconfig: PathBuf,
+}
+
+impl std::fmt::Debug for TestNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestNamespace")
+            .field("name", &self.name)
+            .field("dir", &self.dir)
+            .field("kubeconfig", &self.kubeconfig)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestNamespace {
+    /// Creates it; blocks a worker thread of a multi-threaded runtime while the control plane
+    /// starts and kubectl runs.
+    pub async fn create(prefix: &str) -> Result<TestNamespace> {
+        let cp = block_in_place(control_plane::shared_with_crds);
+        let client = cp.client().await?;
+        let name = control_plane::unique_name(prefix);
+        let dir = control_plane::process_dir().join(&name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let kubeconfig = block_in_place(|| rbac::controller_kubeconfig(cp, &name, &name, &dir))
+            .context("the chart's controller RBAC")?;
+        Ok(TestNamespace {
+            client,
+            name,
+            dir,
+            kubeconfig,
+        })
+    }
+
+    /// The Services of the namespace.
+    pub fn services(&self) -> Api<Service> {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
 }
 
 /// A running controller; dropping it kills it.
@@ -90,64 +158,25 @@ impl Controller {
         Ok(Controller { daemon })
     }
 
-    /// Process id.
-    pub fn pid(&self) -> u32 {
-        self.daemon.pid()
-    }
-
-    /// Where `/healthz`, `/readyz` and `/metrics` are served (loopback).
-    pub fn addr(&self) -> SocketAddr {
-        self.daemon.addr()
-    }
-
-    /// The log file.
-    pub fn log(&self) -> &Path {
-        self.daemon.log()
-    }
-
-    /// The last lines of the log, for failure messages.
-    pub fn log_tail(&self) -> String {
-        self.daemon.log_tail()
-    }
-
-    /// Whether `/readyz` answers 200.
-    pub fn ready(&self) -> bool {
-        self.daemon.ready()
-    }
-
-    /// Waits for `/readyz`.
-    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        self.daemon.wait_ready(timeout)
-    }
-
-    /// The `/metrics` text.
-    pub fn metrics(&self) -> Result<String> {
-        self.daemon.metrics()
-    }
-
-    /// The value of a sample in `/metrics` (`name{labels}` exactly as printed, or a bare name).
-    pub fn metric(&self, sample: &str) -> Result<Option<f64>> {
-        self.daemon.metric(sample)
-    }
-
-    /// Fails if the process exited.
-    pub fn check_running(&mut self) -> Result<()> {
-        self.daemon.check_running()
-    }
-
-    /// SIGKILL, and wait for it to be reaped.
-    pub fn kill(&mut self) {
-        self.daemon.kill();
-    }
-
-    /// SIGTERM (a graceful stop that releases the Lease), and wait up to `timeout` for the exit.
-    pub fn terminate(&mut self, timeout: Duration) -> Result<()> {
-        self.daemon.terminate(timeout)
-    }
-
     /// Leaves the process running past drop; returns its pid.
     pub fn release(self) -> u32 {
         self.daemon.release()
+    }
+}
+
+/// The process's own calls (`pid`, `addr`, `log_tail`, `metric`, `wait_ready`, `kill`,
+/// `terminate`, ...) are [`Daemon`]'s.
+impl Deref for Controller {
+    type Target = Daemon;
+
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
+impl DerefMut for Controller {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
     }
 }
 

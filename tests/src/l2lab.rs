@@ -302,31 +302,35 @@ impl Rig {
             .collect())
     }
 
-    /// Starts a capture in the client namespace (`tcpdump -w`), stopped by [`Capture::finish`].
+    /// Starts a capture in the client namespace (`tcpdump -w`), stopped by [`Capture::finish`];
+    /// returns once tcpdump listens.
     pub fn capture(&self, filter: &str) -> Result<Capture> {
-        let file = self
-            .dir
-            .join(format!("capture-{}.pcap", control_plane::unique_name("c")));
+        let name = control_plane::unique_name("capture");
+        let file = self.dir.join(format!("{name}.pcap"));
+        let log = self.dir.join(format!("{name}.log"));
         let child = self
             .lab
             .client()
             .command("tcpdump")
-            // Immediate mode: frames still in the kernel's capture buffer when tcpdump is stopped
-            // would otherwise be lost.
+            // Immediate mode: without it, frames wait in the kernel's capture ring for up to a
+            // second and the ones still there when tcpdump is stopped are lost (seen: an empty
+            // capture of an arping whose three replies had arrived).
             .args(["-i", "eth0", "--immediate-mode", "-U", "-n", "-w"])
             .arg(&file)
             .arg(filter)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting tcpdump")?;
         let capture = Capture { child, file };
         // tcpdump says "listening on" once the capture runs.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !capture.file.exists() && Instant::now() < deadline {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&log)?.contains("listening on") {
+            if Instant::now() > deadline {
+                bail!("tcpdump did not start: {}", std::fs::read_to_string(&log)?);
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(200));
         Ok(capture)
     }
 

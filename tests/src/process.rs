@@ -6,7 +6,7 @@
 //! with the test process however that process ends (panic, abort, SIGKILL).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -159,6 +159,11 @@ pub fn run(cmd: &mut Command) -> Result<String> {
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("running {cmd:?}"))?;
+    stdout_of(cmd, &out)
+}
+
+/// `out`'s stdout, or an error naming `cmd` with its stderr (and stdout) when it exited non-zero.
+fn stdout_of(cmd: &Command, out: &Output) -> Result<String> {
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}): {}{}",
@@ -187,16 +192,9 @@ pub fn run_input(cmd: &mut Command, input: &str) -> Result<String> {
     let written = writer
         .join()
         .map_err(|_| anyhow::anyhow!("stdin writer panicked"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim(),
-            String::from_utf8_lossy(&out.stdout).trim()
-        );
-    }
+    let stdout = stdout_of(cmd, &out)?;
     written.with_context(|| format!("writing the input of {cmd:?}"))?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(stdout)
 }
 
 /// Polls `check` every 50 ms until it returns `Ok(Some(_))` or `timeout` passes. `Ok(None)` means

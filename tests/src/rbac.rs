@@ -376,12 +376,12 @@ pub fn controller_kubeconfig(
     namespace: &str,
     dir: &Path,
 ) -> Result<PathBuf> {
-    let rbac = apply_rbac(cp, release, namespace, &[])?;
-    let sa = rbac.service_account("controller")?;
-    let path = mint_kubeconfig(cp, namespace, sa, dir)?;
-    wait_until_granted(
+    component_kubeconfig(
         cp,
-        &rbac.user("controller")?,
+        release,
+        namespace,
+        dir,
+        "controller",
         &[
             &["list", "services", "--all-namespaces"],
             &[
@@ -391,8 +391,7 @@ pub fn controller_kubeconfig(
                 namespace,
             ],
         ],
-    )?;
-    Ok(path)
+    )
 }
 
 /// The chart's speaker identity in one call, like [`controller_kubeconfig`]: applies the chart's
@@ -407,12 +406,12 @@ pub fn speaker_kubeconfig(
     namespace: &str,
     dir: &Path,
 ) -> Result<PathBuf> {
-    let rbac = apply_rbac(cp, release, namespace, &[])?;
-    let sa = rbac.service_account("speaker")?;
-    let path = mint_kubeconfig(cp, namespace, sa, dir)?;
-    wait_until_granted(
+    component_kubeconfig(
         cp,
-        &rbac.user("speaker")?,
+        release,
+        namespace,
+        dir,
+        "speaker",
         &[
             &["watch", "services", "--all-namespaces"],
             &[
@@ -430,7 +429,23 @@ pub fn speaker_kubeconfig(
                 "--all-namespaces",
             ],
         ],
-    )?;
+    )
+}
+
+/// Applies the chart's RBAC for `release` in `namespace`, mints a kubeconfig for `component`'s
+/// ServiceAccount into `dir` and returns its path once the authorizer grants each of `granted`.
+fn component_kubeconfig(
+    cp: &ControlPlane,
+    release: &str,
+    namespace: &str,
+    dir: &Path,
+    component: &str,
+    granted: &[&[&str]],
+) -> Result<PathBuf> {
+    let rbac = apply_rbac(cp, release, namespace, &[])?;
+    let sa = rbac.service_account(component)?;
+    let path = mint_kubeconfig(cp, namespace, sa, dir)?;
+    wait_until_granted(cp, &rbac.user(component)?, granted)?;
     Ok(path)
 }
 

@@ -49,18 +49,14 @@ pub struct Scenario {
 /// The shared controller of this test binary.
 pub fn controller() -> &'static Mutex<Controller> {
     CONTROLLER.get_or_init(|| {
-        let cp = control_plane::shared();
-        cp.install_crds().expect("CRDs");
+        let cp = control_plane::shared_with_crds();
         let dir = control_plane::process_dir().join("scenario-controller");
         std::fs::create_dir_all(&dir).expect("dir");
         let kubeconfig =
             rbac::controller_kubeconfig(cp, "scenarios", "ferrolb-system", &dir).expect("RBAC");
         let mut c = Controller::start(&Options {
-            kubeconfig,
-            log: dir.join("controller.log"),
-            lb_class: None,
             lease: Some(("ferrolb-system".into(), "scenarios-0".into())),
-            extra_args: vec![],
+            ..Options::new(kubeconfig, dir.join("controller.log"))
         })
         .expect("controller starts");
         c.wait_ready(Duration::from_secs(30))

@@ -13,7 +13,9 @@
 //! [`bins::cargo_binary`]), or `$FERROLB_SPEAKER_BIN`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -101,7 +103,8 @@ impl Speaker {
             .with_context(|| format!("creating {}", log_dir.display()))?;
 
         let (credentials, kubeconfig, key_file) = if opts.unprivileged {
-            let (dir, kubeconfig, key_file) = unprivileged_copies(opts, log_dir)?;
+            let (dir, kubeconfig, key_file) =
+                credentials_for_nobody(opts.kubeconfig, opts.key_file, log_dir, &opts.host.name)?;
             (Some(dir), kubeconfig, key_file)
         } else {
             (
@@ -112,25 +115,7 @@ impl Speaker {
         };
 
         let mut cmd = if opts.unprivileged {
-            let id = UNPRIVILEGED_ID.to_string();
-            let mut cmd = host.command("setpriv");
-            cmd.args([
-                "--reuid",
-                &id,
-                "--regid",
-                &id,
-                "--clear-groups",
-                "--inh-caps=-all,+net_raw",
-                "--ambient-caps=-all,+net_raw",
-                "--bounding-set=-all,+net_raw",
-                "--no-new-privs",
-                // Changing uid clears the parent-death signal; keep it, so an attached speaker
-                // still dies with the test process.
-                "--pdeathsig=keep",
-                "--",
-            ])
-            .arg(&bin);
-            cmd
+            setpriv_command(host, "-all,+net_raw", "-all,+net_raw", &bin)
         } else {
             host.command(bin.to_str().context("speaker path is not UTF-8")?)
         };
@@ -156,62 +141,6 @@ impl Speaker {
         &self.node
     }
 
-    /// Process id (the speaker itself: `ip netns exec` and `setpriv` exec into it).
-    pub fn pid(&self) -> u32 {
-        self.daemon.pid()
-    }
-
-    /// Where `/healthz`, `/readyz` and `/metrics` are served: the node's IPv4 address, port
-    /// [`METRICS_PORT`], reachable from the host over the bridge.
-    pub fn addr(&self) -> SocketAddr {
-        self.daemon.addr()
-    }
-
-    /// The log file.
-    pub fn log(&self) -> &Path {
-        self.daemon.log()
-    }
-
-    /// The last lines of the log, for failure messages.
-    pub fn log_tail(&self) -> String {
-        self.daemon.log_tail()
-    }
-
-    /// Whether `/readyz` answers 200 (caches synced).
-    pub fn ready(&self) -> bool {
-        self.daemon.ready()
-    }
-
-    /// Waits for `/readyz`, failing early (with the log's tail) if the speaker exits.
-    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        self.daemon.wait_ready(timeout)
-    }
-
-    /// The `/metrics` text.
-    pub fn metrics(&self) -> Result<String> {
-        self.daemon.metrics()
-    }
-
-    /// The value of a sample in `/metrics` (`name{labels}` exactly as printed, or a bare name).
-    pub fn metric(&self, sample: &str) -> Result<Option<f64>> {
-        self.daemon.metric(sample)
-    }
-
-    /// Fails if the process exited.
-    pub fn check_running(&mut self) -> Result<()> {
-        self.daemon.check_running()
-    }
-
-    /// SIGKILL (a crash: no goodbye to its peers), and wait for it to be reaped.
-    pub fn kill(&mut self) {
-        self.daemon.kill();
-    }
-
-    /// SIGTERM (a graceful stop), and wait up to `timeout` for the exit.
-    pub fn terminate(&mut self, timeout: Duration) -> Result<()> {
-        self.daemon.terminate(timeout)
-    }
-
     /// Leaves the process (and an unprivileged speaker's credential copies) in place past drop;
     /// returns the pid.
     pub fn release(mut self) -> u32 {
@@ -222,12 +151,57 @@ impl Speaker {
     }
 }
 
-/// Copies the kubeconfig and key into a new directory in `parent`, all owned by
-/// [`UNPRIVILEGED_ID`] and private to it (0700 / 0600): the unprivileged speaker can read them,
-/// other users cannot.
-fn unprivileged_copies(
-    opts: &SpeakerOptions,
+/// The process's own calls are [`Daemon`]'s: `pid` (the speaker itself: `ip netns exec` and
+/// `setpriv` exec into it), `addr` (the node's IPv4 address, port [`METRICS_PORT`], reachable
+/// from the host over the bridge), `log_tail`, `metric`, `wait_ready` (failing early, with the
+/// log's tail, if the speaker exits), `kill` (a crash: no goodbye to its peers), `terminate`, ...
+impl Deref for Speaker {
+    type Target = Daemon;
+
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
+impl DerefMut for Speaker {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
+    }
+}
+
+/// `setpriv` in `host`'s namespace, about to exec `program` as uid/gid [`UNPRIVILEGED_ID`] with no
+/// supplementary groups, `no_new_privs`, `caps` as its inheritable and ambient capabilities and
+/// `bounding` as its bounding set (setpriv syntax: `-all,+net_raw`). Add `program`'s arguments.
+pub fn setpriv_command(host: &Host, caps: &str, bounding: &str, program: &Path) -> Command {
+    let id = UNPRIVILEGED_ID.to_string();
+    let mut cmd = host.command("setpriv");
+    cmd.args([
+        "--reuid",
+        &id,
+        "--regid",
+        &id,
+        "--clear-groups",
+        &format!("--inh-caps={caps}"),
+        &format!("--ambient-caps={caps}"),
+        &format!("--bounding-set={bounding}"),
+        "--no-new-privs",
+        // Changing uid clears the parent-death signal; keep it, so an attached speaker still
+        // dies with the test process.
+        "--pdeathsig=keep",
+        "--",
+    ])
+    .arg(program);
+    cmd
+}
+
+/// Copies `kubeconfig` and `key_file` into a new directory `<prefix>-credentials-*` in `parent`,
+/// all owned by [`UNPRIVILEGED_ID`] and private to it (0700 / 0600): an unprivileged speaker can
+/// read them, other users cannot. Returns the directory (removed on drop) and the two copies.
+pub fn credentials_for_nobody(
+    kubeconfig: &Path,
+    key_file: &Path,
     parent: &Path,
+    prefix: &str,
 ) -> Result<(TempDir, PathBuf, PathBuf)> {
     use std::os::unix::fs::{PermissionsExt, chown};
     for dir in parent.ancestors() {
@@ -246,7 +220,7 @@ fn unprivileged_copies(
         }
     }
     let dir = tempfile::Builder::new()
-        .prefix(&format!("{}-credentials-", opts.host.name))
+        .prefix(&format!("{prefix}-credentials-"))
         .tempdir_in(parent)
         .with_context(|| format!("creating a credentials directory in {}", parent.display()))?;
     let id = Some(UNPRIVILEGED_ID);
@@ -259,8 +233,8 @@ fn unprivileged_copies(
         chown(&to, id, id)?;
         Ok(to)
     };
-    let kubeconfig = copy(opts.kubeconfig, "kubeconfig")?;
-    let key_file = copy(opts.key_file, "memberlist.key")?;
+    let kubeconfig = copy(kubeconfig, "kubeconfig")?;
+    let key_file = copy(key_file, "memberlist.key")?;
     Ok((dir, kubeconfig, key_file))
 }
 

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use ferrolb_tests::control_plane::{self, ControlPlane};
-use ferrolb_tests::controller::{Controller, Options};
-use ferrolb_tests::rbac::{self, CONTROLLER_LEASE};
+use ferrolb_tests::control_plane::{self};
+use ferrolb_tests::controller::{Controller, Options, TestNamespace};
+use ferrolb_tests::rbac::CONTROLLER_LEASE;
 use ferrolb_tests::services::{self, IngressHistory, Observed, Spec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
@@ -64,14 +64,12 @@ async fn leader_of(replicas: &[Controller; 2]) -> usize {
 
 async fn handover_mid_burst(prefix: &str, pool_cidr: &str, burst: usize, stop: Stop) {
     let _serial = LOCK.lock().await;
-    let cp: &ControlPlane = block_in_place(control_plane::shared);
-    block_in_place(|| cp.install_crds()).expect("CRDs");
-    let client = cp.client().await.unwrap();
-    let ns = control_plane::unique_name(prefix);
-    let dir = control_plane::process_dir().join(&ns);
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig =
-        block_in_place(|| rbac::controller_kubeconfig(cp, &ns, &ns, &dir)).expect("RBAC");
+    let TestNamespace {
+        client,
+        name: ns,
+        dir,
+        kubeconfig,
+    } = TestNamespace::create(prefix).await.unwrap();
     let pool = control_plane::unique_name(&format!("{prefix}-pool"));
     // Served only to Services that name it: a pool left behind by a failed case serves nobody else.
     services::apply_pool(&client, &pool, &[pool_cidr], false)
@@ -82,11 +80,8 @@ async fn handover_mid_burst(prefix: &str, pool_cidr: &str, burst: usize, stop: S
     let mut replicas: [Controller; 2] = ids.map(|id| {
         block_in_place(|| {
             Controller::start(&Options {
-                kubeconfig: kubeconfig.clone(),
-                log: dir.join(format!("{id}.log")),
-                lb_class: None,
                 lease: Some((ns.clone(), id.to_string())),
-                extra_args: vec![],
+                ..Options::new(&kubeconfig, dir.join(format!("{id}.log")))
             })
             .unwrap()
         })
@@ -256,14 +251,12 @@ async fn sigterm_hands_over_at_once_mid_burst() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_controller_of_another_class_leaves_the_service_alone() {
     let _serial = LOCK.lock().await;
-    let cp: &ControlPlane = block_in_place(control_plane::shared);
-    block_in_place(|| cp.install_crds()).expect("CRDs");
-    let client = cp.client().await.unwrap();
-    let ns = control_plane::unique_name("classes");
-    let dir = control_plane::process_dir().join(&ns);
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig =
-        block_in_place(|| rbac::controller_kubeconfig(cp, &ns, &ns, &dir)).expect("RBAC");
+    let TestNamespace {
+        client,
+        name: ns,
+        dir,
+        kubeconfig,
+    } = TestNamespace::create("classes").await.unwrap();
     let pool = control_plane::unique_name("classes-pool");
     services::apply_pool(&client, &pool, &["198.19.40.0/30"], false)
         .await
@@ -271,11 +264,8 @@ async fn a_controller_of_another_class_leaves_the_service_alone() {
     let start = |id: &str, class: Option<&str>| {
         block_in_place(|| {
             let mut c = Controller::start(&Options {
-                kubeconfig: kubeconfig.clone(),
-                log: dir.join(format!("{id}.log")),
                 lb_class: class.map(Into::into),
-                lease: None,
-                extra_args: vec![],
+                ..Options::new(&kubeconfig, dir.join(format!("{id}.log")))
             })
             .unwrap();
             c.wait_ready(Duration::from_secs(30)).unwrap();

@@ -8,13 +8,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use ferrolb_tests::control_plane::{self, ControlPlane};
-use ferrolb_tests::controller::{Controller, Options};
-use ferrolb_tests::rbac;
+use ferrolb_tests::control_plane::{self};
+use ferrolb_tests::controller::{Controller, Options, TestNamespace};
 use ferrolb_tests::services::{self, Observed, Spec};
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
@@ -84,15 +82,9 @@ fn metric(c: &Controller, sample: &str) -> f64 {
 
 impl Bed {
     async fn new() -> Bed {
-        let cp: &ControlPlane = block_in_place(control_plane::shared);
-        block_in_place(|| cp.install_crds()).expect("CRDs");
-        let client = cp.client().await.unwrap();
-        let ns = control_plane::unique_name("restart");
-        let dir: PathBuf = control_plane::process_dir().join(&ns);
-        std::fs::create_dir_all(&dir).unwrap();
         // The chart's RBAC in the test's namespace, which also holds the Services.
-        let kubeconfig =
-            block_in_place(|| rbac::controller_kubeconfig(cp, &ns, &ns, &dir)).expect("RBAC");
+        let ns = TestNamespace::create("restart").await.unwrap();
+        let client = ns.client.clone();
         let pool = control_plane::unique_name("restart-pool");
         let probe_pool = control_plane::unique_name("restart-probe");
         services::apply_pool(&client, &pool, &[POOL_RANGE], true)
@@ -102,16 +94,10 @@ impl Bed {
         services::apply_pool(&client, &probe_pool, &[PROBE_RANGE], false)
             .await
             .unwrap();
-        let opts = Options {
-            kubeconfig,
-            log: dir.join("controller.log"),
-            lb_class: None,
-            lease: None,
-            extra_args: vec![],
-        };
+        let opts = Options::new(&ns.kubeconfig, ns.dir.join("controller.log"));
         let controller = start(&opts);
         Bed {
-            api: Api::namespaced(client.clone(), &ns),
+            api: ns.services(),
             client,
             pool,
             probe_pool,

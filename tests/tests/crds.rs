@@ -2,20 +2,8 @@
 //! pools and refuse bad ones with a message naming the field; the CEL rules and the Rust parser
 //! agree entry by entry.
 
-use std::sync::OnceLock;
-
 use ferrolb_crds::address::{AddressError, parse_entry};
 use ferrolb_tests::control_plane::{self, ControlPlane};
-
-fn cluster() -> &'static ControlPlane {
-    static CRDS: OnceLock<()> = OnceLock::new();
-    let cp = control_plane::shared();
-    CRDS.get_or_init(|| {
-        cp.install_crds()
-            .expect("CRDs install and become Established")
-    });
-    cp
-}
 
 /// `kubectl apply` of one manifest; Ok(stdout) or Err(stderr and stdout).
 fn apply(cp: &ControlPlane, manifest: &str) -> Result<String, String> {
@@ -61,7 +49,7 @@ fn pool_with_addresses(name: &str, addresses: &[&str]) -> String {
 
 #[test]
 fn crds_are_established_and_pools_list_with_their_columns() {
-    let cp = cluster();
+    let cp = control_plane::shared_with_crds();
     let name = control_plane::unique_name("columns");
     apply(
         cp,
@@ -109,7 +97,7 @@ fn crds_are_established_and_pools_list_with_their_columns() {
 
 #[test]
 fn valid_pools_are_accepted() {
-    let cp = cluster();
+    let cp = control_plane::shared_with_crds();
     for addresses in [
         &["198.51.100.0/24"][..],
         &["198.51.100.10-198.51.100.20"],
@@ -146,7 +134,7 @@ fn valid_pools_are_accepted() {
 /// Rust message is one CEL can produce.
 #[test]
 fn apiserver_and_parser_agree_on_every_address_entry() {
-    let cp = cluster();
+    let cp = control_plane::shared_with_crds();
     let cases = [
         "hello",
         "",
@@ -215,7 +203,7 @@ fn apiserver_and_parser_agree_on_every_address_entry() {
 
 #[test]
 fn bad_pools_are_refused_with_a_message_naming_the_field() {
-    let cp = cluster();
+    let cp = control_plane::shared_with_crds();
     let bad: &[(&str, String, &[&str])] = &[
         ("empty address list", pool("x", "  addresses: []"), &["spec.addresses", "at least 1"]),
         ("no addresses", pool("x", "  autoAssign: true"), &["spec.addresses", "Required value"]),

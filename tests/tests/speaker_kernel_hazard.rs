@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -19,7 +19,7 @@ use ferrolb_tests::daemon::{self, Daemon};
 use ferrolb_tests::l2lab::{Rig, TIMEOUT};
 use ferrolb_tests::lab::Host;
 use ferrolb_tests::process::wait_for;
-use ferrolb_tests::speaker::{self, METRICS_PORT, UNPRIVILEGED_ID};
+use ferrolb_tests::speaker::{self, METRICS_PORT};
 use ferrolb_tests::{Lab, control_plane, rbac};
 use serde_json::json;
 
@@ -295,25 +295,6 @@ async fn an_ipv6_vip_on_eth0_of_another_node_is_answered_by_its_kernel_reported_
     Ok(())
 }
 
-/// Copies `files` into a new directory under `parent` owned by (and private to) uid 65534.
-fn copies_for_nobody(parent: &Path, files: &[&Path]) -> Result<(tempfile::TempDir, Vec<PathBuf>)> {
-    use std::os::unix::fs::{PermissionsExt, chown};
-    let dir = tempfile::Builder::new()
-        .prefix("nocap-credentials-")
-        .tempdir_in(parent)?;
-    let id = Some(UNPRIVILEGED_ID);
-    chown(dir.path(), id, id)?;
-    let mut out = Vec::new();
-    for f in files {
-        let to = dir.path().join(f.file_name().context("a file name")?);
-        std::fs::copy(f, &to)?;
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))?;
-        chown(&to, id, id)?;
-        out.push(to);
-    }
-    Ok((dir, out))
-}
-
 /// Starts the speaker in `host` as uid 65534 with `bounding` as its bounding set
 /// (setpriv syntax) and no capability in any other set: what a Pod whose policy dropped
 /// NET_RAW, or one running as non-root, gives it.
@@ -324,29 +305,14 @@ fn speaker_without_net_raw(
     log: &Path,
     bounding: &str,
 ) -> Result<Daemon> {
-    let id = UNPRIVILEGED_ID.to_string();
     let addr = SocketAddr::new(IpAddr::V4(host.ipv4), METRICS_PORT);
-    let mut cmd = host.command("setpriv");
-    cmd.args([
-        "--reuid",
-        &id,
-        "--regid",
-        &id,
-        "--clear-groups",
-        "--inh-caps=-all",
-        "--ambient-caps=-all",
-        &format!("--bounding-set={bounding}"),
-        "--no-new-privs",
-        "--pdeathsig=keep",
-        "--",
-    ])
-    .arg(speaker::binary()?)
-    .args(["run", "--node-name", &host.name])
-    .arg("--memberlist-key-file")
-    .arg(key)
-    .arg(format!("--metrics-addr={addr}"))
-    .env("KUBECONFIG", kubeconfig)
-    .env("RUST_LOG", "info");
+    let mut cmd = speaker::setpriv_command(host, "-all", bounding, &speaker::binary()?);
+    cmd.args(["run", "--node-name", &host.name])
+        .arg("--memberlist-key-file")
+        .arg(key)
+        .arg(format!("--metrics-addr={addr}"))
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info");
     let mut daemon = Daemon::spawn(
         &format!("capability-less speaker in {}", host.name),
         cmd,
@@ -360,9 +326,8 @@ fn speaker_without_net_raw(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_speaker_without_cap_net_raw_says_what_to_change_and_stays_unready() -> Result<()> {
-    let cp = control_plane::shared();
     // The speaker's RBAC names the ferrolb resources: the authorizer grants them once they exist.
-    tokio::task::spawn_blocking(move || cp.install_crds()).await??;
+    let cp = tokio::task::spawn_blocking(control_plane::shared_with_crds).await?;
     let release = control_plane::unique_name("nocap");
     let dir = control_plane::process_dir().join("speakers").join(&release);
     let kubeconfig = {
@@ -374,7 +339,8 @@ async fn a_speaker_without_cap_net_raw_says_what_to_change_and_stays_unready() -
     };
     let key = dir.join("memberlist.key");
     speaker::write_key_file(&key)?;
-    let (_credentials, copies) = copies_for_nobody(&dir, &[&kubeconfig, &key])?;
+    let (_credentials, kubeconfig, key) =
+        speaker::credentials_for_nobody(&kubeconfig, &key, &dir, "nocap")?;
     let lab = tokio::task::spawn_blocking(|| Lab::create(1)).await??;
     lab.register_nodes(&cp.client().await?).await?;
     let host = lab.nodes()[0].clone();
@@ -386,7 +352,7 @@ async fn a_speaker_without_cap_net_raw_says_what_to_change_and_stays_unready() -
         ("-all,+net_raw", "runs as uid 65534"),
     ] {
         let log = dir.join(format!("speaker-nocap{bounding}.log"));
-        let mut speaker = speaker_without_net_raw(&host, &copies[0], &copies[1], &log, bounding)?;
+        let mut speaker = speaker_without_net_raw(&host, &kubeconfig, &key, &log, bounding)?;
         let line = wait_for("the error line", Duration::from_secs(10), || {
             speaker.check_running()?;
             Ok(std::fs::read_to_string(&log)?

@@ -3,27 +3,16 @@
 //! probes over the lab bridge, and stops on SIGTERM or dies on SIGKILL.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use ferrolb_tests::control_plane::{self, ControlPlane};
+use ferrolb_tests::control_plane::{self};
 use ferrolb_tests::speaker::{self, Speaker, SpeakerOptions, UNPRIVILEGED_ID};
 use ferrolb_tests::{Lab, rbac};
-
-fn cluster() -> &'static ControlPlane {
-    static CRDS: OnceLock<()> = OnceLock::new();
-    let cp = control_plane::shared();
-    CRDS.get_or_init(|| {
-        cp.install_crds()
-            .expect("CRDs install and become Established")
-    });
-    cp
-}
 
 /// A kubeconfig for the chart's speaker ServiceAccount and a fresh memberlist key, in a
 /// directory of this test's own.
 fn identity(prefix: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let cp = cluster();
+    let cp = control_plane::shared_with_crds();
     let release = control_plane::unique_name(prefix);
     let dir = control_plane::process_dir().join("speakers").join(&release);
     let kubeconfig =
@@ -50,7 +39,7 @@ fn gone(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unprivileged_speaker_holds_only_cap_net_raw_in_its_node_namespace() {
-    let cp = cluster();
+    let cp = control_plane::shared_with_crds();
     let (dir, kubeconfig, key) = identity("unpriv");
     let lab = Lab::create(1).unwrap();
     lab.register_nodes(&cp.client().await.unwrap())
@@ -152,7 +141,7 @@ async fn unprivileged_speaker_holds_only_cap_net_raw_in_its_node_namespace() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crashed_speaker_is_reported_with_its_log_and_the_lab_leaves_none_behind() {
-    let cp = cluster();
+    let cp = control_plane::shared_with_crds();
     let (dir, kubeconfig, key) = identity("crash");
     let lab = Lab::create(2).unwrap();
     lab.register_nodes(&cp.client().await.unwrap())

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ferrolb_controller::ipam::ServiceKey;
+use ferrolb_crds::ServiceKey;
 use ferrolb_controller::reconcile::desired::{
     ConditionState, Observed, ServiceState, service_patch,
 };
