@@ -14,6 +14,7 @@ pub mod eligibility;
 pub mod hazard;
 pub mod membership;
 pub mod metrics;
+pub mod model;
 pub mod netio;
 pub mod plan;
 pub mod privilege;

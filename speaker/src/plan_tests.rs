@@ -1,5 +1,6 @@
 use super::*;
 use crate::eligibility::EXCLUDE_LABEL;
+use crate::model::{Advertisement, ServiceInfo};
 use ferrolb_crds::LabelSelector;
 use ferrolb_crds::address::parse_entry;
 
@@ -352,28 +353,17 @@ fn exhaustive_owner(s: &Snapshot, live: &BTreeSet<String>, d: &Decision) -> Opti
     election::owner(d.group.key, eligible).map(str::to_string)
 }
 
-/// A small deterministic generator (xorshift64*), so the random test is the same every run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-}
-
 #[test]
 fn the_ranked_election_equals_checking_every_node() {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Seeded, so the random test is the same every run.
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
     let mut decided = 0;
     let mut unowned = 0;
     for round in 0..300 {
-        let nodes = 1 + rng.below(12) as usize;
+        let nodes = 1 + rng.u64(..12) as usize;
         let mut s = snapshot(nodes);
         for (_, n) in s.nodes.iter_mut() {
-            match rng.below(10) {
+            match rng.u64(..10) {
                 0 => {
                     n.labels.insert(EXCLUDE_LABEL.into(), String::new());
                 }
@@ -385,7 +375,7 @@ fn the_ranked_election_equals_checking_every_node() {
             }
         }
         // Sometimes only nodes in zone a are selected, with an interface list.
-        if rng.below(3) == 0 {
+        if rng.u64(..3) == 0 {
             s.advertisements = vec![Advertisement {
                 name: "zone-a".into(),
                 node_selectors: vec![LabelSelector {
@@ -396,24 +386,24 @@ fn the_ranked_election_equals_checking_every_node() {
                 ..Default::default()
             }];
         }
-        for i in 0..(1 + rng.below(25)) {
-            let a = format!("198.51.100.{}", 192 + rng.below(20));
+        for i in 0..(1 + rng.u64(..25)) {
+            let a = format!("198.51.100.{}", 192 + rng.u64(..20));
             let mut ips = vec![a.clone()];
-            if rng.below(4) == 0 {
-                ips.push(format!("2001:db8:1::{:x}", 0x200 + rng.below(10)));
+            if rng.u64(..4) == 0 {
+                ips.push(format!("2001:db8:1::{:x}", 0x200 + rng.u64(..10)));
             }
             let refs: Vec<&str> = ips.iter().map(String::as_str).collect();
             let mut info = svc(&format!("ns/r{round}-{i}"), &refs);
-            if rng.below(2) == 0 {
+            if rng.u64(..2) == 0 {
                 info.local = true;
-                info.endpoint_nodes = (0..rng.below(4))
-                    .map(|_| format!("node{}", 1 + rng.below(nodes as u64 + 2)))
+                info.endpoint_nodes = (0..rng.u64(..4))
+                    .map(|_| format!("node{}", 1 + rng.u64(..nodes as u64 + 2)))
                     .collect();
             }
             s.services.push(info);
         }
         let live: BTreeSet<String> = (1..=nodes + 1)
-            .filter(|_| rng.below(5) != 0)
+            .filter(|_| rng.u64(..5) != 0)
             .map(|i| format!("node{i}"))
             .collect();
         let p = plan(&s, &live);
