@@ -18,6 +18,7 @@ pub mod model;
 pub mod netio;
 pub mod plan;
 pub mod privilege;
+pub mod replan;
 pub mod report;
 pub mod run;
 pub mod sources;
