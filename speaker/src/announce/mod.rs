@@ -163,7 +163,7 @@ impl Announcer {
         let mut bursts = Vec::new();
         {
             let mut owned = self.shared.write_owned();
-            let current: Vec<IpAddr> = owned.by_ip().iter().map(|(ip, _)| *ip).collect();
+            let current: Vec<IpAddr> = owned.by_ip().keys().copied().collect();
             for ip in current {
                 if !desired.contains_key(&ip) {
                     let old = owned.by_ip_mut().remove(&ip);
