@@ -51,6 +51,16 @@ fn svc(key: &str, ips: &[&str]) -> ServiceInfo {
     }
 }
 
+/// Adds Services `ns/s0` to `ns/s<n - 1>`, Service `i` on 198.51.100.<last(i)>.
+fn add_services(s: &mut Snapshot, n: usize, last: impl Fn(usize) -> usize) {
+    for i in 0..n {
+        s.services.push(svc(
+            &format!("ns/s{i}"),
+            &[&format!("198.51.100.{}", last(i))],
+        ));
+    }
+}
+
 fn owner_of(plan: &Plan, addr: &str) -> Option<String> {
     plan.decisions
         .iter()
@@ -113,12 +123,7 @@ fn services_sharing_an_address_are_announced_together_even_transitively() {
 #[test]
 fn the_result_does_not_depend_on_the_order_services_arrive_in() {
     let mut s = snapshot(5);
-    for i in 0..30 {
-        s.services.push(svc(
-            &format!("ns/s{i}"),
-            &[&format!("198.51.100.{}", 200 + i % 20)],
-        ));
-    }
+    add_services(&mut s, 30, |i| 200 + i % 20);
     let nodes = live(&["node1", "node2", "node3", "node4", "node5"]);
     let forward = plan(&s, &nodes);
     s.services.reverse();
@@ -128,12 +133,7 @@ fn the_result_does_not_depend_on_the_order_services_arrive_in() {
 #[test]
 fn only_the_dead_nodes_groups_move() {
     let mut s = snapshot(3);
-    for i in 0..50 {
-        s.services.push(svc(
-            &format!("ns/s{i}"),
-            &[&format!("198.51.100.{}", 195 + i)],
-        ));
-    }
+    add_services(&mut s, 50, |i| 195 + i);
     let before = plan(&s, &live(&ALL3));
     let after = plan(&s, &live(&["node1", "node3"]));
     for (b, a) in before.decisions.iter().zip(&after.decisions) {
@@ -207,12 +207,7 @@ fn node_selectors_and_exclusions_limit_the_candidates() {
         }],
         ..Default::default()
     }];
-    for i in 0..20 {
-        s.services.push(svc(
-            &format!("ns/s{i}"),
-            &[&format!("198.51.100.{}", 200 + i)],
-        ));
-    }
+    add_services(&mut s, 20, |i| 200 + i);
     let p = plan(&s, &live(&ALL3));
     assert!(
         p.decisions
@@ -236,12 +231,7 @@ fn node_selectors_and_exclusions_limit_the_candidates() {
 fn network_unavailable_nodes_are_skipped() {
     let mut s = snapshot(2);
     s.nodes.get_mut("node1").unwrap().network_unavailable = true;
-    for i in 0..20 {
-        s.services.push(svc(
-            &format!("ns/s{i}"),
-            &[&format!("198.51.100.{}", 200 + i)],
-        ));
-    }
+    add_services(&mut s, 20, |i| 200 + i);
     let p = plan(&s, &live(&["node1", "node2"]));
     assert_eq!(p.owned_by("node2").count(), 20);
     assert_eq!(p.owned_by("node1").count(), 0);

@@ -24,14 +24,19 @@ fn names(ns: &[&str]) -> Vec<String> {
     ns.iter().map(|n| n.to_string()).collect()
 }
 
+/// Asserts where `view` comes from and who is live in it.
+#[track_caller]
+fn assert_view(view: &LiveView, source: ViewSource, live: &[&str]) {
+    assert_eq!(view.source, source);
+    assert_eq!(view.live.iter().cloned().collect::<Vec<_>>(), names(live));
+}
+
 #[test]
 fn self_is_live_without_peers() {
     let t0 = Instant::now();
     let v = mk_view(t0, &[]);
     for at in [t0, t0 + ms(1), t0 + FALLBACK, t0 + FALLBACK * 10] {
-        let view = v.evaluate(at);
-        assert_eq!(view.live.into_iter().collect::<Vec<_>>(), names(&["a"]));
-        assert_eq!(view.source, ViewSource::Mesh);
+        assert_view(&v.evaluate(at), ViewSource::Mesh, &["a"]);
     }
 }
 
@@ -126,11 +131,10 @@ fn fallback_when_no_packet_since_start() {
     let v = mk_view(t0, &[("b", true), ("c", false)]);
     let before = v.evaluate(t0 + FALLBACK - ms(1));
     assert_eq!(before.source, ViewSource::Mesh);
-    let after = v.evaluate(t0 + FALLBACK);
-    assert_eq!(after.source, ViewSource::NodeFallback);
-    assert_eq!(
-        after.live.into_iter().collect::<Vec<_>>(),
-        names(&["a", "b"])
+    assert_view(
+        &v.evaluate(t0 + FALLBACK),
+        ViewSource::NodeFallback,
+        &["a", "b"],
     );
     assert_eq!(v.status("b", t0 + FALLBACK), Some(Status::NodeReady));
     assert_eq!(v.status("c", t0 + FALLBACK), Some(Status::NodeNotReady));
@@ -150,20 +154,10 @@ fn fallback_when_the_mesh_goes_silent_and_back_on_the_next_packet() {
     // heard; b was heard and went silent, which is evidence its Node's readiness cannot undo.
     let fb = t0 + ms(200) + FALLBACK;
     assert_eq!(v.evaluate(fb - ms(1)).source, ViewSource::Mesh);
-    let view = v.evaluate(fb);
-    assert_eq!(view.source, ViewSource::NodeFallback);
-    assert_eq!(
-        view.live.into_iter().collect::<Vec<_>>(),
-        names(&["a", "d"])
-    );
+    assert_view(&v.evaluate(fb), ViewSource::NodeFallback, &["a", "d"]);
     // One packet from anyone: back to the mesh, where only c has been heard.
     assert!(v.alive("c", fb + ms(5)));
-    let view = v.evaluate(fb + ms(5));
-    assert_eq!(view.source, ViewSource::Mesh);
-    assert_eq!(
-        view.live.into_iter().collect::<Vec<_>>(),
-        names(&["a", "c"])
-    );
+    assert_view(&v.evaluate(fb + ms(5)), ViewSource::Mesh, &["a", "c"]);
 }
 
 #[test]
@@ -173,9 +167,7 @@ fn a_crashed_peer_of_a_two_node_cluster_stays_dead() {
     let mut v = mk_view(t0, &[("b", true)]);
     v.alive("b", t0 + ms(10));
     for after in [DEAD, FALLBACK, FALLBACK * 10] {
-        let view = v.evaluate(t0 + ms(10) + after);
-        assert_eq!(view.source, ViewSource::Mesh);
-        assert_eq!(view.live.into_iter().collect::<Vec<_>>(), names(&["a"]));
+        assert_view(&v.evaluate(t0 + ms(10) + after), ViewSource::Mesh, &["a"]);
     }
 }
 
@@ -185,18 +177,14 @@ fn a_leave_also_ends_the_fallback() {
     let mut v = mk_view(t0, &[("b", true), ("c", true)]);
     assert_eq!(v.evaluate(t0 + FALLBACK).source, ViewSource::NodeFallback);
     v.leave("b", t0 + FALLBACK + ms(1));
-    let view = v.evaluate(t0 + FALLBACK + ms(1));
-    assert_eq!(view.source, ViewSource::Mesh);
-    assert_eq!(view.live.into_iter().collect::<Vec<_>>(), names(&["a"]));
+    assert_view(&v.evaluate(t0 + FALLBACK + ms(1)), ViewSource::Mesh, &["a"]);
 }
 
 #[test]
 fn no_fallback_without_a_ready_peer() {
     let t0 = Instant::now();
     let v = mk_view(t0, &[("b", false), ("c", false)]);
-    let view = v.evaluate(t0 + FALLBACK * 5);
-    assert_eq!(view.source, ViewSource::Mesh);
-    assert_eq!(view.live.into_iter().collect::<Vec<_>>(), names(&["a"]));
+    assert_view(&v.evaluate(t0 + FALLBACK * 5), ViewSource::Mesh, &["a"]);
 }
 
 #[test]
@@ -206,16 +194,13 @@ fn peers_that_left_stay_dead_in_fallback_and_do_not_cause_it() {
     v.alive("b", t0);
     v.leave("b", t0 + ms(10));
     // The only Ready peer left: nothing to fall back to, the mesh view stands.
-    let view = v.evaluate(t0 + FALLBACK * 5);
-    assert_eq!(view.source, ViewSource::Mesh);
-    assert_eq!(view.live.into_iter().collect::<Vec<_>>(), names(&["a"]));
+    assert_view(&v.evaluate(t0 + FALLBACK * 5), ViewSource::Mesh, &["a"]);
     // With another Ready peer the fallback happens, without the one that left.
     v.set_peers([("b".to_string(), true), ("c".to_string(), true)]);
-    let view = v.evaluate(t0 + FALLBACK * 5);
-    assert_eq!(view.source, ViewSource::NodeFallback);
-    assert_eq!(
-        view.live.into_iter().collect::<Vec<_>>(),
-        names(&["a", "c"])
+    assert_view(
+        &v.evaluate(t0 + FALLBACK * 5),
+        ViewSource::NodeFallback,
+        &["a", "c"],
     );
 }
 
@@ -224,12 +209,7 @@ fn start_up_grace_counts_ready_unheard_peers_live() {
     let t0 = Instant::now();
     let v = mk_view(t0, &[("b", true), ("c", false)]);
     for at in [t0, t0 + ms(1), t0 + FALLBACK - ms(1)] {
-        let view = v.evaluate(at);
-        assert_eq!(view.source, ViewSource::Mesh);
-        assert_eq!(
-            view.live.into_iter().collect::<Vec<_>>(),
-            names(&["a", "b"])
-        );
+        assert_view(&v.evaluate(at), ViewSource::Mesh, &["a", "b"]);
     }
     assert_eq!(v.status("b", t0), Some(Status::Grace));
     assert_eq!(v.status("c", t0), Some(Status::NeverHeard));
@@ -408,11 +388,7 @@ fn the_view_changes_only_when_announced() {
         }
     }
     // e was never heard: its Ready Node speaks for it; b went silent and stays dead.
-    assert_eq!(published.source, ViewSource::NodeFallback);
-    assert_eq!(
-        published.live.into_iter().collect::<Vec<_>>(),
-        names(&["a", "e"])
-    );
+    assert_view(&published, ViewSource::NodeFallback, &["a", "e"]);
 }
 
 #[test]

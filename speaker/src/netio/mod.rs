@@ -19,6 +19,28 @@ pub mod links;
 pub mod multicast;
 pub mod packet_socket;
 
+/// Makes blocking reads on `fd` give up after `timeout` (`SO_RCVTIMEO`).
+fn set_receive_timeout(
+    fd: std::os::fd::RawFd,
+    timeout: std::time::Duration,
+) -> std::io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: `tv` is a valid timeval for the duration of the call, and the length matches it.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            size_of::<libc::timeval>() as u32,
+        )
+    })?;
+    Ok(())
+}
+
 /// `Err(last OS error)` when a libc call returned -1.
 fn check(rc: libc::c_int) -> std::io::Result<libc::c_int> {
     if rc < 0 {

@@ -10,7 +10,7 @@ use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use super::check;
+use super::{check, set_receive_timeout};
 use crate::wire::filter::SockFilter;
 
 /// Which frames a socket receives (its `sll_protocol`).
@@ -75,20 +75,7 @@ impl PacketSocket {
         })?;
         // Frames that arrived between socket() and the filter/bind are unfiltered: drop them.
         drain(fd.as_raw_fd());
-        let timeout = libc::timeval {
-            tv_sec: read_timeout.as_secs() as libc::time_t,
-            tv_usec: read_timeout.subsec_micros() as libc::suseconds_t,
-        };
-        // SAFETY: `timeout` is a valid timeval for the duration of the call.
-        check(unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                size_of::<libc::timeval>() as u32,
-            )
-        })?;
+        set_receive_timeout(fd.as_raw_fd(), read_timeout)?;
         Ok(PacketSocket { fd, ifindex })
     }
 
