@@ -30,7 +30,7 @@ use crate::eligibility::Interfaces;
 use crate::hazard::watch::Handled;
 use crate::membership::{LiveView, Peer, ViewSource};
 use crate::model::Snapshot;
-use crate::plan::{self, Plan, ServiceKey};
+use crate::plan::{self, ServiceKey};
 use crate::report::{self, Wanted};
 
 /// The main loop's memory between events.
@@ -74,8 +74,6 @@ pub struct Step {
 /// What to do after a new plan.
 #[derive(Debug, PartialEq)]
 pub struct Replan {
-    /// The plan.
-    pub plan: Plan,
     /// The addresses this node announces now, and where ([`crate::announce::Announcer::apply`]).
     pub desired: BTreeMap<IpAddr, Interfaces>,
     /// Announce everything owned again (a speaker rejoined).
@@ -141,7 +139,7 @@ impl Replanner {
     }
 
     /// One pass of the loop with the live `view` and the names of the interfaces answered on
-    /// now (`links`, in the announcer's order).
+    /// now (`links`, [`crate::announce::Announcer::interface_names`]).
     pub fn step(&mut self, view: &LiveView, links: &[String]) -> Step {
         let mut step = Step::default();
         if view.source != self.last_source {
@@ -190,7 +188,6 @@ impl Replanner {
         }
         self.planned = Some(input);
         step.replan = Some(Replan {
-            plan,
             desired,
             reannounce: rejoined,
             kernel,

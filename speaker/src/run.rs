@@ -23,7 +23,6 @@ use kube::Client;
 use tracing::{error, info, warn};
 
 use crate::announce::{self, Announcer};
-use crate::eligibility::Interfaces;
 use crate::hazard::watch::KernelWatch;
 use crate::membership::{self, Membership};
 use crate::metrics::{CapabilityLabels, Metrics};
@@ -119,7 +118,7 @@ pub async fn run(
         if replanner.snapshot_stale() {
             replanner.snapshot_read(sources.snapshot(config.lb_class.as_deref()));
         }
-        let links = announcer.interface_names(&Interfaces::All);
+        let links = announcer.interface_names();
         let step = replanner.step(&view, &links);
         if let Some(source) = &step.source_changed {
             warn!(?source, "liveness source changed");

@@ -229,12 +229,11 @@ impl Announcer {
         self.shared.links_changed.subscribe()
     }
 
-    /// Names of the interfaces `interfaces` resolves to on this node right now.
-    pub fn interface_names(&self, interfaces: &Interfaces) -> Vec<String> {
+    /// Names of the interfaces answered on right now, in interface index order.
+    pub fn interface_names(&self) -> Vec<String> {
         self.shared
             .read_links()
             .values()
-            .filter(|l| interfaces.allows(&l.link.name))
             .map(|l| l.link.name.clone())
             .collect()
     }
