@@ -1,5 +1,5 @@
 //! The speaker's main loop (I/O): feeds watch changes, live views and write failures to the
-//! pure [`Replanner`](crate::replan::Replanner) and carries out each step it returns.
+//! pure [`Replanner`] and carries out each step it returns.
 //!
 //! ```text
 //!  watch events ──> sources.rs: Snapshot, peers ─┐
