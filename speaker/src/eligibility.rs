@@ -9,21 +9,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use ferrolb_crds::{AddressRange, LabelSelector, selector};
+use ferrolb_crds::selector;
+
+use crate::model::{Advertisement, NodeInfo, PoolInfo};
 
 /// The label that keeps a node out of every external load balancer.
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
-/// What the speaker needs of a Node.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NodeInfo {
-    /// Node name.
-    pub name: String,
-    /// Its labels (for `nodeSelectors`).
-    pub labels: BTreeMap<String, String>,
-    /// The `NetworkUnavailable` condition is True.
-    pub network_unavailable: bool,
-}
+// The eligibility rules that read one model object alone.
 
 impl NodeInfo {
     /// Why this node may never announce, if so.
@@ -36,39 +29,6 @@ impl NodeInfo {
             None
         }
     }
-}
-
-/// What the speaker needs of an `IPAddressPool`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PoolInfo {
-    /// Pool name.
-    pub name: String,
-    /// Its labels (for `ipAddressPoolSelectors`).
-    pub labels: BTreeMap<String, String>,
-    /// Its addresses (entries that do not parse are left out; the controller reports them).
-    pub ranges: Vec<AddressRange>,
-}
-
-impl PoolInfo {
-    /// Whether `ip` is one of the pool's addresses.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        self.ranges.iter().any(|r| r.contains(ip))
-    }
-}
-
-/// What the speaker needs of an `L2Advertisement`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Advertisement {
-    /// Object name.
-    pub name: String,
-    /// `spec.ipAddressPools`.
-    pub pools: Vec<String>,
-    /// `spec.ipAddressPoolSelectors`.
-    pub pool_selectors: Vec<LabelSelector>,
-    /// `spec.nodeSelectors` (empty: every node).
-    pub node_selectors: Vec<LabelSelector>,
-    /// `spec.interfaces` (empty: every suitable interface).
-    pub interfaces: Vec<String>,
 }
 
 impl Advertisement {
@@ -219,6 +179,7 @@ pub fn node_may_announce(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferrolb_crds::LabelSelector;
     use ferrolb_crds::address::parse_entry;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -54,7 +54,7 @@ pub struct CapabilityLabels {
 }
 
 /// Every speaker metric. Cheap to clone (all handles share their values).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Metrics {
     /// Requests (ARP requests, neighbour solicitations) received for an owned address.
     pub requests: Family<IpLabels, Counter>,
@@ -90,22 +90,7 @@ pub struct Metrics {
 impl Metrics {
     /// Creates the metrics and registers them.
     pub fn register(registry: &mut Registry) -> Metrics {
-        let m = Metrics {
-            requests: Family::default(),
-            replies: Family::default(),
-            gratuitous: Family::default(),
-            not_owned: Family::default(),
-            dropped: Family::default(),
-            conflicts: Family::default(),
-            send_errors: Counter::default(),
-            owned_ips: Gauge::default(),
-            ownership_changes: Counter::default(),
-            interfaces: Gauge::default(),
-            writes: Family::default(),
-            kernel_answered: Family::default(),
-            kernel_check_errors: Counter::default(),
-            missing_capability: Family::default(),
-        };
+        let m = Metrics::default();
         let r = registry.sub_registry_with_prefix("ferrolb_speaker");
         r.register(
             "requests_received",

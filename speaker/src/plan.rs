@@ -9,39 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::election;
-use crate::eligibility::{Advertisement, Ineligible, Interfaces, NodeInfo, PoolInfo};
-use crate::eligibility::{node_may_announce, pool_of};
+use crate::eligibility::{Ineligible, Interfaces, node_may_announce, pool_of};
+use crate::model::{NodeInfo, PoolInfo, Snapshot};
 
 /// `namespace/name` of a Service.
 pub type ServiceKey = String;
-
-/// What the speaker needs of a LoadBalancer Service it may announce.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ServiceInfo {
-    /// `namespace/name`.
-    pub key: ServiceKey,
-    /// Addresses in `status.loadBalancer.ingress`.
-    pub ips: Vec<IpAddr>,
-    /// The `ferrolb.io/ip-allocated-from-pool` annotation.
-    pub pool: Option<String>,
-    /// `externalTrafficPolicy: Local`.
-    pub local: bool,
-    /// Nodes with a ready (or serving) endpoint of the Service (used when `local`).
-    pub endpoint_nodes: BTreeSet<String>,
-}
-
-/// Everything election needs, as read from the API.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    /// Nodes by name.
-    pub nodes: BTreeMap<String, NodeInfo>,
-    /// Pools by name.
-    pub pools: BTreeMap<String, PoolInfo>,
-    /// Every L2Advertisement.
-    pub advertisements: Vec<Advertisement>,
-    /// Every handled LoadBalancer Service with at least one ingress IP.
-    pub services: Vec<ServiceInfo>,
-}
 
 /// Addresses announced together.
 #[derive(Clone, Debug, PartialEq, Eq)]

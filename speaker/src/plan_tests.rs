@@ -1,5 +1,6 @@
 use super::*;
 use crate::eligibility::EXCLUDE_LABEL;
+use crate::model::{Advertisement, ServiceInfo};
 use ferrolb_crds::LabelSelector;
 use ferrolb_crds::address::parse_entry;
 
@@ -47,6 +48,16 @@ fn svc(key: &str, ips: &[&str]) -> ServiceInfo {
         ips: ips.iter().map(|s| ip(s)).collect(),
         pool: Some("lan".into()),
         ..Default::default()
+    }
+}
+
+/// Adds Services `ns/s0` to `ns/s<n - 1>`, Service `i` on 198.51.100.<last(i)>.
+fn add_services(s: &mut Snapshot, n: usize, last: impl Fn(usize) -> usize) {
+    for i in 0..n {
+        s.services.push(svc(
+            &format!("ns/s{i}"),
+            &[&format!("198.51.100.{}", last(i))],
+        ));
     }
 }
 
@@ -112,12 +123,7 @@ fn services_sharing_an_address_are_announced_together_even_transitively() {
 #[test]
 fn the_result_does_not_depend_on_the_order_services_arrive_in() {
     let mut s = snapshot(5);
-    for i in 0..30 {
-        s.services.push(svc(
-            &format!("ns/s{i}"),
-            &[&format!("198.51.100.{}", 200 + i % 20)],
-        ));
-    }
+    add_services(&mut s, 30, |i| 200 + i % 20);
     let nodes = live(&["node1", "node2", "node3", "node4", "node5"]);
     let forward = plan(&s, &nodes);
     s.services.reverse();
@@ -127,12 +133,7 @@ fn the_result_does_not_depend_on_the_order_services_arrive_in() {
 #[test]
 fn only_the_dead_nodes_groups_move() {
     let mut s = snapshot(3);
-    for i in 0..50 {
-        s.services.push(svc(
-            &format!("ns/s{i}"),
-            &[&format!("198.51.100.{}", 195 + i)],
-        ));
-    }
+    add_services(&mut s, 50, |i| 195 + i);
     let before = plan(&s, &live(&ALL3));
     let after = plan(&s, &live(&["node1", "node3"]));
     for (b, a) in before.decisions.iter().zip(&after.decisions) {
@@ -206,12 +207,7 @@ fn node_selectors_and_exclusions_limit_the_candidates() {
         }],
         ..Default::default()
     }];
-    for i in 0..20 {
-        s.services.push(svc(
-            &format!("ns/s{i}"),
-            &[&format!("198.51.100.{}", 200 + i)],
-        ));
-    }
+    add_services(&mut s, 20, |i| 200 + i);
     let p = plan(&s, &live(&ALL3));
     assert!(
         p.decisions
@@ -235,12 +231,7 @@ fn node_selectors_and_exclusions_limit_the_candidates() {
 fn network_unavailable_nodes_are_skipped() {
     let mut s = snapshot(2);
     s.nodes.get_mut("node1").unwrap().network_unavailable = true;
-    for i in 0..20 {
-        s.services.push(svc(
-            &format!("ns/s{i}"),
-            &[&format!("198.51.100.{}", 200 + i)],
-        ));
-    }
+    add_services(&mut s, 20, |i| 200 + i);
     let p = plan(&s, &live(&["node1", "node2"]));
     assert_eq!(p.owned_by("node2").count(), 20);
     assert_eq!(p.owned_by("node1").count(), 0);
@@ -352,28 +343,17 @@ fn exhaustive_owner(s: &Snapshot, live: &BTreeSet<String>, d: &Decision) -> Opti
     election::owner(d.group.key, eligible).map(str::to_string)
 }
 
-/// A small deterministic generator (xorshift64*), so the random test is the same every run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-}
-
 #[test]
 fn the_ranked_election_equals_checking_every_node() {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Seeded, so the random test is the same every run.
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
     let mut decided = 0;
     let mut unowned = 0;
     for round in 0..300 {
-        let nodes = 1 + rng.below(12) as usize;
+        let nodes = 1 + rng.u64(..12) as usize;
         let mut s = snapshot(nodes);
         for (_, n) in s.nodes.iter_mut() {
-            match rng.below(10) {
+            match rng.u64(..10) {
                 0 => {
                     n.labels.insert(EXCLUDE_LABEL.into(), String::new());
                 }
@@ -385,7 +365,7 @@ fn the_ranked_election_equals_checking_every_node() {
             }
         }
         // Sometimes only nodes in zone a are selected, with an interface list.
-        if rng.below(3) == 0 {
+        if rng.u64(..3) == 0 {
             s.advertisements = vec![Advertisement {
                 name: "zone-a".into(),
                 node_selectors: vec![LabelSelector {
@@ -396,24 +376,24 @@ fn the_ranked_election_equals_checking_every_node() {
                 ..Default::default()
             }];
         }
-        for i in 0..(1 + rng.below(25)) {
-            let a = format!("198.51.100.{}", 192 + rng.below(20));
+        for i in 0..(1 + rng.u64(..25)) {
+            let a = format!("198.51.100.{}", 192 + rng.u64(..20));
             let mut ips = vec![a.clone()];
-            if rng.below(4) == 0 {
-                ips.push(format!("2001:db8:1::{:x}", 0x200 + rng.below(10)));
+            if rng.u64(..4) == 0 {
+                ips.push(format!("2001:db8:1::{:x}", 0x200 + rng.u64(..10)));
             }
             let refs: Vec<&str> = ips.iter().map(String::as_str).collect();
             let mut info = svc(&format!("ns/r{round}-{i}"), &refs);
-            if rng.below(2) == 0 {
+            if rng.u64(..2) == 0 {
                 info.local = true;
-                info.endpoint_nodes = (0..rng.below(4))
-                    .map(|_| format!("node{}", 1 + rng.below(nodes as u64 + 2)))
+                info.endpoint_nodes = (0..rng.u64(..4))
+                    .map(|_| format!("node{}", 1 + rng.u64(..nodes as u64 + 2)))
                     .collect();
             }
             s.services.push(info);
         }
         let live: BTreeSet<String> = (1..=nodes + 1)
-            .filter(|_| rng.below(5) != 0)
+            .filter(|_| rng.u64(..5) != 0)
             .map(|i| format!("node{i}"))
             .collect();
         let p = plan(&s, &live);

@@ -1,18 +1,18 @@
-//! The speaker's main loop: caches and membership in, plan, announcer and status writer out.
+//! The speaker's main loop (I/O): feeds watch changes, live views and write failures to the
+//! pure [`Replanner`] and carries out each step it returns.
 //!
 //! ```text
-//!  watch events ─┐                      ┌─> Announcer::apply (owned addresses, at once)
-//!  live view ────┼─> Snapshot ─> plan ──┤
-//!                │  (pure)     (pure)   └─> StatusWriter (conditions + Events, on change only)
-//!  Nodes ────────┴─> membership peers
-//!  plan's addresses + interfaces ──> KernelWatch (does the kernel answer for them itself?)
+//!  watch events ──> sources.rs: Snapshot, peers ─┐
+//!  live view (membership) ───────────────────────┼─> replan.rs ──> Announcer::apply (at once)
+//!  writer failed, interfaces changed: force ─────┘   (plan.rs)  ├─> KernelWatch (hazard/)
+//!                                                               ├─> StatusWriter (conditions)
+//!                                                               └─> Membership::set_peers
 //! ```
 //!
 //! Without `CAP_NET_RAW` the speaker cannot answer at all: it then stays out of the membership
 //! (so no peer counts on it), reports not ready, sets `missing_capability`, says in an error
 //! line what to change, and tries again every [`CAPABILITY_RETRY`].
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -23,13 +23,11 @@ use kube::Client;
 use tracing::{error, info, warn};
 
 use crate::announce::{self, Announcer};
-use crate::eligibility::Interfaces;
-use crate::hazard::watch::{Handled, KernelWatch};
-use crate::membership::{self, Membership, ViewSource};
+use crate::hazard::watch::KernelWatch;
+use crate::membership::{self, Membership};
 use crate::metrics::{CapabilityLabels, Metrics};
-use crate::plan::{self, Decision, Snapshot};
 use crate::privilege::{Privileges, why_no_packet_sockets};
-use crate::report;
+use crate::replan::Replanner;
 use crate::sources::Sources;
 use crate::status_writer::StatusWriter;
 
@@ -101,7 +99,8 @@ pub async fn run(
     let (membership, mut live) = Membership::start(mcfg, membership_metrics)
         .await
         .with_context(|| format!("starting membership on {bind}"))?;
-    membership.set_peers(sources.peers(&config.node, config.memberlist_port, v4));
+    let peers = sources.peers(&config.node, config.memberlist_port, v4);
+    membership.set_peers(peers.clone());
     health.set_ready();
 
     let mut writer = StatusWriter::new(client.clone(), config.node.clone(), metrics.clone());
@@ -112,65 +111,27 @@ pub async fn run(
         sources.services.clone(),
         metrics.clone(),
     );
-    let mut peers = sources.peers(&config.node, config.memberlist_port, v4);
-    let mut last_source = ViewSource::Mesh;
-    let mut last_live = BTreeSet::new();
-    // The last input planned from: Node heartbeats and unrelated Service edits change objects
-    // without changing the snapshot, and need no new plan. The snapshot is only rebuilt when a
-    // watch reported a change (25 ms at 10,000 Services): a peer's death replans from the last
-    // one, so failover does not pay for reading the caches.
-    let mut snapshot = Snapshot::default();
-    let mut snapshot_generation = 0u64;
-    let mut sources_changed = true;
-    // (snapshot generation, live speakers) of the last plan.
-    let mut planned: Option<(u64, BTreeSet<String>)> = None;
-    let mut force = false;
-    let mut last_wanted = BTreeMap::new();
+    let mut replanner = Replanner::new(config.node.clone(), peers);
     let mut links_changed = announcer.links_changed();
-    // (snapshot generation, interfaces) the kernel check was last given.
-    let mut kernel_checked: Option<(u64, Vec<String>)> = None;
     loop {
         let view = live.borrow_and_update().clone();
-        if view.source != last_source {
-            last_source = view.source.clone();
-            warn!(source = ?view.source, "liveness source changed");
+        if replanner.snapshot_stale() {
+            replanner.snapshot_read(sources.snapshot(config.lb_class.as_deref()));
         }
-        let joined: Vec<&String> = view.live.difference(&last_live).collect();
-        let rejoined = !last_live.is_empty() && !joined.is_empty();
-        if !joined.is_empty() {
-            info!(peers = ?joined, live = view.live.len(), "speakers joined");
+        let links = announcer.interface_names();
+        let step = replanner.step(&view, &links);
+        if let Some(source) = &step.source_changed {
+            warn!(?source, "liveness source changed");
         }
-        for gone in last_live.difference(&view.live) {
+        if !step.joined.is_empty() {
+            info!(peers = ?step.joined, live = view.live.len(), "speakers joined");
+        }
+        for gone in &step.gone {
             info!(peer = %gone, live = view.live.len(), "speaker gone");
         }
-        last_live = view.live.clone();
-        if sources_changed {
-            sources_changed = false;
-            let fresh = sources.snapshot(config.lb_class.as_deref());
-            if fresh != snapshot {
-                snapshot = fresh;
-                snapshot_generation += 1;
-            }
-        }
-        let input = (snapshot_generation, view.live.clone());
-        if force || planned.as_ref() != Some(&input) {
-            force = false;
-            let plan = plan::plan(&snapshot, &view.live);
-            let desired: BTreeMap<IpAddr, Interfaces> = plan
-                .owned_by(&config.node)
-                .flat_map(|d| {
-                    let interfaces = d
-                        .owner
-                        .as_ref()
-                        .map(|(_, i)| i.clone())
-                        .unwrap_or(Interfaces::All);
-                    d.group.ips.iter().map(move |ip| (*ip, interfaces.clone()))
-                })
-                .collect();
-            let changed = announcer.apply(&desired);
-            if rejoined {
-                // Whoever stood in for us while a peer (or we) was cut off may still be in clients'
-                // caches: announce what we own again. Cheap, and peers join rarely.
+        if let Some(replan) = step.replan {
+            let changed = announcer.apply(&replan.desired);
+            if replan.reannounce {
                 announcer.reannounce_all();
             }
             for ip in &changed.added {
@@ -179,51 +140,28 @@ pub async fn run(
             for ip in &changed.removed {
                 info!(%ip, "stopped announcing");
             }
-            let wanted = report::wanted(&plan.decisions, &config.node, |d: &Decision| {
-                d.owner
-                    .as_ref()
-                    .map(|(_, i)| announcer.interface_names(i))
-                    .unwrap_or_default()
-            });
-            last_wanted = wanted;
-            // The handled addresses depend on the snapshot only, not on who is live: a
-            // failover's replan skips this.
-            let interfaces = announcer.interface_names(&Interfaces::All);
-            let checked = (snapshot_generation, interfaces);
-            if kernel_checked.as_ref() != Some(&checked) {
-                kernel.update(Handled {
-                    ips: plan
-                        .decisions
-                        .iter()
-                        .flat_map(|d| d.group.ips.iter().map(|ip| (*ip, d.group.services.clone())))
-                        .collect(),
-                    interfaces: checked.1.clone(),
-                });
-                kernel_checked = Some(checked);
+            if let Some(handled) = replan.kernel {
+                kernel.update(handled);
             }
-            planned = Some(input);
         }
-        // Every time, not only after a new plan: a Service whose condition another speaker
-        // overwrote (while this one was cut off) changes nothing in the plan, yet needs a write.
-        writer.update(last_wanted.clone(), &sources.services);
+        writer.update(replanner.wanted().clone(), &sources.services);
 
         tokio::select! {
             r = changes.changed() => {
                 if r.is_err() { anyhow::bail!("the API watches stopped"); }
-                sources_changed = true;
-                let now = sources.peers(&config.node, config.memberlist_port, v4);
-                if now != peers {
-                    membership.set_peers(now.clone());
-                    peers = now;
+                replanner.sources_changed();
+                let peers = sources.peers(&config.node, config.memberlist_port, v4);
+                if let Some(peers) = replanner.peers_read(peers) {
+                    membership.set_peers(peers);
                 }
             }
             r = live.changed() => {
                 if r.is_err() { anyhow::bail!("membership stopped"); }
             }
-            () = writer.failed() => force = true,
+            () = writer.failed() => replanner.force(),
             r = links_changed.changed() => {
                 if r.is_err() { anyhow::bail!("the announcer stopped"); }
-                force = true;
+                replanner.force();
             }
             () = &mut shutdown => break,
         }

@@ -1,6 +1,6 @@
 //! What the speaker reads from the API: caches (reflectors) of Services, EndpointSlices, Nodes,
-//! IPAddressPools and L2Advertisements, a change counter, and their conversion into the pure
-//! [`Snapshot`] election works on.
+//! IPAddressPools and L2Advertisements, a change counter, and their conversion into the
+//! [`crate::model`] types ([`Snapshot`], membership [`Peer`]s) the pure code works on.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Debug;
@@ -20,9 +20,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use crate::eligibility::{Advertisement, NodeInfo, PoolInfo};
 use crate::membership::Peer;
-use crate::plan::{ServiceInfo, Snapshot};
+use crate::model::{Advertisement, NodeInfo, PoolInfo, ServiceInfo, Snapshot};
 
 /// The annotation the controller writes with the pool an address came from.
 pub const ALLOCATED_FROM_POOL: &str = "ferrolb.io/ip-allocated-from-pool";
@@ -60,53 +59,21 @@ impl Sources {
     /// Starts the watches. The receiver's value changes on every watch event.
     pub fn start(client: &Client) -> (Sources, watch::Receiver<u64>, Watches) {
         let (tx, rx) = watch::channel(0u64);
-        let mut tasks = Vec::new();
-        let services = spawn_watch(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default().fields("spec.type=LoadBalancer"),
-            "Services",
-            tx.clone(),
-            &mut tasks,
-        );
-        let slices = spawn_watch(
-            Api::<EndpointSlice>::all(client.clone()),
-            watcher::Config::default(),
-            "EndpointSlices",
-            tx.clone(),
-            &mut tasks,
-        );
-        let nodes = spawn_watch(
-            Api::<Node>::all(client.clone()),
-            watcher::Config::default(),
-            "Nodes",
-            tx.clone(),
-            &mut tasks,
-        );
-        let pools = spawn_watch(
-            Api::<IPAddressPool>::all(client.clone()),
-            watcher::Config::default(),
-            "IPAddressPools (is the ferrolb CRD installed?)",
-            tx.clone(),
-            &mut tasks,
-        );
-        let advertisements = spawn_watch(
-            Api::<L2Advertisement>::all(client.clone()),
-            watcher::Config::default(),
-            "L2Advertisements (is the ferrolb CRD installed?)",
-            tx,
-            &mut tasks,
-        );
-        (
-            Sources {
-                services,
-                slices,
-                nodes,
-                pools,
-                advertisements,
-            },
-            rx,
-            Watches(tasks),
-        )
+        let mut spawner = Spawner {
+            client,
+            changed: tx,
+            tasks: Vec::new(),
+        };
+        let all = watcher::Config::default;
+        let sources = Sources {
+            services: spawner.watch(all().fields("spec.type=LoadBalancer"), "Services"),
+            slices: spawner.watch(all(), "EndpointSlices"),
+            nodes: spawner.watch(all(), "Nodes"),
+            pools: spawner.watch(all(), "IPAddressPools (is the ferrolb CRD installed?)"),
+            advertisements: spawner
+                .watch(all(), "L2Advertisements (is the ferrolb CRD installed?)"),
+        };
+        (sources, rx, Watches(spawner.tasks))
     }
 
     /// Waits until every cache holds a complete first list.
@@ -213,37 +180,44 @@ impl Sources {
     }
 }
 
-fn spawn_watch<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    what: &'static str,
+/// Starts watches that share one change counter.
+struct Spawner<'a> {
+    client: &'a Client,
     changed: watch::Sender<u64>,
-    tasks: &mut Vec<JoinHandle<()>>,
-) -> Store<K>
-where
-    K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone,
-{
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
-    tasks.push(tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        let mut failing = false;
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => {
-                    failing = false;
-                    changed.send_modify(|n| *n = n.wrapping_add(1));
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Spawner<'_> {
+    /// A cache of every `K` (cluster-wide) matching `config`, kept current by a new task that
+    /// bumps the change counter on every event; `what` names the objects in warnings.
+    fn watch<K>(&mut self, config: watcher::Config, what: &'static str) -> Store<K>
+    where
+        K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + Hash + Clone,
+    {
+        let api = Api::<K>::all(self.client.clone());
+        let changed = self.changed.clone();
+        let (store, writer) = reflector::store();
+        let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+        self.tasks.push(tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            let mut failing = false;
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(_) => {
+                        failing = false;
+                        changed.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                    Err(e) if !failing => {
+                        failing = true;
+                        warn!(error = %e, "watching {what} failed; retrying with backoff, announcing from the last known state");
+                    }
+                    Err(_) => {}
                 }
-                Err(e) if !failing => {
-                    failing = true;
-                    warn!(error = %e, "watching {what} failed; retrying with backoff, announcing from the last known state");
-                }
-                Err(_) => {}
             }
-        }
-    }));
-    store
+        }));
+        store
+    }
 }
 
 fn condition_true(node: &Node, type_: &str) -> bool {

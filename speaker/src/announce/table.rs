@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::SystemTime;
 
 use crate::eligibility::Interfaces;
 use crate::metrics::IpCounters;
@@ -13,8 +12,6 @@ use crate::metrics::IpCounters;
 pub struct OwnedIp {
     /// Interfaces it may be announced on.
     pub interfaces: Interfaces,
-    /// When this node took it over.
-    pub since: SystemTime,
     /// Bumped on every takeover, so a stale announcement burst stops.
     pub generation: u64,
     /// Its counters.
@@ -33,11 +30,6 @@ impl Owned {
         self.by_ip.get(&ip).filter(|e| e.interfaces.allows(link))
     }
 
-    /// The entry for `ip`.
-    pub fn get(&self, ip: IpAddr) -> Option<&OwnedIp> {
-        self.by_ip.get(&ip)
-    }
-
     /// The owned addresses announced on interface `link`, by family: what its kernel filters
     /// let through.
     pub fn targets_on(&self, link: &str) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
@@ -54,30 +46,13 @@ impl Owned {
         (v4, v6)
     }
 
-    /// Every owned address.
-    pub fn iter(&self) -> impl Iterator<Item = (&IpAddr, &OwnedIp)> {
-        self.by_ip.iter()
+    /// Every owned address, by IP.
+    pub fn by_ip(&self) -> &HashMap<IpAddr, OwnedIp> {
+        &self.by_ip
     }
 
-    /// Number of owned addresses.
-    pub fn len(&self) -> usize {
-        self.by_ip.len()
-    }
-
-    /// Whether nothing is owned.
-    pub fn is_empty(&self) -> bool {
-        self.by_ip.is_empty()
-    }
-
-    pub(super) fn insert(&mut self, ip: IpAddr, entry: OwnedIp) -> Option<OwnedIp> {
-        self.by_ip.insert(ip, entry)
-    }
-
-    pub(super) fn remove(&mut self, ip: IpAddr) -> Option<OwnedIp> {
-        self.by_ip.remove(&ip)
-    }
-
-    pub(super) fn get_mut(&mut self, ip: IpAddr) -> Option<&mut OwnedIp> {
-        self.by_ip.get_mut(&ip)
+    /// The owned addresses, for the announcer to change.
+    pub(super) fn by_ip_mut(&mut self) -> &mut HashMap<IpAddr, OwnedIp> {
+        &mut self.by_ip
     }
 }

@@ -14,7 +14,7 @@ pub struct ResultLabels {
 }
 
 /// Every membership metric. Clones share the same series.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Metrics {
     /// Live speakers other than this one (`ferrolb_speaker_live_peers`).
     pub live_peers: Gauge,
@@ -29,12 +29,7 @@ pub struct Metrics {
 impl Metrics {
     /// Metrics registered in `registry` under `ferrolb_speaker_*`.
     pub fn register(registry: &mut Registry) -> Metrics {
-        let m = Metrics {
-            live_peers: Gauge::default(),
-            packets_sent: Counter::default(),
-            packets_received: Family::default(),
-            fallback: Gauge::default(),
-        };
+        let m = Metrics::default();
         let r = registry.sub_registry_with_prefix("ferrolb_speaker");
         r.register(
             "live_peers",

@@ -4,7 +4,7 @@
 //! ```text
 //!  Node watch --set_peers--> +------------------- task (one per speaker) ---------------------+
 //!                            | every interval: Alive --sign--> unicast to every peer (UDP)    |
-//!  peers' Alive/Leave ------>| recv -> Verifier (packet.rs: tag, peer, skew, replay)          |
+//!  peers' Alive/Leave ------>| recv -> Verifier (packet/: tag, peer, skew, replay)           |
 //!                            |      -> View (view.rs: pure liveness rules)                    |
 //!                            | timer at View::next_change -> re-evaluate                      |
 //!                            +--> watch::Receiver<LiveView> (published only when it changes)  |
@@ -15,7 +15,7 @@
 //! dead 250 ms after its last heartbeat, i.e. between 200 and 250 ms after the crash plus
 //! scheduling delay; a speaker that stops with [`Membership::leave`] is seen dead as soon as its
 //! Leave arrives. The liveness rules, the fallback to Node readiness and the start-up grace are
-//! described in `view.rs`; the wire format in `packet.rs`.
+//! described in `view.rs`; the wire format in `packet/mod.rs`.
 
 mod metrics;
 mod packet;

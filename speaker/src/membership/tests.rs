@@ -119,6 +119,15 @@ async fn forger() -> UdpSocket {
     UdpSocket::bind(loopback()).await.unwrap()
 }
 
+/// The peer `name` whose speaker is the forger `socket`.
+fn forged_peer(name: &str, socket: &UdpSocket, node_ready: bool) -> Peer {
+    Peer {
+        name: name.to_string(),
+        addr: socket.local_addr().unwrap(),
+        node_ready,
+    }
+}
+
 fn signer(node: &str, key: &[u8]) -> Signer {
     Signer::new(hmac::Key::new(hmac::HMAC_SHA256, key), node.to_string(), 7)
 }
@@ -207,11 +216,7 @@ async fn every_rejection_is_counted_and_changes_nothing() {
     let mut a = Speaker::start(fast("a")).await;
     let x = forger().await;
     let to = a.membership.local_addr();
-    a.membership.set_peers(vec![Peer {
-        name: "x".to_string(),
-        addr: x.local_addr().unwrap(),
-        node_ready: false,
-    }]);
+    a.membership.set_peers(vec![forged_peer("x", &x, false)]);
     let send = |datagram: Vec<u8>| {
         let x = &x;
         async move { x.send_to(&datagram, to).await.unwrap() }
@@ -255,11 +260,7 @@ async fn a_leave_is_undone_by_a_newer_alive() {
     let mut a = Speaker::start(fast("a")).await;
     let x = forger().await;
     let to = a.membership.local_addr();
-    a.membership.set_peers(vec![Peer {
-        name: "x".to_string(),
-        addr: x.local_addr().unwrap(),
-        node_ready: false,
-    }]);
+    a.membership.set_peers(vec![forged_peer("x", &x, false)]);
     let mut s = signer("x", KEY);
     let first_alive = s.sign(Kind::Alive, unix_ms()).unwrap();
     x.send_to(&first_alive, to).await.unwrap();
@@ -342,16 +343,8 @@ async fn without_heartbeats_node_readiness_decides() {
     let y = forger().await;
     let to = a.membership.local_addr();
     a.membership.set_peers(vec![
-        Peer {
-            name: "x".to_string(),
-            addr: x.local_addr().unwrap(),
-            node_ready: true,
-        },
-        Peer {
-            name: "y".to_string(),
-            addr: y.local_addr().unwrap(),
-            node_ready: false,
-        },
+        forged_peer("x", &x, true),
+        forged_peer("y", &y, false),
     ]);
     // Start-up grace, then the fallback: same set, another source.
     a.wait_live(&["a", "x"], SLACK).await;

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use super::check;
+use super::{check, set_receive_timeout};
 
 /// One address configured on an interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,34 +64,41 @@ const AF_INET6: u8 = 10;
 
 /// Every address of every interface in this network namespace.
 pub fn addresses() -> io::Result<Vec<IfAddress>> {
-    let socket = Socket::open()?;
     // struct ifaddrmsg, family AF_UNSPEC: both families.
-    let request = request(RTM_GETADDR, 1, &[0u8; IFADDRMSG_LEN]);
-    let mut out = Vec::new();
-    socket.dump(&request, 1, |kind, payload| {
-        if kind == RTM_NEWADDR
-            && let Some(a) = parse_address(payload)
-        {
-            out.push(a);
-        }
-    })?;
-    Ok(out)
+    dump_all(
+        RTM_GETADDR,
+        1,
+        &[0u8; IFADDRMSG_LEN],
+        RTM_NEWADDR,
+        parse_address,
+    )
 }
 
 /// Every IPv6 proxy-NDP entry in this network namespace.
 pub fn ipv6_proxies() -> io::Result<Vec<ProxyEntry>> {
-    let socket = Socket::open()?;
     // struct ndmsg with ndm_flags == NTF_PROXY asks for the proxy table.
     let mut ndmsg = [0u8; NDMSG_LEN];
     ndmsg[0] = AF_INET6;
     ndmsg[10] = NTF_PROXY;
-    let request = request(RTM_GETNEIGH, 2, &ndmsg);
+    dump_all(RTM_GETNEIGH, 2, &ndmsg, RTM_NEWNEIGH, parse_proxy)
+}
+
+/// Dumps with a `kind` request carrying `body` (sequence number `seq`) over a new socket, and
+/// returns every reply message of type `reply` that `parse` reads.
+fn dump_all<T>(
+    kind: u16,
+    seq: u32,
+    body: &[u8],
+    reply: u16,
+    parse: impl Fn(&[u8]) -> Option<T>,
+) -> io::Result<Vec<T>> {
+    let socket = Socket::open()?;
     let mut out = Vec::new();
-    socket.dump(&request, 2, |kind, payload| {
-        if kind == RTM_NEWNEIGH
-            && let Some(p) = parse_proxy(payload)
+    socket.dump(&request(kind, seq, body), seq, |kind, payload| {
+        if kind == reply
+            && let Some(item) = parse(payload)
         {
-            out.push(p);
+            out.push(item);
         }
     })?;
     Ok(out)
@@ -112,21 +119,7 @@ impl Socket {
         })?;
         // SAFETY: `raw` is a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let timeout = Duration::from_secs(2);
-        let tv = libc::timeval {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
-        // SAFETY: `tv` is a valid timeval for the duration of the call.
-        check(unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                size_of::<libc::timeval>() as u32,
-            )
-        })?;
+        set_receive_timeout(fd.as_raw_fd(), Duration::from_secs(2))?;
         Ok(Socket(fd))
     }
 

@@ -12,6 +12,10 @@
 //! sysfs reads, IPv6 group joins and a thread's own CPU affinity need no privilege.
 #![allow(unsafe_code)]
 
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
 pub mod addresses;
 pub mod cpus;
 pub mod link_events;
@@ -19,10 +23,36 @@ pub mod links;
 pub mod multicast;
 pub mod packet_socket;
 
+/// `setsockopt(fd, level, name)` to `value`, passed as the bytes of a `T`: the type the kernel
+/// expects for that option (`c_int`, `timeval`, `sock_fprog`, ...).
+fn set_option<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` is a valid `T` for the duration of the call and the length is its size;
+    // the kernel copies what it reads (and checks any pointer inside) before returning.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// Makes blocking reads on `fd` give up after `timeout` (`SO_RCVTIMEO`).
+fn set_receive_timeout(fd: RawFd, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    set_option(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
+}
+
 /// `Err(last OS error)` when a libc call returned -1.
-fn check(rc: libc::c_int) -> std::io::Result<libc::c_int> {
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 {
-        Err(std::io::Error::last_os_error())
+        Err(io::Error::last_os_error())
     } else {
         Ok(rc)
     }

@@ -54,14 +54,4 @@ impl Groups {
     pub fn forget_interface(&mut self, ifindex: u32) {
         self.joined.retain(|(i, _), _| *i != ifindex);
     }
-
-    /// Number of (interface, group) memberships held.
-    pub fn len(&self) -> usize {
-        self.joined.len()
-    }
-
-    /// Whether no membership is held.
-    pub fn is_empty(&self) -> bool {
-        self.joined.is_empty()
-    }
 }

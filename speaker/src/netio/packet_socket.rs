@@ -10,7 +10,7 @@ use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use super::check;
+use super::{check, set_option, set_receive_timeout};
 use crate::wire::filter::SockFilter;
 
 /// Which frames a socket receives (its `sll_protocol`).
@@ -59,7 +59,13 @@ impl PacketSocket {
         // SAFETY: `raw` is a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         attach_filter(fd.as_raw_fd(), filter)?;
-        set_int(fd.as_raw_fd(), libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
+        let on: libc::c_int = 1;
+        set_option(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            PACKET_IGNORE_OUTGOING,
+            &on,
+        )?;
         // SAFETY: an all-zero sockaddr_ll is valid; the fields we need are set below.
         let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
@@ -75,20 +81,7 @@ impl PacketSocket {
         })?;
         // Frames that arrived between socket() and the filter/bind are unfiltered: drop them.
         drain(fd.as_raw_fd());
-        let timeout = libc::timeval {
-            tv_sec: read_timeout.as_secs() as libc::time_t,
-            tv_usec: read_timeout.subsec_micros() as libc::suseconds_t,
-        };
-        // SAFETY: `timeout` is a valid timeval for the duration of the call.
-        check(unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                size_of::<libc::timeval>() as u32,
-            )
-        })?;
+        set_receive_timeout(fd.as_raw_fd(), read_timeout)?;
         Ok(PacketSocket { fd, ifindex })
     }
 
@@ -111,7 +104,7 @@ impl PacketSocket {
             flags |= PACKET_FANOUT_FLAG_UNIQUEID;
         }
         let arg = i32::from(group.unwrap_or(0)) | (flags << 16);
-        set_int(self.fd.as_raw_fd(), libc::SOL_PACKET, PACKET_FANOUT, arg)?;
+        set_option(self.fd.as_raw_fd(), libc::SOL_PACKET, PACKET_FANOUT, &arg)?;
         if let Some(id) = group {
             return Ok(id);
         }
@@ -222,31 +215,8 @@ fn attach_filter(fd: RawFd, filter: &[SockFilter]) -> io::Result<()> {
         len: program.len() as u16,
         filter: program.as_mut_ptr(),
     };
-    // SAFETY: `fprog` points into `program`, which outlives the call; the kernel copies it.
-    check(unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            (&fprog as *const libc::sock_fprog).cast(),
-            size_of::<libc::sock_fprog>() as u32,
-        )
-    })?;
-    Ok(())
-}
-
-fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: `value` is a valid c_int for the duration of the call.
-    check(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as u32,
-        )
-    })?;
-    Ok(())
+    // `fprog` points into `program`, which outlives the call; the kernel copies it.
+    set_option(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
 }
 
 fn drain(fd: RawFd) {

@@ -37,17 +37,10 @@ fn targeted(program: &Program) -> &[SockFilter] {
 
 use super::super::filter::SockFilter;
 
-/// xorshift64 with a fixed seed: the same addresses every run.
+/// `n` seeded pseudo-random addresses: the same every run.
 fn pseudo_random(seed: u64, n: usize) -> Vec<u32> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u32
-        })
-        .collect()
+    let mut rng = fastrand::Rng::with_seed(seed);
+    std::iter::repeat_with(|| rng.u32(..)).take(n).collect()
 }
 
 #[test]
