@@ -2,11 +2,12 @@
 //! the tests index Services by.
 
 use std::fmt;
+use std::str::FromStr;
 
 use k8s_openapi::api::core::v1::Service;
 
-/// A Service, by namespace and name. Displays as `namespace/name`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A Service, by namespace and name. Displays as, and parses from, `namespace/name`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceKey {
     /// Namespace.
     pub namespace: String,
@@ -38,6 +39,20 @@ impl fmt::Display for ServiceKey {
     }
 }
 
+impl FromStr for ServiceKey {
+    type Err = String;
+
+    /// `namespace/name`, both parts non-empty.
+    fn from_str(s: &str) -> Result<ServiceKey, String> {
+        match s.split_once('/') {
+            Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => {
+                Ok(ServiceKey::new(namespace, name))
+            }
+            _ => Err(format!("{s:?} is not namespace/name")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +73,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(ServiceKey::of(&svc), ServiceKey::new("ns", "web"));
+    }
+
+    #[test]
+    fn parses_what_it_displays() {
+        let key: ServiceKey = "ns/web".parse().unwrap();
+        assert_eq!(key, ServiceKey::new("ns", "web"));
+        assert_eq!(key.to_string().parse::<ServiceKey>().unwrap(), key);
+        for bad in ["web", "/web", "ns/", ""] {
+            assert!(bad.parse::<ServiceKey>().is_err(), "{bad:?}");
+        }
     }
 }

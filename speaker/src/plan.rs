@@ -12,8 +12,7 @@ use crate::election;
 use crate::eligibility::{Ineligible, Interfaces, node_may_announce, pool_of};
 use crate::model::{NodeInfo, PoolInfo, Snapshot};
 
-/// `namespace/name` of a Service.
-pub type ServiceKey = String;
+pub use ferrolb_crds::ServiceKey;
 
 /// Addresses announced together.
 #[derive(Clone, Debug, PartialEq, Eq)]

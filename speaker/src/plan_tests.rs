@@ -42,9 +42,13 @@ fn snapshot(nodes: usize) -> Snapshot {
     }
 }
 
+fn key(namespaced: &str) -> ServiceKey {
+    namespaced.parse().unwrap()
+}
+
 fn svc(key: &str, ips: &[&str]) -> ServiceInfo {
     ServiceInfo {
-        key: key.into(),
+        key: key.parse().unwrap(),
         ips: ips.iter().map(|s| ip(s)).collect(),
         pool: Some("lan".into()),
         ..Default::default()
@@ -112,12 +116,9 @@ fn services_sharing_an_address_are_announced_together_even_transitively() {
     assert_eq!(p.decisions.len(), 2);
     let g = &p.decisions[0].group;
     assert_eq!(g.key, ip("198.51.100.200"));
-    assert_eq!(
-        g.services,
-        ["ns/a", "ns/b", "ns/c"].map(String::from).into()
-    );
+    assert_eq!(g.services, ["ns/a", "ns/b", "ns/c"].map(key).into());
     assert_eq!(g.ips.len(), 3);
-    assert_eq!(p.decisions[1].group.services, ["ns/d".to_string()].into());
+    assert_eq!(p.decisions[1].group.services, [key("ns/d")].into());
 }
 
 #[test]

@@ -6,6 +6,11 @@ use ferrolb_crds::address::parse_entry;
 
 use super::*;
 use crate::model::{Advertisement, NodeInfo, PoolInfo, ServiceInfo};
+use crate::plan::ServiceKey;
+
+fn key(namespaced: &str) -> ServiceKey {
+    namespaced.parse().unwrap()
+}
 
 const ME: &str = "node1";
 
@@ -48,7 +53,7 @@ fn snapshot(services: std::ops::Range<u8>) -> Snapshot {
         }],
         services: services
             .map(|i| ServiceInfo {
-                key: format!("ns/s{i}"),
+                key: ServiceKey::new("ns", format!("s{i}")),
                 ips: vec![ip(&format!("198.51.100.{}", 200 + u16::from(i)))],
                 pool: Some("lan".into()),
                 ..Default::default()
@@ -95,10 +100,10 @@ fn the_first_step_plans_announces_what_is_owned_here_and_checks_the_kernel() {
     assert_eq!(kernel.interfaces, names(&["eth0", "eth1"]));
     assert_eq!(
         kernel.ips,
-        BTreeMap::from([(ip("198.51.100.200"), ["ns/s0".to_string()].into())])
+        BTreeMap::from([(ip("198.51.100.200"), [key("ns/s0")].into())])
     );
     assert_eq!(
-        r.wanted()["ns/s0"].message,
+        r.wanted()[&key("ns/s0")].message,
         "node1 announces 198.51.100.200 on eth0, eth1"
     );
 }
@@ -148,7 +153,7 @@ fn a_changed_snapshot_plans_again_and_checks_the_kernel_again() {
     let replan = r.step(&view(&[ME]), &names(&["eth0"])).replan.unwrap();
     assert_eq!(replan.desired.len(), 2);
     assert_eq!(replan.kernel.unwrap().ips.len(), 2);
-    assert!(r.wanted().contains_key("ns/s1"));
+    assert!(r.wanted().contains_key(&key("ns/s1")));
 }
 
 #[test]
@@ -194,7 +199,7 @@ fn new_interfaces_reach_the_conditions_and_the_kernel_check() {
     let replan = r.step(&view(&[ME]), &links).replan.unwrap();
     assert_eq!(replan.kernel.unwrap().interfaces, links);
     assert_eq!(
-        r.wanted()["ns/s0"].message,
+        r.wanted()[&key("ns/s0")].message,
         "node1 announces 198.51.100.200 on eth0, eth1"
     );
 }

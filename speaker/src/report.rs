@@ -125,6 +125,10 @@ mod tests {
     use crate::eligibility::Ineligible;
     use crate::plan::{Group, NoOwner};
 
+    fn key(namespaced: &str) -> ServiceKey {
+        namespaced.parse().unwrap()
+    }
+
     fn decision(owner: Result<&str, ()>, reporter: Option<&str>) -> Decision {
         Decision {
             group: Group {
@@ -134,7 +138,7 @@ mod tests {
                     "2001:db8:1::200".parse().unwrap(),
                 ]
                 .into(),
-                services: ["ns/a".to_string(), "ns/b".to_string()].into(),
+                services: [key("ns/a"), key("ns/b")].into(),
             },
             owner: owner
                 .map(|o| (o.to_string(), Interfaces::All))
@@ -152,10 +156,10 @@ mod tests {
         });
         assert_eq!(w.len(), 2);
         assert_eq!(
-            w["ns/a"].message,
+            w[&key("ns/a")].message,
             "node2 announces 198.51.100.200, 2001:db8:1::200 on eth0"
         );
-        assert_eq!(w["ns/a"].status, "True");
+        assert_eq!(w[&key("ns/a")].status, "True");
         // Others write nothing about it.
         assert!(wanted(&[decision(Ok("node2"), None)], "node1", |_| vec![]).is_empty());
     }
@@ -163,9 +167,9 @@ mod tests {
     #[test]
     fn an_owner_without_a_usable_interface_says_so() {
         let w = wanted(&[decision(Ok("node2"), None)], "node2", |_| vec![]);
-        assert_eq!(w["ns/a"].status, "False");
-        assert_eq!(w["ns/a"].reason, "NoInterface");
-        assert!(w["ns/a"].message.starts_with(
+        assert_eq!(w[&key("ns/a")].status, "False");
+        assert_eq!(w[&key("ns/a")].reason, "NoInterface");
+        assert!(w[&key("ns/a")].message.starts_with(
             "node2 is elected for 198.51.100.200, 2001:db8:1::200 but answers on no interface"
         ));
     }
@@ -175,8 +179,8 @@ mod tests {
         let d = decision(Err(()), Some("node3"));
         assert!(wanted(std::slice::from_ref(&d), "node1", |_| vec![]).is_empty());
         let w = wanted(&[d], "node3", |_| vec![]);
-        assert_eq!(w["ns/b"].status, "False");
-        assert!(w["ns/b"].message.contains("no ready endpoint"));
+        assert_eq!(w[&key("ns/b")].status, "False");
+        assert!(w[&key("ns/b")].message.contains("no ready endpoint"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 
 use ferrolb_crds::address::parse_entry;
-use ferrolb_crds::{IPAddressPool, L2Advertisement};
+use ferrolb_crds::{IPAddressPool, L2Advertisement, ServiceKey};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -331,7 +331,7 @@ pub fn service_info(
         BTreeSet::new()
     };
     Some(ServiceInfo {
-        key: format!("{namespace}/{name}"),
+        key: ServiceKey::new(namespace, name),
         ips,
         pool: svc.annotations().get(ALLOCATED_FROM_POOL).cloned(),
         local,
@@ -370,7 +370,7 @@ mod tests {
         let none = HashMap::new();
         let lb = json!({"type": "LoadBalancer"});
         let info = service_info(&svc(lb.clone(), &["198.51.100.200"]), None, &none).unwrap();
-        assert_eq!(info.key, "ns/web");
+        assert_eq!(info.key.to_string(), "ns/web");
         assert_eq!(info.pool.as_deref(), Some("lan"));
         assert!(!info.local);
         // Another class, another type, or no address yet: not ours to announce.
@@ -462,15 +462,18 @@ mod tests {
             advertisements: store(Vec::new()),
         };
         let snap = sources.snapshot(None);
-        let by_key: HashMap<&str, &ServiceInfo> =
-            snap.services.iter().map(|s| (s.key.as_str(), s)).collect();
+        let by_key: HashMap<String, &ServiceInfo> = snap
+            .services
+            .iter()
+            .map(|s| (s.key.to_string(), s))
+            .collect();
         assert_eq!(by_key.len(), 3);
         let nodes = |k: &str| by_key[k].endpoint_nodes.iter().cloned().collect::<Vec<_>>();
         assert_eq!(nodes("ns/web"), ["node1", "node2"]);
         assert_eq!(nodes("other/web"), ["node3"]);
         assert!(nodes("ns/api").is_empty());
         // Sorted by key, so equal caches give equal snapshots.
-        let keys: Vec<&str> = snap.services.iter().map(|s| s.key.as_str()).collect();
+        let keys: Vec<String> = snap.services.iter().map(|s| s.key.to_string()).collect();
         assert_eq!(keys, ["ns/api", "ns/web", "other/web"]);
         assert_eq!(snap, sources.snapshot(None));
     }

@@ -69,10 +69,7 @@ impl StatusWriter {
     pub fn update(&mut self, wanted: BTreeMap<ServiceKey, Wanted>, services: &Store<Service>) {
         self.written.retain(|k, _| wanted.contains_key(k));
         for (key, want) in wanted {
-            let Some((namespace, name)) = key.split_once('/') else {
-                continue;
-            };
-            let Some(svc) = services.get(&ObjectRef::new(name).within(namespace)) else {
+            let Some(svc) = services.get(&ObjectRef::new(&key.name).within(&key.namespace)) else {
                 continue;
             };
             let version = svc.resource_version();
@@ -89,8 +86,7 @@ impl StatusWriter {
                 client: self.client.clone(),
                 recorder: self.recorder.clone(),
                 metrics: self.metrics.clone(),
-                namespace: namespace.to_string(),
-                name: name.to_string(),
+                service: key.clone(),
                 uid: svc.uid(),
                 want,
             };
@@ -120,8 +116,7 @@ struct Job {
     client: Client,
     recorder: EventRecorder,
     metrics: Metrics,
-    namespace: String,
-    name: String,
+    service: ServiceKey,
     uid: Option<String>,
     want: Wanted,
 }
@@ -130,31 +125,31 @@ impl Job {
     /// Writes the condition and its Event; false when the condition could not be written.
     async fn run(self) -> bool {
         let now = Timestamp::now();
-        let api: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
+        let ServiceKey { namespace, name } = &self.service;
+        let api: Api<Service> = Api::namespaced(self.client.clone(), namespace);
         let stamp = serde_json::to_value(Time(now))
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        let body = report::patch(&self.namespace, &self.name, &self.want, &stamp);
+        let body = report::patch(namespace, name, &self.want, &stamp);
         let params = PatchParams::apply(field_manager::SPEAKER).force();
         let result = tokio::time::timeout(
             Duration::from_secs(10),
-            api.patch_status(&self.name, &params, &Patch::Apply(&body)),
+            api.patch_status(name, &params, &Patch::Apply(&body)),
         )
         .await;
         let ok = matches!(result, Ok(Ok(_)));
         self.count("status", ok);
         if !ok {
             // A deleted Service is not worth a warning.
-            warn!(service = %format!("{}/{}", self.namespace, self.name), error = ?result.map(|r| r.err()), "writing the announcement condition failed; retrying");
+            warn!(service = %self.service, error = ?result.map(|r| r.err()), "writing the announcement condition failed; retrying");
             return false;
         }
-        let service = ferrolb_crds::ServiceKey::new(&self.namespace, &self.name);
         record_event(
             &self.recorder,
             &self.metrics,
             &ServiceEvent {
-                service: &service,
+                service: &self.service,
                 uid: self.uid.as_deref(),
                 warning: self.want.status != "True",
                 reason: self.want.reason,

@@ -172,12 +172,9 @@ async fn run(
             metrics.kernel_answered.get_or_create(labels).set(*n);
         }
         for event in step.events {
-            let Some((namespace, name)) = event.service.split_once('/') else {
-                continue;
-            };
-            let service = ferrolb_crds::ServiceKey::new(namespace, name);
+            let service = event.service;
             let uid = services
-                .get(&ObjectRef::new(name).within(namespace))
+                .get(&ObjectRef::new(&service.name).within(&service.namespace))
                 .and_then(|s| s.uid());
             let (recorder, metrics) = (recorder.clone(), metrics.clone());
             tokio::spawn(async move {
@@ -380,7 +377,7 @@ mod tests {
             h.ips
                 .entry(ip.parse().unwrap())
                 .or_default()
-                .insert(svc.to_string());
+                .insert(svc.parse().unwrap());
         }
         h
     }
@@ -396,7 +393,7 @@ mod tests {
         let s = r.step("node2", vec![hazard(V4, "eth0")], &h, t0);
         assert_eq!(s.new.len(), 1);
         assert_eq!(s.events.len(), 1);
-        assert!(s.events[0].warning && s.events[0].service == "ns/web");
+        assert!(s.events[0].warning && s.events[0].service.to_string() == "ns/web");
         assert!(
             s.events[0]
                 .note
@@ -453,9 +450,17 @@ mod tests {
             Instant::now(),
         );
         assert_eq!(s.new.len(), 3);
-        let web = s.events.iter().find(|e| e.service == "ns/web").unwrap();
+        let web = s
+            .events
+            .iter()
+            .find(|e| e.service.to_string() == "ns/web")
+            .unwrap();
         assert_eq!(web.note.matches("node1's kernel answers").count(), 3);
-        let shared = s.events.iter().find(|e| e.service == "ns/shared").unwrap();
+        let shared = s
+            .events
+            .iter()
+            .find(|e| e.service.to_string() == "ns/shared")
+            .unwrap();
         assert_eq!(shared.note.matches("node1's kernel answers").count(), 2);
         let gauge: Vec<(&str, &str, i64)> = s
             .gauge

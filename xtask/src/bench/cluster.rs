@@ -15,10 +15,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ferrolb_crds::ServiceKey;
 use ferrolb_controller::reconcile::desired::{
     ConditionState, Observed, ServiceState, service_patch,
 };
+use ferrolb_crds::ServiceKey;
 use ferrolb_crds::{IPAddressPool, IPAddressPoolSpec};
 use ferrolb_tests::control_plane::{ControlPlane, Options};
 use futures::{StreamExt, TryStreamExt};
