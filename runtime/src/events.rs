@@ -117,6 +117,7 @@ pub fn truncate_note(note: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferrolb_crds::contract::{action, field_manager, reason};
 
     #[test]
     fn notes_fit_the_api_limit_on_a_character_boundary() {
@@ -139,11 +140,11 @@ mod tests {
                 service: &key,
                 uid: Some("u-1"),
                 warning: true,
-                reason: "AllocationFailed",
-                action: "Allocate",
+                reason: reason::ALLOCATION_FAILED,
+                action: action::ALLOCATE,
                 note: "no pool",
             },
-            "ferrolb-controller",
+            field_manager::CONTROLLER,
             "pod-a",
             now,
         );
@@ -154,12 +155,12 @@ mod tests {
         assert_eq!(regarding.name.as_deref(), Some("web"));
         assert_eq!(regarding.uid.as_deref(), Some("u-1"));
         assert_eq!(event.type_.as_deref(), Some("Warning"));
-        assert_eq!(event.reason.as_deref(), Some("AllocationFailed"));
-        assert_eq!(event.action.as_deref(), Some("Allocate"));
+        assert_eq!(event.reason.as_deref(), Some(reason::ALLOCATION_FAILED));
+        assert_eq!(event.action.as_deref(), Some(action::ALLOCATE));
         assert_eq!(event.note.as_deref(), Some("no pool"));
         assert_eq!(
             event.reporting_controller.as_deref(),
-            Some("ferrolb-controller")
+            Some(field_manager::CONTROLLER)
         );
         assert_eq!(event.reporting_instance.as_deref(), Some("pod-a"));
         assert_eq!(event.event_time, Some(MicroTime(now)));

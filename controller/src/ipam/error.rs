@@ -4,6 +4,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ferrolb_crds::Family;
+use ferrolb_crds::contract::annotation::ADDRESS_POOL;
+use ferrolb_crds::contract::reason;
 
 use super::pool::RuledOut;
 use super::request::{RequestError, ServiceKey};
@@ -39,10 +41,10 @@ pub enum AllocationError {
     )]
     NoPools,
     /// The named pool does not exist or is not in use.
-    #[error("annotation ferrolb.io/address-pool names pool {name}, which {}", match problem {
+    #[error("annotation {ann} names pool {name}, which {}", match problem {
         Some(p) => format!("is not in use: {p}"),
         None => format!("does not exist (pools: {})", if known.is_empty() { "none".into() } else { known.join(", ") }),
-    })]
+    }, ann = ADDRESS_POOL)]
     PoolNotFound {
         /// The name given.
         name: String,
@@ -57,7 +59,7 @@ pub enum AllocationError {
     )]
     NotInAnyPool(IpAddr),
     /// Every pool is ruled out; says why for each.
-    #[error("no pool may serve this Service: {}. Name a pool with ferrolb.io/address-pool, or change a pool's serviceAllocation or autoAssign", describe_ruled_out(.0))]
+    #[error("no pool may serve this Service: {}. Name a pool with {ann}, or change a pool's serviceAllocation or autoAssign", describe_ruled_out(.0), ann = ADDRESS_POOL)]
     NoPoolMatches(Vec<(String, RuledOut)>),
     /// Eligible pools exist but none has the addresses needed.
     #[error("no free address{}: {}. Add addresses to a pool or delete Services that hold some",
@@ -93,14 +95,14 @@ impl AllocationError {
     /// CamelCase reason for the Service condition, Events and metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            AllocationError::Invalid(_) => "InvalidRequest",
-            AllocationError::NoPools => "NoPool",
-            AllocationError::PoolNotFound { .. } => "PoolNotFound",
-            AllocationError::NotInAnyPool(_) => "NotInAnyPool",
-            AllocationError::NoPoolMatches(_) => "NoPoolMatches",
-            AllocationError::Exhausted { .. } => "PoolExhausted",
+            AllocationError::Invalid(_) => reason::INVALID_REQUEST,
+            AllocationError::NoPools => reason::NO_POOL,
+            AllocationError::PoolNotFound { .. } => reason::POOL_NOT_FOUND,
+            AllocationError::NotInAnyPool(_) => reason::NOT_IN_ANY_POOL,
+            AllocationError::NoPoolMatches(_) => reason::NO_POOL_MATCHES,
+            AllocationError::Exhausted { .. } => reason::POOL_EXHAUSTED,
             AllocationError::InUse { conflict, .. } => conflict.reason(),
-            AllocationError::Ineligible { .. } => "IneligibleIP",
+            AllocationError::Ineligible { .. } => reason::INELIGIBLE_IP,
         }
     }
 

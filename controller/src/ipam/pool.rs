@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ferrolb_crds::address::to_u128;
+use ferrolb_crds::contract::annotation::ADDRESS_POOL;
 use ferrolb_crds::selector::any_matches;
 use ferrolb_crds::{AddressRange, Family, IPAddressPool, ServiceAllocation};
 
@@ -85,8 +86,9 @@ impl fmt::Display for RuledOut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RuledOut::NotNamed(named) => write!(f, "the Service names pool {named}"),
-            RuledOut::AutoAssignOff => f.write_str(
-                "autoAssign is false and the Service neither names it (ferrolb.io/address-pool) nor requests an address in it",
+            RuledOut::AutoAssignOff => write!(
+                f,
+                "autoAssign is false and the Service neither names it ({ADDRESS_POOL}) nor requests an address in it",
             ),
             RuledOut::LacksRequested(ip) => write!(f, "does not contain the requested {ip}"),
             RuledOut::NamespaceNotListed(ns) => {

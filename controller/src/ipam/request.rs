@@ -9,21 +9,12 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ferrolb_crds::Family;
+use ferrolb_crds::contract::annotation::{
+    ADDRESS_POOL_SUFFIX, ALLOW_SHARED_IP_SUFFIX, LOAD_BALANCER_IPS_SUFFIX, REQUEST_PREFIXES,
+};
 use k8s_openapi::api::core::v1::Service;
 
 use super::error::comma_separated;
-
-/// Annotation prefixes accepted for every request annotation, ferrolb's own first. MetalLB's
-/// spellings are read too so that a migrating user changes nothing on their Services.
-pub const ANNOTATION_PREFIXES: [&str; 3] = ["ferrolb.io/", "metallb.io/", "metallb.universe.tf/"];
-/// Requested addresses (comma list, at most one per family).
-pub const LOAD_BALANCER_IPS: &str = "loadBalancerIPs";
-/// Requested pool.
-pub const ADDRESS_POOL: &str = "address-pool";
-/// Sharing key.
-pub const ALLOW_SHARED_IP: &str = "allow-shared-ip";
-/// Written by the controller: the pool the Service's addresses come from.
-pub const ALLOCATED_FROM_POOL: &str = "ferrolb.io/ip-allocated-from-pool";
 
 pub use ferrolb_crds::ServiceKey;
 
@@ -254,8 +245,8 @@ fn read_request(svc: &Service) -> Result<Request, RequestError> {
     };
 
     let requested = requested_ips(spec.load_balancer_ip.as_deref(), annotations, &families)?;
-    let pool = annotation(annotations, ADDRESS_POOL)?;
-    let sharing_key = annotation(annotations, ALLOW_SHARED_IP)?;
+    let pool = annotation(annotations, ADDRESS_POOL_SUFFIX)?;
+    let sharing_key = annotation(annotations, ALLOW_SHARED_IP_SUFFIX)?;
     let mut ports: Vec<Port> = spec
         .ports
         .iter()
@@ -295,7 +286,7 @@ fn annotation_entry(
     suffix: &str,
 ) -> Result<Option<(String, String)>, RequestError> {
     let mut found: Option<(String, String)> = None;
-    for prefix in ANNOTATION_PREFIXES {
+    for prefix in REQUEST_PREFIXES {
         let name = format!("{prefix}{suffix}");
         let Some(value) = annotations.get(&name) else {
             continue;
@@ -326,7 +317,7 @@ fn requested_ips(
     families: &[Family],
 ) -> Result<Vec<IpAddr>, RequestError> {
     let field = field.map(str::trim).filter(|f| !f.is_empty());
-    let annotated = annotation_entry(annotations, LOAD_BALANCER_IPS)?;
+    let annotated = annotation_entry(annotations, LOAD_BALANCER_IPS_SUFFIX)?;
     let (source_name, text) = match (field, annotated) {
         (Some(field), Some((annotation, value))) => {
             return Err(RequestError::BothForms {
@@ -372,6 +363,7 @@ fn requested_ips(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferrolb_crds::contract::annotation::{ADDRESS_POOL, ALLOW_SHARED_IP, LOAD_BALANCER_IPS};
     use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
     use kube::api::ObjectMeta;
 
@@ -473,12 +465,12 @@ mod tests {
             field.requested,
             vec!["203.0.113.5".parse::<IpAddr>().unwrap()]
         );
-        for prefix in ANNOTATION_PREFIXES {
+        for prefix in REQUEST_PREFIXES {
             let r = request(&svc(|s, a| {
                 s.ip_families = Some(vec!["IPv4".into(), "IPv6".into()]);
                 s.ip_family_policy = Some("PreferDualStack".into());
                 a.insert(
-                    format!("{prefix}loadBalancerIPs"),
+                    format!("{prefix}{LOAD_BALANCER_IPS_SUFFIX}"),
                     "2001:db8::5, 203.0.113.5".into(),
                 );
             }))
@@ -498,20 +490,21 @@ mod tests {
     fn malformed_requests_name_the_annotation_and_value() {
         let both = request(&svc(|s, a| {
             s.load_balancer_ip = Some("203.0.113.5".into());
-            a.insert("ferrolb.io/loadBalancerIPs".into(), "203.0.113.6".into());
+            a.insert(LOAD_BALANCER_IPS.into(), "203.0.113.6".into());
         }))
         .unwrap_err();
         assert_eq!(
             both.to_string(),
-            "spec.loadBalancerIP (203.0.113.5) and annotation ferrolb.io/loadBalancerIPs (203.0.113.6) are both set; keep only the annotation"
+            format!(
+                "spec.loadBalancerIP (203.0.113.5) and annotation {LOAD_BALANCER_IPS} (203.0.113.6) are both set; keep only the annotation"
+            )
         );
         let garbage = annotated(&[("metallb.io/loadBalancerIPs", "203.0.113.5,nope")]).unwrap_err();
         assert_eq!(
             garbage.to_string(),
             "annotation metallb.io/loadBalancerIPs: \"nope\" is not an IP address"
         );
-        let two =
-            annotated(&[("ferrolb.io/loadBalancerIPs", "203.0.113.5,203.0.113.6")]).unwrap_err();
+        let two = annotated(&[(LOAD_BALANCER_IPS, "203.0.113.5,203.0.113.6")]).unwrap_err();
         assert!(matches!(
             two,
             RequestError::TwoOfFamily {
@@ -520,13 +513,15 @@ mod tests {
             }
         ));
         assert!(two.to_string().contains("at most one per family"));
-        let wrong_family = annotated(&[("ferrolb.io/loadBalancerIPs", "2001:db8::5")]).unwrap_err();
+        let wrong_family = annotated(&[(LOAD_BALANCER_IPS, "2001:db8::5")]).unwrap_err();
         assert_eq!(
             wrong_family.to_string(),
-            "annotation ferrolb.io/loadBalancerIPs requests 2001:db8::5, an IPv6 address, but spec.ipFamilies is [IPv4]"
+            format!(
+                "annotation {LOAD_BALANCER_IPS} requests 2001:db8::5, an IPv6 address, but spec.ipFamilies is [IPv4]"
+            )
         );
         let disagree = annotated(&[
-            ("ferrolb.io/address-pool", "a"),
+            (ADDRESS_POOL, "a"),
             ("metallb.universe.tf/address-pool", "b"),
         ])
         .unwrap_err();
@@ -534,17 +529,10 @@ mod tests {
             disagree,
             RequestError::ConflictingSpellings { .. }
         ));
-        let agree = annotated(&[
-            ("ferrolb.io/address-pool", "a"),
-            ("metallb.io/address-pool", " a "),
-        ])
-        .unwrap();
+        let agree = annotated(&[(ADDRESS_POOL, "a"), ("metallb.io/address-pool", " a ")]).unwrap();
         assert_eq!(agree.pool.as_deref(), Some("a"));
-        let empty = annotated(&[("ferrolb.io/allow-shared-ip", " ")]).unwrap_err();
-        assert_eq!(
-            empty,
-            RequestError::Empty("ferrolb.io/allow-shared-ip".into())
-        );
+        let empty = annotated(&[(ALLOW_SHARED_IP, " ")]).unwrap_err();
+        assert_eq!(empty, RequestError::Empty(ALLOW_SHARED_IP.into()));
     }
 
     #[test]

@@ -3,6 +3,9 @@
 
 use std::fmt;
 
+use ferrolb_crds::contract::annotation::ALLOW_SHARED_IP;
+use ferrolb_crds::contract::reason;
+
 use super::error::comma_separated;
 use super::request::{Backends, Port, Request, ServiceKey};
 
@@ -63,8 +66,8 @@ impl Conflict {
     /// CamelCase reason for conditions and Events.
     pub fn reason(&self) -> &'static str {
         match self {
-            Conflict::Ports(_) => "PortCollision",
-            _ => "IPInUse",
+            Conflict::Ports(_) => reason::PORT_COLLISION,
+            _ => reason::IP_IN_USE,
         }
     }
 }
@@ -72,12 +75,13 @@ impl Conflict {
 impl fmt::Display for Conflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Conflict::NoKey => f.write_str(
-                "sharing needs the same ferrolb.io/allow-shared-ip key on both Services",
+            Conflict::NoKey => write!(
+                f,
+                "sharing needs the same {ALLOW_SHARED_IP} key on both Services"
             ),
             Conflict::OtherKey { theirs, ours } => write!(
                 f,
-                "its ferrolb.io/allow-shared-ip key is {theirs:?}, this Service's is {ours:?}"
+                "its {ALLOW_SHARED_IP} key is {theirs:?}, this Service's is {ours:?}"
             ),
             Conflict::Ports(ports) => write!(f, "both use port {}", comma_separated(ports)),
             Conflict::Backends => f.write_str(
@@ -165,7 +169,7 @@ mod tests {
         let b = usage(Some("k"), &[443, 8080], Backends::Cluster);
         let err = compatible(&a, &b).unwrap_err();
         assert_eq!(err.to_string(), "both use port 443/TCP");
-        assert_eq!(err.reason(), "PortCollision");
+        assert_eq!(err.reason(), reason::PORT_COLLISION);
         // Same number, other protocol: no collision.
         let udp = Usage {
             ports: vec![Port {

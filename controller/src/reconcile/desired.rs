@@ -2,13 +2,15 @@
 //! bodies that move one to the other (pure).
 //!
 //! The controller owns, on a Service: `status.loadBalancer.ingress`, the condition
-//! [`CONDITION_TYPE`] in `status.conditions`, and the annotation
-//! [`ALLOCATED_FROM_POOL`](crate::ipam::request::ALLOCATED_FROM_POOL). All three go in one apply
+//! [`IP_ALLOCATED`](contract::condition::IP_ALLOCATED) in `status.conditions`, and the annotation
+//! [`ALLOCATED_FROM_POOL`]. All three go in one apply
 //! to the `/status` subresource (the Service status strategy keeps metadata changes), so a
 //! Service converges in one write.
 
 use std::net::IpAddr;
 
+use ferrolb_crds::contract::annotation::ALLOCATED_FROM_POOL;
+use ferrolb_crds::contract::{self, reason};
 use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -16,22 +18,18 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::ipam::error::comma_separated;
-use crate::ipam::request::ALLOCATED_FROM_POOL;
 use crate::ipam::{AllocationError, Allocator, Assignment, ServiceKey};
 
-/// The field manager of the controller of classless Services; a controller with `--lb-class`
-/// writes as `ferrolb-controller/<class>`, so two controllers never release each other's fields.
-pub const FIELD_MANAGER: &str = "ferrolb-controller";
-
-/// The field manager for `lb_class`.
+/// The field manager for `lb_class`: [`contract::field_manager::CONTROLLER`] for classless
+/// Services; a controller with `--lb-class` writes as `ferrolb-controller/<class>`, so two
+/// controllers never release each other's fields.
 pub fn field_manager(lb_class: Option<&str>) -> String {
+    let manager = contract::field_manager::CONTROLLER;
     match lb_class {
-        None => FIELD_MANAGER.to_string(),
-        Some(class) => format!("{FIELD_MANAGER}/{class}"),
+        None => manager.to_string(),
+        Some(class) => format!("{manager}/{class}"),
     }
 }
-/// Condition type on Services: whether ferrolb allocated the Service's addresses, and why not.
-pub const CONDITION_TYPE: &str = "ferrolb.io/IPAllocated";
 
 /// The condition as the controller decides it (times are filled in when writing).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,7 +63,7 @@ impl ServiceState {
                 pool: Some(a.pool.clone()),
                 condition: Some(ConditionState {
                     allocated: true,
-                    reason: "Allocated".into(),
+                    reason: reason::ALLOCATED.into(),
                     message: format!("{} from pool {}", comma_separated(&a.ips), a.pool),
                 }),
             },
@@ -130,7 +128,7 @@ impl Observed {
             .and_then(|s| s.conditions.as_ref())
             .into_iter()
             .flatten()
-            .find(|c| c.type_ == CONDITION_TYPE)
+            .find(|c| c.type_ == contract::condition::IP_ALLOCATED)
         {
             observed.state.condition = Some(ConditionState {
                 allocated: c.status == "True",
@@ -197,7 +195,7 @@ fn condition(c: &ConditionState, observed: &Observed, now: Timestamp) -> Conditi
         _ => Time(now),
     };
     Condition {
-        type_: CONDITION_TYPE.into(),
+        type_: contract::condition::IP_ALLOCATED.into(),
         status: if c.allocated { "True" } else { "False" }.into(),
         reason: c.reason.clone(),
         message: truncate(&c.message, 32_768),
@@ -241,14 +239,19 @@ pub fn pool_status(pool: &IPAddressPool, alloc: &Allocator, now: Timestamp) -> I
             status.assigned_ipv6 = c.assigned_v6;
             status.available_ipv6 = c.available_v6;
             status.conditions = vec![
-                condition("Valid", true, "Valid", "the pool is in use".into()),
                 condition(
-                    "Exhausted",
+                    contract::condition::POOL_VALID,
+                    true,
+                    reason::POOL_VALID,
+                    "the pool is in use".into(),
+                ),
+                condition(
+                    contract::condition::POOL_EXHAUSTED,
                     exhausted,
                     if exhausted {
-                        "NoFreeAddress"
+                        reason::POOL_NO_FREE_ADDRESS
                     } else {
-                        "AddressesFree"
+                        reason::POOL_ADDRESSES_FREE
                     },
                     if exhausted {
                         "every address is held; Services asking this pool wait".into()
@@ -263,11 +266,16 @@ pub fn pool_status(pool: &IPAddressPool, alloc: &Allocator, now: Timestamp) -> I
                 .cloned()
                 .unwrap_or_else(|| "not yet processed".into());
             let reason = if message.contains("overlap") {
-                "Overlap"
+                reason::POOL_OVERLAP
             } else {
-                "InvalidAddresses"
+                reason::POOL_INVALID_ADDRESSES
             };
-            status.conditions = vec![condition("Valid", false, reason, message)];
+            status.conditions = vec![condition(
+                contract::condition::POOL_VALID,
+                false,
+                reason,
+                message,
+            )];
         }
     }
     status
@@ -321,7 +329,7 @@ mod tests {
             pool: Some("p".into()),
             condition: Some(ConditionState {
                 allocated: true,
-                reason: "Allocated".into(),
+                reason: reason::ALLOCATED.into(),
                 message: "203.0.113.5 from pool p".into(),
             }),
         }
@@ -332,7 +340,7 @@ mod tests {
         let patch = service_patch(&key, state, &Observed::default(), since.parse().unwrap());
         let mut svc: Service = serde_json::from_value(patch).unwrap();
         svc.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
-            manager: Some(FIELD_MANAGER.into()),
+            manager: Some(contract::field_manager::CONTROLLER.into()),
             ..Default::default()
         }]);
         svc.metadata.resource_version = Some("42".into());
@@ -342,7 +350,7 @@ mod tests {
     #[test]
     fn a_written_state_reads_back_as_converged() {
         let svc = service_showing(&allocated(), "2026-01-01T00:00:00Z");
-        let observed = Observed::of(&svc, FIELD_MANAGER);
+        let observed = Observed::of(&svc, contract::field_manager::CONTROLLER);
         assert!(observed.shows(&allocated()));
         assert!(observed.managed);
         assert_eq!(observed.resource_version, Some(42));
@@ -359,7 +367,10 @@ mod tests {
             json!([{"ip": "203.0.113.5", "ipMode": "VIP"}])
         );
         assert_eq!(p["metadata"]["annotations"][ALLOCATED_FROM_POOL], "p");
-        assert_eq!(p["status"]["conditions"][0]["type"], CONDITION_TYPE);
+        assert_eq!(
+            p["status"]["conditions"][0]["type"],
+            contract::condition::IP_ALLOCATED
+        );
         assert_eq!(p["status"]["conditions"][0]["status"], "True");
         assert_eq!(
             p["status"]["conditions"][0]["lastTransitionTime"],
@@ -374,7 +385,7 @@ mod tests {
     #[test]
     fn transition_time_is_kept_while_the_status_value_stays() {
         let svc = service_showing(&allocated(), "2026-01-01T00:00:00Z");
-        let observed = Observed::of(&svc, FIELD_MANAGER);
+        let observed = Observed::of(&svc, contract::field_manager::CONTROLLER);
         let later: Timestamp = "2026-02-01T00:00:00Z".parse().unwrap();
         let mut moved = allocated();
         moved.condition.as_mut().unwrap().message = "other".into();
@@ -404,7 +415,7 @@ mod tests {
             conditions: None,
         });
         svc.metadata.annotations = Some(BTreeMap::new());
-        let observed = Observed::of(&svc, FIELD_MANAGER);
+        let observed = Observed::of(&svc, contract::field_manager::CONTROLLER);
         assert!(observed.foreign_ingress);
         assert!(!observed.shows(&ServiceState::default()));
     }

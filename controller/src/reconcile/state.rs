@@ -20,6 +20,8 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use ferrolb_crds::IPAddressPool;
+use ferrolb_crds::contract::annotation::POOL_LOAD_BALANCER_CLASS;
+use ferrolb_crds::contract::reason;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::jiff::Timestamp;
 
@@ -32,11 +34,6 @@ use crate::ipam::error::comma_separated;
 use crate::ipam::{
     AllocationError, Allocator, Handling, PoolConfig, Request, ServiceKey, read_service,
 };
-
-/// Annotation on an `IPAddressPool` naming the `--lb-class` of the controller that uses it;
-/// pools without it belong to the controller of classless Services. So controllers of different
-/// classes never hand out one pool's addresses twice or fight over its status.
-pub const POOL_CLASS_ANNOTATION: &str = "ferrolb.io/load-balancer-class";
 
 #[derive(Debug)]
 struct Tracked {
@@ -231,14 +228,16 @@ impl State {
     }
 
     /// A pool was added or changed. Pools annotated with another controller's class
-    /// ([`POOL_CLASS_ANNOTATION`]) are not this controller's: they count as absent.
+    /// ([`POOL_LOAD_BALANCER_CLASS`]) are not this controller's: they count as absent; pools
+    /// without it belong to the controller of classless Services. So controllers of different
+    /// classes never hand out one pool's addresses twice or fight over its status.
     pub fn pool_applied(&mut self, pool: IPAddressPool, now: Timestamp) {
         let name = pool.metadata.name.clone().unwrap_or_default();
         let class = pool
             .metadata
             .annotations
             .as_ref()
-            .and_then(|a| a.get(POOL_CLASS_ANNOTATION))
+            .and_then(|a| a.get(POOL_LOAD_BALANCER_CLASS))
             .map(String::as_str);
         if class != self.lb_class.as_deref() {
             self.pool_deleted(&name, now);
@@ -518,7 +517,7 @@ impl State {
                                 key,
                                 &uid,
                                 false,
-                                "IPAllocated",
+                                reason::IP_ALLOCATED,
                                 format!(
                                     "Assigned {} from pool {}",
                                     comma_separated(&a.ips),
@@ -563,7 +562,7 @@ impl State {
                         key,
                         &uid,
                         true,
-                        "AllocationFailed",
+                        reason::ALLOCATION_FAILED,
                         message,
                     ));
                 }

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ferrolb_crds::IPAddressPool;
+use ferrolb_crds::contract::annotation::ALLOW_SHARED_IP;
+use ferrolb_crds::contract::field_manager;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
@@ -74,7 +76,7 @@ fn applied(svc: &Service, body: &Value, rv: u64) -> Service {
         v["metadata"]["annotations"] = a.clone();
     }
     v["metadata"]["resourceVersion"] = json!(rv.to_string());
-    v["metadata"]["managedFields"] = json!([{"manager": "ferrolb-controller"}]);
+    v["metadata"]["managedFields"] = json!([{"manager": field_manager::CONTROLLER}]);
     serde_json::from_value(v).unwrap()
 }
 
@@ -238,7 +240,7 @@ fn a_deleted_holder_serves_the_oldest_waiter() {
 fn keyed(name: &str, created: &str, rv: u64, port: i32) -> Service {
     let mut svc = service(name, created, rv, &[]);
     svc.metadata.annotations = Some(BTreeMap::from([(
-        "ferrolb.io/allow-shared-ip".to_string(),
+        ALLOW_SHARED_IP.to_string(),
         "k".to_string(),
     )]));
     svc.spec.as_mut().unwrap().ports = Some(vec![k8s_openapi::api::core::v1::ServicePort {

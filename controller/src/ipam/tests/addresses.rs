@@ -16,7 +16,7 @@ fn a_released_address_is_handed_out_again() {
     let mut a = with_pools(vec![pool("p", &["203.0.113.10-203.0.113.11"])]);
     got(&mut a, "a", &v4());
     got(&mut a, "b", &v4());
-    assert_eq!(error(&mut a, "c", &v4()).reason(), "PoolExhausted");
+    assert_eq!(error(&mut a, "c", &v4()).reason(), reason::POOL_EXHAUSTED);
     assert_eq!(a.release(&key("a")), ips(&["203.0.113.10"]));
     assert_eq!(got(&mut a, "c", &v4()).1, ips(&["203.0.113.10"]));
 }
@@ -37,13 +37,13 @@ fn avoid_buggy_ips_skips_dot_zero_and_dot_255() {
     p.avoid_buggy = true;
     let mut a = with_pools(vec![p]);
     assert_eq!(got(&mut a, "a", &v4()).1, ips(&["198.51.101.1"]));
-    assert_eq!(error(&mut a, "b", &v4()).reason(), "PoolExhausted");
+    assert_eq!(error(&mut a, "b", &v4()).reason(), reason::POOL_EXHAUSTED);
     let req = Request {
         requested: ips(&["198.51.101.0"]),
         ..v4()
     };
     let err = error(&mut a, "c", &req);
-    assert_eq!(err.reason(), "IneligibleIP");
+    assert_eq!(err.reason(), reason::INELIGIBLE_IP);
     assert_says(&err, "avoidBuggyIPs");
 }
 
@@ -56,10 +56,13 @@ fn requested_address_is_given_or_refused_with_the_holder() {
     };
     assert_eq!(got(&mut a, "a", &req).1, ips(&["203.0.113.7"]));
     let err = error(&mut a, "b", &req);
-    assert_eq!(err.reason(), "IPInUse");
+    assert_eq!(err.reason(), reason::IP_IN_USE);
     assert_eq!(
         err.to_string(),
-        "203.0.113.7 is held by ns/a: sharing needs the same ferrolb.io/allow-shared-ip key on both Services"
+        format!(
+            "203.0.113.7 is held by ns/a: sharing needs the same {} key on both Services",
+            annotation::ALLOW_SHARED_IP
+        )
     );
     let outside = Request {
         requested: ips(&["198.51.100.9"]),

@@ -43,7 +43,7 @@ fn pools_growing_or_shrinking_elsewhere_keep_addresses() {
         lost.unwrap().why,
         "no IPAddressPool in use contains 203.0.113.2 any more"
     );
-    assert_eq!(err.reason(), "PoolExhausted");
+    assert_eq!(err.reason(), reason::POOL_EXHAUSTED);
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ferrolb_crds::address::parse_addresses;
+use ferrolb_crds::contract::{annotation, reason};
 use ferrolb_crds::{AddressCount, Family, LabelSelector, ServiceAllocation};
 
 use super::allocator::Allocator;

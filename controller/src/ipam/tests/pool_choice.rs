@@ -8,7 +8,7 @@ fn auto_assign_false_pools_serve_only_who_names_them_or_requests_inside() {
     manual.auto_assign = false;
     let mut a = with_pools(vec![manual]);
     let err = error(&mut a, "a", &v4());
-    assert_eq!(err.reason(), "NoPoolMatches");
+    assert_eq!(err.reason(), reason::NO_POOL_MATCHES);
     assert_says(&err, "pool manual autoAssign is false");
     let named = Request {
         pool: Some("manual".into()),
@@ -42,7 +42,10 @@ fn named_pool_is_the_only_candidate_and_a_missing_one_is_reported() {
     };
     assert_eq!(
         error(&mut a, "y", &missing).to_string(),
-        "annotation ferrolb.io/address-pool names pool c, which does not exist (pools: a, b)"
+        format!(
+            "annotation {} names pool c, which does not exist (pools: a, b)",
+            annotation::ADDRESS_POOL
+        )
     );
 }
 
@@ -111,7 +114,7 @@ fn restricted_pool_never_serves_unselected_even_when_named() {
         pool: Some("team".into()),
         ..v4()
     };
-    assert_eq!(error(&mut a, "s", &named).reason(), "NoPoolMatches");
+    assert_eq!(error(&mut a, "s", &named).reason(), reason::NO_POOL_MATCHES);
 }
 
 #[test]

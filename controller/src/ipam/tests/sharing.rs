@@ -27,7 +27,7 @@ fn sharing_a_requested_address_checks_ports_and_backends() {
     got(&mut a, "a", &at("k", 80));
     assert_eq!(got(&mut a, "b", &at("k", 443)).1, ips(&["203.0.113.1"]));
     let err = error(&mut a, "c", &at("k", 443));
-    assert_eq!(err.reason(), "PortCollision");
+    assert_eq!(err.reason(), reason::PORT_COLLISION);
     assert_says(&err, "both use port 443/TCP");
     let err = error(&mut a, "d", &at("other", 8080));
     assert_says(&err, "key is \"k\"");

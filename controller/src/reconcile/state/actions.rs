@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::net::IpAddr;
 
+use ferrolb_crds::contract::reason;
+
 use crate::ipam::ServiceKey;
 use crate::ipam::error::comma_separated;
 
@@ -71,7 +73,7 @@ impl ServiceEvent {
         why: impl Display,
     ) -> ServiceEvent {
         let note = format!("Released {}: {why}", comma_separated(ips));
-        ServiceEvent::new(key, uid, warning, "IPReleased", note)
+        ServiceEvent::new(key, uid, warning, reason::IP_RELEASED, note)
     }
 }
 
