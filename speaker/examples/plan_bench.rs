@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use ferrolb_crds::contract::{annotation, label};
 use ferrolb_crds::{IPAddressPool, L2Advertisement};
 use ferrolb_speaker::plan;
 use ferrolb_speaker::sources::Sources;
@@ -78,7 +79,7 @@ fn main() {
             );
             parse::<Service>(json!({
                 "metadata": {"name": format!("svc{i}"), "namespace": "bench",
-                             "annotations": {"ferrolb.io/ip-allocated-from-pool": "bench"}},
+                             "annotations": {(annotation::ALLOCATED_FROM_POOL): "bench"}},
                 "spec": {"type": "LoadBalancer", "ports": [{"port": 80}],
                          "externalTrafficPolicy": if i % 2 == 0 { "Local" } else { "Cluster" }},
                 "status": {"loadBalancer": {"ingress": [{"ip": ip.to_string(), "ipMode": "VIP"}]}}
@@ -95,7 +96,7 @@ fn main() {
                 .collect();
             parse::<EndpointSlice>(json!({
                 "metadata": {"name": format!("svc{i}-abcde"), "namespace": "bench",
-                             "labels": {"kubernetes.io/service-name": format!("svc{i}")}},
+                             "labels": {(label::SERVICE_NAME): format!("svc{i}")}},
                 "addressType": "IPv4", "endpoints": endpoints
             }))
         })

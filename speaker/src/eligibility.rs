@@ -9,19 +9,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use ferrolb_crds::contract::label::EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS;
 use ferrolb_crds::selector;
 
 use crate::model::{Advertisement, NodeInfo, PoolInfo};
-
-/// The label that keeps a node out of every external load balancer.
-pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
 // The eligibility rules that read one model object alone.
 
 impl NodeInfo {
     /// Why this node may never announce, if so.
     pub fn excluded(&self) -> Option<Ineligible> {
-        if self.labels.contains_key(EXCLUDE_LABEL) {
+        if self.labels.contains_key(EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS) {
             Some(Ineligible::ExcludedByLabel)
         } else if self.network_unavailable {
             Some(Ineligible::NetworkUnavailable)
@@ -110,7 +108,7 @@ impl std::fmt::Display for Ineligible {
                 f,
                 "no L2Advertisement selects IPAddressPool {pool} (add one naming it in spec.ipAddressPools)"
             ),
-            Ineligible::ExcludedByLabel => write!(f, "the node has the label {EXCLUDE_LABEL}"),
+            Ineligible::ExcludedByLabel => write!(f, "the node has the label {EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS}"),
             Ineligible::NetworkUnavailable => {
                 write!(f, "the node's NetworkUnavailable condition is True")
             }
@@ -304,7 +302,7 @@ mod tests {
     #[test]
     fn excluded_and_network_unavailable_nodes_never_announce() {
         let p = pool("lan", &["198.51.100.200/29"], &[]);
-        let excluded = node("node1", &[(EXCLUDE_LABEL, "")]);
+        let excluded = node("node1", &[(EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS, "")]);
         assert_eq!(
             node_may_announce(&excluded, &p, &[ad("all")]),
             Err(Ineligible::ExcludedByLabel)
@@ -393,7 +391,7 @@ mod tests {
         assert!(
             Ineligible::ExcludedByLabel
                 .to_string()
-                .contains(EXCLUDE_LABEL)
+                .contains(EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS)
         );
     }
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::eligibility::EXCLUDE_LABEL;
+use ferrolb_crds::contract::label::EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS;
 use crate::model::{Advertisement, ServiceInfo};
 use ferrolb_crds::LabelSelector;
 use ferrolb_crds::address::parse_entry;
@@ -220,7 +220,7 @@ fn node_selectors_and_exclusions_limit_the_candidates() {
         .get_mut("node2")
         .unwrap()
         .labels
-        .insert(EXCLUDE_LABEL.into(), "true".into());
+        .insert(EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS.into(), "true".into());
     let p = plan(&s, &live(&ALL3));
     let no = p.decisions[0].owner.as_ref().unwrap_err();
     assert_eq!(no.reasons["node2"], Ineligible::ExcludedByLabel);
@@ -356,7 +356,7 @@ fn the_ranked_election_equals_checking_every_node() {
         for (_, n) in s.nodes.iter_mut() {
             match rng.u64(..10) {
                 0 => {
-                    n.labels.insert(EXCLUDE_LABEL.into(), String::new());
+                    n.labels.insert(EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS.into(), String::new());
                 }
                 1 => n.network_unavailable = true,
                 2 | 3 => {

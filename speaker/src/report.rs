@@ -8,16 +8,12 @@
 
 use std::collections::BTreeMap;
 
+use ferrolb_crds::contract::{condition, reason};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use crate::eligibility::Interfaces;
 use crate::plan::{Decision, ServiceKey};
-
-/// The Service condition type the speakers own.
-pub const CONDITION_TYPE: &str = "ferrolb.io/Announced";
-/// Field manager of every speaker's status apply.
-pub const FIELD_MANAGER: &str = "ferrolb-speaker";
 
 /// What the condition should say.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,7 +48,7 @@ pub fn wanted(
                     };
                     Wanted {
                         status: "False",
-                        reason: "NoInterface",
+                        reason: reason::NO_INTERFACE,
                         message: format!(
                             "{me} is elected for {} but answers on no interface: none it may use \
                              ({allowed}) is up and suitable here (check the L2Advertisement's \
@@ -63,7 +59,7 @@ pub fn wanted(
                 } else {
                     Wanted {
                         status: "True",
-                        reason: "Announced",
+                        reason: reason::ANNOUNCED,
                         message: format!(
                             "{me} announces {} on {}",
                             ips.join(", "),
@@ -74,7 +70,7 @@ pub fn wanted(
             }
             Err(no_owner) if d.reporter.as_deref() == Some(me) => Wanted {
                 status: "False",
-                reason: "NotAnnounced",
+                reason: reason::NOT_ANNOUNCED,
                 message: format!("nobody announces {}: {no_owner}", ips.join(", ")),
             },
             _ => continue,
@@ -100,7 +96,7 @@ pub fn observed(svc: &Service) -> Option<&Condition> {
         .conditions
         .as_ref()?
         .iter()
-        .find(|c| c.type_ == CONDITION_TYPE)
+        .find(|c| c.type_ == condition::ANNOUNCED)
 }
 
 /// The server-side apply body for the Service's status.
@@ -110,7 +106,7 @@ pub fn patch(namespace: &str, name: &str, wanted: &Wanted, now: &str) -> serde_j
         "kind": "Service",
         "metadata": { "name": name, "namespace": namespace },
         "status": { "conditions": [{
-            "type": CONDITION_TYPE,
+            "type": condition::ANNOUNCED,
             "status": wanted.status,
             "reason": wanted.reason,
             "message": wanted.message,
@@ -168,7 +164,7 @@ mod tests {
     fn an_owner_without_a_usable_interface_says_so() {
         let w = wanted(&[decision(Ok("node2"), None)], "node2", |_| vec![]);
         assert_eq!(w[&key("ns/a")].status, "False");
-        assert_eq!(w[&key("ns/a")].reason, "NoInterface");
+        assert_eq!(w[&key("ns/a")].reason, reason::NO_INTERFACE);
         assert!(w[&key("ns/a")].message.starts_with(
             "node2 is elected for 198.51.100.200, 2001:db8:1::200 but answers on no interface"
         ));
@@ -187,7 +183,7 @@ mod tests {
     fn a_matching_condition_is_not_rewritten() {
         let want = Wanted {
             status: "True",
-            reason: "Announced",
+            reason: reason::ANNOUNCED,
             message: "node2 announces 198.51.100.200 on eth0".into(),
         };
         let mut svc: Service =

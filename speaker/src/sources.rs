@@ -8,6 +8,7 @@ use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 
 use ferrolb_crds::address::parse_entry;
+use ferrolb_crds::contract::{annotation, label};
 use ferrolb_crds::{IPAddressPool, L2Advertisement, ServiceKey};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -22,11 +23,6 @@ use tracing::warn;
 
 use crate::membership::Peer;
 use crate::model::{Advertisement, NodeInfo, PoolInfo, ServiceInfo, Snapshot};
-
-/// The annotation the controller writes with the pool an address came from.
-pub const ALLOCATED_FROM_POOL: &str = "ferrolb.io/ip-allocated-from-pool";
-/// Labels an EndpointSlice with its Service's name.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// The caches, kept current by background watches.
 #[derive(Clone, Debug)]
@@ -105,7 +101,7 @@ impl Sources {
             for slice in self.slices.state() {
                 let (Some(ns), Some(svc)) = (
                     slice.metadata.namespace.as_deref(),
-                    slice.labels().get(SERVICE_NAME_LABEL),
+                    slice.labels().get(label::SERVICE_NAME),
                 ) else {
                     continue;
                 };
@@ -333,7 +329,7 @@ pub fn service_info(
     Some(ServiceInfo {
         key: ServiceKey::new(namespace, name),
         ips,
-        pool: svc.annotations().get(ALLOCATED_FROM_POOL).cloned(),
+        pool: svc.annotations().get(annotation::ALLOCATED_FROM_POOL).cloned(),
         local,
         endpoint_nodes,
     })
@@ -347,7 +343,7 @@ mod tests {
     fn svc(spec: serde_json::Value, ingress: &[&str]) -> Service {
         serde_json::from_value(json!({
             "metadata": {"name": "web", "namespace": "ns",
-                         "annotations": {ALLOCATED_FROM_POOL: "lan"}},
+                         "annotations": {(annotation::ALLOCATED_FROM_POOL): "lan"}},
             "spec": spec,
             "status": {"loadBalancer": {"ingress":
                 ingress.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>()}},
@@ -358,7 +354,7 @@ mod tests {
     fn slice(endpoints: serde_json::Value) -> EndpointSlice {
         serde_json::from_value(json!({
             "metadata": {"name": "web-abc", "namespace": "ns",
-                         "labels": {SERVICE_NAME_LABEL: "web"}},
+                         "labels": {(label::SERVICE_NAME): "web"}},
             "addressType": "IPv4",
             "endpoints": endpoints,
         }))
@@ -424,7 +420,7 @@ mod tests {
 
     fn named_slice(ns: &str, name: &str, service: &str, node: &str) -> EndpointSlice {
         serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": ns, "labels": {SERVICE_NAME_LABEL: service}},
+            "metadata": {"name": name, "namespace": ns, "labels": {(label::SERVICE_NAME): service}},
             "addressType": "IPv4",
             "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": node}],
         }))
