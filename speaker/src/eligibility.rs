@@ -19,7 +19,10 @@ use crate::model::{Advertisement, NodeInfo, PoolInfo};
 impl NodeInfo {
     /// Why this node may never announce, if so.
     pub fn excluded(&self) -> Option<Ineligible> {
-        if self.labels.contains_key(EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS) {
+        if self
+            .labels
+            .contains_key(EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS)
+        {
             Some(Ineligible::ExcludedByLabel)
         } else if self.network_unavailable {
             Some(Ineligible::NetworkUnavailable)
@@ -108,7 +111,10 @@ impl std::fmt::Display for Ineligible {
                 f,
                 "no L2Advertisement selects IPAddressPool {pool} (add one naming it in spec.ipAddressPools)"
             ),
-            Ineligible::ExcludedByLabel => write!(f, "the node has the label {EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS}"),
+            Ineligible::ExcludedByLabel => write!(
+                f,
+                "the node has the label {EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS}"
+            ),
             Ineligible::NetworkUnavailable => {
                 write!(f, "the node's NetworkUnavailable condition is True")
             }

@@ -1,8 +1,8 @@
 use super::*;
-use ferrolb_crds::contract::label::EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS;
 use crate::model::{Advertisement, ServiceInfo};
 use ferrolb_crds::LabelSelector;
 use ferrolb_crds::address::parse_entry;
+use ferrolb_crds::contract::label::EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -356,7 +356,8 @@ fn the_ranked_election_equals_checking_every_node() {
         for (_, n) in s.nodes.iter_mut() {
             match rng.u64(..10) {
                 0 => {
-                    n.labels.insert(EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS.into(), String::new());
+                    n.labels
+                        .insert(EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS.into(), String::new());
                 }
                 1 => n.network_unavailable = true,
                 2 | 3 => {

@@ -329,7 +329,10 @@ pub fn service_info(
     Some(ServiceInfo {
         key: ServiceKey::new(namespace, name),
         ips,
-        pool: svc.annotations().get(annotation::ALLOCATED_FROM_POOL).cloned(),
+        pool: svc
+            .annotations()
+            .get(annotation::ALLOCATED_FROM_POOL)
+            .cloned(),
         local,
         endpoint_nodes,
     })

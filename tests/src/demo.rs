@@ -19,11 +19,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use ferrolb_crds::contract::condition::ANNOUNCED;
 use serde_json::Value;
 
 use crate::bins;
 use crate::cluster::{self, Up, UpOptions};
-use crate::l2lab::ANNOUNCED;
 use crate::node::ProxyMode;
 use crate::process::{run, wait_for};
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ferrolb_crds::L2Advertisement;
+use ferrolb_crds::contract::{condition, label};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -187,18 +188,22 @@ impl Rig {
     /// other than `not`.
     pub async fn wait_announcer(&self, name: &str, not: Option<&str>) -> Result<String> {
         self.scenario
-            .wait(name, &format!("{ANNOUNCED} True (not by {not:?})"), |svc| {
-                let c = announced(svc)?;
-                let node = c.message.split_whitespace().next()?.to_string();
-                (c.status == "True" && Some(node.as_str()) != not).then_some(node)
-            })
+            .wait(
+                name,
+                &format!("{} True (not by {not:?})", condition::ANNOUNCED),
+                |svc| {
+                    let c = announced(svc)?;
+                    let node = c.message.split_whitespace().next()?.to_string();
+                    (c.status == "True" && Some(node.as_str()) != not).then_some(node)
+                },
+            )
             .await
     }
 
     /// The speakers' condition on Service `name`, once its status is `status`.
     pub async fn wait_announced(&self, name: &str, status: &str) -> Result<Condition> {
         self.scenario
-            .wait(name, &format!("{ANNOUNCED} {status}"), |svc| {
+            .wait(name, &format!("{} {status}", condition::ANNOUNCED), |svc| {
                 announced(svc).filter(|c| c.status == status).cloned()
             })
             .await
@@ -399,7 +404,7 @@ async fn reset_nodes(client: &kube::Client, lab: &Lab) -> Result<()> {
         let labels = json!({ "metadata": { "labels": {
             "kubernetes.io/hostname": host.name,
             "ferrolb.io/lab-node": "true",
-            EXCLUDE_LABEL: null,
+            (label::EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS): null,
             "ferrolb.io/role": null,
         }}});
         api.patch(&host.name, &PatchParams::default(), &Patch::Merge(&labels))
@@ -409,9 +414,6 @@ async fn reset_nodes(client: &kube::Client, lab: &Lab) -> Result<()> {
     Ok(())
 }
 
-/// The speakers' condition type on Services.
-pub const ANNOUNCED: &str = "ferrolb.io/Announced";
-
 /// The speakers' condition on `svc`.
 pub fn announced(svc: &Service) -> Option<&Condition> {
     svc.status
@@ -419,8 +421,5 @@ pub fn announced(svc: &Service) -> Option<&Condition> {
         .conditions
         .as_ref()?
         .iter()
-        .find(|c| c.type_ == ANNOUNCED)
+        .find(|c| c.type_ == condition::ANNOUNCED)
 }
-
-/// The label that keeps a node from announcing.
-pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";

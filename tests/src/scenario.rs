@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ferrolb_crds::IPAddressPool;
+use ferrolb_crds::contract::annotation::ALLOCATED_FROM_POOL;
+use ferrolb_crds::contract::condition::IP_ALLOCATED;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -27,10 +29,6 @@ use crate::rbac;
 
 /// Label on every scenario Service, so the next scenario can delete them.
 pub const SCENARIO_LABEL: &str = "ferrolb-tests/scenario";
-/// The controller's condition type on Services.
-pub const CONDITION: &str = "ferrolb.io/IPAllocated";
-/// The annotation naming the pool.
-pub const POOL_ANNOTATION: &str = "ferrolb.io/ip-allocated-from-pool";
 /// How long a scenario waits for the controller.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -317,7 +315,7 @@ pub fn condition(svc: &Service) -> Option<Condition> {
         .conditions
         .as_ref()?
         .iter()
-        .find(|c| c.type_ == CONDITION)
+        .find(|c| c.type_ == IP_ALLOCATED)
         .cloned()
 }
 
@@ -326,7 +324,7 @@ pub fn pool_annotation(svc: &Service) -> Option<String> {
     svc.metadata
         .annotations
         .as_ref()?
-        .get(POOL_ANNOTATION)
+        .get(ALLOCATED_FROM_POOL)
         .cloned()
 }
 

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use fastrand::Rng;
+use ferrolb_crds::contract::reason;
 use ferrolb_tests::control_plane::{self};
 use ferrolb_tests::controller::{Controller, Options, TestNamespace};
 use ferrolb_tests::services::{self, Observed, Port, Spec};
@@ -159,7 +160,8 @@ async fn look(
     }
     if let Some(s) = waiting.iter().find(|s| !s.waits_for_exhausted_pool()) {
         return Ok(Err(format!(
-            "waits without PoolExhausted: {}",
+            "waits without {}: {}",
+            reason::POOL_EXHAUSTED,
             s.describe()
         )));
     }

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use ferrolb_crds::contract::reason;
 use ferrolb_tests::control_plane::{self};
 use ferrolb_tests::controller::{Controller, Options, TestNamespace};
 use ferrolb_tests::services::{self, Observed, Spec};
@@ -216,7 +217,8 @@ impl Bed {
                 .find(|s| s.ips.is_empty() && !s.waits_for_exhausted_pool())
             {
                 return Ok(Err(format!(
-                    "waits without PoolExhausted: {}",
+                    "waits without {}: {}",
+                    reason::POOL_EXHAUSTED,
                     s.describe()
                 )));
             }

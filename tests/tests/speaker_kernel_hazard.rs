@@ -15,6 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use ferrolb_crds::contract::reason;
 use ferrolb_tests::daemon::{self, Daemon};
 use ferrolb_tests::l2lab::{Rig, TIMEOUT};
 use ferrolb_tests::lab::Host;
@@ -138,7 +139,7 @@ async fn a_vip_on_lo_of_another_node_is_answered_by_its_kernel_reported_and_clea
     assert!(line.contains("strictARP: true"), "{line}");
     let note = rig
         .scenario
-        .wait_event("web", "KernelAnswersForAddress")
+        .wait_event("web", reason::KERNEL_ANSWERS_FOR_ADDRESS)
         .await?;
     assert!(
         note.starts_with(&format!(
@@ -159,7 +160,7 @@ async fn a_vip_on_lo_of_another_node_is_answered_by_its_kernel_reported_and_clea
     );
     assert_eq!(
         rig.scenario
-            .events("web", "KernelAnswersForAddress")
+            .events("web", reason::KERNEL_ANSWERS_FOR_ADDRESS)
             .await?
             .len(),
         1
@@ -190,7 +191,7 @@ async fn a_vip_on_lo_of_another_node_is_answered_by_its_kernel_reported_and_clea
     })?;
     let cleared = rig
         .scenario
-        .wait_event("web", "KernelNoLongerAnswers")
+        .wait_event("web", reason::KERNEL_NO_LONGER_ANSWERS)
         .await?;
     assert!(
         cleared.starts_with(&format!("{other}'s kernel no longer answers")),
@@ -260,7 +261,7 @@ async fn an_ipv6_vip_on_eth0_of_another_node_is_answered_by_its_kernel_reported_
     )?;
     let note = rig
         .scenario
-        .wait_event("web6", "KernelAnswersForAddress")
+        .wait_event("web6", reason::KERNEL_ANSWERS_FOR_ADDRESS)
         .await?;
     assert!(
         note.starts_with(&format!(

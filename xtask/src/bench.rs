@@ -17,7 +17,7 @@
 //! ```
 //!
 //! This command only measures; tests never assert times. What each figure means is written into
-//! the report itself ([`report::DEFINITIONS`]) and into `docs/benchmarks.md`.
+//! the report itself ([`report::definitions`]) and into `docs/benchmarks.md`.
 
 mod cluster;
 mod figure;

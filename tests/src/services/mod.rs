@@ -22,20 +22,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ferrolb_crds::IPAddressPool;
+use ferrolb_crds::contract::annotation::{ADDRESS_POOL, ALLOW_SHARED_IP};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-/// The controller's condition type on Services.
-pub const CONDITION: &str = "ferrolb.io/IPAllocated";
-/// The annotation the controller writes with the pool an address came from.
-pub const POOL_ANNOTATION: &str = "ferrolb.io/ip-allocated-from-pool";
-/// The annotation that lets Services share an address.
-pub const SHARED_IP: &str = "ferrolb.io/allow-shared-ip";
-/// The annotation naming the pool a Service wants.
-pub const ADDRESS_POOL: &str = "ferrolb.io/address-pool";
 /// Field manager of the tests' applies.
 const FIELD_MANAGER: &str = "ferrolb-tests";
 
@@ -100,7 +93,7 @@ impl Spec {
     pub fn to_service(&self, namespace: &str) -> Service {
         let mut annotations = BTreeMap::new();
         if let Some(key) = &self.sharing_key {
-            annotations.insert(SHARED_IP.to_string(), key.clone());
+            annotations.insert(ALLOW_SHARED_IP.to_string(), key.clone());
         }
         if let Some(pool) = &self.pool {
             annotations.insert(ADDRESS_POOL.to_string(), pool.clone());

@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use anyhow::{Context, Result};
+use ferrolb_crds::contract::annotation::{ALLOCATED_FROM_POOL, ALLOW_SHARED_IP};
+use ferrolb_crds::contract::{condition, reason};
 use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-
-use super::{CONDITION, POOL_ANNOTATION, SHARED_IP};
 
 /// Who may share an address with whom: the Service's sharing inputs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,9 +43,9 @@ pub struct Observed {
     pub ips: Vec<IpAddr>,
     /// Whether every ingress entry has `ipMode: VIP`.
     pub vip_mode: bool,
-    /// The [`CONDITION`] condition: `(status, reason, message)`.
+    /// The [`condition::IP_ALLOCATED`] condition: `(status, reason, message)`.
     pub condition: Option<(String, String, String)>,
-    /// The [`POOL_ANNOTATION`] annotation.
+    /// The [`ALLOCATED_FROM_POOL`] annotation.
     pub pool: Option<String>,
     /// `metadata.resourceVersion`.
     pub resource_version: String,
@@ -72,7 +72,7 @@ impl Observed {
             .and_then(|s| s.conditions.as_ref())
             .into_iter()
             .flatten()
-            .find(|c| c.type_ == CONDITION)
+            .find(|c| c.type_ == condition::IP_ALLOCATED)
             .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
         let spec = svc.spec.clone().unwrap_or_default();
         let ports = spec
@@ -88,7 +88,7 @@ impl Observed {
             ips,
             vip_mode,
             condition,
-            pool: svc.annotations().get(POOL_ANNOTATION).cloned(),
+            pool: svc.annotations().get(ALLOCATED_FROM_POOL).cloned(),
             resource_version: svc.resource_version().unwrap_or_default(),
             created: svc
                 .metadata
@@ -96,7 +96,7 @@ impl Observed {
                 .as_ref()
                 .map_or(0, |t| t.0.as_second()),
             sharing: Sharing {
-                key: svc.annotations().get(SHARED_IP).cloned(),
+                key: svc.annotations().get(ALLOW_SHARED_IP).cloned(),
                 ports,
                 local_selector,
             },
@@ -118,16 +118,15 @@ impl Observed {
             && self
                 .condition
                 .as_ref()
-                .is_some_and(|(status, reason, _)| status == "True" && reason == "Allocated")
+                .is_some_and(|(status, reason, _)| status == "True" && reason == reason::ALLOCATED)
     }
 
     /// Whether the Service shows no address and a condition saying the pools are exhausted.
     pub fn waits_for_exhausted_pool(&self) -> bool {
         self.ips.is_empty()
-            && self
-                .condition
-                .as_ref()
-                .is_some_and(|(status, reason, _)| status == "False" && reason == "PoolExhausted")
+            && self.condition.as_ref().is_some_and(|(status, reason, _)| {
+                status == "False" && reason == reason::POOL_EXHAUSTED
+            })
     }
 
     /// One line for failure messages.

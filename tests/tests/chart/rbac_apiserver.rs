@@ -2,6 +2,8 @@
 //! controller and the speakers need and many they must not have, then real requests under
 //! tokens minted for their ServiceAccounts.
 
+use ferrolb_crds::contract::annotation::ALLOCATED_FROM_POOL;
+use ferrolb_crds::contract::{action, condition, field_manager, reason};
 use ferrolb_crds::pool::IPAddressPool;
 use ferrolb_tests::control_plane::{self, ControlPlane};
 use ferrolb_tests::rbac::{self, CONTROLLER_LEASE};
@@ -213,13 +215,13 @@ async fn minted_controller_identity_writes_status_and_its_lease_and_nothing_else
     let status = json!({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": "web", "annotations": {"ferrolb.io/ip-allocated-from-pool": "pool-a"}},
+        "metadata": {"name": "web", "annotations": {ALLOCATED_FROM_POOL: "pool-a"}},
         "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.200", "ipMode": "VIP"}]}},
     });
     services
         .patch_status(
             "web",
-            &PatchParams::apply("ferrolb-controller").force(),
+            &PatchParams::apply(field_manager::CONTROLLER).force(),
             &Patch::Apply(&status),
         )
         .await
@@ -229,7 +231,7 @@ async fn minted_controller_identity_writes_status_and_its_lease_and_nothing_else
         .await
         .unwrap();
     assert_eq!(
-        stored.metadata.annotations.unwrap_or_default()["ferrolb.io/ip-allocated-from-pool"],
+        stored.metadata.annotations.unwrap_or_default()[ALLOCATED_FROM_POOL],
         "pool-a",
         "an annotation applied through services/status is stored"
     );
@@ -251,7 +253,7 @@ async fn minted_controller_identity_writes_status_and_its_lease_and_nothing_else
         services
             .patch(
                 "web",
-                &PatchParams::apply("ferrolb-controller").force(),
+                &PatchParams::apply(field_manager::CONTROLLER).force(),
                 &Patch::Apply(&spec_change)
             )
             .await
@@ -317,8 +319,8 @@ async fn minted_controller_identity_writes_status_and_its_lease_and_nothing_else
         "web.ferrolb-test",
         ("ferrolb.io/controller", "ferrolb-controller-test"),
         (
-            "Allocate",
-            "IPAllocated",
+            action::ALLOCATE,
+            reason::IP_ALLOCATED,
             "Assigned 198.51.100.200 from pool-a",
         ),
     )
@@ -442,7 +444,7 @@ async fn speaker_service_account_has_least_privilege_on_a_real_apiserver() {
     let condition = json!({
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
         "status": {"conditions": [{
-            "type": "ferrolb.io/Announced", "status": "True", "reason": "Announcing",
+            "type": condition::ANNOUNCED, "status": "True", "reason": "Announcing",
             "message": "node1 answers ARP for 198.51.100.200",
             "lastTransitionTime": "2025-01-01T00:00:00Z",
         }]},
@@ -450,7 +452,7 @@ async fn speaker_service_account_has_least_privilege_on_a_real_apiserver() {
     services
         .patch_status(
             "web",
-            &PatchParams::apply("ferrolb-speaker").force(),
+            &PatchParams::apply(field_manager::SPEAKER).force(),
             &Patch::Apply(&condition),
         )
         .await
@@ -458,7 +460,7 @@ async fn speaker_service_account_has_least_privilege_on_a_real_apiserver() {
     let stored = services.get("web").await.unwrap();
     assert_eq!(
         stored.status.unwrap().conditions.unwrap()[0].type_,
-        "ferrolb.io/Announced"
+        condition::ANNOUNCED
     );
     assert!(is_forbidden(
         services
@@ -486,7 +488,7 @@ async fn speaker_service_account_has_least_privilege_on_a_real_apiserver() {
         "web.ferrolb-speaker-test",
         ("ferrolb.io/speaker", "ferrolb-speaker-node1"),
         (
-            "Announce",
+            action::ANNOUNCE,
             "Announcing",
             "node1 answers ARP for 198.51.100.200",
         ),

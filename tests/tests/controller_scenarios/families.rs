@@ -2,6 +2,7 @@
 //! turning dual-stack.
 
 use anyhow::Result;
+use ferrolb_crds::contract::reason;
 use ferrolb_tests::scenario::{Scenario, pool_annotation};
 use serde_json::json;
 
@@ -54,7 +55,7 @@ async fn require_dual_stack_without_a_dual_pool_fails_and_says_why() -> Result<(
         json!({"spec": {"ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack"}}),
     )
     .await?;
-    let c = s.wait_reason("dual", "PoolExhausted").await?;
+    let c = s.wait_reason("dual", reason::POOL_EXHAUSTED).await?;
     assert_eq!(
         c.message,
         "no free address (needs IPv4 and IPv6 from one pool): pool only-v4 has 2 IPv4 free, no IPv6. Add addresses to a pool or delete Services that hold some"
@@ -103,6 +104,6 @@ async fn single_to_dual_stack_keeps_the_ipv4_address_and_adds_ipv6() -> Result<(
     .await?;
     s.wait_ips("svc", &["203.0.113.10", "2001:db8:31::"])
         .await?;
-    assert!(s.events("svc", "IPReleased").await?.is_empty());
+    assert!(s.events("svc", reason::IP_RELEASED).await?.is_empty());
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! annotation, condition, Event and `ipMode: VIP`; the rest are left alone.
 
 use anyhow::Result;
+use ferrolb_crds::contract::reason;
 use ferrolb_tests::scenario::{Scenario, condition, ingress, pool_annotation};
 use serde_json::json;
 
@@ -23,10 +24,10 @@ async fn allocates_lowest_ipv4_with_annotation_condition_event_and_vip_mode() ->
     let c = condition(&svc).unwrap();
     assert_eq!(
         (c.status.as_str(), c.reason.as_str()),
-        ("True", "Allocated")
+        ("True", reason::ALLOCATED)
     );
     assert_eq!(c.message, "203.0.113.10 from pool basic");
-    let note = s.wait_event("web", "IPAllocated").await?;
+    let note = s.wait_event("web", reason::IP_ALLOCATED).await?;
     assert_eq!(note, "Assigned 203.0.113.10 from pool basic");
     Ok(())
 }
@@ -62,7 +63,7 @@ async fn a_service_that_stops_being_a_load_balancer_loses_its_ip_to_a_waiting_on
     s.service("first", json!({})).await?;
     s.wait_ips("first", &["203.0.113.10"]).await?;
     s.service("second", json!({})).await?;
-    s.wait_reason("second", "PoolExhausted").await?;
+    s.wait_reason("second", reason::POOL_EXHAUSTED).await?;
     s.patch_service("first", json!({"spec": {"type": "ClusterIP"}}))
         .await?;
     s.wait_ips("second", &["203.0.113.10"]).await?;
@@ -73,7 +74,7 @@ async fn a_service_that_stops_being_a_load_balancer_loses_its_ip_to_a_waiting_on
         })
         .await;
     first?;
-    let note = s.wait_event("first", "IPReleased").await?;
+    let note = s.wait_event("first", reason::IP_RELEASED).await?;
     assert!(note.contains("no longer a LoadBalancer"), "{note}");
     Ok(())
 }

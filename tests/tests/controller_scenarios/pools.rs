@@ -2,6 +2,8 @@
 //! and growth, overlaps, status counts, and pools that shrink, move or go away.
 
 use anyhow::Result;
+use ferrolb_crds::contract::annotation::ADDRESS_POOL;
+use ferrolb_crds::contract::{condition, reason};
 use ferrolb_tests::scenario::{Scenario, ingress, pool_annotation};
 use serde_json::json;
 
@@ -16,7 +18,7 @@ async fn auto_assign_false_pools_serve_only_services_that_name_them() -> Result<
     )
     .await?;
     s.service("auto", json!({})).await?;
-    let c = s.wait_reason("auto", "NoPoolMatches").await?;
+    let c = s.wait_reason("auto", reason::NO_POOL_MATCHES).await?;
     assert!(
         c.message
             .contains("pool manual autoAssign is false and the Service neither names it"),
@@ -25,7 +27,7 @@ async fn auto_assign_false_pools_serve_only_services_that_name_them() -> Result<
     );
     s.service(
         "named",
-        json!({"metadata": {"annotations": {"ferrolb.io/address-pool": "manual"}}}),
+        json!({"metadata": {"annotations": {ADDRESS_POOL: "manual"}}}),
     )
     .await?;
     s.wait_ips("named", &["203.0.113.10"]).await?;
@@ -49,7 +51,7 @@ async fn avoid_buggy_ips_never_hands_out_dot_zero_or_dot_255() -> Result<()> {
     s.service("a", json!({})).await?;
     s.wait_ips("a", &["198.51.101.1"]).await?;
     s.service("b", json!({})).await?;
-    s.wait_reason("b", "PoolExhausted").await?;
+    s.wait_reason("b", reason::POOL_EXHAUSTED).await?;
     Ok(())
 }
 
@@ -87,7 +89,7 @@ async fn service_allocation_namespaces_restrict_a_pool() -> Result<()> {
     )
     .await?;
     s.service("svc", json!({})).await?;
-    let c = s.wait_reason("svc", "NoPoolMatches").await?;
+    let c = s.wait_reason("svc", reason::NO_POOL_MATCHES).await?;
     assert!(
         c.message.contains(&format!(
             "pool team serviceAllocation.namespaces does not list \"{}\"",
@@ -124,13 +126,13 @@ async fn namespace_label_changes_take_effect() -> Result<()> {
     assert_eq!(ingress(&s.services().get("svc").await?), ["203.0.113.90"]);
     // Unlabelling it ends team-a's service of "second", which says why.
     s.label_namespace(json!({"team": null})).await?;
-    let c = s.wait_reason("second", "PoolExhausted").await?;
+    let c = s.wait_reason("second", reason::POOL_EXHAUSTED).await?;
     assert!(
         c.message.contains("pool z-open has 0 IPv4 free"),
         "{}",
         c.message
     );
-    let note = s.wait_event("second", "IPReleased").await?;
+    let note = s.wait_event("second", reason::IP_RELEASED).await?;
     assert!(note.contains("namespaceSelectors"), "{note}");
     Ok(())
 }
@@ -145,7 +147,7 @@ async fn service_selectors_restrict_a_pool() -> Result<()> {
     )
     .await?;
     s.service("plain", json!({})).await?;
-    let c = s.wait_reason("plain", "NoPoolMatches").await?;
+    let c = s.wait_reason("plain", reason::NO_POOL_MATCHES).await?;
     assert!(
         c.message
             .contains("serviceSelectors match no labels of the Service"),
@@ -190,16 +192,16 @@ async fn exhaustion_lists_pools_with_free_counts_and_growth_serves_waiters() -> 
     s.wait_any_ip("one").await?;
     s.wait_any_ip("two").await?;
     s.service("three", json!({})).await?;
-    let c = s.wait_reason("three", "PoolExhausted").await?;
+    let c = s.wait_reason("three", reason::POOL_EXHAUSTED).await?;
     assert_eq!(
         c.message,
         "no free address: pool a has 0 IPv4 free; pool b has 0 IPv4 free. Add addresses to a pool or delete Services that hold some"
     );
-    s.wait_pool("a", "Exhausted=True", |p| {
+    s.wait_pool("a", &format!("{}=True", condition::POOL_EXHAUSTED), |p| {
         p.status.as_ref().is_some_and(|st| {
             st.conditions
                 .iter()
-                .any(|c| c.type_ == "Exhausted" && c.status == "True")
+                .any(|c| c.type_ == condition::POOL_EXHAUSTED && c.status == "True")
         })
     })
     .await?;
@@ -215,10 +217,10 @@ async fn a_released_ip_serves_the_oldest_waiting_service_at_once() -> Result<()>
     s.service("holder", json!({})).await?;
     s.wait_ips("holder", &["203.0.113.10"]).await?;
     s.service("waiter", json!({})).await?;
-    s.wait_reason("waiter", "PoolExhausted").await?;
+    s.wait_reason("waiter", reason::POOL_EXHAUSTED).await?;
     s.delete_service("holder").await?;
     s.wait_ips("waiter", &["203.0.113.10"]).await?;
-    let note = s.wait_event("waiter", "IPAllocated").await?;
+    let note = s.wait_event("waiter", reason::IP_ALLOCATED).await?;
     assert_eq!(note, "Assigned 203.0.113.10 from pool p");
     Ok(())
 }
@@ -227,30 +229,30 @@ async fn a_released_ip_serves_the_oldest_waiting_service_at_once() -> Result<()>
 async fn an_overlapping_pool_is_refused_and_the_older_keeps_its_addresses() -> Result<()> {
     let s = Scenario::start("overlap").await?;
     s.pool("older", v4_pool(&["203.0.113.0/28"])).await?;
-    s.wait_pool("older", "Valid", |p| p.status.is_some())
+    s.wait_pool("older", condition::POOL_VALID, |p| p.status.is_some())
         .await?;
     // Creation timestamps have second precision: make the newer one clearly newer.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     s.pool("newer", v4_pool(&["203.0.113.8-203.0.113.20"]))
         .await?;
     let newer = s
-        .wait_pool("newer", "Valid=False", |p| {
+        .wait_pool("newer", &format!("{}=False", condition::POOL_VALID), |p| {
             p.status.as_ref().is_some_and(|st| {
                 st.conditions
                     .iter()
-                    .any(|c| c.type_ == "Valid" && c.status == "False")
+                    .any(|c| c.type_ == condition::POOL_VALID && c.status == "False")
             })
         })
         .await?;
     let c = &newer.status.unwrap().conditions[0];
-    assert_eq!(c.reason, "Overlap");
+    assert_eq!(c.reason, reason::POOL_OVERLAP);
     assert!(c.message.contains("overlap pool older's"), "{}", c.message);
     s.service(
         "svc",
-        json!({"metadata": {"annotations": {"ferrolb.io/address-pool": "newer"}}}),
+        json!({"metadata": {"annotations": {ADDRESS_POOL: "newer"}}}),
     )
     .await?;
-    let c = s.wait_reason("svc", "PoolNotFound").await?;
+    let c = s.wait_reason("svc", reason::POOL_NOT_FOUND).await?;
     assert!(c.message.contains("is not in use"), "{}", c.message);
     Ok(())
 }
@@ -307,7 +309,7 @@ async fn shrinking_a_pool_past_a_held_ip_moves_that_service_with_an_event() -> R
     s.pool("p", v4_pool(&["203.0.113.10", "203.0.113.12-203.0.113.13"]))
         .await?;
     s.wait_ips("b", &["203.0.113.12"]).await?;
-    let note = s.wait_event("b", "IPReleased").await?;
+    let note = s.wait_event("b", reason::IP_RELEASED).await?;
     assert_eq!(
         note,
         "Released 203.0.113.11: no IPAddressPool in use contains 203.0.113.11 any more"
@@ -332,7 +334,7 @@ async fn pools_growing_shrinking_or_appearing_elsewhere_keep_every_ip() -> Resul
     s.pool("zz-other", v4_pool(&["198.51.100.200/30"])).await?;
     s.service(
         "sentinel",
-        json!({"metadata": {"annotations": {"ferrolb.io/address-pool": "zz-other"}}}),
+        json!({"metadata": {"annotations": {ADDRESS_POOL: "zz-other"}}}),
     )
     .await?;
     s.wait_ips("sentinel", &["198.51.100.200"]).await?;
@@ -342,7 +344,10 @@ async fn pools_growing_shrinking_or_appearing_elsewhere_keep_every_ip() -> Resul
         ("c", "203.0.113.12"),
     ] {
         assert_eq!(ingress(&s.services().get(name).await?), [ip], "{name}");
-        assert!(s.events(name, "IPReleased").await?.is_empty(), "{name}");
+        assert!(
+            s.events(name, reason::IP_RELEASED).await?.is_empty(),
+            "{name}"
+        );
     }
     Ok(())
 }
@@ -363,7 +368,7 @@ async fn renaming_a_pool_with_the_same_addresses_keeps_the_ip() -> Result<()> {
     })
     .await?;
     assert_eq!(ingress(&s.services().get("svc").await?), ["203.0.113.10"]);
-    assert!(s.events("svc", "IPReleased").await?.is_empty());
+    assert!(s.events("svc", reason::IP_RELEASED).await?.is_empty());
     Ok(())
 }
 
@@ -374,7 +379,7 @@ async fn deleting_the_only_pool_releases_addresses_and_says_no_pool() -> Result<
     s.service("svc", json!({})).await?;
     s.wait_ips("svc", &["203.0.113.10"]).await?;
     s.delete_pool("p").await?;
-    let c = s.wait_reason("svc", "NoPool").await?;
+    let c = s.wait_reason("svc", reason::NO_POOL).await?;
     assert!(
         c.message.starts_with("no IPAddressPool is in use"),
         "{}",

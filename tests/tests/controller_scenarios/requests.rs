@@ -2,6 +2,8 @@
 //! spellings too), conflicting or garbage requests, held or unknown addresses, named pools.
 
 use anyhow::Result;
+use ferrolb_crds::contract::annotation::{ADDRESS_POOL, ALLOW_SHARED_IP, LOAD_BALANCER_IPS};
+use ferrolb_crds::contract::reason;
 use ferrolb_tests::scenario::{Scenario, pool_annotation};
 use serde_json::json;
 
@@ -28,7 +30,7 @@ async fn annotation_requests_one_ip_per_family() -> Result<()> {
     s.service(
         "svc",
         json!({
-            "metadata": {"annotations": {"ferrolb.io/loadBalancerIPs": "2001:db8:40::7,203.0.113.15"}},
+            "metadata": {"annotations": {LOAD_BALANCER_IPS: "2001:db8:40::7,203.0.113.15"}},
             "spec": {"ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack"},
         }),
     )
@@ -65,18 +67,20 @@ async fn both_request_forms_are_refused_with_both_values_named() -> Result<()> {
     s.service(
         "svc",
         json!({
-            "metadata": {"annotations": {"ferrolb.io/loadBalancerIPs": "203.0.113.12"}},
+            "metadata": {"annotations": {LOAD_BALANCER_IPS: "203.0.113.12"}},
             "spec": {"loadBalancerIP": "203.0.113.11"},
         }),
     )
     .await?;
-    let c = s.wait_reason("svc", "InvalidRequest").await?;
+    let c = s.wait_reason("svc", reason::INVALID_REQUEST).await?;
     assert_eq!(
         c.message,
-        "spec.loadBalancerIP (203.0.113.11) and annotation ferrolb.io/loadBalancerIPs (203.0.113.12) are both set; keep only the annotation"
+        format!(
+            "spec.loadBalancerIP (203.0.113.11) and annotation {LOAD_BALANCER_IPS} (203.0.113.12) are both set; keep only the annotation"
+        )
     );
     assert_eq!(c.status, "False");
-    let note = s.wait_event("svc", "AllocationFailed").await?;
+    let note = s.wait_event("svc", reason::ALLOCATION_FAILED).await?;
     assert_eq!(note, c.message);
     Ok(())
 }
@@ -87,17 +91,17 @@ async fn a_garbage_annotation_names_the_value_and_fixing_it_serves_the_service()
     s.pool("p", v4_pool(&["203.0.113.10-203.0.113.17"])).await?;
     s.service(
         "svc",
-        json!({"metadata": {"annotations": {"ferrolb.io/loadBalancerIPs": "203.0.113.300"}}}),
+        json!({"metadata": {"annotations": {LOAD_BALANCER_IPS: "203.0.113.300"}}}),
     )
     .await?;
-    let c = s.wait_reason("svc", "InvalidRequest").await?;
+    let c = s.wait_reason("svc", reason::INVALID_REQUEST).await?;
     assert_eq!(
         c.message,
-        "annotation ferrolb.io/loadBalancerIPs: \"203.0.113.300\" is not an IP address"
+        format!("annotation {LOAD_BALANCER_IPS}: \"203.0.113.300\" is not an IP address")
     );
     s.patch_service(
         "svc",
-        json!({"metadata": {"annotations": {"ferrolb.io/loadBalancerIPs": "203.0.113.13"}}}),
+        json!({"metadata": {"annotations": {LOAD_BALANCER_IPS: "203.0.113.13"}}}),
     )
     .await?;
     s.wait_ips("svc", &["203.0.113.13"]).await?;
@@ -116,14 +120,14 @@ async fn a_requested_ip_held_by_another_names_the_holder_and_is_served_when_free
     s.wait_ips("holder", &["203.0.113.12"]).await?;
     s.service(
         "wants",
-        json!({"metadata": {"annotations": {"ferrolb.io/loadBalancerIPs": "203.0.113.12"}}}),
+        json!({"metadata": {"annotations": {LOAD_BALANCER_IPS: "203.0.113.12"}}}),
     )
     .await?;
-    let c = s.wait_reason("wants", "IPInUse").await?;
+    let c = s.wait_reason("wants", reason::IP_IN_USE).await?;
     assert_eq!(
         c.message,
         format!(
-            "203.0.113.12 is held by {}/holder: sharing needs the same ferrolb.io/allow-shared-ip key on both Services",
+            "203.0.113.12 is held by {}/holder: sharing needs the same {ALLOW_SHARED_IP} key on both Services",
             s.ns
         )
     );
@@ -138,7 +142,7 @@ async fn a_requested_ip_outside_every_pool_is_refused() -> Result<()> {
     s.pool("p", v4_pool(&["203.0.113.10-203.0.113.17"])).await?;
     s.service("svc", json!({"spec": {"loadBalancerIP": "198.51.100.250"}}))
         .await?;
-    let c = s.wait_reason("svc", "NotInAnyPool").await?;
+    let c = s.wait_reason("svc", reason::NOT_IN_ANY_POOL).await?;
     assert!(
         c.message
             .starts_with("the requested 198.51.100.250 is in no IPAddressPool"),
@@ -155,7 +159,7 @@ async fn the_address_pool_annotation_picks_the_pool() -> Result<()> {
     s.pool("b", v4_pool(&["203.0.113.20/31"])).await?;
     s.service(
         "svc",
-        json!({"metadata": {"annotations": {"ferrolb.io/address-pool": "b"}}}),
+        json!({"metadata": {"annotations": {ADDRESS_POOL: "b"}}}),
     )
     .await?;
     let svc = s.wait_ips("svc", &["203.0.113.20"]).await?;
@@ -169,13 +173,13 @@ async fn a_missing_named_pool_is_reported_and_served_once_created() -> Result<()
     s.pool("a", v4_pool(&["203.0.113.10/31"])).await?;
     s.service(
         "svc",
-        json!({"metadata": {"annotations": {"ferrolb.io/address-pool": "later"}}}),
+        json!({"metadata": {"annotations": {ADDRESS_POOL: "later"}}}),
     )
     .await?;
-    let c = s.wait_reason("svc", "PoolNotFound").await?;
+    let c = s.wait_reason("svc", reason::POOL_NOT_FOUND).await?;
     assert_eq!(
         c.message,
-        "annotation ferrolb.io/address-pool names pool later, which does not exist (pools: a)"
+        format!("annotation {ADDRESS_POOL} names pool later, which does not exist (pools: a)")
     );
     s.pool("later", v4_pool(&["203.0.113.30/31"])).await?;
     s.wait_ips("svc", &["203.0.113.30"]).await?;

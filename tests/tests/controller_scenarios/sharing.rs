@@ -2,6 +2,8 @@
 //! or different traffic policies do not.
 
 use anyhow::Result;
+use ferrolb_crds::contract::annotation::ALLOW_SHARED_IP;
+use ferrolb_crds::contract::reason;
 use ferrolb_tests::scenario::{Scenario, ingress};
 use serde_json::json;
 
@@ -9,7 +11,7 @@ use crate::v4_pool;
 
 fn shared(key: &str, port: i32) -> serde_json::Value {
     json!({
-        "metadata": {"annotations": {"ferrolb.io/allow-shared-ip": key}},
+        "metadata": {"annotations": {ALLOW_SHARED_IP: key}},
         "spec": {"ports": [{"port": port, "name": "p"}], "selector": {"app": "shared"}},
     })
 }
@@ -50,7 +52,7 @@ async fn a_colliding_port_takes_a_fresh_ip_or_names_the_port_when_requested() ->
     let mut requested = shared("k", 80);
     requested["spec"]["loadBalancerIP"] = json!("203.0.113.10");
     s.service("c", requested).await?;
-    let c = s.wait_reason("c", "PortCollision").await?;
+    let c = s.wait_reason("c", reason::PORT_COLLISION).await?;
     assert!(c.message.contains("both use port 80/TCP"), "{}", c.message);
     Ok(())
 }
@@ -65,7 +67,7 @@ async fn sharing_needs_matching_traffic_policy() -> Result<()> {
     local["spec"]["externalTrafficPolicy"] = json!("Local");
     local["spec"]["loadBalancerIP"] = json!("203.0.113.10");
     s.service("local", local).await?;
-    let c = s.wait_reason("local", "IPInUse").await?;
+    let c = s.wait_reason("local", reason::IP_IN_USE).await?;
     assert!(
         c.message.contains("same externalTrafficPolicy"),
         "{}",
@@ -98,7 +100,7 @@ async fn a_port_change_that_breaks_sharing_moves_the_changed_service() -> Result
     s.patch_service("b", json!({"spec": {"ports": [{"port": 80, "name": "p"}]}}))
         .await?;
     s.wait_ips("b", &["203.0.113.11"]).await?;
-    let note = s.wait_event("b", "IPReleased").await?;
+    let note = s.wait_event("b", reason::IP_RELEASED).await?;
     assert!(note.contains("both use port 80/TCP"), "{note}");
     assert_eq!(ingress(&s.services().get("a").await?), ["203.0.113.10"]);
     Ok(())

@@ -2,6 +2,8 @@
 //! tampered status is restored, failures are reported once, and the metrics tell the counts.
 
 use anyhow::Result;
+use ferrolb_crds::contract::annotation::{ADDRESS_POOL, LOAD_BALANCER_IPS};
+use ferrolb_crds::contract::reason;
 use ferrolb_tests::scenario::{Scenario, ingress, metric};
 use serde_json::json;
 
@@ -34,11 +36,11 @@ async fn a_changed_request_moves_the_ip_and_says_why() -> Result<()> {
     s.wait_ips("svc", &["203.0.113.10"]).await?;
     s.patch_service(
         "svc",
-        json!({"metadata": {"annotations": {"ferrolb.io/loadBalancerIPs": "203.0.113.14"}}}),
+        json!({"metadata": {"annotations": {LOAD_BALANCER_IPS: "203.0.113.14"}}}),
     )
     .await?;
     s.wait_ips("svc", &["203.0.113.14"]).await?;
-    let note = s.wait_event("svc", "IPReleased").await?;
+    let note = s.wait_event("svc", reason::IP_RELEASED).await?;
     assert_eq!(
         note,
         "Released 203.0.113.10: the Service now requests 203.0.113.14 instead of 203.0.113.10"
@@ -111,7 +113,7 @@ async fn a_failure_event_is_not_repeated_while_the_reason_stays() -> Result<()> 
     s.service("holder", json!({})).await?;
     s.wait_any_ip("holder").await?;
     s.service("waiter", json!({})).await?;
-    s.wait_reason("waiter", "PoolExhausted").await?;
+    s.wait_reason("waiter", reason::POOL_EXHAUSTED).await?;
     // Unrelated changes to the waiter, then a sync point.
     for i in 0..3 {
         s.patch_service(
@@ -127,12 +129,15 @@ async fn a_failure_event_is_not_repeated_while_the_reason_stays() -> Result<()> 
     .await?;
     s.service(
         "sentinel",
-        json!({"metadata": {"annotations": {"ferrolb.io/address-pool": "q"}}}),
+        json!({"metadata": {"annotations": {ADDRESS_POOL: "q"}}}),
     )
     .await?;
     s.wait_any_ip("sentinel").await?;
-    s.wait_event("waiter", "AllocationFailed").await?;
-    assert_eq!(s.events("waiter", "AllocationFailed").await?.len(), 1);
+    s.wait_event("waiter", reason::ALLOCATION_FAILED).await?;
+    assert_eq!(
+        s.events("waiter", reason::ALLOCATION_FAILED).await?.len(),
+        1
+    );
     Ok(())
 }
 
@@ -146,18 +151,20 @@ async fn metrics_report_pool_usage_and_failures_by_reason() -> Result<()> {
     .await?;
     s.service("a", json!({})).await?;
     s.wait_any_ip("a").await?;
-    let failures_before =
-        metric("ferrolb_controller_allocation_failures_total{reason=\"InvalidRequest\"}")
-            .unwrap_or_default();
+    let failures_before = metric(&format!(
+        "ferrolb_controller_allocation_failures_total{{reason=\"{}\"}}",
+        reason::INVALID_REQUEST
+    ))
+    .unwrap_or_default();
     s.service("bad", json!({"spec": {"loadBalancerIP": "nope"}}))
         .await
         .ok();
     s.service(
         "bad2",
-        json!({"metadata": {"annotations": {"ferrolb.io/loadBalancerIPs": "nope"}}}),
+        json!({"metadata": {"annotations": {LOAD_BALANCER_IPS: "nope"}}}),
     )
     .await?;
-    s.wait_reason("bad2", "InvalidRequest").await?;
+    s.wait_reason("bad2", reason::INVALID_REQUEST).await?;
     tokio::task::spawn_blocking(move || {
         ferrolb_tests::process::wait_for("pool metrics", std::time::Duration::from_secs(10), || {
             let cap =
@@ -171,9 +178,11 @@ async fn metrics_report_pool_usage_and_failures_by_reason() -> Result<()> {
         })
     })
     .await??;
-    let failures =
-        metric("ferrolb_controller_allocation_failures_total{reason=\"InvalidRequest\"}")
-            .unwrap_or_default();
+    let failures = metric(&format!(
+        "ferrolb_controller_allocation_failures_total{{reason=\"{}\"}}",
+        reason::INVALID_REQUEST
+    ))
+    .unwrap_or_default();
     assert!(failures > failures_before);
     assert_eq!(metric("ferrolb_controller_leader"), Some(1.0));
     Ok(())

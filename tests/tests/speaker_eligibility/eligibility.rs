@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 
 use anyhow::{Context, Result};
 use ferrolb_crds::L2Advertisement;
-use ferrolb_tests::l2lab::{EXCLUDE_LABEL, Rig};
+use ferrolb_crds::contract::label::{EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS, SERVICE_NAME};
+use ferrolb_crds::contract::reason;
+use ferrolb_tests::l2lab::Rig;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -21,7 +23,7 @@ fn slice(name: &str, svc: &str, node: &str, ready: bool) -> Result<EndpointSlice
     Ok(serde_json::from_value(json!({
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
-        "metadata": {"name": name, "labels": {"kubernetes.io/service-name": svc}},
+        "metadata": {"name": name, "labels": {SERVICE_NAME: svc}},
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
         "endpoints": [endpoint(node, ready)],
@@ -50,7 +52,7 @@ async fn local_policy_announces_only_from_nodes_with_a_ready_endpoint() -> Resul
 
     // No endpoint anywhere yet: nobody announces, and the condition says why.
     let c = rig.wait_announced("web", "False").await?;
-    assert_eq!(c.reason, "NotAnnounced");
+    assert_eq!(c.reason, reason::NOT_ANNOUNCED);
     assert!(c.message.contains("no ready endpoint"), "{}", c.message);
     expect_silence(&rig, vip)?;
 
@@ -77,8 +79,8 @@ async fn local_policy_announces_only_from_nodes_with_a_ready_endpoint() -> Resul
     slices
         .patch("web-1", &PatchParams::default(), &Patch::Merge(&unready))
         .await?;
-    let c = wait_condition(&rig, "web", "NotAnnounced", |c| c.status == "False").await?;
-    assert_eq!(c.reason, "NotAnnounced");
+    let c = wait_condition(&rig, "web", reason::NOT_ANNOUNCED, |c| c.status == "False").await?;
+    assert_eq!(c.reason, reason::NOT_ANNOUNCED);
     assert_eq!(
         c.message,
         format!(
@@ -170,7 +172,7 @@ async fn advertisement_interfaces_limit_where_the_address_is_answered() -> Resul
     // interfaces, so it does not move the address to a node that has eth9).
     assert_eq!(
         (c.status.as_str(), c.reason.as_str()),
-        ("False", "NoInterface")
+        ("False", reason::NO_INTERFACE)
     );
     assert!(
         c.message.starts_with(&format!(
@@ -225,7 +227,9 @@ async fn set_excluded(rig: &Rig, node: &str, excluded: bool) -> Result<()> {
         .patch(
             node,
             &PatchParams::default(),
-            &Patch::Merge(&json!({"metadata": {"labels": {EXCLUDE_LABEL: value}}})),
+            &Patch::Merge(
+                &json!({"metadata": {"labels": {EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS: value}}}),
+            ),
         )
         .await
         .with_context(|| format!("labelling Node {node}"))?;
@@ -270,10 +274,11 @@ async fn excluded_and_network_unavailable_nodes_hand_over_and_stay_silent() -> R
 
     // Nobody else left: with the last node unavailable too, nobody announces, and says why.
     set_network_unavailable(&rig, &third, true).await?;
-    let c = wait_condition(&rig, "web", "NotAnnounced", |c| c.status == "False").await?;
-    assert_eq!(c.reason, "NotAnnounced");
+    let c = wait_condition(&rig, "web", reason::NOT_ANNOUNCED, |c| c.status == "False").await?;
+    assert_eq!(c.reason, reason::NOT_ANNOUNCED);
     assert!(
-        c.message.contains(EXCLUDE_LABEL) && c.message.contains("NetworkUnavailable"),
+        c.message.contains(EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS)
+            && c.message.contains("NetworkUnavailable"),
         "{}",
         c.message
     );

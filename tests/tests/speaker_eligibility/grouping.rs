@@ -2,6 +2,7 @@
 //! shared by several Services.
 
 use anyhow::Result;
+use ferrolb_crds::contract::annotation::ALLOW_SHARED_IP;
 use ferrolb_tests::l2lab::{Rig, TIMEOUT};
 use serde_json::{Value, json};
 
@@ -89,7 +90,7 @@ async fn dual_stack_addresses_are_announced_by_one_node() -> Result<()> {
 
 fn shared(key: &str, port: i32) -> Value {
     json!({
-        "metadata": {"annotations": {"ferrolb.io/allow-shared-ip": key}},
+        "metadata": {"annotations": {ALLOW_SHARED_IP: key}},
         "spec": {"ports": [{"port": port, "name": "p"}], "selector": {"app": "shared"}},
     })
 }

@@ -16,6 +16,7 @@ mod wire;
 use std::net::IpAddr;
 
 use anyhow::Result;
+use ferrolb_crds::contract::reason;
 use ferrolb_speaker::election;
 use ferrolb_tests::l2lab::{Rig, announced};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -43,7 +44,7 @@ async fn wait_condition(
 async fn wait_announced_by(rig: &Rig, svc: &str, node: &str) -> Result<Condition> {
     wait_condition(rig, svc, &format!("announced by {node} on eth0"), |c| {
         c.status == "True"
-            && c.reason == "Announced"
+            && c.reason == reason::ANNOUNCED
             && c.message.starts_with(&format!("{node} announces "))
             && c.message.ends_with(" on eth0")
     })

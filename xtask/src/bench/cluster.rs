@@ -19,6 +19,7 @@ use ferrolb_controller::reconcile::desired::{
     ConditionState, Observed, ServiceState, service_patch,
 };
 use ferrolb_crds::ServiceKey;
+use ferrolb_crds::contract::reason;
 use ferrolb_crds::{IPAddressPool, IPAddressPoolSpec};
 use ferrolb_tests::control_plane::{ControlPlane, Options};
 use futures::{StreamExt, TryStreamExt};
@@ -218,7 +219,7 @@ fn controller_body(name: &str, ip: Ipv4Addr) -> serde_json::Value {
         pool: Some(SERVING_POOL.into()),
         condition: Some(ConditionState {
             allocated: true,
-            reason: "Allocated".into(),
+            reason: reason::ALLOCATED.into(),
             message: format!("{ip} from pool {SERVING_POOL}"),
         }),
     };

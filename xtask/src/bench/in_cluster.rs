@@ -18,13 +18,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use ferrolb_crds::contract::annotation::ADDRESS_POOL;
+use ferrolb_crds::contract::condition::ANNOUNCED;
 use ferrolb_tests::e2e::Driver;
 use ferrolb_tests::e2e::scenarios::{self, APP_NAMESPACE, Families, NAMESPACE};
 use ferrolb_tests::e2e::testbed::Testbed;
-use ferrolb_tests::l2lab::ANNOUNCED;
 use ferrolb_tests::node::ProxyMode;
 use ferrolb_tests::process::wait_for;
-use ferrolb_tests::services::ADDRESS_POOL;
 use serde::Serialize;
 use serde_json::{Value, json};
 

@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Result;
+use ferrolb_crds::contract::annotation::ALLOCATED_FROM_POOL;
+use ferrolb_crds::contract::condition::IP_ALLOCATED;
 use serde::Serialize;
 
 use super::figure::Figure;
@@ -28,12 +30,14 @@ use phases::cpu;
 pub use phases::{LatencyPhase, LoopPhase, PendingPhase, Rep, RunningPhase};
 
 /// How the figures are defined; printed into every report.
-pub const DEFINITIONS: &str = "\
+pub fn definitions() -> String {
+    format!(
+        "\
 - **Plain loop** (the baseline): N pending Services exist (no controller running); one kube \
 client (same library and settings as the controller, field manager `ferrolb-bench-loop`) applies, \
 one after another, the exact status body the controller writes (`service_patch`: \
-`status.loadBalancer.ingress` with `ipMode: VIP`, the `ferrolb.io/ip-allocated-from-pool` \
-annotation and the `ferrolb.io/IPAllocated` condition) to each Service's `/status`. Time: first \
+`status.loadBalancer.ingress` with `ipMode: VIP`, the `{ALLOCATED_FROM_POOL}` \
+annotation and the `{IP_ALLOCATED}` condition) to each Service's `/status`. Time: first \
 request sent to last response received. A watch of the namespace runs meanwhile, as in (a).
 - **(a) Pending burst, the headline ratio**: N Services are created (`in_flight` creates at a \
 time) while no controller runs; a watch of the namespace is listed (none has an IP); then the \
@@ -60,7 +64,9 @@ processes` is what the rest of the machine used meanwhile (other builds and test
 machine): a large value means the phase was slowed by them. Before each timed phase the \
 benchmark waits (at most 60 s) for the machine to be quiet (under 25 % busy for 2 s).
 - Medians are over repetitions, each on a fresh control plane (etcd + kube-apiserver built from \
-the pinned Go modules, no kube-controller-manager).";
+the pinned Go modules, no kube-controller-manager)."
+    )
+}
 
 /// The run's parameters.
 #[derive(Clone, Debug, Serialize)]
@@ -144,7 +150,7 @@ impl Report {
             latency_ms: None,
             ipam: None,
             reps: Vec::new(),
-            definitions: DEFINITIONS.into(),
+            definitions: definitions(),
             duration_s: 0.0,
         }
     }

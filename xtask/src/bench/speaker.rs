@@ -140,7 +140,7 @@ pub async fn run(
         params: Some(params.clone()),
         speaker_binary: ferrolb_tests::speaker::binary()?.display().to_string(),
         speaker_build: bins.build.clone(),
-        definitions: markdown::DEFINITIONS.into(),
+        definitions: markdown::definitions(),
         ..Default::default()
     };
     eprintln!(

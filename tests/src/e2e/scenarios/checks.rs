@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use ferrolb_crds::contract::reason::KERNEL_ANSWERS_FOR_ADDRESS;
 use serde_json::{Value, json};
 
 use super::workload::node_of_mac;
@@ -134,7 +135,7 @@ pub fn check_kernel_answering_is_reported(d: &dyn Driver, svc: &str, ip: IpAddr)
         );
         hazard?;
         let event = wait_for(
-            &format!("a KernelAnswersForAddress Event on {svc} naming {other}"),
+            &format!("a {KERNEL_ANSWERS_FOR_ADDRESS} Event on {svc} naming {other}"),
             Duration::from_secs(60),
             || {
                 let out = d.kubectl(&[
@@ -143,7 +144,7 @@ pub fn check_kernel_answering_is_reported(d: &dyn Driver, svc: &str, ip: IpAddr)
                     "-n",
                     APP_NAMESPACE,
                     "--field-selector",
-                    &format!("involvedObject.name={svc},reason=KernelAnswersForAddress"),
+                    &format!("involvedObject.name={svc},reason={KERNEL_ANSWERS_FOR_ADDRESS}"),
                     "-o",
                     "jsonpath={range .items[*]}{.type} {.message}{\"\\n\"}{end}",
                 ])?;

@@ -3,12 +3,16 @@
 
 use std::fmt::Write as _;
 
+use ferrolb_crds::contract::condition::ANNOUNCED;
+
 use super::super::figure::{self, fmt};
 use super::super::stats::Distribution;
 use super::section::SpeakerSection;
 
 /// How the speaker figures are defined; printed into every report.
-pub const DEFINITIONS: &str = "\
+pub fn definitions() -> String {
+    format!(
+        "\
 - **Lab**: 3 node namespaces and a client on the `lab0` bridge, one release `ferrolb-speaker` \
 per node with default settings (heartbeat 50 ms, dead after 250 ms, refresh 20 s), the release \
 controller, a backend and VIP DNAT rules per node (kube-proxy's part). Nothing leaves the lab.
@@ -25,7 +29,7 @@ after a cut, requests fail until then (so the HTTP figure has the prober's 20 ms
 granularity). Between trials the speaker is restarted (or the link brought up) and the harness \
 waits until every speaker sees its 2 peers and the original owner alone announces \
 (`ferrolb_speaker_owned_ips`), curl from the client reaches it, and 2.5 s more for its \
-takeover burst (0, 250 ms, 1 s, 2 s); whether the Service's `ferrolb.io/Announced` condition \
+takeover burst (0, 250 ms, 1 s, 2 s); whether the Service's `{ANNOUNCED}` condition \
 names the owner again within 5 s is recorded (an anomaly if not). Nearest-rank percentiles over \
 trials: with 20 trials p99 is the slowest trial.
 - **ARP reply latency**: `ferrolb-bench-arp` in the client namespace sends broadcast ARP \
@@ -61,7 +65,9 @@ wake-ups = context switches of all its threads per second; API writes = the sum 
 `ferrolb_speaker_api_writes_total` over speakers and labels, difference over the writes window \
 (the idle window lies inside it; goal: 0). Over the same window the harness also counts the \
 controller's writes and the watched objects whose resourceVersion changed, so a busy speaker \
-can be told apart from a busy cluster.";
+can be told apart from a busy cluster."
+    )
+}
 
 impl SpeakerSection {
     /// The section as Markdown (a `##` heading and its tables).

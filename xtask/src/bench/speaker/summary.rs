@@ -1,6 +1,8 @@
 //! The speaker section's headline figures (against the goals) and its anomalies,
 //! recomputed from what has been measured after every part.
 
+use ferrolb_crds::contract::condition::ANNOUNCED;
+
 use super::super::figure::{Figure, fmt};
 use super::failover::Action;
 use super::section::SpeakerSection;
@@ -90,7 +92,7 @@ impl SpeakerSection {
                 .collect();
             if !stale.is_empty() {
                 notes.push(format!(
-                    "{}: after the restore, {} announced and served the VIP again (its own owned_ips, curl from the client) but the Service's ferrolb.io/Announced condition still named the stand-in 5 s later (trials {})",
+                    "{}: after the restore, {} announced and served the VIP again (its own owned_ips, curl from the client) but the Service's {ANNOUNCED} condition still named the stand-in 5 s later (trials {})",
                     f.describe,
                     f.trials.first().map_or("the owner", |t| t.owner.as_str()),
                     stale.join(", ")
