@@ -12,6 +12,7 @@
 
 pub mod address;
 pub mod cel;
+pub mod conditions;
 pub mod contract;
 pub mod count;
 pub mod crd;
@@ -21,6 +22,7 @@ pub mod selector;
 pub mod service_key;
 
 pub use address::{AddressError, AddressListError, AddressRange, Family};
+pub use conditions::service_condition;
 pub use contract::GROUP;
 pub use count::AddressCount;
 pub use l2advertisement::{L2Advertisement, L2AdvertisementSpec};

@@ -90,16 +90,17 @@ pub fn any_matches(selectors: &[LabelSelector], labels: &BTreeMap<String, String
     selectors.is_empty() || selectors.iter().any(|s| s.matches(labels))
 }
 
+/// A label map from `(key, value)` pairs, for building labels and selectors in code and tests.
+pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     fn req(key: &str, operator: SelectorOperator, values: &[&str]) -> LabelSelectorRequirement {
         LabelSelectorRequirement {

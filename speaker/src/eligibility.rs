@@ -185,13 +185,7 @@ mod tests {
     use super::*;
     use ferrolb_crds::LabelSelector;
     use ferrolb_crds::address::parse_entry;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use ferrolb_crds::selector::labels;
 
     fn node(name: &str, l: &[(&str, &str)]) -> NodeInfo {
         NodeInfo {

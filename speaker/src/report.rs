@@ -91,12 +91,7 @@ pub fn shows(svc: &Service, wanted: &Wanted) -> bool {
 
 /// The speakers' condition on the Service, if any.
 pub fn observed(svc: &Service) -> Option<&Condition> {
-    svc.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == condition::ANNOUNCED)
+    ferrolb_crds::service_condition(svc, condition::ANNOUNCED)
 }
 
 /// The server-side apply body for the Service's status.

@@ -1,5 +1,5 @@
 //! Lab backends: kube-proxy's part in the lab, so `curl http://VIP/` from the client says which
-//! node the client's kernel sent the VIP's traffic to (DESIGN.md, Testbed).
+//! node the client's kernel sent the VIP's traffic to (docs/testing.md, the lab).
 //!
 //! ```text
 //!  client ──(dst MAC: the node the VIP resolved to)──> nodeN:eth0

@@ -416,10 +416,5 @@ async fn reset_nodes(client: &kube::Client, lab: &Lab) -> Result<()> {
 
 /// The speakers' condition on `svc`.
 pub fn announced(svc: &Service) -> Option<&Condition> {
-    svc.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == condition::ANNOUNCED)
+    ferrolb_crds::service_condition(svc, condition::ANNOUNCED)
 }

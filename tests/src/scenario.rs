@@ -6,7 +6,6 @@
 //! Services and every pool, and waits until the controller reports that it holds nothing, before
 //! the next scenario creates its own objects in a fresh namespace.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -310,13 +309,7 @@ pub fn ingress(svc: &Service) -> Vec<String> {
 
 /// The controller's condition on the Service.
 pub fn condition(svc: &Service) -> Option<Condition> {
-    svc.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == IP_ALLOCATED)
-        .cloned()
+    ferrolb_crds::service_condition(svc, IP_ALLOCATED).cloned()
 }
 
 /// The `ip-allocated-from-pool` annotation.
@@ -374,12 +367,4 @@ async fn clear(client: &Client) -> Result<()> {
     })
     .await??;
     Ok(())
-}
-
-/// Labels as a map, for building selectors in tests.
-pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }

@@ -396,7 +396,8 @@ fn write_report(report: &Report, sections: &Sections, dir: &Path) -> Result<()> 
 fn speaker_build(root: &Path) -> String {
     let git = |args: &[&str]| git(root, args);
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_default();
-    let dirty = git(&["status", "--porcelain", "--", "speaker"]).is_some_and(|s| !s.is_empty());
+    let dirty = git(&["status", "--porcelain", "--", "speaker", "runtime", "crds"])
+        .is_some_and(|s| !s.is_empty());
     format!(
         "release build of {commit}{}",
         if dirty {
@@ -457,9 +458,16 @@ fn json_output<T: serde::de::DeserializeOwned>(mut cmd: Command, name: &str) -> 
 
 fn build_info(root: &Path, controller_bin: &Path) -> Result<Build> {
     let git = |args: &[&str]| git(root, args);
-    let dirty = git(&["status", "--porcelain", "--", "controller", "crds"])
-        .map(|s| !s.is_empty())
-        .unwrap_or(false);
+    let dirty = git(&[
+        "status",
+        "--porcelain",
+        "--",
+        "controller",
+        "runtime",
+        "crds",
+    ])
+    .map(|s| !s.is_empty())
+    .unwrap_or(false);
     if !controller_bin.exists() {
         bail!(
             "{} is missing; run without --no-build",

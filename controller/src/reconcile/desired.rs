@@ -124,12 +124,7 @@ impl Observed {
             .as_ref()
             .and_then(|a| a.get(ALLOCATED_FROM_POOL))
             .cloned();
-        if let Some(c) = status
-            .and_then(|s| s.conditions.as_ref())
-            .into_iter()
-            .flatten()
-            .find(|c| c.type_ == contract::condition::IP_ALLOCATED)
-        {
+        if let Some(c) = ferrolb_crds::service_condition(svc, contract::condition::IP_ALLOCATED) {
             observed.state.condition = Some(ConditionState {
                 allocated: c.status == "True",
                 reason: c.reason.clone(),

@@ -68,11 +68,7 @@ impl Observed {
             .filter_map(|i| i.ip.as_deref()?.parse().ok())
             .collect();
         let vip_mode = ingress.iter().all(|i| i.ip_mode.as_deref() == Some("VIP"));
-        let condition = status
-            .and_then(|s| s.conditions.as_ref())
-            .into_iter()
-            .flatten()
-            .find(|c| c.type_ == condition::IP_ALLOCATED)
+        let condition = ferrolb_crds::service_condition(svc, condition::IP_ALLOCATED)
             .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
         let spec = svc.spec.clone().unwrap_or_default();
         let ports = spec
