@@ -1,5 +1,7 @@
 //! The supply-chain check of `cargo xtask test`: cargo-deny's licences, bans (duplicate versions,
-//! banned crates, wildcards) and sources checks against `deny.toml`, offline.
+//! banned crates, wildcards) and sources checks against `deny.toml`. None of them needs GitHub;
+//! `cargo metadata` underneath may download crates from crates.io on a fresh machine, so the run
+//! is not `--offline`.
 //!
 //! cargo-deny is built from crates.io once per machine into `target/tools/cargo-deny-<version>`
 //! (a few minutes on two cores), so the pinned version, not whatever is on PATH, decides. The
@@ -19,9 +21,8 @@ pub const CARGO_DENY_VERSION: &str = "0.20.2";
 pub fn check(root: &Path) -> Result<()> {
     let deny = ensure_cargo_deny(root)?;
     crate::run_step(
-        "cargo deny check licenses bans sources (offline)",
+        "cargo deny check licenses bans sources",
         Command::new(&deny).current_dir(root).args([
-            "--offline",
             "check",
             "--hide-inclusion-graph",
             "licenses",
