@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 /// The cargo-deny release the check runs (its `--locked` dependency set comes with it).
 pub const CARGO_DENY_VERSION: &str = "0.20.2";
 
-/// Builds cargo-deny if this machine has not yet, then runs the offline checks over `root`.
+/// Builds cargo-deny if this machine has not yet, then runs its checks over `root`.
 pub fn check(root: &Path) -> Result<()> {
     let deny = ensure_cargo_deny(root)?;
     crate::run_step(
