@@ -123,7 +123,7 @@ pub fn spelled_names(text: &str, names: &[Match]) -> Vec<(usize, String)> {
         }
         for name in names {
             let hit = match name {
-                Match::Substring(s) => code.contains(s.as_str()) && in_string(code, s),
+                Match::Substring(s) => in_string(code, s),
                 Match::Literal(s) => code.contains(&format!("\"{s}\"")),
             };
             if hit {

@@ -83,7 +83,7 @@ const _: () = assert!(size_of::<Slot>() == 256);
 impl Slot {
     fn new(key: &ServiceKey, hash: u64) -> Slot {
         let mut slot = Slot {
-            key: ServiceKey::new(String::new(), String::new()),
+            key: ServiceKey::default(),
             namespace_len: SPILLED,
             name_len: 0,
             inline: [0; INLINE_KEY],

@@ -137,10 +137,7 @@ impl State {
 
     /// A Service was added or changed.
     pub fn service_applied(&mut self, svc: &Service, now: Timestamp) {
-        let key = ServiceKey::new(
-            svc.metadata.namespace.clone().unwrap_or_default(),
-            svc.metadata.name.clone().unwrap_or_default(),
-        );
+        let key = ServiceKey::of(svc);
         let handling = read_service(svc, self.lb_class.as_deref());
         let observed = Observed::of(svc, &self.manager);
         let uid = svc.metadata.uid.clone().unwrap_or_default();
