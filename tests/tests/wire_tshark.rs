@@ -142,7 +142,6 @@ fn normalize(field: &str, value: &str) -> String {
 
 fn cases() -> Vec<Case> {
     let request = ArpRequest {
-        eth_src: CLIENT_MAC,
         sender_mac: CLIENT_MAC,
         sender_ip: CLIENT4,
         target_ip: VIP4,

@@ -43,7 +43,7 @@ pub fn respond<'a>(frame: &[u8], link: &str, our_mac: Mac, owned: &'a Owned) -> 
     };
     match solicitation {
         Solicitation::Arp(req) => {
-            if req.eth_src == our_mac || req.sender_mac == our_mac {
+            if req.sender_mac == our_mac {
                 return Response::Own;
             }
             let ip = IpAddr::V4(req.target_ip);

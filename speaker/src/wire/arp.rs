@@ -20,12 +20,12 @@ const ARP_LEN: usize = 28;
 /// Length of the frames [`arp_reply`] and [`gratuitous_arp`] build.
 const FRAME_LEN: usize = ETHERNET_HEADER_LEN + ARP_LEN;
 
-/// An ARP request (RFC 826 opcode 1) for IPv4 over Ethernet.
+/// An ARP request (RFC 826 opcode 1) for IPv4 over Ethernet, from one host that can be answered:
+/// [`parse`] has checked that its sender hardware address is the frame's Ethernet source and a
+/// unicast address, and that its sender protocol address is not a group address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ArpRequest {
-    /// Ethernet source address of the frame.
-    pub eth_src: Mac,
-    /// ar$sha: the asker's MAC, where the reply goes.
+    /// ar$sha, equal to the Ethernet source: the asker's MAC, where the reply goes.
     pub sender_mac: Mac,
     /// ar$spa: the asker's IPv4 address; `0.0.0.0` in an RFC 5227 probe.
     pub sender_ip: Ipv4Addr,
@@ -59,6 +59,16 @@ pub enum GratuitousKind {
 }
 
 /// Parses the ARP packet in an Ethernet payload (padding after its 28 bytes is ignored).
+///
+/// Beyond RFC 826's format, a request is refused when answering it would be wrong or harmful:
+/// - a group (broadcast or multicast) sender hardware address: the unicast reply would go to a
+///   group, so one forged frame would make the owner flood the segment;
+/// - a sender hardware address other than the Ethernet source: the reply would go to a host that
+///   did not send the request (a reflection, and a way to poison switches' tables);
+/// - a multicast or limited-broadcast (255.255.255.255) sender protocol address: no host has it.
+///
+/// `0.0.0.0` stays valid: it is an RFC 5227 probe, and a reply tells the prober the address is
+/// taken.
 pub(super) fn parse(eth_src: Mac, payload: &[u8]) -> Result<ArpRequest, WireError> {
     let arp = ArpPacket::new(payload).ok_or(WireError::Truncated {
         header: Header::Arp,
@@ -79,10 +89,23 @@ pub(super) fn parse(eth_src: Mac, payload: &[u8]) -> Result<ArpRequest, WireErro
     if op != ArpOperations::Request {
         return Err(WireError::NotArpRequest(op.0));
     }
+    let sender_mac = Mac(arp.get_sender_hw_addr().octets());
+    if sender_mac.is_multicast() {
+        return Err(WireError::ArpGroupSenderMac(sender_mac));
+    }
+    if sender_mac != eth_src {
+        return Err(WireError::ArpSenderNotEthernetSource {
+            sender: sender_mac,
+            eth_src,
+        });
+    }
+    let sender_ip = arp.get_sender_proto_addr();
+    if sender_ip.is_multicast() || sender_ip.is_broadcast() {
+        return Err(WireError::ArpGroupSenderIp(sender_ip));
+    }
     Ok(ArpRequest {
-        eth_src,
-        sender_mac: Mac(arp.get_sender_hw_addr().octets()),
-        sender_ip: arp.get_sender_proto_addr(),
+        sender_mac,
+        sender_ip,
         target_ip: arp.get_target_proto_addr(),
     })
 }

@@ -112,6 +112,20 @@ pub enum WireError {
     /// An ARP packet that is not a request (RFC 826): replies are not answered.
     #[error("ARP opcode {0} is not a request (1)")]
     NotArpRequest(u16),
+    /// An ARP sender hardware address with the group bit set: a reply would go to a group.
+    #[error("ARP sender hardware address {0} is a broadcast or multicast address")]
+    ArpGroupSenderMac(Mac),
+    /// An ARP sender hardware address that is not the frame's Ethernet source.
+    #[error("ARP sender hardware address {sender} differs from the Ethernet source {eth_src}")]
+    ArpSenderNotEthernetSource {
+        /// ar$sha.
+        sender: Mac,
+        /// The Ethernet source address.
+        eth_src: Mac,
+    },
+    /// An ARP sender protocol address that is multicast or 255.255.255.255: no host has it.
+    #[error("ARP sender protocol address {0} is a multicast or limited-broadcast address")]
+    ArpGroupSenderIp(std::net::Ipv4Addr),
     /// The IPv6 header's version field is not 6.
     #[error("IP version {0} in an IPv6 frame")]
     NotIpv6(u8),
@@ -168,6 +182,10 @@ pub enum WireError {
     /// a solicited-node multicast address.
     #[error("DAD NS (source ::) to {0}, not a solicited-node multicast address")]
     DadNotToSolicitedNode(std::net::Ipv6Addr),
+    /// An NS whose Ethernet source or source link-layer address option is a group address: the
+    /// advertisement would go to a group.
+    #[error("NS link-layer address {0} is a broadcast or multicast address")]
+    GroupLinkAddr(Mac),
     /// RFC 4861 §7.1.1: an NS from the unspecified address carries no source link-layer address.
     #[error("DAD NS (source ::) carries a source link-layer address option")]
     DadWithSourceLinkAddr,
@@ -182,6 +200,9 @@ impl WireError {
             WireError::UnsupportedEtherType(_) => "ethertype",
             WireError::ArpNotEthernetIpv4 { .. } => "arp_not_ethernet_ipv4",
             WireError::NotArpRequest(_) => "arp_not_request",
+            WireError::ArpGroupSenderMac(_) => "arp_group_sender_mac",
+            WireError::ArpSenderNotEthernetSource { .. } => "arp_sender_not_eth_source",
+            WireError::ArpGroupSenderIp(_) => "arp_group_sender_ip",
             WireError::NotIpv6(_) => "ip_version",
             WireError::NotIcmpv6(_) => "not_icmpv6",
             WireError::NotNeighborSolicitation { .. } => "not_ns",
@@ -194,6 +215,7 @@ impl WireError {
             WireError::TruncatedOption { .. } => "option_truncated",
             WireError::BadLinkLayerOption(_) => "option_bad_lladdr",
             WireError::DadNotToSolicitedNode(_) => "dad_destination",
+            WireError::GroupLinkAddr(_) => "ndp_group_link_addr",
             WireError::DadWithSourceLinkAddr => "dad_with_lladdr",
         }
     }

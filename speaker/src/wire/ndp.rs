@@ -106,6 +106,16 @@ pub(super) fn parse(eth_src: Mac, payload: &[u8]) -> Result<NeighborSolicitation
         return Err(WireError::MulticastSource(src_ip));
     }
     let source_link_addr = source_link_addr_option(&icmp[ND_MESSAGE_LEN..])?;
+    // Not a §7.1.1 rule but the same harm ARP guards against: the advertisement goes to the
+    // option's address or else the Ethernet source, and a group address there would make the
+    // owner send it to every host of the group.
+    if let Some(group) = [Some(eth_src), source_link_addr]
+        .into_iter()
+        .flatten()
+        .find(|mac| mac.is_multicast())
+    {
+        return Err(WireError::GroupLinkAddr(group));
+    }
     if src_ip.is_unspecified() {
         if !is_solicited_node(dst_ip) {
             return Err(WireError::DadNotToSolicitedNode(dst_ip));

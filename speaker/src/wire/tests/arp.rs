@@ -26,7 +26,6 @@ fn padded_arp_request_parses_into_asker_and_target() {
     assert_eq!(
         req,
         ArpRequest {
-            eth_src: CLIENT_MAC,
             sender_mac: CLIENT_MAC,
             sender_ip: CLIENT4,
             target_ip: VIP4,
@@ -51,12 +50,75 @@ fn arp_probe_is_a_valid_request_from_0_0_0_0() {
     assert!(!req.is_announcement());
 }
 
+// === strict input: requests whose answer would be wrong or harmful ===
+
+/// ARP_REQUEST from `mac` in both the Ethernet source and the ARP sender hardware address.
+fn request_from_mac(mac: Mac) -> Vec<u8> {
+    request_with(|f| {
+        f[6..12].copy_from_slice(&mac.0);
+        f[22..28].copy_from_slice(&mac.0);
+    })
+}
+
 #[test]
-fn ethernet_source_and_arp_sender_are_reported_separately() {
-    let frame = request_with(|f| f[6..12].copy_from_slice(&[0x02, 0xfe, 0, 0, 0, 0xbb]));
-    let req = parse_arp(&frame).unwrap();
-    assert_eq!(req.eth_src, Mac([0x02, 0xfe, 0, 0, 0, 0xbb]));
-    assert_eq!(req.sender_mac, CLIENT_MAC);
+fn sender_hardware_address_other_than_the_ethernet_source_is_refused() {
+    let other = Mac([0x02, 0xfe, 0, 0, 0, 0xbb]);
+    let frame = request_with(|f| f[6..12].copy_from_slice(&other.0));
+    let err = parse_arp(&frame).unwrap_err();
+    assert_eq!(
+        err,
+        WireError::ArpSenderNotEthernetSource {
+            sender: CLIENT_MAC,
+            eth_src: other
+        }
+    );
+    assert_eq!(err.metric_label(), "arp_sender_not_eth_source");
+    assert_eq!(
+        err.to_string(),
+        "ARP sender hardware address 02:fe:00:00:00:aa differs from the Ethernet source \
+         02:fe:00:00:00:bb"
+    );
+}
+
+#[test]
+fn group_sender_hardware_addresses_are_refused_even_when_the_ethernet_source_matches() {
+    let groups = [
+        Mac::BROADCAST,
+        Mac([0x01, 0x80, 0xc2, 0, 0, 0]), // bridge group address (STP)
+        Mac([0x01, 0x00, 0x5e, 0, 0, 1]), // IPv4 multicast
+        Mac([0x33, 0x33, 0, 0, 0, 1]),    // IPv6 multicast
+        Mac([0x03, 0, 0, 0, 0, 0]),       // group bit with the local bit
+    ];
+    for group in groups {
+        let err = parse_arp(&request_from_mac(group)).unwrap_err();
+        assert_eq!(err, WireError::ArpGroupSenderMac(group), "{group}");
+        assert_eq!(err.metric_label(), "arp_group_sender_mac");
+    }
+    // With a unicast Ethernet source the group rule still applies first.
+    let frame = request_with(|f| f[22..28].copy_from_slice(&Mac::BROADCAST.0));
+    assert_eq!(
+        parse_arp(&frame),
+        Err(WireError::ArpGroupSenderMac(Mac::BROADCAST))
+    );
+}
+
+#[test]
+fn group_and_limited_broadcast_sender_protocol_addresses_are_refused() {
+    for ip in [
+        Ipv4Addr::BROADCAST,
+        Ipv4Addr::new(224, 0, 0, 1),
+        Ipv4Addr::new(239, 255, 255, 250),
+    ] {
+        let frame = request_with(|f| f[28..32].copy_from_slice(&ip.octets()));
+        let err = parse_arp(&frame).unwrap_err();
+        assert_eq!(err, WireError::ArpGroupSenderIp(ip), "{ip}");
+        assert_eq!(err.metric_label(), "arp_group_sender_ip");
+    }
+    // Neighbours of the group range stay valid senders.
+    for ip in [Ipv4Addr::new(223, 255, 255, 255), Ipv4Addr::new(240, 0, 0, 1)] {
+        let frame = request_with(|f| f[28..32].copy_from_slice(&ip.octets()));
+        assert_eq!(parse_arp(&frame).unwrap().sender_ip, ip);
+    }
 }
 
 #[test]
@@ -193,12 +255,6 @@ fn arp_reply_to_a_probe_targets_0_0_0_0_at_the_askers_mac() {
     assert_eq!(arp_reply(OUR_MAC, VIP4, &req), ARP_REPLY_TO_PROBE);
 }
 
-#[test]
-fn arp_reply_is_addressed_to_the_arp_sender_not_the_ethernet_source() {
-    let frame = request_with(|f| f[6..12].copy_from_slice(&[0x02, 0xfe, 0, 0, 0, 0xbb]));
-    let reply = arp_reply(OUR_MAC, VIP4, &parse_arp(&frame).unwrap());
-    assert_eq!(reply, ARP_REPLY);
-}
 
 #[test]
 fn gratuitous_request_announces_the_vip_with_a_zero_target_mac() {

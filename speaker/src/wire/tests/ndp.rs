@@ -98,6 +98,25 @@ fn ns_built_by_the_test_helper_matches_the_golden_frame() {
 // === one rejecting test per rule ===
 
 #[test]
+fn ns_with_a_group_source_link_layer_address_is_rejected() {
+    for group in [Mac::BROADCAST, Mac([0x01, 0x80, 0xc2, 0, 0, 0])] {
+        let frame = ns_frame(CLIENT6, VIP6_SOLICITED, VIP6, &slla(group));
+        let err = parse_frame(&frame).unwrap_err();
+        assert_eq!(err, WireError::GroupLinkAddr(group));
+        assert_eq!(err.metric_label(), "ndp_group_link_addr");
+    }
+}
+
+#[test]
+fn ns_from_a_group_ethernet_source_is_rejected() {
+    let group = Mac([0x33, 0x33, 0, 0, 0, 1]);
+    let frame = edited(&NS_UNICAST_NO_SLLA, false, |f| {
+        f[6..12].copy_from_slice(&group.0)
+    });
+    assert_eq!(parse_frame(&frame), Err(WireError::GroupLinkAddr(group)));
+}
+
+#[test]
 fn ns_with_wrong_ip_version_is_rejected() {
     let frame = edited(&NS_WITH_SLLA, false, |f| f[14] = 0x40);
     assert_eq!(parse_frame(&frame), Err(WireError::NotIpv6(4)));

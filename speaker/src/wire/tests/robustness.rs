@@ -69,6 +69,14 @@ fn random_frames_never_panic() {
         }
         if len >= 22 && frame[12..14] == [0x08, 0x06] && i % 3 != 0 {
             frame[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+            // A unicast sender that is the Ethernet source, as the strict rules require.
+            frame[6] &= 0xfe;
+            if len >= 28 {
+                frame.copy_within(6..12, 22);
+            }
+        }
+        if len >= 14 && frame[12..14] == [0x86, 0xdd] && i % 3 != 0 {
+            frame[6] &= 0xfe;
         }
         accepted += usize::from(parse_checked(&frame).is_ok());
     }
