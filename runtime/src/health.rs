@@ -1,11 +1,13 @@
 //! The probe and metrics endpoint: `/healthz`, `/readyz`, `/metrics` over HTTP/1.1.
 //!
-//! `/healthz` says the process serves requests; `/readyz` says whether it is ready (caches synced),
-//! with the reason when not; `/metrics` is the Prometheus registry in OpenMetrics text.
+//! `/healthz` says the process serves requests; `/readyz` says whether it is ready (caches synced,
+//! no watch down for longer than [`WATCH_DOWN_GRACE`]), with the reason when not; `/metrics` is
+//! the Prometheus registry in OpenMetrics text.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
@@ -22,37 +24,87 @@ pub const NOT_SYNCED: &str = "caches not synced";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
 
+/// How long a watch may fail before `/readyz` says so. Shorter outages (an apiserver rolling
+/// over, a leader change of etcd) pass without flapping readiness.
+pub const WATCH_DOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// What the endpoint reports: readiness and the metrics registry. Cheap to clone; clones share
 /// state, so the reconciler keeps one to flip readiness and [`serve`] gets another.
 #[derive(Clone, Debug)]
 pub struct HealthState {
-    /// `None` when ready, else why not.
-    not_ready: Arc<Mutex<Option<String>>>,
+    readiness: Arc<Mutex<Readiness>>,
     registry: Arc<Registry>,
+}
+
+#[derive(Debug, Default)]
+struct Readiness {
+    /// `None` when the process says it is ready, else why not.
+    not_ready: Option<String>,
+    /// Each live watch, by name: since when and with what error it fails, if it does.
+    watches: BTreeMap<&'static str, Option<(Instant, String)>>,
+}
+
+impl Readiness {
+    /// `Ok` when ready at `now`, else the reason.
+    fn check(&self, now: Instant) -> Result<(), String> {
+        if let Some(reason) = &self.not_ready {
+            return Err(reason.clone());
+        }
+        for (name, down) in &self.watches {
+            if let Some((since, error)) = down {
+                let down_for = now.saturating_duration_since(*since);
+                if down_for > WATCH_DOWN_GRACE {
+                    return Err(format!(
+                        "watch of {name} failing for {}s: {error}",
+                        down_for.as_secs()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl HealthState {
     /// Not ready ([`NOT_SYNCED`]) and serving `registry`: register metrics before this.
     pub fn new(registry: Arc<Registry>) -> Self {
         HealthState {
-            not_ready: Arc::new(Mutex::new(Some(NOT_SYNCED.to_owned()))),
+            readiness: Arc::new(Mutex::new(Readiness {
+                not_ready: Some(NOT_SYNCED.to_owned()),
+                watches: BTreeMap::new(),
+            })),
             registry,
         }
     }
 
-    /// `/readyz` answers 200 from now on.
+    /// `/readyz` answers 200 from now on, unless a watch is down.
     pub fn set_ready(&self) {
-        *self.lock() = None;
+        self.lock().not_ready = None;
     }
 
     /// `/readyz` answers 503 with `not ready: <reason>` from now on.
     pub fn set_not_ready(&self, reason: impl Into<String>) {
-        *self.lock() = Some(reason.into());
+        self.lock().not_ready = Some(reason.into());
     }
 
     /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
-        self.lock().is_none()
+        self.readiness(Instant::now()).is_ok()
+    }
+
+    /// `Ok` when `/readyz` answers 200 at `now`, else its reason.
+    pub fn readiness(&self, now: Instant) -> Result<(), String> {
+        self.lock().check(now)
+    }
+
+    /// Tracks the watch `name` (up until it fails) for readiness, until the returned status is
+    /// dropped. A second watch of the same name replaces the first.
+    pub fn watch_status(&self, name: &'static str) -> WatchStatus {
+        self.lock().watches.insert(name, None);
+        WatchStatus {
+            health: self.clone(),
+            name,
+        }
     }
 
     /// The registry `/metrics` serves.
@@ -60,9 +112,52 @@ impl HealthState {
         &self.registry
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Readiness> {
         // The guarded value is always valid, even if a holder panicked.
-        self.not_ready.lock().unwrap_or_else(|e| e.into_inner())
+        self.readiness.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One watch's part in readiness; see [`crate::watch::resilient`]. Dropping it forgets the watch.
+#[derive(Debug)]
+pub struct WatchStatus {
+    health: HealthState,
+    name: &'static str,
+}
+
+impl WatchStatus {
+    /// The watch's name, as readiness and logs give it.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The watch failed with `error`; true if it was up until now.
+    pub fn down(&self, error: &str) -> bool {
+        let mut readiness = self.health.lock();
+        let entry = readiness.watches.entry(self.name).or_default();
+        match entry {
+            Some((_, last)) => {
+                error.clone_into(last);
+                false
+            }
+            None => {
+                *entry = Some((Instant::now(), error.to_owned()));
+                true
+            }
+        }
+    }
+
+    /// The watch delivered; how long it had been down, if it was.
+    pub fn up(&self) -> Option<Duration> {
+        let mut readiness = self.health.lock();
+        let entry = readiness.watches.entry(self.name).or_default();
+        entry.take().map(|(since, _)| since.elapsed())
+    }
+}
+
+impl Drop for WatchStatus {
+    fn drop(&mut self) {
+        self.health.lock().watches.remove(self.name);
     }
 }
 
@@ -105,9 +200,9 @@ fn respond(req: &Request<Incoming>, state: &HealthState) -> Response<String> {
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok".into()),
-        "/readyz" => match state.lock().as_deref() {
-            None => text(StatusCode::OK, "ready".into()),
-            Some(reason) => text(
+        "/readyz" => match state.readiness(Instant::now()) {
+            Ok(()) => text(StatusCode::OK, "ready".into()),
+            Err(reason) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("not ready: {reason}"),
             ),
@@ -226,6 +321,34 @@ mod tests {
             (status, body.as_str()),
             (503, "not ready: standing by for the leader Lease")
         );
+    }
+
+    #[test]
+    fn a_watch_down_longer_than_the_grace_makes_the_process_not_ready() {
+        let (registry, _) = registry_with_counter();
+        let state = HealthState::new(registry);
+        state.set_ready();
+        let services = state.watch_status("Services");
+        let _pools = state.watch_status("IPAddressPools");
+        assert!(services.down("connection refused"));
+        assert!(!services.down("connection reset"), "second failure is not news");
+        let now = Instant::now();
+        assert_eq!(state.readiness(now), Ok(()), "within the grace");
+        let later = now + WATCH_DOWN_GRACE + Duration::from_secs(2);
+        assert_eq!(
+            state.readiness(later),
+            Err("watch of Services failing for 7s: connection reset".into())
+        );
+        assert!(services.up().is_some());
+        assert_eq!(services.up(), None, "already up");
+        assert_eq!(state.readiness(later), Ok(()));
+        // A dropped watch no longer counts, even when it was down.
+        services.down("gone");
+        drop(services);
+        assert_eq!(state.readiness(later), Ok(()));
+        // The process's own reason comes first.
+        state.set_not_ready("standing by");
+        assert_eq!(state.readiness(later), Err("standing by".into()));
     }
 
     #[tokio::test]

@@ -4,19 +4,21 @@
 //!
 //! ```text
 //!  main ─ cli (flags, logging) ─ run_to_end (Tokio runtime, last error line)
-//!       └ Runtime::start ─ kube::Client
+//!       └ Runtime::start ─ client::connect (kube::Client, keepalive, short timeouts)
 //!                        └ health::serve  /healthz /readyz /metrics (prometheus-client Registry)
-//!  run loops use: events::EventRecorder (Events about Services), lease (leader election;
+//!  run loops use: watch::resilient (1 s-bounded retries, readiness), events::EventRecorder (Events about Services), lease (leader election;
 //!                 lease/decide.rs is the pure, monotonic-clock decision), shutdown_signal
 //! ```
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod client;
 pub mod events;
 pub mod health;
 pub mod lease;
 mod shutdown;
 mod start;
+pub mod watch;
 
 pub use shutdown::shutdown_signal;
 pub use start::{Runtime, run_to_end};

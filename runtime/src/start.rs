@@ -57,9 +57,7 @@ impl Runtime {
         metrics_addr: SocketAddr,
         register: impl FnOnce(&mut Registry) -> M,
     ) -> anyhow::Result<(Runtime, M)> {
-        let client = kube::Client::try_default()
-            .await
-            .context("no Kubernetes client configuration: run in a Pod or set KUBECONFIG")?;
+        let client = crate::client::connect().await?;
         let mut registry = Registry::default();
         let metrics = register(&mut registry);
         let health = HealthState::new(Arc::new(registry));

@@ -74,7 +74,7 @@ pub async fn run(
     let Some(announcer) = start_announcer(&config, &metrics, &health, &mut shutdown).await? else {
         return Ok(());
     };
-    let (sources, mut changes, _watches) = Sources::start(&client);
+    let (sources, mut changes, _watches) = Sources::start(&client, &health);
     health.set_not_ready("caches not synced");
     tokio::select! {
         () = sources.synced() => {}

@@ -14,12 +14,12 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use ferrolb_runtime::health::HealthState;
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::warn;
 
 use crate::membership::Peer;
 use crate::model::{Advertisement, NodeInfo, PoolInfo, ServiceInfo, Snapshot};
@@ -52,11 +52,16 @@ impl Drop for Watches {
 }
 
 impl Sources {
-    /// Starts the watches. The receiver's value changes on every watch event.
-    pub fn start(client: &Client) -> (Sources, watch::Receiver<u64>, Watches) {
+    /// Starts the watches, each reported in `health`'s readiness while it fails. The receiver's
+    /// value changes on every watch event.
+    pub fn start(
+        client: &Client,
+        health: &HealthState,
+    ) -> (Sources, watch::Receiver<u64>, Watches) {
         let (tx, rx) = watch::channel(0u64);
         let mut spawner = Spawner {
             client,
+            health,
             changed: tx,
             tasks: Vec::new(),
         };
@@ -65,9 +70,8 @@ impl Sources {
             services: spawner.watch(all().fields("spec.type=LoadBalancer"), "Services"),
             slices: spawner.watch(all(), "EndpointSlices"),
             nodes: spawner.watch(all(), "Nodes"),
-            pools: spawner.watch(all(), "IPAddressPools (is the ferrolb CRD installed?)"),
-            advertisements: spawner
-                .watch(all(), "L2Advertisements (is the ferrolb CRD installed?)"),
+            pools: spawner.watch(all(), "IPAddressPools"),
+            advertisements: spawner.watch(all(), "L2Advertisements"),
         };
         (sources, rx, Watches(spawner.tasks))
     }
@@ -179,13 +183,14 @@ impl Sources {
 /// Starts watches that share one change counter.
 struct Spawner<'a> {
     client: &'a Client,
+    health: &'a HealthState,
     changed: watch::Sender<u64>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Spawner<'_> {
     /// A cache of every `K` (cluster-wide) matching `config`, kept current by a new task that
-    /// bumps the change counter on every event; `what` names the objects in warnings.
+    /// bumps the change counter on every event; `what` names the objects in warnings and readiness.
     fn watch<K>(&mut self, config: watcher::Config, what: &'static str) -> Store<K>
     where
         K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
@@ -194,22 +199,12 @@ impl Spawner<'_> {
         let api = Api::<K>::all(self.client.clone());
         let changed = self.changed.clone();
         let (store, writer) = reflector::store();
-        let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+        let status = self.health.watch_status(what);
+        let stream = ferrolb_runtime::watch::resilient(reflector::reflector(writer, watcher(api, config)), status);
         self.tasks.push(tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
-            let mut failing = false;
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(_) => {
-                        failing = false;
-                        changed.send_modify(|n| *n = n.wrapping_add(1));
-                    }
-                    Err(e) if !failing => {
-                        failing = true;
-                        warn!(error = %e, "watching {what} failed; retrying with backoff, announcing from the last known state");
-                    }
-                    Err(_) => {}
-                }
+            while stream.next().await.is_some() {
+                changed.send_modify(|n| *n = n.wrapping_add(1));
             }
         }));
         store

@@ -9,12 +9,13 @@
 //! uses its own namespace and prefixes cluster-scoped objects (pools, advertisements, nodes) with
 //! a name of its own ([`unique_name`]).
 
+use std::ffi::OsString;
 use std::net::{IpAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -48,7 +49,9 @@ pub struct Options {
     pub detached: bool,
 }
 
-/// A running control plane; dropping it kills its processes (etcd last).
+/// A running control plane; dropping it kills its processes (etcd last). The apiserver and etcd
+/// can be killed and started again ([`ControlPlane::kill_apiserver`] and the like), for fault
+/// tests.
 #[derive(Debug)]
 pub struct ControlPlane {
     dir: PathBuf,
@@ -56,8 +59,55 @@ pub struct ControlPlane {
     server: String,
     scheduler: Option<Supervised>,
     controller_manager: Option<Supervised>,
-    apiserver: Supervised,
-    etcd: Supervised,
+    apiserver: Restartable,
+    etcd: Restartable,
+    etcd_port: u16,
+}
+
+/// A process that can be killed and started again with the same command line.
+#[derive(Debug)]
+struct Restartable {
+    running: Mutex<Supervised>,
+    program: PathBuf,
+    args: Vec<OsString>,
+    log: PathBuf,
+    detached: bool,
+}
+
+impl Restartable {
+    fn start(opts: &Options, name: &str, cmd: Command, log: &Path) -> Result<Restartable> {
+        let program = PathBuf::from(cmd.get_program());
+        let args = cmd.get_args().map(OsString::from).collect();
+        Ok(Restartable {
+            running: Mutex::new(spawn(opts, name, cmd, log)?),
+            program,
+            args,
+            log: log.to_path_buf(),
+            detached: opts.detached,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Supervised> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn kill(&self) {
+        self.lock().kill();
+    }
+
+    /// Starts the process again (killing a running one first).
+    fn restart(&self, name: &str) -> Result<()> {
+        let mut running = self.lock();
+        running.kill();
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args);
+        *running = if self.detached {
+            Supervised::spawn_detached(name, cmd, &self.log)?
+        } else {
+            Supervised::spawn(name, cmd, &self.log)?
+        };
+        Ok(())
+    }
 }
 
 impl ControlPlane {
@@ -109,15 +159,8 @@ impl ControlPlane {
             "--log-level=warn",
             "--quota-backend-bytes=4294967296",
         ]);
-        let mut etcd = spawn(opts, "etcd", etcd_cmd, &etcd_log)?;
-        wait_for(
-            "etcd to accept connections",
-            Duration::from_secs(30),
-            || {
-                etcd.check_running(&etcd_log)?;
-                Ok(TcpStream::connect(("127.0.0.1", etcd_client)).ok())
-            },
-        )?;
+        let etcd = Restartable::start(opts, "etcd", etcd_cmd, &etcd_log)?;
+        wait_for_etcd(&etcd, etcd_client)?;
 
         let port = if opts.port == 0 {
             free_port()?
@@ -168,12 +211,9 @@ impl ControlPlane {
                 "--endpoint-reconciler-type=none",
             ]);
         }
-        let mut apiserver = spawn(opts, "kube-apiserver", apiserver_cmd, &apiserver_log)?;
+        let apiserver = Restartable::start(opts, "kube-apiserver", apiserver_cmd, &apiserver_log)?;
+        wait_for_apiserver(&apiserver, &server, Duration::from_secs(90))?;
         let kubectl = bins::binary("kubectl")?;
-        wait_for("kube-apiserver /readyz", Duration::from_secs(90), || {
-            apiserver.check_running(&apiserver_log)?;
-            Ok(kubectl_succeeds(&kubectl, &kubeconfig, &["get", "--raw=/readyz"]).then_some(()))
-        })?;
 
         let controller_manager = if opts.controller_manager || opts.workloads {
             let controllers = if opts.workloads {
@@ -249,7 +289,33 @@ impl ControlPlane {
             controller_manager,
             apiserver,
             etcd,
+            etcd_port: etcd_client,
         })
+    }
+
+    /// Kills kube-apiserver (SIGKILL): every connection to it is reset.
+    pub fn kill_apiserver(&self) {
+        self.apiserver.kill();
+    }
+
+    /// Starts kube-apiserver again and returns once `/readyz` answers 200, with the instant it
+    /// first did (polled every 50 ms).
+    pub fn restart_apiserver(&self) -> Result<Instant> {
+        self.apiserver.restart("kube-apiserver")?;
+        wait_for_apiserver(&self.apiserver, &self.server, Duration::from_secs(90))
+    }
+
+    /// Kills etcd (SIGKILL); the apiserver stays up and fails its requests.
+    pub fn kill_etcd(&self) {
+        self.etcd.kill();
+    }
+
+    /// Starts etcd again on the same data and returns once the apiserver's `/readyz` answers 200
+    /// again, with the instant it first did.
+    pub fn restart_etcd(&self) -> Result<Instant> {
+        self.etcd.restart("etcd")?;
+        wait_for_etcd(&self.etcd, self.etcd_port)?;
+        wait_for_apiserver(&self.apiserver, &self.server, Duration::from_secs(90))
     }
 
     /// Admin kubeconfig (identity in `system:masters`).
@@ -270,8 +336,8 @@ impl ControlPlane {
     /// Process ids: etcd, kube-apiserver, kube-controller-manager (0 when not running).
     pub fn pids(&self) -> [u32; 3] {
         [
-            self.etcd.pid(),
-            self.apiserver.pid(),
+            self.etcd.lock().pid(),
+            self.apiserver.lock().pid(),
             self.controller_manager.as_ref().map_or(0, Supervised::pid),
         ]
     }
@@ -291,8 +357,8 @@ impl ControlPlane {
             pids.push(kcm.release());
         }
         let placeholder = || Supervised::none("released");
-        pids.push(std::mem::replace(&mut self.apiserver, placeholder()).release());
-        pids.push(std::mem::replace(&mut self.etcd, placeholder()).release());
+        pids.push(std::mem::replace(&mut *self.apiserver.lock(), placeholder()).release());
+        pids.push(std::mem::replace(&mut *self.etcd.lock(), placeholder()).release());
         pids
     }
 
@@ -357,6 +423,29 @@ impl Drop for ControlPlane {
         self.apiserver.kill();
         self.etcd.kill();
     }
+}
+
+/// Waits until etcd accepts connections on `port`.
+fn wait_for_etcd(etcd: &Restartable, port: u16) -> Result<()> {
+    wait_for("etcd to accept connections", Duration::from_secs(30), || {
+        etcd.lock().check_running(&etcd.log)?;
+        Ok(TcpStream::connect(("127.0.0.1", port)).ok())
+    })
+    .map(drop)
+}
+
+/// Waits until the apiserver's `/readyz` answers 200 (anonymous, as kubelets probe it) and
+/// returns when it first did.
+fn wait_for_apiserver(apiserver: &Restartable, server: &str, timeout: Duration) -> Result<Instant> {
+    let url = format!("{}/readyz", server.trim_end_matches('/'));
+    wait_for("kube-apiserver /readyz", timeout, || {
+        apiserver.lock().check_running(&apiserver.log)?;
+        let ok = Command::new("curl")
+            .args(["-sfk", "--max-time", "1", "-o", "/dev/null", &url])
+            .status()
+            .is_ok_and(|s| s.success());
+        Ok(ok.then(Instant::now))
+    })
 }
 
 /// Whether `kubectl <args>` exits 0 against `kubeconfig` (a readiness probe).

@@ -89,6 +89,11 @@ impl Daemon {
         get(self.addr, "/readyz").is_ok_and(|(code, _)| code == 200)
     }
 
+    /// `/readyz`'s status code and body.
+    pub fn readyz(&self) -> Result<(u16, String)> {
+        get(self.addr, "/readyz")
+    }
+
     /// Waits for `/readyz`.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         self.wait_for_200("/readyz", timeout)

@@ -22,7 +22,7 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PartialObjectMeta};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -31,7 +31,8 @@ use tracing::{debug, info, warn};
 use crate::memory::TrimPolicy;
 use crate::metrics::Metrics;
 use ferrolb_crds::ServiceKey;
-use ferrolb_runtime::health::HealthState;
+use ferrolb_runtime::health::{HealthState, WatchStatus};
+use ferrolb_runtime::watch;
 use ferrolb_runtime::lease::{LeaderElector, LeaseConfig};
 use state::State;
 use writer::Writer;
@@ -133,21 +134,21 @@ async fn lead(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     );
-    tasks.spawn(forward(services, tx.clone(), "Services", |w| {
+    tasks.spawn(forward(services, health.watch_status("Services"), tx.clone(), |w| {
         Input::Service(Box::new(w))
     }));
     let pools = watcher(
         Api::<IPAddressPool>::all(client.clone()),
         watcher::Config::default(),
     );
-    tasks.spawn(forward(pools, tx.clone(), "IPAddressPools", |w| {
+    tasks.spawn(forward(pools, health.watch_status("IPAddressPools"), tx.clone(), |w| {
         Input::Pool(Box::new(w))
     }));
     let namespaces = watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default(),
     );
-    tasks.spawn(forward(namespaces, tx.clone(), "Namespaces", |w| {
+    tasks.spawn(forward(namespaces, health.watch_status("Namespaces"), tx.clone(), |w| {
         Input::Namespace(Box::new(w))
     }));
 
@@ -288,41 +289,32 @@ fn apply_services(state: &mut State, w: Watched<Service>, now: Timestamp) {
 
 /// Forwards a watch as [`Input`]s. A (re)list arrives object by object as `Applied` (so full
 /// objects are never buffered), then `Listed` with the names seen. Errors are logged and retried
-/// with backoff; a missing CRD is named.
+/// within a second by [`watch::resilient`], which also reports a long outage in readiness.
 async fn forward<K, S>(
     stream: S,
+    status: WatchStatus,
     tx: mpsc::UnboundedSender<Input>,
-    what: &'static str,
     wrap: fn(Watched<K>) -> Input,
 ) where
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     K: kube::Resource + Send + 'static,
 {
-    let stream = stream.default_backoff();
+    let stream = watch::resilient(stream, status);
     futures::pin_mut!(stream);
     let mut seen: HashSet<ObjectName> = HashSet::new();
     while let Some(event) = stream.next().await {
         let watched = match event {
-            Ok(watcher::Event::Apply(k)) => Watched::Applied(k),
-            Ok(watcher::Event::Delete(k)) => Watched::Deleted(k),
-            Ok(watcher::Event::Init) => {
+            watcher::Event::Apply(k) => Watched::Applied(k),
+            watcher::Event::Delete(k) => Watched::Deleted(k),
+            watcher::Event::Init => {
                 seen.clear();
                 continue;
             }
-            Ok(watcher::Event::InitApply(k)) => {
+            watcher::Event::InitApply(k) => {
                 seen.insert(ObjectName::of(&k));
                 Watched::Applied(k)
             }
-            Ok(watcher::Event::InitDone) => Watched::Listed(std::mem::take(&mut seen)),
-            Err(e) => {
-                let hint = if what == "IPAddressPools" && e.to_string().contains("404") {
-                    " (is the IPAddressPool CRD installed? helm install ferrolb charts/ferrolb installs it)"
-                } else {
-                    ""
-                };
-                warn!(watch = what, error = %e, "watch failed; retrying{hint}");
-                continue;
-            }
+            watcher::Event::InitDone => Watched::Listed(std::mem::take(&mut seen)),
         };
         if tx.send(wrap(watched)).is_err() {
             return;

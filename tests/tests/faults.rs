@@ -1,0 +1,210 @@
+//! Control-plane faults against the real controller, three real speakers in lab node namespaces
+//! and the test's own apiserver and etcd: the apiserver killed and restarted, etcd killed and
+//! restarted. Each asserts that the announced VIP keeps answering throughout, that no address
+//! moves, that readiness reports the outage, and that a Service created once the control plane
+//! is back gets its address and its announcement within the recovery bounds.
+//!
+//! The bound asserted here is [`RECOVERY_BOUND`] (5 s), looser than the goal of 2 s so that a
+//! loaded CI machine does not fail the suite; each run prints its figures, and
+//! `FERROLB_FAULT_RUNS=5` repeats the outage for a p50/max. kube's default watch backoff took
+//! 40-63 s here.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use ferrolb_crds::contract::condition;
+use ferrolb_tests::control_plane::{self, ControlPlane};
+use ferrolb_tests::l2lab::{Rig, announced};
+use ferrolb_tests::scenario::{self, ingress};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use tokio::task::block_in_place;
+
+/// How long each outage lasts: longer than readiness's grace, and long enough that kube's
+/// default backoff would have grown to several seconds.
+const OUTAGE: Duration = Duration::from_secs(12);
+/// The recovery bound the test asserts (goal: 2 s).
+const RECOVERY_BOUND: Duration = Duration::from_secs(5);
+
+fn runs() -> usize {
+    std::env::var("FERROLB_FAULT_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+}
+
+/// What a fault does to the control plane; `restart` returns when the apiserver is ready again.
+struct Fault {
+    name: &'static str,
+    kill: fn(&ControlPlane),
+    restart: fn(&ControlPlane) -> Result<Instant>,
+}
+
+const APISERVER: Fault = Fault {
+    name: "apiserver",
+    kill: ControlPlane::kill_apiserver,
+    restart: ControlPlane::restart_apiserver,
+};
+
+const ETCD: Fault = Fault {
+    name: "etcd",
+    kill: ControlPlane::kill_etcd,
+    restart: ControlPlane::restart_etcd,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apiserver_killed_and_restarted() -> Result<()> {
+    outages(APISERVER).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_killed_and_restarted() -> Result<()> {
+    outages(ETCD).await
+}
+
+/// Figures of one outage.
+#[derive(Debug)]
+struct Recovery {
+    /// Apiserver ready -> the new Service has an address.
+    address: Duration,
+    /// Apiserver ready -> a speaker announces it (condition written).
+    announced: Duration,
+}
+
+async fn outages(fault: Fault) -> Result<()> {
+    let mut rig = Rig::start(&format!("fault-{}", fault.name), 3, &[], false).await?;
+    rig.pool_and_advertisement(fault.name, &["198.51.100.220-198.51.100.230"], json!({}))
+        .await?;
+    rig.scenario.service("web", json!({})).await?;
+    let vip: IpAddr = rig.scenario.wait_any_ip("web").await?[0].parse()?;
+    let owner = rig.wait_announcer("web", None).await?;
+    assert_eq!(rig.curl_until(vip, Duration::from_secs(10), |a| !a.is_empty())?, owner);
+    let cp = control_plane::shared();
+
+    let mut figures = Vec::new();
+    for run in 0..runs() {
+        (fault.kill)(cp);
+        let down = Instant::now();
+        // Throughout the outage the owner keeps answering; once readiness's grace has passed,
+        // the controller and every speaker say their watches are down.
+        let mut reported = false;
+        while down.elapsed() < OUTAGE {
+            let answer = block_in_place(|| rig.curl(vip))
+                .with_context(|| format!("{} outage, run {run}: the VIP stopped answering", fault.name))?;
+            assert_eq!(answer, owner, "the VIP moved during the outage");
+            if !reported && down.elapsed() > Duration::from_secs(7) {
+                check_not_ready(&mut rig, fault.name)?;
+                reported = true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let ready = block_in_place(|| (fault.restart)(cp))?;
+        let name = format!("after-{run}");
+        let recovery = serve_new_service(&rig, &name, ready).await?;
+        eprintln!(
+            "{} outage {run}: {:?} down; new Service addressed {:?} and announced {:?} after the apiserver was ready",
+            fault.name,
+            ready - down,
+            recovery.address,
+            recovery.announced
+        );
+        ensure!(
+            recovery.address < RECOVERY_BOUND && recovery.announced < RECOVERY_BOUND,
+            "{} outage {run}: recovery {recovery:?} exceeds {RECOVERY_BOUND:?}",
+            fault.name
+        );
+        // Nothing moved: web keeps its address and its announcer, and the pool counts both.
+        assert_eq!(rig.scenario.wait_any_ip("web").await?, [vip.to_string()]);
+        assert_eq!(rig.wait_announcer("web", None).await?, owner);
+        let assigned = 2 + run as u128;
+        rig.scenario
+            .wait_pool(fault.name, &format!("{assigned} assigned"), |p| {
+                p.status.as_ref().map(|s| s.assigned_ipv4.0) == Some(assigned)
+            })
+            .await?;
+        check_ready_again(&mut rig)?;
+        figures.push(recovery);
+    }
+    eprintln!("{} outages: {figures:?}", fault.name);
+    Ok(())
+}
+
+/// Creates Service `name` (retrying while the test's own connections recover) and measures, from
+/// `ready`, when it has an address and when a speaker announces it.
+async fn serve_new_service(rig: &Rig, name: &str, ready: Instant) -> Result<Recovery> {
+    let api: Api<Service> = rig.scenario.services();
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "targetPort": 8080}],
+                 "selector": {"app": "web"}},
+    }))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match api.create(&PostParams::default(), &svc).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("creating {name}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e).context(format!("creating Service {name}")),
+        }
+    }
+    let mut address = None;
+    loop {
+        if let Ok(svc) = api.get(name).await {
+            if address.is_none() && !ingress(&svc).is_empty() {
+                address = Some(ready.elapsed());
+            }
+            if let (Some(address), Some(c)) = (address, announced(&svc))
+                && c.status == "True"
+            {
+                return Ok(Recovery {
+                    address,
+                    announced: ready.elapsed(),
+                });
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "Service {name}: no address or no {} condition 30 s after the apiserver was ready",
+                condition::ANNOUNCED
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The controller and every speaker answer `/readyz` 503 naming a failing watch.
+fn check_not_ready(rig: &mut Rig, fault: &str) -> Result<()> {
+    let controller = scenario::controller().lock().unwrap();
+    ensure!(
+        !controller.ready(),
+        "{fault} down for 7 s: the controller still says ready"
+    );
+    drop(controller);
+    for i in 0..rig.speakers.len() {
+        let speaker = rig.speaker(i)?;
+        let (code, body) = speaker.readyz()?;
+        ensure!(
+            code == 503 && body.contains("watch of"),
+            "{fault} down for 7 s: speaker {i} answers /readyz {code} {body:?}"
+        );
+    }
+    Ok(())
+}
+
+/// The controller and every speaker are ready again within a few seconds.
+fn check_ready_again(rig: &mut Rig) -> Result<()> {
+    block_in_place(|| {
+        scenario::controller()
+            .lock()
+            .unwrap()
+            .wait_ready(Duration::from_secs(10))?;
+        for i in 0..rig.speakers.len() {
+            rig.speaker(i)?.wait_ready(Duration::from_secs(10))?;
+        }
+        Ok(())
+    })
+}
