@@ -55,7 +55,7 @@ impl Readiness {
                 let down_for = now.saturating_duration_since(*since);
                 if down_for > WATCH_DOWN_GRACE {
                     return Err(format!(
-                        "watch of {name} failing for {}s: {error}",
+                        "cannot reach the apiserver for {}s ({name}: {error})",
                         down_for.as_secs()
                     ));
                 }
@@ -97,8 +97,9 @@ impl HealthState {
         self.lock().check(now)
     }
 
-    /// Tracks the watch `name` (up until it fails) for readiness, until the returned status is
-    /// dropped. A second watch of the same name replaces the first.
+    /// Tracks the watch `name` (or another standing request to the apiserver, like the Lease)
+    /// for readiness, up until it fails, until the returned status is dropped. A second watch of
+    /// the same name replaces the first.
     pub fn watch_status(&self, name: &'static str) -> WatchStatus {
         self.lock().watches.insert(name, None);
         WatchStatus {
@@ -337,7 +338,7 @@ mod tests {
         let later = now + WATCH_DOWN_GRACE + Duration::from_secs(2);
         assert_eq!(
             state.readiness(later),
-            Err("watch of Services failing for 7s: connection reset".into())
+            Err("cannot reach the apiserver for 7s (Services: connection reset)".into())
         );
         assert!(services.up().is_some());
         assert_eq!(services.up(), None, "already up");

@@ -94,8 +94,9 @@ pub async fn run(
         };
     };
     loop {
-        let mut elector = LeaderElector::new(client.clone(), lease.clone());
-        // A standby has nothing to sync; it is ready to take over.
+        let mut elector = LeaderElector::new(client.clone(), lease.clone())
+            .report_to(health.watch_status("Lease"));
+        // A standby has nothing to sync; it is ready to take over while it reaches the Lease.
         health.set_ready();
         tokio::select! {
             r = elector.acquire() => r.with_context(|| format!("acquiring Lease {}/{}", lease.namespace, lease.name))?,

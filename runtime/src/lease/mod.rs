@@ -23,6 +23,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
+
+use crate::health::WatchStatus;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 pub use decide::{Decision, Sighting, decide, duration_seconds, next_spec, observe};
@@ -143,6 +145,8 @@ pub struct LeaderElector {
     sighting: Option<Sighting>,
     /// When the last successful acquire/renew was sent: we lead until this + renew_deadline.
     renewed_at: Option<Instant>,
+    /// Where [`acquire`](Self::acquire) reports whether it reaches the Lease, if anywhere.
+    reachability: Option<WatchStatus>,
 }
 
 /// The result of one get-decide-write round.
@@ -164,6 +168,23 @@ impl LeaderElector {
             config,
             sighting: None,
             renewed_at: None,
+            reachability: None,
+        }
+    }
+
+    /// Reports in readiness, through `status`, while [`acquire`](Self::acquire) cannot read or
+    /// write the Lease: a standby that cannot reach the apiserver cannot take over either.
+    pub fn report_to(mut self, status: WatchStatus) -> Self {
+        self.reachability = Some(status);
+        self
+    }
+
+    fn reached(&self, reached: Result<(), String>) {
+        if let Some(status) = &self.reachability {
+            match reached {
+                Ok(()) => drop(status.up()),
+                Err(e) => drop(status.down(&e)),
+            }
         }
     }
 
@@ -172,14 +193,24 @@ impl LeaderElector {
         &self.config
     }
 
-    /// Waits until this instance holds the Lease, retrying every `retry_period`. Transient
-    /// failures (network, timeouts, 5xx, 429) are retried; an error retrying cannot fix (say,
-    /// RBAC forbids leases) is returned.
+    /// Waits until this instance holds the Lease, retrying every `retry_period`. Every API
+    /// failure is retried, a refusal too: an apiserver that has just started answers 403 until
+    /// its authorizer has caught up, so a refusal may pass. The first failure of a streak is
+    /// logged as a warning with a hint (RBAC, namespace), the rest at debug level, and the
+    /// streak shows in readiness (see [`report_to`](Self::report_to)). Only timings that could
+    /// let two replicas act at once are an error.
     pub async fn acquire(&mut self) -> Result<(), LeaseError> {
         self.check_timings()?;
         let mut last_holder: Option<String> = None;
+        let mut failing = false;
         loop {
             let round = timeout(self.config.renew_deadline, self.round(true)).await;
+            self.reached(match &round {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("the apiserver did not answer".into()),
+            });
+            let failed = !matches!(round, Ok(Ok(_)));
             match round {
                 Ok(Ok(Outcome::Leading)) => {
                     let (lease, identity) = (self.config.lease(), &self.config.identity);
@@ -204,15 +235,20 @@ impl LeaderElector {
                         last_holder = Some(holder);
                     }
                 }
-                Ok(Err(e)) if is_transient(&e) => {
-                    tracing::warn!(error = %e, "could not read or write the Lease; retrying");
+                Ok(Err(e)) if failing => {
+                    tracing::debug!(error = %e, "could not read or write the Lease; retrying");
                 }
-                Ok(Err(e)) => return Err(e),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not read or write the Lease; retrying every {:?}", self.config.retry_period);
+                }
                 Err(_) => {
                     let (lease, timeout) = (self.config.lease(), self.config.renew_deadline);
-                    tracing::warn!(%lease, ?timeout, "apiserver did not answer; retrying");
+                    if !failing {
+                        tracing::warn!(%lease, ?timeout, "apiserver did not answer; retrying");
+                    }
                 }
             }
+            failing = failed;
             sleep(self.config.retry_period).await;
         }
     }
@@ -261,7 +297,9 @@ impl LeaderElector {
                     return self.lost(reason);
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "renewing the Lease failed; will retry");
+                    if last_error.is_none() {
+                        tracing::warn!(error = %e, "renewing the Lease failed; will retry");
+                    }
                     last_error = Some(e.to_string());
                 }
                 Err(_) => {}
@@ -446,13 +484,3 @@ fn is_conflict(e: &kube::Error) -> bool {
     status(e) == Some(409)
 }
 
-/// Whether retrying may help: anything but a definite refusal by the apiserver.
-fn is_transient(e: &LeaseError) -> bool {
-    match e {
-        LeaseError::Api { cause, .. } => match status(cause) {
-            Some(code) => code == 429 || code >= 500,
-            None => true,
-        },
-        LeaseError::Timings { .. } => false,
-    }
-}

@@ -18,7 +18,7 @@
 //! described in `view.rs`; the wire format in `packet/mod.rs`.
 
 mod metrics;
-mod packet;
+pub mod packet;
 mod view;
 
 #[cfg(test)]

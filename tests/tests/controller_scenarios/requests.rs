@@ -4,7 +4,7 @@
 use anyhow::Result;
 use ferrolb_crds::contract::annotation::{ADDRESS_POOL, ALLOW_SHARED_IP, LOAD_BALANCER_IPS};
 use ferrolb_crds::contract::reason;
-use ferrolb_tests::scenario::{Scenario, pool_annotation};
+use ferrolb_tests::scenario::{Scenario, ingress, pool_annotation};
 use serde_json::json;
 
 use crate::v4_pool;
@@ -105,6 +105,29 @@ async fn a_garbage_annotation_names_the_value_and_fixing_it_serves_the_service()
     )
     .await?;
     s.wait_ips("svc", &["203.0.113.13"]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_empty_list_element_is_refused_with_a_warning_and_affects_no_other_service() -> Result<()> {
+    let s = Scenario::start("emptyelem").await?;
+    s.pool("p", v4_pool(&["203.0.113.10-203.0.113.17"])).await?;
+    s.service(
+        "bad",
+        json!({"metadata": {"annotations": {LOAD_BALANCER_IPS: "203.0.113.11,,"}}}),
+    )
+    .await?;
+    s.service("good", json!({})).await?;
+    let c = s.wait_reason("bad", reason::INVALID_REQUEST).await?;
+    let expected = format!(
+        "annotation {LOAD_BALANCER_IPS} has an empty element in \"203.0.113.11,,\": separate \
+         entries with single commas, with none at the end"
+    );
+    assert_eq!((c.status.as_str(), c.message.as_str()), ("False", expected.as_str()));
+    assert_eq!(s.wait_event("bad", reason::ALLOCATION_FAILED).await?, expected);
+    s.wait_any_ip("good").await?;
+    let bad = s.services().get("bad").await?;
+    assert!(ingress(&bad).is_empty(), "the refused Service got an address");
     Ok(())
 }
 
