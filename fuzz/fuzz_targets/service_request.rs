@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use ferrolb_controller::ipam::request::{Handling, read_service};
 use ferrolb_crds::contract::annotation::{
-    ADDRESS_POOL, ALLOW_SHARED_IP, LOAD_BALANCER_IPS, REQUEST_PREFIXES,
+    ADDRESS_POOL, ALLOW_SHARED_IP, LOAD_BALANCER_IPS, LOAD_BALANCER_IPS_SUFFIX, REQUEST_PREFIXES,
 };
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use libfuzzer_sys::fuzz_target;
@@ -23,7 +23,7 @@ fuzz_target!(|text: &str| {
     }
     let field = lines.next().map(str::to_string);
     if let Some(value) = lines.next() {
-        annotations.insert(format!("{}loadBalancerIPs", REQUEST_PREFIXES[1]), value.to_string());
+        annotations.insert(format!("{}{LOAD_BALANCER_IPS_SUFFIX}", REQUEST_PREFIXES[1]), value.to_string());
     }
     let svc = Service {
         metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {

@@ -63,12 +63,21 @@ pub fn from_config(config: kube::Config) -> anyhow::Result<kube::Client> {
     let https = config
         .rustls_https_connector_with_connector(http)
         .context("TLS configuration for the apiserver")?;
-    let hyper_client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+    let hyper_client =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
-        .option_layer(config.default_retry.then(|| RetryLayer::new(retry_policy())))
+        .option_layer(
+            config
+                .default_retry
+                .then(|| RetryLayer::new(retry_policy())),
+        )
         .option_layer(config.auth_layer().context("client credentials")?)
-        .layer(config.extra_headers_layer().context("impersonation headers")?)
+        .layer(
+            config
+                .extra_headers_layer()
+                .context("impersonation headers")?,
+        )
         .map_err(BoxError::from)
         .service(hyper_client);
     Ok(kube::Client::new(service, config.default_namespace))

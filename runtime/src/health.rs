@@ -332,7 +332,10 @@ mod tests {
         let services = state.watch_status("Services");
         let _pools = state.watch_status("IPAddressPools");
         assert!(services.down("connection refused"));
-        assert!(!services.down("connection reset"), "second failure is not news");
+        assert!(
+            !services.down("connection reset"),
+            "second failure is not news"
+        );
         let now = Instant::now();
         assert_eq!(state.readiness(now), Ok(()), "within the grace");
         let later = now + WATCH_DOWN_GRACE + Duration::from_secs(2);

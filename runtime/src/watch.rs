@@ -123,7 +123,9 @@ mod tests {
         let low: Vec<_> = (0..8).map(|_| delay.failed(0.0).as_millis()).collect();
         assert_eq!(low, [50, 100, 200, 400, 500, 500, 500, 500]);
         let mut delay = RetryDelay::default();
-        let high: Vec<_> = (0..8).map(|_| delay.failed(0.999_999).as_millis()).collect();
+        let high: Vec<_> = (0..8)
+            .map(|_| delay.failed(0.999_999).as_millis())
+            .collect();
         assert_eq!(high, [99, 199, 399, 799, 999, 999, 999, 999]);
     }
 

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use ferrolb_runtime::cli::{LogFormat, parse_duration};
 use ferrolb_runtime::{Runtime, run_to_end, shutdown_signal};
 use ferrolb_speaker::announce;
-use ferrolb_speaker::membership::{self, MIN_KEY_LEN};
+use ferrolb_speaker::membership;
 use ferrolb_speaker::metrics::Metrics;
 use ferrolb_speaker::netio::links::{DEFAULT_EXCLUDES, Excludes};
 use ferrolb_speaker::run::{self, Config};
@@ -40,8 +40,14 @@ struct RunArgs {
     #[arg(long, env = "NODE_NAME")]
     node_name: String,
     /// File holding the shared membership key (at least 16 bytes), e.g. mounted from a Secret.
+    /// Read again every 2 s: a new key is rotated to without a restart.
     #[arg(long, env = "FERROLB_MEMBERLIST_KEY_FILE")]
     memberlist_key_file: PathBuf,
+    /// After a new key appears in the key file: how long both keys are accepted before this
+    /// speaker signs with the new one, and again before the old one is retired. Must exceed the
+    /// spread of the moments the nodes see the new Secret (the kubelet's sync period, ~1 min).
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    memberlist_key_rotation_window: Duration,
     /// UDP port of the membership heartbeats (the same on every node).
     #[arg(long, default_value_t = 7946)]
     memberlist_port: u16,
@@ -85,20 +91,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn start(args: RunArgs) -> anyhow::Result<()> {
-    let key = std::fs::read(&args.memberlist_key_file).with_context(|| {
+    let key = membership::read_key_file(&args.memberlist_key_file).with_context(|| {
         format!(
-            "reading --memberlist-key-file {}",
+            "--memberlist-key-file {}",
             args.memberlist_key_file.display()
         )
     })?;
-    let key = trim_newline(key);
-    if key.len() < MIN_KEY_LEN {
-        anyhow::bail!(
-            "--memberlist-key-file {}: the key has {} bytes, at least {MIN_KEY_LEN} are needed",
-            args.memberlist_key_file.display(),
-            key.len()
-        );
-    }
     if args.dead_after <= args.heartbeat_interval {
         anyhow::bail!(
             "--dead-after ({:?}) must be longer than --heartbeat-interval ({:?})",
@@ -126,6 +124,8 @@ async fn start(args: RunArgs) -> anyhow::Result<()> {
         lb_class: args.lb_class,
         memberlist_port: args.memberlist_port,
         memberlist_key: key,
+        memberlist_key_file: Some(args.memberlist_key_file),
+        key_rotation_window: args.memberlist_key_rotation_window,
         heartbeat_interval: args.heartbeat_interval,
         dead_after: args.dead_after,
         announce,
@@ -140,12 +140,4 @@ async fn start(args: RunArgs) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await
-}
-
-/// A key file written with `echo` ends in a newline that is not part of the key.
-fn trim_newline(mut key: Vec<u8>) -> Vec<u8> {
-    while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        key.pop();
-    }
-    key
 }

@@ -42,6 +42,10 @@ pub struct Config {
     pub memberlist_port: u16,
     /// Shared membership key.
     pub memberlist_key: Vec<u8>,
+    /// Where the key came from, read again for rotations (`None`: the key never changes).
+    pub memberlist_key_file: Option<std::path::PathBuf>,
+    /// See [`membership::Config::key_rotation_window`].
+    pub key_rotation_window: Duration,
     /// Heartbeat interval.
     pub heartbeat_interval: Duration,
     /// Silence after which a peer is dead.
@@ -96,6 +100,8 @@ pub async fn run(
     let mut mcfg = membership::Config::new(&config.node, bind, config.memberlist_key.clone());
     mcfg.interval = config.heartbeat_interval;
     mcfg.dead_after = config.dead_after;
+    mcfg.key_file = config.memberlist_key_file.clone();
+    mcfg.key_rotation_window = config.key_rotation_window;
     let (membership, mut live) = Membership::start(mcfg, membership_metrics)
         .await
         .with_context(|| format!("starting membership on {bind}"))?;

@@ -10,11 +10,11 @@ use std::net::{IpAddr, SocketAddr};
 use ferrolb_crds::address::parse_entry;
 use ferrolb_crds::contract::{annotation, label};
 use ferrolb_crds::{IPAddressPool, L2Advertisement, ServiceKey};
+use ferrolb_runtime::health::HealthState;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
-use ferrolb_runtime::health::HealthState;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -200,7 +200,10 @@ impl Spawner<'_> {
         let changed = self.changed.clone();
         let (store, writer) = reflector::store();
         let status = self.health.watch_status(what);
-        let stream = ferrolb_runtime::watch::resilient(reflector::reflector(writer, watcher(api, config)), status);
+        let stream = ferrolb_runtime::watch::resilient(
+            reflector::reflector(writer, watcher(api, config)),
+            status,
+        );
         self.tasks.push(tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while stream.next().await.is_some() {

@@ -427,10 +427,14 @@ impl Drop for ControlPlane {
 
 /// Waits until etcd accepts connections on `port`.
 fn wait_for_etcd(etcd: &Restartable, port: u16) -> Result<()> {
-    wait_for("etcd to accept connections", Duration::from_secs(30), || {
-        etcd.lock().check_running(&etcd.log)?;
-        Ok(TcpStream::connect(("127.0.0.1", port)).ok())
-    })
+    wait_for(
+        "etcd to accept connections",
+        Duration::from_secs(30),
+        || {
+            etcd.lock().check_running(&etcd.log)?;
+            Ok(TcpStream::connect(("127.0.0.1", port)).ok())
+        },
+    )
     .map(drop)
 }
 

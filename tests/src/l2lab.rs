@@ -128,6 +128,11 @@ impl Rig {
         Ok(())
     }
 
+    /// The membership key file every speaker of the rig reads.
+    pub fn key_file(&self) -> &std::path::Path {
+        &self.key_file
+    }
+
     /// The running speaker of node index `i`.
     pub fn speaker(&mut self, i: usize) -> Result<&mut Speaker> {
         self.speakers[i]

@@ -110,7 +110,10 @@ async fn outages(fault: Fault) -> Result<()> {
     rig.scenario.service("web", json!({})).await?;
     let vip: IpAddr = rig.scenario.wait_any_ip("web").await?[0].parse()?;
     let owner = rig.wait_announcer("web", None).await?;
-    assert_eq!(rig.curl_until(vip, Duration::from_secs(10), |a| !a.is_empty())?, owner);
+    assert_eq!(
+        rig.curl_until(vip, Duration::from_secs(10), |a| !a.is_empty())?,
+        owner
+    );
     let cp = control_plane::shared();
 
     let mut figures = Vec::new();
@@ -122,8 +125,12 @@ async fn outages(fault: Fault) -> Result<()> {
         // the controller and every speaker say their watches are down.
         let mut reported = false;
         while down.elapsed() < OUTAGE {
-            let answer = block_in_place(|| rig.curl(vip))
-                .with_context(|| format!("{} outage, run {run}: the VIP stopped answering", fault.name))?;
+            let answer = block_in_place(|| rig.curl(vip)).with_context(|| {
+                format!(
+                    "{} outage, run {run}: the VIP stopped answering",
+                    fault.name
+                )
+            })?;
             assert_eq!(answer, owner, "the VIP moved during the outage");
             if !reported && down.elapsed() > Duration::from_secs(7) {
                 check_not_ready(&mut rig, &fault)?;

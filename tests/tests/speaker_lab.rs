@@ -417,3 +417,67 @@ impl Drop for LinkUpInside {
         let _ = self.0.exec("ip", &["link", "set", "eth0", "up"]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_key_rotation_needs_no_restart_and_loses_no_heartbeat() -> Result<()> {
+    // A 3 s window: both speakers read the key file every 2 s, so they pick the new key up
+    // less than a window apart, as the rotation rule requires.
+    let rig = Rig::start("keyrot", 2, &["--memberlist-key-rotation-window=3s"], false).await?;
+    let mut rig = rig;
+    rig.pool_and_advertisement("keyrot", &["198.51.100.240-198.51.100.241"], json!({}))
+        .await?;
+    rig.scenario.service("web", json!({})).await?;
+    let vip = ip(&rig.scenario.wait_any_ip("web").await?[0]);
+    let owner = rig.wait_announcer("web", None).await?;
+    let bad_mac = r#"ferrolb_speaker_membership_packets_received_total{result="bad_mac"}"#;
+    let accepted = r#"ferrolb_speaker_membership_packets_received_total{result="accepted"}"#;
+    let changes = "ferrolb_speaker_ownership_changes_total";
+    let before: Vec<[f64; 3]> = (0..2)
+        .map(|i| {
+            Ok([
+                rig.metric(i, bad_mac)?,
+                rig.metric(i, accepted)?,
+                rig.metric(i, changes)?,
+            ])
+        })
+        .collect::<Result<_>>()?;
+
+    // The Secret's new key, written as the kubelet does: a new file renamed over the old.
+    let key_file = rig.key_file().to_path_buf();
+    let staged = key_file.with_extension("new");
+    std::fs::write(&staged, "a-new-membership-key-of-32-bytes\n")?;
+    std::fs::rename(&staged, &key_file)?;
+
+    // Each speaker logs when it retires the old key: 2 s to read the file, then two windows.
+    let done = "the old key is no longer accepted";
+    ferrolb_tests::process::wait_for(
+        "both speakers to finish the rotation",
+        Duration::from_secs(20),
+        || {
+            let logs: Vec<String> = (0..2)
+                .map(|i| Ok(std::fs::read_to_string(rig.speaker(i)?.log())?))
+                .collect::<Result<_>>()?;
+            Ok(logs.iter().all(|l| l.contains(done)).then_some(()))
+        },
+    )?;
+    // Heartbeats kept flowing, none was refused, and nothing moved.
+    for (i, [bad, ok, moved]) in before.into_iter().enumerate() {
+        assert_eq!(
+            rig.metric(i, bad_mac)?,
+            bad,
+            "speaker {i} refused heartbeats during the rotation"
+        );
+        assert!(
+            rig.metric(i, accepted)? > ok + 100.0,
+            "speaker {i} heard too few heartbeats"
+        );
+        assert_eq!(
+            rig.metric(i, changes)?,
+            moved,
+            "speaker {i} changed ownership"
+        );
+    }
+    assert_eq!(rig.wait_announcer("web", None).await?, owner);
+    assert_eq!(rig.curl_until(vip, TIMEOUT, |a| !a.is_empty())?, owner);
+    Ok(())
+}

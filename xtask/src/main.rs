@@ -9,6 +9,8 @@
 //! - `k8s-build`: build the control plane from Go modules (also done by `test` and `cluster up`).
 //! - `bench [--quick]`: performance figures on a real apiserver; writes target/bench/report.{md,json}.
 //! - `image [ferrolb|echo|pause]...`: container images as OCI archives in target/images, no daemon.
+//! - `fuzz [TARGET...] [--seconds N]`: coverage-guided fuzzing of every parser (`test` runs each
+//!   target for 20 s).
 //! - `e2e [--kind] [--keep] [--proxy-mode M] [--nodes N]`: the end-to-end scenarios on the
 //!   testbed's real nodes, or on a kind cluster; exits 2 when Docker/kind (or root) is missing.
 #![forbid(unsafe_code)]
@@ -19,6 +21,7 @@ mod crds;
 mod demo;
 mod deps;
 mod e2e;
+mod fuzz;
 mod image;
 mod shape;
 mod supply_chain;
@@ -76,6 +79,9 @@ enum Command {
     /// pod deletion, upgrade, node power-off, uninstall) on the testbed's real nodes (root), or
     /// with --kind on a kind cluster (Docker and kind); print install and failover times.
     E2e(e2e::Args),
+    /// Fuzz every parser of untrusted input (cargo-fuzz, libFuzzer, nightly): ARP/NDP frames,
+    /// membership datagrams, address entries, Service requests, label selectors, CRD specs.
+    Fuzz(fuzz::Args),
 }
 
 fn main() {
@@ -89,6 +95,7 @@ fn main() {
         Command::Bench(args) => bench::run(*args),
         Command::Image(args) => image::run(args),
         Command::E2e(args) => e2e::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

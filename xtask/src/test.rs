@@ -53,6 +53,8 @@ pub fn run(install: bool, filter: Option<&str>) -> Result<()> {
         "unit tests",
         cargo().args(["test", "--workspace", "--lib", "--bins"]),
     )?;
+    let fuzzed = crate::fuzz::fuzz(&root, &crate::fuzz::TARGETS, crate::fuzz::TEST_SECONDS)?;
+    crate::fuzz::report(&fuzzed);
     // The integration tests run the real controller and speaker binaries
     // (ferrolb_tests::controller, ferrolb_tests::speaker).
     run_step(

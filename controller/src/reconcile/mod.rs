@@ -32,8 +32,8 @@ use crate::memory::TrimPolicy;
 use crate::metrics::Metrics;
 use ferrolb_crds::ServiceKey;
 use ferrolb_runtime::health::{HealthState, WatchStatus};
-use ferrolb_runtime::watch;
 use ferrolb_runtime::lease::{LeaderElector, LeaseConfig};
+use ferrolb_runtime::watch;
 use state::State;
 use writer::Writer;
 
@@ -135,23 +135,32 @@ async fn lead(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     );
-    tasks.spawn(forward(services, health.watch_status("Services"), tx.clone(), |w| {
-        Input::Service(Box::new(w))
-    }));
+    tasks.spawn(forward(
+        services,
+        health.watch_status("Services"),
+        tx.clone(),
+        |w| Input::Service(Box::new(w)),
+    ));
     let pools = watcher(
         Api::<IPAddressPool>::all(client.clone()),
         watcher::Config::default(),
     );
-    tasks.spawn(forward(pools, health.watch_status("IPAddressPools"), tx.clone(), |w| {
-        Input::Pool(Box::new(w))
-    }));
+    tasks.spawn(forward(
+        pools,
+        health.watch_status("IPAddressPools"),
+        tx.clone(),
+        |w| Input::Pool(Box::new(w)),
+    ));
     let namespaces = watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default(),
     );
-    tasks.spawn(forward(namespaces, health.watch_status("Namespaces"), tx.clone(), |w| {
-        Input::Namespace(Box::new(w))
-    }));
+    tasks.spawn(forward(
+        namespaces,
+        health.watch_status("Namespaces"),
+        tx.clone(),
+        |w| Input::Namespace(Box::new(w)),
+    ));
 
     let mut state = State::new(config.lb_class.clone());
     let mut writer = Writer::new(

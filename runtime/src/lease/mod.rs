@@ -483,4 +483,3 @@ fn status(e: &kube::Error) -> Option<u16> {
 fn is_conflict(e: &kube::Error) -> bool {
     status(e) == Some(409)
 }
-

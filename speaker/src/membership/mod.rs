@@ -9,6 +9,7 @@
 //!                            | timer at View::next_change -> re-evaluate                      |
 //!                            +--> watch::Receiver<LiveView> (published only when it changes)  |
 //!  leave() ----------------> Leave x3 to every peer, task ends                                |
+//!  rotate_key() ------------> KeyRing (keys.rs: both keys accepted over a window, no downtime)|
 //! ```
 //!
 //! With the defaults (Alive every 50 ms, dead after 250 ms of silence) a crashed speaker is seen
@@ -17,6 +18,7 @@
 //! Leave arrives. The liveness rules, the fallback to Node readiness and the start-up grace are
 //! described in `view.rs`; the wire format in `packet/mod.rs`.
 
+pub mod keys;
 mod metrics;
 pub mod packet;
 mod view;
@@ -28,6 +30,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ring::hmac;
@@ -41,15 +44,38 @@ use tracing::{debug, info};
 pub use metrics::{Metrics, ResultLabels};
 pub use view::{LiveView, ViewSource};
 
+use keys::KeyRing;
 use packet::{Kind, Rejection, Signer, Verifier};
 use view::View;
 
 /// Shortest accepted key, in bytes.
 pub const MIN_KEY_LEN: usize = 16;
+/// Reads a membership key file: its bytes without the trailing newline `echo` adds, refused
+/// when shorter than [`MIN_KEY_LEN`].
+pub fn read_key_file(path: &Path) -> io::Result<Vec<u8>> {
+    let mut key = std::fs::read(path)?;
+    while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        key.pop();
+    }
+    if key.len() < MIN_KEY_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the key has {} bytes, at least {MIN_KEY_LEN} are needed",
+                key.len()
+            ),
+        ));
+    }
+    Ok(key)
+}
+
 /// How many times [`Membership::leave`] sends Leave to every peer.
 const LEAVE_REPEATS: usize = 3;
 /// Pause between the Leave repeats.
 const LEAVE_GAP: Duration = Duration::from_millis(5);
+/// How often the key file is read again (a Secret volume changes by an atomic symlink swap,
+/// which file watches see unreliably; a 2 s poll of a 32-byte file costs nothing).
+pub const KEY_FILE_POLL: Duration = Duration::from_secs(2);
 /// At most one debug log line about rejected datagrams or send errors per this period.
 const LOG_EVERY: Duration = Duration::from_secs(1);
 
@@ -71,6 +97,13 @@ pub struct Config {
     pub fallback_after: Duration,
     /// Largest accepted difference between a sender's and this node's wall clock. Default 10 s.
     pub max_clock_skew: Duration,
+    /// After a new key is offered ([`Membership::rotate_key`]): how long both keys are accepted
+    /// before this speaker signs with the new one, and again before the old one is retired.
+    /// Longer than the spread of the moments the speakers read the new key. Default 2 min.
+    pub key_rotation_window: Duration,
+    /// A file to read the key from again every [`KEY_FILE_POLL`], rotating to a new key when it
+    /// changes (`None`: only [`Membership::rotate_key`] changes it).
+    pub key_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -84,6 +117,8 @@ impl Config {
             dead_after: Duration::from_millis(250),
             fallback_after: Duration::from_secs(3),
             max_clock_skew: Duration::from_secs(10),
+            key_rotation_window: Duration::from_secs(120),
+            key_file: None,
         }
     }
 
@@ -154,6 +189,9 @@ pub struct Peer {
 #[derive(Debug)]
 pub struct Membership {
     peers: watch::Sender<Vec<Peer>>,
+    keys: watch::Sender<Vec<u8>>,
+    /// Reads the key file again while the membership runs.
+    _key_poll: Option<AbortOnDrop>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     local_addr: SocketAddr,
@@ -189,14 +227,20 @@ impl Membership {
         let current = view.evaluate(Instant::now());
         let (view_tx, view_rx) = watch::channel(current.clone());
         let (peers_tx, peers_rx) = watch::channel(Vec::new());
+        let (keys_tx, keys_rx) = watch::channel(cfg.key.clone());
         let (stop_tx, stop_rx) = oneshot::channel();
         metrics.live_peers.set(0);
         metrics.fallback.set(0);
         info!(node = %cfg.node, %local_addr, boot_id, "membership started");
 
+        let key_poll = cfg
+            .key_file
+            .clone()
+            .map(|path| AbortOnDrop(tokio::spawn(poll_key_file(path, keys_tx.clone()))));
         let task = Task {
             signer: Signer::new(key.clone(), cfg.node.clone(), boot_id),
             verifier: Verifier::new(key, cfg.max_clock_skew),
+            keys: KeyRing::new(cfg.key.clone(), cfg.key_rotation_window),
             socket,
             view,
             peers: Vec::new(),
@@ -208,9 +252,11 @@ impl Membership {
             io_log: RateLimit::default(),
             cfg,
         };
-        let task = tokio::spawn(task.run(peers_rx, stop_rx));
+        let task = tokio::spawn(task.run(peers_rx, keys_rx, stop_rx));
         let membership = Membership {
             peers: peers_tx,
+            keys: keys_tx,
+            _key_poll: key_poll,
             stop: stop_tx,
             task,
             local_addr,
@@ -221,6 +267,13 @@ impl Membership {
     /// Replaces the peer list (this speaker's own node, by name, is ignored).
     pub fn set_peers(&self, peers: Vec<Peer>) {
         self.peers.send_replace(peers);
+    }
+
+    /// Offers the shared key as read now (say, from the Secret's file): a new key is accepted
+    /// at once and signed with after the rotation window (see `keys.rs`); the same key changes
+    /// nothing. Keys shorter than [`MIN_KEY_LEN`] are ignored with a warning.
+    pub fn rotate_key(&self, key: Vec<u8>) {
+        offer_key(&self.keys, key);
     }
 
     /// The bound UDP address.
@@ -243,6 +296,56 @@ impl Membership {
     #[cfg(test)]
     fn kill(self) {
         self.task.abort();
+    }
+}
+
+/// A task aborted when this is dropped.
+#[derive(Debug)]
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends `key` to the membership task if it differs from the last one sent.
+fn offer_key(keys: &watch::Sender<Vec<u8>>, key: Vec<u8>) {
+    if key.len() < MIN_KEY_LEN {
+        tracing::warn!(
+            bytes = key.len(),
+            "ignoring a membership key shorter than {MIN_KEY_LEN} bytes; keeping the current one"
+        );
+        return;
+    }
+    keys.send_if_modified(|current| {
+        let changed = *current != key;
+        *current = key;
+        changed
+    });
+}
+
+/// Reads the key file every [`KEY_FILE_POLL`] and offers what it holds. A file that cannot be
+/// read (mid-update, removed) keeps the current key; the first failure of a streak is logged.
+async fn poll_key_file(path: PathBuf, keys: watch::Sender<Vec<u8>>) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(KEY_FILE_POLL).await;
+        let read = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || read_key_file(&path)).await
+        };
+        match read {
+            Ok(Ok(key)) => {
+                failing = false;
+                offer_key(&keys, key);
+            }
+            Ok(Err(e)) if !failing => {
+                failing = true;
+                tracing::warn!(path = %path.display(), error = %e, "cannot read the membership key file; keeping the current key");
+            }
+            _ => {}
+        }
     }
 }
 
@@ -275,6 +378,8 @@ struct Task {
     socket: UdpSocket,
     signer: Signer,
     verifier: Verifier,
+    /// The keys signed with and accepted, over a rotation.
+    keys: KeyRing,
     view: View,
     /// Where to send (name, address), this speaker excluded.
     peers: Vec<(String, SocketAddr)>,
@@ -296,6 +401,7 @@ impl Task {
     async fn run(
         mut self,
         mut peers_rx: watch::Receiver<Vec<Peer>>,
+        mut keys_rx: watch::Receiver<Vec<u8>>,
         mut stop_rx: oneshot::Receiver<()>,
     ) {
         let mut tick = tokio::time::interval(self.cfg.interval);
@@ -303,6 +409,10 @@ impl Task {
         let mut buf = [0u8; packet::MAX_LEN + 1];
         loop {
             let check = self.next_check.map(tokio::time::Instant::from_std);
+            let key_change = self
+                .keys
+                .next_change(Instant::now())
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
                 stop = &mut stop_rx => {
                     if stop.is_ok() {
@@ -321,6 +431,29 @@ impl Task {
                         tick.reset_immediately();
                     }
                 }
+                changed = keys_rx.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let key = keys_rx.borrow_and_update().clone();
+                    if self.keys.offer(key, Instant::now()) {
+                        info!(
+                            window_s = self.cfg.key_rotation_window.as_secs(),
+                            "membership key changed: accepting both keys, signing with the new one after the window, retiring the old one after another"
+                        );
+                        self.apply_keys(Instant::now());
+                    }
+                }
+                _ = sleep_until(key_change), if key_change.is_some() => {
+                    let now = Instant::now();
+                    self.keys.settle(now);
+                    self.apply_keys(now);
+                    if self.keys.next_change(now).is_some() {
+                        info!("membership key rotation: signing with the new key, still accepting the old one");
+                    } else {
+                        info!("membership key rotation done: the old key is no longer accepted");
+                    }
+                }
                 _ = tick.tick() => self.send_all(Kind::Alive).await,
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => self.on_datagram(&buf[..len], from),
@@ -333,6 +466,14 @@ impl Task {
                 _ = sleep_until(check), if check.is_some() => self.refresh(Instant::now()),
             }
         }
+    }
+
+    /// Signs and verifies with the key ring's keys at `now`.
+    fn apply_keys(&mut self, now: Instant) {
+        let key = |bytes: &[u8]| hmac::Key::new(hmac::HMAC_SHA256, bytes);
+        self.signer.set_key(key(self.keys.signing(now)));
+        self.verifier
+            .set_keys(self.keys.accepted(now).into_iter().map(key).collect());
     }
 
     /// Applies a new peer list; returns whether an address was added.

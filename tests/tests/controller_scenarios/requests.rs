@@ -109,7 +109,8 @@ async fn a_garbage_annotation_names_the_value_and_fixing_it_serves_the_service()
 }
 
 #[tokio::test]
-async fn an_empty_list_element_is_refused_with_a_warning_and_affects_no_other_service() -> Result<()> {
+async fn an_empty_list_element_is_refused_with_a_warning_and_affects_no_other_service() -> Result<()>
+{
     let s = Scenario::start("emptyelem").await?;
     s.pool("p", v4_pool(&["203.0.113.10-203.0.113.17"])).await?;
     s.service(
@@ -123,11 +124,20 @@ async fn an_empty_list_element_is_refused_with_a_warning_and_affects_no_other_se
         "annotation {LOAD_BALANCER_IPS} has an empty element in \"203.0.113.11,,\": separate \
          entries with single commas, with none at the end"
     );
-    assert_eq!((c.status.as_str(), c.message.as_str()), ("False", expected.as_str()));
-    assert_eq!(s.wait_event("bad", reason::ALLOCATION_FAILED).await?, expected);
+    assert_eq!(
+        (c.status.as_str(), c.message.as_str()),
+        ("False", expected.as_str())
+    );
+    assert_eq!(
+        s.wait_event("bad", reason::ALLOCATION_FAILED).await?,
+        expected
+    );
     s.wait_any_ip("good").await?;
     let bad = s.services().get("bad").await?;
-    assert!(ingress(&bad).is_empty(), "the refused Service got an address");
+    assert!(
+        ingress(&bad).is_empty(),
+        "the refused Service got an address"
+    );
     Ok(())
 }
 

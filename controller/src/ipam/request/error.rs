@@ -141,4 +141,3 @@ pub enum RequestError {
         shown: String,
     },
 }
-

@@ -17,9 +17,9 @@ use k8s_openapi::api::core::v1::Service;
 use super::error::comma_separated;
 
 mod error;
-mod text;
 #[cfg(test)]
 mod tests;
+mod text;
 
 pub use error::RequestError;
 
@@ -223,7 +223,9 @@ fn annotation(
     let Some((name, value)) = annotation_entry(annotations, suffix)? else {
         return Ok(None);
     };
-    Ok(Some(text::single(&format!("annotation {name}"), &value)?.to_owned()))
+    Ok(Some(
+        text::single(&format!("annotation {name}"), &value)?.to_owned(),
+    ))
 }
 
 /// The pool annotation: a name a pool can have.
@@ -253,7 +255,9 @@ fn annotation_entry(
             continue;
         };
         match &found {
-            Some((first, first_value)) if first_value.trim_matches(' ') != value.trim_matches(' ') => {
+            Some((first, first_value))
+                if first_value.trim_matches(' ') != value.trim_matches(' ') =>
+            {
                 return Err(RequestError::ConflictingSpellings {
                     first: first.clone(),
                     first_value: first_value.clone(),
@@ -333,4 +337,3 @@ fn requested_ips(
     ips.sort_by_key(|ip| families.iter().position(|f| *f == Family::of(*ip)));
     Ok(ips)
 }
-

@@ -220,7 +220,10 @@ fn strict_text_rules_apply_to_every_request_annotation_and_field() {
     // The same address twice, in two spellings.
     let twice = request(&svc(|s, a| {
         s.ip_families = Some(vec!["IPv6".into()]);
-        a.insert(LOAD_BALANCER_IPS.into(), "2001:db8::1, 2001:DB8:0::1".into());
+        a.insert(
+            LOAD_BALANCER_IPS.into(),
+            "2001:db8::1, 2001:DB8:0::1".into(),
+        );
     }))
     .unwrap_err();
     assert!(
@@ -233,8 +236,17 @@ fn strict_text_rules_apply_to_every_request_annotation_and_field() {
         RequestError::WrongSeparator { separator: ';', .. }
     ));
     let tab = annotated(&[(ADDRESS_POOL, "lan\t")]).unwrap_err();
-    assert!(matches!(tab, RequestError::BadCharacter { character: '\t', .. }));
-    assert!(tab.to_string().starts_with(&format!("annotation {ADDRESS_POOL} holds")));
+    assert!(matches!(
+        tab,
+        RequestError::BadCharacter {
+            character: '\t',
+            ..
+        }
+    ));
+    assert!(
+        tab.to_string()
+            .starts_with(&format!("annotation {ADDRESS_POOL} holds"))
+    );
     let key = annotated(&[(ALLOW_SHARED_IP, &"k".repeat(300))]).unwrap_err();
     assert!(matches!(key, RequestError::TooLong { len: 300, .. }));
     let pool = annotated(&[("metallb.io/address-pool", "My_Pool")]).unwrap_err();
@@ -248,14 +260,19 @@ fn strict_text_rules_apply_to_every_request_annotation_and_field() {
     }))
     .unwrap_err();
     assert!(
-        field.to_string().starts_with("spec.loadBalancerIP holds '\\u{200b}' (U+200B)"),
+        field
+            .to_string()
+            .starts_with("spec.loadBalancerIP holds '\\u{200b}' (U+200B)"),
         "{field}"
     );
     // Well-formed values with spaces around entries still pass.
     let ok = request(&svc(|s, a| {
         s.ip_families = Some(vec!["IPv4".into(), "IPv6".into()]);
         s.ip_family_policy = Some("RequireDualStack".into());
-        a.insert(LOAD_BALANCER_IPS.into(), " 203.0.113.5, 2001:db8::5 ".into());
+        a.insert(
+            LOAD_BALANCER_IPS.into(),
+            " 203.0.113.5, 2001:db8::5 ".into(),
+        );
         a.insert(ADDRESS_POOL.into(), "lan-2".into());
     }))
     .unwrap();

@@ -230,7 +230,16 @@ mod tests {
         for ok in ["lan", "lan-2", "a.b", "0", &"a".repeat(253)] {
             assert!(is_object_name(ok), "{ok}");
         }
-        for bad in ["", "Lan", "-lan", "lan-", "a..b", "a_b", ".a", &"a".repeat(254)] {
+        for bad in [
+            "",
+            "Lan",
+            "-lan",
+            "lan-",
+            "a..b",
+            "a_b",
+            ".a",
+            &"a".repeat(254),
+        ] {
             assert!(!is_object_name(bad), "{bad}");
         }
     }

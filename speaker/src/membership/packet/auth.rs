@@ -47,6 +47,11 @@ impl Signer {
         }
         .encode(&self.key)
     }
+
+    /// Signs with `key` from now on (a key rotation, see `membership/keys.rs`).
+    pub fn set_key(&mut self, key: hmac::Key) {
+        self.key = key;
+    }
 }
 
 /// The last message accepted from one sender.
@@ -69,7 +74,8 @@ pub struct Accepted {
 /// Checks received datagrams and remembers the last accepted message of every sender.
 #[derive(Debug)]
 pub struct Verifier {
-    key: hmac::Key,
+    /// Every key a datagram may be signed with; the usual one first.
+    keys: Vec<hmac::Key>,
     max_skew_ms: u64,
     last: HashMap<String, Last>,
 }
@@ -78,7 +84,7 @@ impl Verifier {
     /// A verifier with the shared `key`.
     pub fn new(key: hmac::Key, max_clock_skew: Duration) -> Verifier {
         Verifier {
-            key,
+            keys: vec![key],
             max_skew_ms: u64::try_from(max_clock_skew.as_millis()).unwrap_or(u64::MAX),
             last: HashMap::new(),
         }
@@ -92,7 +98,7 @@ impl Verifier {
         now_ms: u64,
         is_peer: impl Fn(&str) -> bool,
     ) -> Result<Accepted, Rejection> {
-        let packet = Packet::decode(buf, &self.key)?;
+        let packet = self.decode(buf)?;
         if !is_peer(&packet.node) {
             return Err(Rejection::UnknownPeer);
         }
@@ -113,6 +119,26 @@ impl Verifier {
         };
         self.last.insert(packet.node.clone(), last);
         Ok(Accepted { packet, restarted })
+    }
+
+    /// Accepts datagrams signed with any of `keys` from now on (a key rotation); an empty list
+    /// leaves the keys as they were.
+    pub fn set_keys(&mut self, keys: Vec<hmac::Key>) {
+        if !keys.is_empty() {
+            self.keys = keys;
+        }
+    }
+
+    /// The datagram decoded with the first key whose tag verifies.
+    fn decode(&self, buf: &[u8]) -> Result<Packet, Rejection> {
+        let mut result = Err(Rejection::BadMac);
+        for key in &self.keys {
+            result = Packet::decode(buf, key);
+            if !matches!(result, Err(Rejection::BadMac)) {
+                break;
+            }
+        }
+        result
     }
 
     /// Forgets senders that are no longer peers and whose last message is older than the
@@ -143,6 +169,28 @@ mod tests {
         let got = v.check(&p.encode(&key()).unwrap(), NOW, peers_bc).unwrap();
         assert_eq!(got.packet, p);
         assert!(!got.restarted);
+    }
+
+    #[test]
+    fn during_a_rotation_both_keys_verify_and_the_replay_window_spans_them() {
+        let mut v = Verifier::new(key(), SKEW);
+        v.set_keys(vec![other_key(), key()]);
+        let old = mk_packet("node-b", 1, NOW).encode(&key()).unwrap();
+        let new = mk_packet("node-b", 2, NOW).encode(&other_key()).unwrap();
+        assert!(v.check(&old, NOW, peers_bc).is_ok());
+        assert!(v.check(&new, NOW, peers_bc).is_ok());
+        // A replay under either key is still a replay.
+        assert_eq!(v.check(&old, NOW, peers_bc), Err(Rejection::Replayed));
+        // Once the old key is retired, its datagrams fail the tag.
+        v.set_keys(vec![other_key()]);
+        let late_old = mk_packet("node-b", 3, NOW).encode(&key()).unwrap();
+        assert_eq!(v.check(&late_old, NOW, peers_bc), Err(Rejection::BadMac));
+        v.set_keys(Vec::new());
+        let next = mk_packet("node-b", 4, NOW).encode(&other_key()).unwrap();
+        assert!(
+            v.check(&next, NOW, peers_bc).is_ok(),
+            "an empty list changes nothing"
+        );
     }
 
     #[test]

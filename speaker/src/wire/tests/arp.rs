@@ -115,7 +115,10 @@ fn group_and_limited_broadcast_sender_protocol_addresses_are_refused() {
         assert_eq!(err.metric_label(), "arp_group_sender_ip");
     }
     // Neighbours of the group range stay valid senders.
-    for ip in [Ipv4Addr::new(223, 255, 255, 255), Ipv4Addr::new(240, 0, 0, 1)] {
+    for ip in [
+        Ipv4Addr::new(223, 255, 255, 255),
+        Ipv4Addr::new(240, 0, 0, 1),
+    ] {
         let frame = request_with(|f| f[28..32].copy_from_slice(&ip.octets()));
         assert_eq!(parse_arp(&frame).unwrap().sender_ip, ip);
     }
@@ -254,7 +257,6 @@ fn arp_reply_to_a_probe_targets_0_0_0_0_at_the_askers_mac() {
     let req = parse_arp(&ARP_PROBE).unwrap();
     assert_eq!(arp_reply(OUR_MAC, VIP4, &req), ARP_REPLY_TO_PROBE);
 }
-
 
 #[test]
 fn gratuitous_request_announces_the_vip_with_a_zero_target_mac() {
