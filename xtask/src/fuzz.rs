@@ -86,13 +86,7 @@ pub fn fuzz(root: &Path, targets: &[&'static str], seconds: u64) -> Result<Vec<O
     let started = Instant::now();
     crate::run_step(
         "cargo fuzz build (nightly, debug assertions)",
-        cargo_fuzz_command(&cargo_fuzz, root).args([
-            "build",
-            "-O",
-            "--debug-assertions",
-            "--sanitizer",
-            "none",
-        ]),
+        &mut cargo_fuzz_command(&cargo_fuzz, root, "build"),
     )?;
     eprintln!(
         "==> fuzz targets built in {:.0} s",
@@ -131,15 +125,8 @@ fn run_target(
     let seeds = root.join("fuzz/corpus").join(target);
     eprintln!("==> fuzz {target} for {seconds} s");
     let started = Instant::now();
-    let output = cargo_fuzz_command(cargo_fuzz, root)
-        .args([
-            "run",
-            "-O",
-            "--debug-assertions",
-            "--sanitizer",
-            "none",
-            target,
-        ])
+    let output = cargo_fuzz_command(cargo_fuzz, root, "run")
+        .arg(target)
         .arg(&work)
         .arg(&seeds)
         .arg("--")
@@ -179,12 +166,15 @@ fn final_stat(log: &str, name: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn cargo_fuzz_command(cargo_fuzz: &Path, root: &Path) -> Command {
+/// `cargo fuzz <subcommand>` on nightly, with ferrolb's fuzz and target directories, built
+/// without a sanitizer and with debug assertions.
+fn cargo_fuzz_command(cargo_fuzz: &Path, root: &Path, subcommand: &str) -> Command {
     let mut cmd = Command::new(cargo_fuzz);
-    cmd.arg("fuzz")
+    cmd.args(["fuzz", subcommand])
         .current_dir(root)
         .env("RUSTUP_TOOLCHAIN", "nightly")
-        .args(["--fuzz-dir", "fuzz", "--target-dir", "target/fuzz"]);
+        .args(["--fuzz-dir", "fuzz", "--target-dir", "target/fuzz"])
+        .args(["-O", "--debug-assertions", "--sanitizer", "none"]);
     cmd
 }
 

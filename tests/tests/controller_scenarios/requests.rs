@@ -76,7 +76,7 @@ async fn both_request_forms_are_refused_with_both_values_named() -> Result<()> {
     assert_eq!(
         c.message,
         format!(
-            "spec.loadBalancerIP (203.0.113.11) and annotation {LOAD_BALANCER_IPS} (203.0.113.12) are both set; keep only the annotation"
+            "spec.loadBalancerIP \"203.0.113.11\" and annotation {LOAD_BALANCER_IPS}=\"203.0.113.12\" are both set; keep only the annotation"
         )
     );
     assert_eq!(c.status, "False");

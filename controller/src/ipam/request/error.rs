@@ -9,7 +9,7 @@ use ferrolb_crds::Family;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
     /// Two spellings of one annotation with different values.
-    #[error("annotations {first}={first_value:?} and {second}={second_value:?} disagree; keep one")]
+    #[error("annotations {first}={first_value} and {second}={second_value} disagree; keep one")]
     ConflictingSpellings {
         /// First annotation name.
         first: String,
@@ -22,7 +22,7 @@ pub enum RequestError {
     },
     /// Both `spec.loadBalancerIP` and the annotation.
     #[error(
-        "spec.loadBalancerIP ({field}) and annotation {annotation} ({value}) are both set; keep only the annotation"
+        "spec.loadBalancerIP {field} and annotation {annotation}={value} are both set; keep only the annotation"
     )]
     BothForms {
         /// `spec.loadBalancerIP`.

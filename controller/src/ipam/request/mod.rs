@@ -260,9 +260,9 @@ fn annotation_entry(
             {
                 return Err(RequestError::ConflictingSpellings {
                     first: first.clone(),
-                    first_value: first_value.clone(),
+                    first_value: text::shown(first_value),
                     second: name,
-                    second_value: value.clone(),
+                    second_value: text::shown(value),
                 });
             }
             Some(_) => {}
@@ -286,9 +286,9 @@ fn requested_ips(
     let (source_name, text) = match (field, annotated) {
         (Some(field), Some((annotation, value))) => {
             return Err(RequestError::BothForms {
-                field: field.into(),
+                field: text::shown(field),
                 annotation,
-                value,
+                value: text::shown(&value),
             });
         }
         (Some(field), None) => (LOAD_BALANCER_IP_FIELD.to_string(), field.to_string()),

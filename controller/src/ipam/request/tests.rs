@@ -134,7 +134,7 @@ fn malformed_requests_name_the_annotation_and_value() {
     assert_eq!(
         both.to_string(),
         format!(
-            "spec.loadBalancerIP (203.0.113.5) and annotation {LOAD_BALANCER_IPS} (203.0.113.6) are both set; keep only the annotation"
+            "spec.loadBalancerIP \"203.0.113.5\" and annotation {LOAD_BALANCER_IPS}=\"203.0.113.6\" are both set; keep only the annotation"
         )
     );
     let garbage = annotated(&[("metallb.io/loadBalancerIPs", "203.0.113.5,nope")]).unwrap_err();
@@ -278,4 +278,21 @@ fn strict_text_rules_apply_to_every_request_annotation_and_field() {
     .unwrap();
     assert_eq!(ok.requested.len(), 2);
     assert_eq!(ok.pool.as_deref(), Some("lan-2"));
+}
+
+/// Found by the `service_request` fuzz target: two spellings disagreeing, one of them long,
+/// made a message as long as the value.
+#[test]
+fn messages_stay_short_whatever_the_values() {
+    let long = format!("2b:{}", "\0".repeat(5000));
+    let disagree = annotated(&[(LOAD_BALANCER_IPS, ""), ("metallb.io/loadBalancerIPs", &long)])
+        .unwrap_err();
+    assert!(matches!(disagree, RequestError::ConflictingSpellings { .. }));
+    assert!(disagree.to_string().len() < 300, "{disagree}");
+    let both = request(&svc(|s, a| {
+        s.load_balancer_ip = Some("9".repeat(5000));
+        a.insert(LOAD_BALANCER_IPS.into(), "8".repeat(5000));
+    }))
+    .unwrap_err();
+    assert!(both.to_string().len() < 300, "{both}");
 }
