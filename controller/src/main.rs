@@ -10,7 +10,7 @@ use ferrolb_controller::metrics::Metrics;
 use ferrolb_controller::reconcile::{self, Config};
 use ferrolb_runtime::cli::{LogFormat, parse_duration};
 use ferrolb_runtime::lease::LeaseConfig;
-use ferrolb_runtime::{Runtime, run_to_end, shutdown_signal};
+use ferrolb_runtime::{Runtime, SecureMetricsArgs, run_to_end, shutdown_signal};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the controller (in-cluster, or with KUBECONFIG / ~/.kube/config).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print every ferrolb CustomResourceDefinition as a YAML stream (`... crds | kubectl apply -f -`).
     Crds,
 }
@@ -57,9 +57,11 @@ struct RunArgs {
     /// Pause between Lease attempts.
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     retry_period: Duration,
-    /// Address for /healthz, /readyz and /metrics.
+    /// Address for /healthz and /readyz, and /metrics unless --secure-metrics-addr is set.
     #[arg(long, default_value = "0.0.0.0:7472")]
     metrics_addr: SocketAddr,
+    #[command(flatten)]
+    secure_metrics: SecureMetricsArgs,
     /// Status writes in flight at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -79,7 +81,7 @@ fn main() -> anyhow::Result<()> {
             // Before the runtime's threads exist: one arena, so freed memory is in one place for
             // malloc_trim (the controller allocates little per second; contention is negligible).
             ferrolb_controller::memory::limit_arenas(1);
-            run_to_end("controller", args.log_format, run(args))
+            run_to_end("controller", args.log_format, run(*args))
         }
     }
 }
@@ -96,7 +98,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
-    let (runtime, metrics) = Runtime::start(args.metrics_addr, Metrics::register).await?;
+    let (runtime, metrics) = Runtime::start(
+        "ferrolb-controller",
+        args.metrics_addr,
+        &args.secure_metrics,
+        Metrics::register,
+    )
+    .await?;
     let lease = (!args.no_leader_election).then(|| LeaseConfig {
         lease_duration: args.lease_duration,
         renew_deadline: args.renew_deadline,

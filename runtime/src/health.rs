@@ -34,6 +34,9 @@ pub const WATCH_DOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct HealthState {
     readiness: Arc<Mutex<Readiness>>,
     registry: Arc<Registry>,
+    /// Where `/metrics` is served securely instead ([`crate::secure_metrics`]); the plain
+    /// listener then refuses it.
+    secure_metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Default)]
@@ -74,7 +77,15 @@ impl HealthState {
                 watches: BTreeMap::new(),
             })),
             registry,
+            secure_metrics: None,
         }
+    }
+
+    /// `/metrics` is served over HTTPS with authentication at `addr`: the plain listener says so
+    /// instead of answering it.
+    pub fn with_secure_metrics(mut self, addr: std::net::SocketAddr) -> Self {
+        self.secure_metrics = Some(addr);
+        self
     }
 
     /// `/readyz` answers 200 from now on, unless a watch is down.
@@ -208,16 +219,16 @@ fn respond(req: &Request<Incoming>, state: &HealthState) -> Response<String> {
                 format!("not ready: {reason}"),
             ),
         },
-        "/metrics" => {
-            let mut body = String::new();
-            match prometheus_client::encoding::text::encode(&mut body, state.registry()) {
-                Ok(()) => with_type(StatusCode::OK, body, OPENMETRICS),
-                Err(e) => text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("encoding metrics: {e}"),
+        "/metrics" => match state.secure_metrics {
+            None => metrics(state),
+            Some(addr) => text(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "/metrics is served over HTTPS on port {} to callers allowed to get it",
+                    addr.port()
                 ),
-            }
-        }
+            ),
+        },
         _ => text(
             StatusCode::NOT_FOUND,
             "not found; try /healthz, /readyz or /metrics".into(),
@@ -225,7 +236,20 @@ fn respond(req: &Request<Incoming>, state: &HealthState) -> Response<String> {
     }
 }
 
-fn text(status: StatusCode, body: String) -> Response<String> {
+/// The metrics in OpenMetrics text.
+pub(crate) fn metrics(state: &HealthState) -> Response<String> {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, state.registry()) {
+        Ok(()) => with_type(StatusCode::OK, body, OPENMETRICS),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}"),
+        ),
+    }
+}
+
+/// A plain-text response.
+pub(crate) fn text(status: StatusCode, body: String) -> Response<String> {
     with_type(status, body, TEXT)
 }
 

@@ -6,6 +6,7 @@
 //!  main ─ cli (flags, logging) ─ run_to_end (Tokio runtime, last error line)
 //!       └ Runtime::start ─ client::connect (kube::Client, keepalive, short timeouts)
 //!                        └ health::serve  /healthz /readyz /metrics (prometheus-client Registry)
+//!                        └ secure_metrics::serve  /metrics over TLS, TokenReview + SubjectAccessReview
 //!  run loops use: watch::resilient (1 s-bounded retries, readiness), events::EventRecorder (Events about Services), lease (leader election;
 //!                 lease/decide.rs is the pure, monotonic-clock decision), shutdown_signal
 //! ```
@@ -16,9 +17,10 @@ pub mod client;
 pub mod events;
 pub mod health;
 pub mod lease;
+pub mod secure_metrics;
 mod shutdown;
 mod start;
 pub mod watch;
 
 pub use shutdown::shutdown_signal;
-pub use start::{Runtime, run_to_end};
+pub use start::{Runtime, SecureMetricsArgs, run_to_end};

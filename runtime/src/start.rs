@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -50,21 +51,63 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// How the process secures /metrics (flags both binaries share; each has its own
+/// `--metrics-addr` for the plain listener).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct SecureMetricsArgs {
+    /// Serve /metrics here instead of on --metrics-addr, over HTTPS, only to callers whose bearer token Kubernetes
+    /// allows `get` on the non-resource URL /metrics (TokenReview + SubjectAccessReview).
+    #[arg(long)]
+    pub secure_metrics_addr: Option<SocketAddr>,
+    /// PEM certificate (chain) for --secure-metrics-addr; without it a self-signed one is made
+    /// at start.
+    #[arg(long, requires = "metrics_tls_key_file")]
+    pub metrics_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --metrics-tls-cert-file.
+    #[arg(long, requires = "metrics_tls_cert_file")]
+    pub metrics_tls_key_file: Option<PathBuf>,
+}
+
 impl Runtime {
     /// Connects to the cluster, registers the process's metrics with `register`, and serves
-    /// `/healthz`, `/readyz` and `/metrics` on `metrics_addr` (`--metrics-addr`).
+    /// `/healthz` and `/readyz` on `metrics_addr` (`--metrics-addr`), with `/metrics` there too
+    /// unless `secure` moves it to an authenticated HTTPS listener; `name` goes into a
+    /// self-signed certificate.
     pub async fn start<M>(
+        name: &str,
         metrics_addr: SocketAddr,
+        secure: &SecureMetricsArgs,
         register: impl FnOnce(&mut Registry) -> M,
     ) -> anyhow::Result<(Runtime, M)> {
+        let endpoints = secure;
         let client = crate::client::connect().await?;
         let mut registry = Registry::default();
         let metrics = register(&mut registry);
-        let health = HealthState::new(Arc::new(registry));
-        let listener = tokio::net::TcpListener::bind(metrics_addr)
+        let mut health = HealthState::new(Arc::new(registry));
+        if let Some(addr) = endpoints.secure_metrics_addr {
+            let files = endpoints
+                .metrics_tls_cert_file
+                .as_deref()
+                .zip(endpoints.metrics_tls_key_file.as_deref());
+            let tls = crate::secure_metrics::tls::server_config(files, vec![name.to_owned()])?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --secure-metrics-addr {addr}"))?;
+            info!(addr = %listener.local_addr()?, self_signed = files.is_none(), "serving /metrics over HTTPS to authorized callers");
+            health = health.with_secure_metrics(addr);
+            let access = crate::secure_metrics::access::Access::new(client.clone());
+            tokio::spawn(crate::secure_metrics::serve(
+                listener,
+                tls,
+                health.clone(),
+                access,
+            ));
+        }
+        let addr = metrics_addr;
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .with_context(|| format!("binding --metrics-addr {metrics_addr}"))?;
-        info!(addr = %listener.local_addr()?, "serving /healthz, /readyz, /metrics");
+            .with_context(|| format!("binding --metrics-addr {addr}"))?;
+        info!(addr = %listener.local_addr()?, metrics = endpoints.secure_metrics_addr.is_none(), "serving /healthz, /readyz");
         tokio::spawn(health::serve(listener, health.clone()));
         Ok((Runtime { client, health }, metrics))
     }

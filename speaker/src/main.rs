@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferrolb_runtime::cli::{LogFormat, parse_duration};
-use ferrolb_runtime::{Runtime, run_to_end, shutdown_signal};
+use ferrolb_runtime::{Runtime, SecureMetricsArgs, run_to_end, shutdown_signal};
 use ferrolb_speaker::announce;
 use ferrolb_speaker::membership;
 use ferrolb_speaker::metrics::Metrics;
@@ -76,9 +76,11 @@ struct RunArgs {
     /// change.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     kernel_check_interval: Duration,
-    /// Address for /healthz, /readyz and /metrics.
+    /// Address for /healthz and /readyz, and /metrics unless --secure-metrics-addr is set.
     #[arg(long, default_value = "0.0.0.0:7473")]
     metrics_addr: SocketAddr,
+    #[command(flatten)]
+    secure_metrics: SecureMetricsArgs,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -110,9 +112,12 @@ async fn start(args: RunArgs) -> anyhow::Result<()> {
             args.kernel_check_interval
         );
     }
-    let (runtime, (metrics, membership_metrics)) = Runtime::start(args.metrics_addr, |r| {
-        (Metrics::register(r), membership::Metrics::register(r))
-    })
+    let (runtime, (metrics, membership_metrics)) = Runtime::start(
+        "ferrolb-speaker",
+        args.metrics_addr,
+        &args.secure_metrics,
+        |r| (Metrics::register(r), membership::Metrics::register(r)),
+    )
     .await?;
     info!(node = %args.node_name, "speaker starting");
 

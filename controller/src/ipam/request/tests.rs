@@ -285,9 +285,15 @@ fn strict_text_rules_apply_to_every_request_annotation_and_field() {
 #[test]
 fn messages_stay_short_whatever_the_values() {
     let long = format!("2b:{}", "\0".repeat(5000));
-    let disagree = annotated(&[(LOAD_BALANCER_IPS, ""), ("metallb.io/loadBalancerIPs", &long)])
-        .unwrap_err();
-    assert!(matches!(disagree, RequestError::ConflictingSpellings { .. }));
+    let disagree = annotated(&[
+        (LOAD_BALANCER_IPS, ""),
+        ("metallb.io/loadBalancerIPs", &long),
+    ])
+    .unwrap_err();
+    assert!(matches!(
+        disagree,
+        RequestError::ConflictingSpellings { .. }
+    ));
     assert!(disagree.to_string().len() < 300, "{disagree}");
     let both = request(&svc(|s, a| {
         s.load_balancer_ip = Some("9".repeat(5000));
