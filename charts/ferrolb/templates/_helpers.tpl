@@ -104,3 +104,73 @@ Speaker image: speaker.image overrides the shared image field by field.
 {{- $tag := .Values.speaker.image.tag | default .Values.image.tag | default .Chart.AppVersion }}
 {{- printf "%s:%s" $repository ($tag | toString) }}
 {{- end }}
+
+{{/*
+Arguments serving /metrics over HTTPS on port `.port` (when metrics.secure), one per line.
+Call with (dict "root" $ "port" <port>).
+*/}}
+{{- define "ferrolb.metrics.args" -}}
+{{- if .root.Values.metrics.secure }}
+- --secure-metrics-addr=0.0.0.0:{{ .port }}
+{{- if .root.Values.metrics.tlsSecret }}
+- --metrics-tls-cert-file=/etc/ferrolb/metrics-tls/tls.crt
+- --metrics-tls-key-file=/etc/ferrolb/metrics-tls/tls.key
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The container port of the HTTPS /metrics (when metrics.secure). Call with (dict "root" $ "port" <port>).
+*/}}
+{{- define "ferrolb.metrics.port" -}}
+{{- if .root.Values.metrics.secure }}
+- name: metrics
+  containerPort: {{ .port }}
+  protocol: TCP
+{{- end }}
+{{- end }}
+
+{{/*
+The mount and the volume of metrics.tlsSecret, if set.
+*/}}
+{{- define "ferrolb.metrics.tlsMount" -}}
+{{- if and .Values.metrics.secure .Values.metrics.tlsSecret }}
+- name: metrics-tls
+  mountPath: /etc/ferrolb/metrics-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- define "ferrolb.metrics.tlsVolume" -}}
+{{- if and .Values.metrics.secure .Values.metrics.tlsSecret }}
+- name: metrics-tls
+  secret:
+    secretName: {{ .Values.metrics.tlsSecret }}
+    defaultMode: 256
+{{- end }}
+{{- end }}
+
+{{/*
+The ClusterRole rules that let a component check /metrics callers (when metrics.secure).
+*/}}
+{{- define "ferrolb.metrics.reviewRules" -}}
+{{- if .Values.metrics.secure }}
+# /metrics callers' tokens (TokenReview) and their right to get /metrics (SubjectAccessReview).
+- apiGroups: ["authentication.k8s.io"]
+  resources: ["tokenreviews"]
+  verbs: ["create"]
+- apiGroups: ["authorization.k8s.io"]
+  resources: ["subjectaccessreviews"]
+  verbs: ["create"]
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the ClusterRole that grants get on /metrics, and of the scraper ServiceAccount.
+*/}}
+{{- define "ferrolb.metrics.readerName" -}}
+{{- printf "%s-metrics-reader" (include "ferrolb.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "ferrolb.metrics.scraperName" -}}
+{{- printf "%s-metrics-scraper" (include "ferrolb.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+

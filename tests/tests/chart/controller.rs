@@ -27,6 +27,7 @@ fn deployment_runs_two_hardened_replicas_with_the_controller_args() {
             "--lease-namespace=$(POD_NAMESPACE)",
             "--lease-name=ferrolb-controller",
             "--metrics-addr=0.0.0.0:7472",
+            "--secure-metrics-addr=0.0.0.0:9120",
             "--log-format=json",
         ]
     );
@@ -185,6 +186,18 @@ fn metrics_service_selects_the_controller_pods_when_enabled() {
         svc["spec"]["selector"],
         deploy["spec"]["selector"]["matchLabels"]
     );
+    // By default it fronts the HTTPS /metrics; with metrics.secure=false the plain one.
+    assert_eq!(svc["spec"]["ports"][0]["port"], 9120);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "metrics");
+    let docs = render(
+        "ferrolb",
+        "lb-system",
+        &[
+            "controller.metricsService.enabled=true",
+            "metrics.secure=false",
+        ],
+    );
+    let svc = controller_doc(&docs, "Service");
     assert_eq!(svc["spec"]["ports"][0]["port"], 7472);
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], "monitoring");
 }

@@ -42,6 +42,83 @@ fn rule(groups: &[&str], resources: &[&str], names: &[&str], verbs: &[&str]) -> 
     (v(groups), v(resources), v(names), v(verbs))
 }
 
+/// What a component needs to check /metrics callers: TokenReview and SubjectAccessReview.
+fn review_rules() -> [Rule; 2] {
+    [
+        rule(
+            &["authentication.k8s.io"],
+            &["tokenreviews"],
+            &[],
+            &["create"],
+        ),
+        rule(
+            &["authorization.k8s.io"],
+            &["subjectaccessreviews"],
+            &[],
+            &["create"],
+        ),
+    ]
+}
+
+#[test]
+fn without_secure_metrics_no_component_may_review_tokens() {
+    let docs = render("plain", "lb-system", &["metrics.secure=false"]);
+    for role in [
+        controller_doc(&docs, "ClusterRole"),
+        speaker_doc(&docs, "ClusterRole"),
+    ] {
+        for review in review_rules() {
+            assert!(!rules(role).contains(&review), "{review:?}");
+        }
+    }
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["rules"].to_string().contains("nonResourceURLs")),
+        "no metrics-reader ClusterRole without secure metrics"
+    );
+}
+
+#[test]
+fn the_metrics_reader_role_grants_get_on_metrics_only_and_binds_the_readers() {
+    let docs = render("ferrolb", "lb-system", &[]);
+    let reader = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "ferrolb-metrics-reader")
+        .expect("the metrics-reader ClusterRole");
+    assert_eq!(
+        reader["rules"],
+        json!([{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}])
+    );
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "ClusterRoleBinding"
+            && d["metadata"]["name"] == "ferrolb-metrics-reader"),
+        "nobody is bound without metrics.readers or a PodMonitor"
+    );
+    let docs = render(
+        "ferrolb",
+        "lb-system",
+        &[
+            "metrics.readers[0].name=prometheus-k8s",
+            "metrics.readers[0].namespace=monitoring",
+            "metrics.podMonitor.enabled=true",
+        ],
+    );
+    let binding = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "ClusterRoleBinding" && d["metadata"]["name"] == "ferrolb-metrics-reader"
+        })
+        .expect("the metrics-reader binding");
+    assert_eq!(
+        binding["subjects"],
+        json!([
+            {"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"},
+            {"kind": "ServiceAccount", "name": "ferrolb-metrics-scraper", "namespace": "lb-system"},
+        ])
+    );
+}
+
 #[test]
 fn rendered_rbac_is_exactly_the_least_privilege_rules() {
     let docs = render("rules", "lb-system", &[]);
@@ -64,6 +141,7 @@ fn rendered_rbac_is_exactly_the_least_privilege_rules() {
         rule(&["events.k8s.io"], &["events"], &[], &["create", "patch"]),
         rule(&[""], &["events"], &[], &["create", "patch"]),
     ];
+    want.extend(review_rules());
     want.sort();
     assert_eq!(rules(controller_doc(&docs, "ClusterRole")), want);
 
@@ -151,6 +229,7 @@ fn rendered_speaker_rbac_is_exactly_the_least_privilege_rules() {
         rule(&["events.k8s.io"], &["events"], &[], &["create"]),
         rule(&[""], &["events"], &[], &["create"]),
     ];
+    want.extend(review_rules());
     want.sort();
     assert_eq!(rules(speaker_doc(&docs, "ClusterRole")), want);
     // No namespaced rights at all.

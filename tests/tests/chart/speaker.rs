@@ -54,6 +54,7 @@ fn speaker_daemonset_runs_on_the_host_network_with_net_raw_only() {
             "--memberlist-key-file=/etc/ferrolb/memberlist/key",
             "--memberlist-port=7946",
             "--metrics-addr=0.0.0.0:7473",
+            "--secure-metrics-addr=0.0.0.0:9121",
             "--heartbeat-interval=50ms",
             "--dead-after=250ms",
             "--log-format=json",
