@@ -21,6 +21,10 @@ use crate::health::WatchStatus;
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 /// The longest delay between two attempts.
 pub const MAX_DELAY: Duration = Duration::from_secs(1);
+/// How long a failed watch must go on without a new error to count as up again when nothing
+/// changed meanwhile: a watch resumed from its last resource version delivers nothing until an
+/// object changes, and a failing attempt fails sooner than this (connect timeout 3 s).
+pub const UP_AFTER: Duration = Duration::from_secs(5);
 
 /// The delay before the next attempt of a failing watch (pure): 100 ms doubling to
 /// [`MAX_DELAY`], each drawn from the upper half of its step ("equal jitter") so that many
@@ -79,7 +83,8 @@ fn hint(error: &watcher::Error) -> &'static str {
 
 /// `stream` (a watcher, or a reflector around one) without its errors: each error is logged,
 /// recorded in `status` (readiness), and followed by a [`RetryDelay`] before the stream is polled
-/// again, which is when the watcher retries. Items pass through unchanged.
+/// again, which is when the watcher retries. The watch counts as up again at its next item, or
+/// after [`UP_AFTER`] without a new error. Items pass through unchanged.
 pub fn resilient<S, T>(stream: S, status: WatchStatus) -> impl Stream<Item = T> + Send
 where
     S: Stream<Item = Result<T, watcher::Error>> + Send,
@@ -88,12 +93,21 @@ where
     let state = (Box::pin(stream), RetryDelay::default(), status);
     futures::stream::unfold(state, |(mut stream, mut delay, status)| async move {
         loop {
-            match stream.next().await? {
-                Ok(item) => {
-                    if let Some(down_for) = status.up() {
-                        info!(watch = status.name(), failures = delay.failures(), down_for = ?down_for, "watch resumed");
+            let next = if delay.failures() > 0 {
+                match tokio::time::timeout(UP_AFTER, stream.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        // Resumed without news: the watch holds.
+                        resumed(&status, &mut delay);
+                        continue;
                     }
-                    delay.succeeded();
+                }
+            } else {
+                stream.next().await
+            };
+            match next? {
+                Ok(item) => {
+                    resumed(&status, &mut delay);
                     return Some((item, (stream, delay, status)));
                 }
                 Err(e) => {
@@ -111,6 +125,14 @@ where
             }
         }
     })
+}
+
+/// The watch works again: readiness and the retry delay learn it.
+fn resumed(status: &WatchStatus, delay: &mut RetryDelay) {
+    if let Some(down_for) = status.up() {
+        info!(watch = status.name(), failures = delay.failures(), down_for = ?down_for, "watch resumed");
+    }
+    delay.succeeded();
 }
 
 #[cfg(test)]
@@ -151,6 +173,55 @@ mod tests {
             assert!(d <= MAX_DELAY && d >= MAX_DELAY / 2, "{d:?} for {unit}");
         }
         assert_eq!(delay.failures(), u32::MAX);
+    }
+
+    fn health() -> crate::health::HealthState {
+        let health = crate::health::HealthState::new(std::sync::Arc::new(Default::default()));
+        health.set_ready();
+        health
+    }
+
+    /// Ready as seen a minute from now: a watch still down by then is past any grace.
+    fn ready_later(health: &crate::health::HealthState) -> bool {
+        health
+            .readiness(std::time::Instant::now() + Duration::from_secs(60))
+            .is_ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn errors_are_hidden_items_pass_and_readiness_follows() {
+        let health = health();
+        let items = futures::stream::iter(vec![
+            Ok(1),
+            Err(watcher::Error::NoResourceVersion),
+            Err(watcher::Error::NoResourceVersion),
+            Ok(2),
+        ]);
+        let stream = resilient(items, health.watch_status("Services"));
+        futures::pin_mut!(stream);
+        assert_eq!(stream.next().await, Some(1));
+        assert_eq!(stream.next().await, Some(2));
+        assert!(ready_later(&health), "an item brings the watch back up");
+        assert_eq!(stream.next().await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resumed_watch_without_news_counts_as_up_after_a_quiet_while() {
+        let health = health();
+        let failing_then_quiet = futures::stream::iter(vec![Err::<u32, _>(
+            watcher::Error::NoResourceVersion,
+        )])
+        .chain(futures::stream::pending());
+        let stream = resilient(failing_then_quiet, health.watch_status("Nodes"));
+        futures::pin_mut!(stream);
+        // The error is swallowed; the watch is down at first.
+        let quiet = tokio::time::timeout(Duration::from_millis(10), stream.next()).await;
+        assert!(quiet.is_err());
+        assert!(!ready_later(&health), "down right after the error");
+        // After the retry delay and UP_AFTER without a new error, it counts as up.
+        let quiet = tokio::time::timeout(UP_AFTER + MAX_DELAY, stream.next()).await;
+        assert!(quiet.is_err(), "no item appears");
+        assert!(ready_later(&health));
     }
 
     #[test]

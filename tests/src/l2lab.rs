@@ -423,3 +423,49 @@ async fn reset_nodes(client: &kube::Client, lab: &Lab) -> Result<()> {
 pub fn announced(svc: &Service) -> Option<&Condition> {
     ferrolb_crds::service_condition(svc, condition::ANNOUNCED)
 }
+
+/// A partition between lab nodes and the apiserver, both ways, while it lives: each node's
+/// namespace drops what it sends to the apiserver's address and port and what it receives from
+/// them. Nothing else is touched (the nodes still reach each other and the client).
+#[derive(Debug)]
+pub struct ApiBlock(Vec<String>);
+
+impl ApiBlock {
+    /// Cuts `nodes` (namespace names) off the apiserver at `server` (`https://ip:port`).
+    pub fn new(nodes: &[String], server: &str) -> Result<ApiBlock> {
+        let authority = server.trim_start_matches("https://").trim_end_matches('/');
+        let (ip, port) = authority
+            .rsplit_once(':')
+            .with_context(|| format!("no port in {server}"))?;
+        let block = ApiBlock(nodes.to_vec());
+        let rules = format!(
+            "table inet ferrolb_apiblock {{\n chain out {{\n  type filter hook output priority 0;\n  ip daddr {ip} tcp dport {port} drop\n }}\n chain in {{\n  type filter hook input priority 0;\n  ip saddr {ip} tcp sport {port} drop\n }}\n}}\n"
+        );
+        for n in nodes {
+            crate::process::run_input(
+                Command::new("ip").args(["netns", "exec", n, "nft", "-f", "-"]),
+                &rules,
+            )?;
+        }
+        Ok(block)
+    }
+}
+
+impl Drop for ApiBlock {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    n,
+                    "nft",
+                    "delete",
+                    "table",
+                    "inet",
+                    "ferrolb_apiblock",
+                ])
+                .status();
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! Control-plane faults against the real controller, three real speakers in lab node namespaces
 //! and the test's own apiserver and etcd: the apiserver killed and restarted, etcd killed and
-//! restarted. Each asserts that the announced VIP keeps answering throughout, that no address
+//! restarted, a node cut off from the apiserver (a partition, both ways) and healed. Each asserts that the announced VIP keeps answering throughout, that no address
 //! moves, that readiness reports the outage, and that a Service created once the control plane
 //! is back gets its address and its announcement within the recovery bounds.
 //!
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use ferrolb_crds::contract::condition;
 use ferrolb_tests::control_plane::{self, ControlPlane};
-use ferrolb_tests::l2lab::{Rig, announced};
+use ferrolb_tests::l2lab::{ApiBlock, Rig, announced};
 use ferrolb_tests::scenario::{self, ingress};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
@@ -68,6 +68,80 @@ async fn apiserver_killed_and_restarted() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_killed_and_restarted() -> Result<()> {
     outages(ETCD).await
+}
+
+/// How long the partition lasts: past the TCP keepalive and user timeouts of the speaker's
+/// apiserver connections (~10 s), so its watches fail and reconnect, and past readiness's grace.
+const PARTITION: Duration = Duration::from_secs(20);
+
+/// One node, its speaker cut off from the apiserver while the controller is not: the VIP keeps
+/// answering, readiness says the apiserver is unreachable, and once the partition heals the
+/// speaker sees a Service created meanwhile and announces it within the recovery bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_cut_from_the_apiserver_and_healed() -> Result<()> {
+    let mut rig = Rig::start("fault-partition", 1, &[], false).await?;
+    rig.pool_and_advertisement("partition", &["198.51.100.232-198.51.100.236"], json!({}))
+        .await?;
+    rig.scenario.service("web", json!({})).await?;
+    let vip: IpAddr = rig.scenario.wait_any_ip("web").await?[0].parse()?;
+    let owner = rig.wait_announcer("web", None).await?;
+    let server = control_plane::shared().server().to_string();
+    let node = rig.lab.nodes()[0].name.clone();
+
+    let block = ApiBlock::new(std::slice::from_ref(&node), &server)?;
+    let cut = Instant::now();
+    // Created during the partition: the controller gives it an address, the speaker cannot
+    // know yet.
+    let api: Api<Service> = rig.scenario.services();
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "during"},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "targetPort": 8080}],
+                     "selector": {"app": "web"}},
+        }))?,
+    )
+    .await?;
+    rig.scenario.wait_any_ip("during").await?;
+    let mut reported = false;
+    while cut.elapsed() < PARTITION {
+        let answer = block_in_place(|| rig.curl(vip)).context("the VIP stopped answering")?;
+        assert_eq!(answer, owner, "the VIP moved during the partition");
+        if !reported {
+            let (code, body) = rig.speaker(0)?.readyz()?;
+            reported = code == 503 && body.contains("cannot reach the apiserver");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    ensure!(
+        reported,
+        "the cut-off speaker never said it cannot reach the apiserver"
+    );
+    let during = api.get("during").await?;
+    ensure!(
+        announced(&during).is_none(),
+        "the speaker announced a Service it could not have seen"
+    );
+    drop(block);
+    let healed = Instant::now();
+    let took = loop {
+        let svc = api.get("during").await?;
+        if announced(&svc).is_some_and(|c| c.status == "True") {
+            break healed.elapsed();
+        }
+        ensure!(
+            healed.elapsed() < Duration::from_secs(30),
+            "no announcement 30 s after the heal"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!(
+        "partition of {PARTITION:?} healed: Service created meanwhile announced {took:?} later"
+    );
+    ensure!(took < RECOVERY_BOUND, "announced {took:?} after the heal");
+    block_in_place(|| rig.speaker(0)?.wait_ready(Duration::from_secs(10)))?;
+    assert_eq!(rig.wait_announcer("web", None).await?, owner);
+    Ok(())
 }
 
 /// A control-plane process killed by the test; started again at the latest when dropped, so a

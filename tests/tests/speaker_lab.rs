@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::Result;
-use ferrolb_tests::l2lab::{Rig, TIMEOUT};
+use ferrolb_tests::l2lab::{ApiBlock, Rig, TIMEOUT};
 use serde_json::json;
 
 fn ip(s: &str) -> IpAddr {
@@ -300,13 +300,8 @@ async fn failover_needs_no_api_server() -> Result<()> {
 
     // Cut every node off the apiserver, then kill the owner: the others still take over.
     let server = ferrolb_tests::control_plane::shared().server().to_string();
-    let port = server
-        .rsplit(':')
-        .next()
-        .unwrap_or_default()
-        .trim_end_matches('/');
     let names: Vec<String> = rig.lab.nodes().iter().map(|h| h.name.clone()).collect();
-    let block = ApiBlock::new(&names, port)?;
+    let block = ApiBlock::new(&names, &server)?;
     let probe = rig.lab.nodes()[0]
         .command("curl")
         .args([
@@ -334,44 +329,6 @@ async fn failover_needs_no_api_server() -> Result<()> {
     drop(block);
     assert_eq!(rig.wait_announcer("web", Some(&owner)).await?, next);
     Ok(())
-}
-
-/// Drops traffic from the given lab nodes to the apiserver's port while it lives.
-struct ApiBlock(Vec<String>);
-
-impl ApiBlock {
-    fn new(nodes: &[String], port: &str) -> Result<ApiBlock> {
-        let block = ApiBlock(nodes.to_vec());
-        let rules = format!(
-            "table inet ferrolb_apiblock {{\n chain out {{\n  type filter hook output priority 0;\n  ip daddr 198.51.100.1 tcp dport {port} drop\n }}\n}}\n"
-        );
-        for n in nodes {
-            ferrolb_tests::process::run_input(
-                std::process::Command::new("ip").args(["netns", "exec", n, "nft", "-f", "-"]),
-                &rules,
-            )?;
-        }
-        Ok(block)
-    }
-}
-
-impl Drop for ApiBlock {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = std::process::Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    n,
-                    "nft",
-                    "delete",
-                    "table",
-                    "inet",
-                    "ferrolb_apiblock",
-                ])
-                .status();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
