@@ -208,10 +208,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_resumed_watch_without_news_counts_as_up_after_a_quiet_while() {
         let health = health();
-        let failing_then_quiet = futures::stream::iter(vec![Err::<u32, _>(
-            watcher::Error::NoResourceVersion,
-        )])
-        .chain(futures::stream::pending());
+        let failing_then_quiet =
+            futures::stream::iter(vec![Err::<u32, _>(watcher::Error::NoResourceVersion)])
+                .chain(futures::stream::pending());
         let stream = resilient(failing_then_quiet, health.watch_status("Nodes"));
         futures::pin_mut!(stream);
         // The error is swallowed; the watch is down at first.
