@@ -519,3 +519,98 @@ async fn garbage_frames_and_membership_datagrams_are_dropped_and_counted() -> Re
     assert_eq!(rig.wait_announcer("web", None).await?, owner);
     Ok(())
 }
+
+/// Drops the membership heartbeats (UDP to and from `port`) in the given node namespaces while it
+/// lives: a partition between the speakers that the client, on the same LAN, does not see.
+struct MembershipSplit(Vec<String>);
+
+impl MembershipSplit {
+    fn new(nodes: &[String], port: u16) -> Result<MembershipSplit> {
+        let split = MembershipSplit(nodes.to_vec());
+        let rules = format!(
+            "table inet ferrolb_split {{\n chain out {{\n  type filter hook output priority 0;\n  udp dport {port} drop\n }}\n chain in {{\n  type filter hook input priority 0;\n  udp dport {port} drop\n }}\n}}\n"
+        );
+        for n in nodes {
+            ferrolb_tests::process::run_input(
+                std::process::Command::new("ip").args(["netns", "exec", n, "nft", "-f", "-"]),
+                &rules,
+            )?;
+        }
+        Ok(split)
+    }
+}
+
+impl Drop for MembershipSplit {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    n,
+                    "nft",
+                    "delete",
+                    "table",
+                    "inet",
+                    "ferrolb_split",
+                ])
+                .status();
+        }
+    }
+}
+
+/// Two speakers that stop hearing each other both take the address (each sees the other dead;
+/// the client still reaches both): the address keeps answering. Once the partition heals, one
+/// gives it up: the window in which two nodes answer is measured and bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_partition_and_heal_leaves_one_node_answering() -> Result<()> {
+    let mut rig = Rig::start("fault-split", 2, &[], false).await?;
+    rig.pool_and_advertisement("split", &["198.51.100.237-198.51.100.237"], json!({}))
+        .await?;
+    rig.scenario.service("web", json!({})).await?;
+    let vip: IpAddr = rig.scenario.wait_any_ip("web").await?[0].parse()?;
+    let owner = rig.wait_announcer("web", None).await?;
+    let owned = "ferrolb_speaker_owned_ips";
+    let names: Vec<String> = rig.lab.nodes().iter().map(|h| h.name.clone()).collect();
+
+    let split = MembershipSplit::new(&names, 7946)?;
+    block_in_place(|| {
+        ferrolb_tests::process::wait_for(
+            "both sides of the split to take the address",
+            Duration::from_secs(5),
+            || Ok(((0..2).all(|i| rig.metric(i, owned).is_ok_and(|n| n >= 1.0))).then_some(())),
+        )
+    })?;
+    assert!(
+        !block_in_place(|| rig.curl(vip))?.is_empty(),
+        "the VIP answers during the split"
+    );
+
+    drop(split);
+    let healed = Instant::now();
+    let window = block_in_place(|| {
+        ferrolb_tests::process::wait_for(
+            "one side to give the address up",
+            Duration::from_secs(10),
+            || {
+                let holders = (0..2)
+                    .map(|i| rig.metric(i, owned))
+                    .collect::<Result<Vec<f64>>>()?;
+                Ok((holders.iter().sum::<f64>() == 1.0).then(|| healed.elapsed()))
+            },
+        )
+    })?;
+    eprintln!("after the heal two nodes announced the address for {window:?}");
+    ensure!(
+        window < RECOVERY_BOUND,
+        "two nodes announced for {window:?} after the heal"
+    );
+    let announcer = rig.wait_announcer("web", None).await?;
+    let mac = rig.host(&announcer)?.mac.clone();
+    assert_eq!(block_in_place(|| rig.arping(vip, 2))?, [mac.clone(), mac]);
+    assert_eq!(
+        announcer, owner,
+        "the address went back to the node the election picks"
+    );
+    Ok(())
+}
