@@ -114,7 +114,7 @@ fn checked(source: &str, value: &str) -> Result<(), RequestError> {
 mod tests {
     use super::*;
 
-    const SRC: &str = "annotation ferrolb.io/loadBalancerIPs";
+    const SRC: &str = "annotation example.com/list";
 
     #[test]
     fn lists_split_on_commas_with_optional_spaces() {
@@ -134,7 +134,7 @@ mod tests {
         }
         assert_eq!(
             list(SRC, "198.51.100.201,,").unwrap_err().to_string(),
-            "annotation ferrolb.io/loadBalancerIPs has an empty element in \"198.51.100.201,,\": \
+            "annotation example.com/list has an empty element in \"198.51.100.201,,\": \
              separate entries with single commas, with none at the end"
         );
     }
