@@ -94,6 +94,8 @@ pub mod reason {
     pub const POOL_OVERLAP: &str = "Overlap";
     /// Pool condition: an address entry does not parse.
     pub const POOL_INVALID_ADDRESSES: &str = "InvalidAddresses";
+    /// Pool condition: an annotation of the pool is malformed.
+    pub const POOL_INVALID_ANNOTATION: &str = "InvalidAnnotation";
     /// Pool condition: every address is held.
     pub const POOL_NO_FREE_ADDRESS: &str = "NoFreeAddress";
     /// Pool condition: addresses are free.

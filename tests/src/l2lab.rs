@@ -424,48 +424,69 @@ pub fn announced(svc: &Service) -> Option<&Condition> {
     ferrolb_crds::service_condition(svc, condition::ANNOUNCED)
 }
 
-/// A partition between lab nodes and the apiserver, both ways, while it lives: each node's
-/// namespace drops what it sends to the apiserver's address and port and what it receives from
-/// them. Nothing else is touched (the nodes still reach each other and the client).
+/// An nftables table installed in lab node namespaces while it lives, deleted on drop (also when
+/// the test fails): the tests' way to drop chosen traffic in chosen nodes.
 #[derive(Debug)]
-pub struct ApiBlock(Vec<String>);
+pub struct NodeFirewall {
+    table: &'static str,
+    nodes: Vec<String>,
+}
 
-impl ApiBlock {
-    /// Cuts `nodes` (namespace names) off the apiserver at `server` (`https://ip:port`).
-    pub fn new(nodes: &[String], server: &str) -> Result<ApiBlock> {
-        let authority = server.trim_start_matches("https://").trim_end_matches('/');
-        let (ip, port) = authority
-            .rsplit_once(':')
-            .with_context(|| format!("no port in {server}"))?;
-        let block = ApiBlock(nodes.to_vec());
-        let rules = format!(
-            "table inet ferrolb_apiblock {{\n chain out {{\n  type filter hook output priority 0;\n  ip daddr {ip} tcp dport {port} drop\n }}\n chain in {{\n  type filter hook input priority 0;\n  ip saddr {ip} tcp sport {port} drop\n }}\n}}\n"
-        );
+impl NodeFirewall {
+    /// Installs `table inet <table> { <chains> }` in each of `nodes` (namespace names).
+    pub fn new(nodes: &[String], table: &'static str, chains: &str) -> Result<NodeFirewall> {
+        let firewall = NodeFirewall {
+            table,
+            nodes: nodes.to_vec(),
+        };
+        let rules = format!("table inet {table} {{\n{chains}\n}}\n");
         for n in nodes {
             crate::process::run_input(
                 Command::new("ip").args(["netns", "exec", n, "nft", "-f", "-"]),
                 &rules,
             )?;
         }
-        Ok(block)
+        Ok(firewall)
+    }
+
+    /// Drops `matching` packets (an nftables match) both sent and received, in every one of
+    /// `nodes`, as a filter table named `table`.
+    pub fn drop_both_ways(
+        nodes: &[String],
+        table: &'static str,
+        sent: &str,
+        received: &str,
+    ) -> Result<NodeFirewall> {
+        let chains = format!(
+            " chain out {{\n  type filter hook output priority 0;\n  {sent} drop\n }}\n chain in {{\n  type filter hook input priority 0;\n  {received} drop\n }}"
+        );
+        NodeFirewall::new(nodes, table, &chains)
     }
 }
 
-impl Drop for ApiBlock {
+impl Drop for NodeFirewall {
     fn drop(&mut self) {
-        for n in &self.0 {
+        for n in &self.nodes {
             let _ = Command::new("ip")
                 .args([
-                    "netns",
-                    "exec",
-                    n,
-                    "nft",
-                    "delete",
-                    "table",
-                    "inet",
-                    "ferrolb_apiblock",
+                    "netns", "exec", n, "nft", "delete", "table", "inet", self.table,
                 ])
                 .status();
         }
     }
+}
+
+/// A partition between lab nodes and the apiserver at `server` (`https://ip:port`), both ways,
+/// while it lives: the nodes still reach each other and the client.
+pub fn cut_from_apiserver(nodes: &[String], server: &str) -> Result<NodeFirewall> {
+    let authority = server.trim_start_matches("https://").trim_end_matches('/');
+    let (ip, port) = authority
+        .rsplit_once(':')
+        .with_context(|| format!("no port in {server}"))?;
+    NodeFirewall::drop_both_ways(
+        nodes,
+        "ferrolb_apiblock",
+        &format!("ip daddr {ip} tcp dport {port}"),
+        &format!("ip saddr {ip} tcp sport {port}"),
+    )
 }

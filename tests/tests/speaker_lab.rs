@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::Result;
-use ferrolb_tests::l2lab::{ApiBlock, Rig, TIMEOUT};
+use ferrolb_tests::l2lab::{Rig, TIMEOUT, cut_from_apiserver};
 use serde_json::json;
 
 fn ip(s: &str) -> IpAddr {
@@ -301,7 +301,7 @@ async fn failover_needs_no_api_server() -> Result<()> {
     // Cut every node off the apiserver, then kill the owner: the others still take over.
     let server = ferrolb_tests::control_plane::shared().server().to_string();
     let names: Vec<String> = rig.lab.nodes().iter().map(|h| h.name.clone()).collect();
-    let block = ApiBlock::new(&names, &server)?;
+    let block = cut_from_apiserver(&names, &server)?;
     let probe = rig.lab.nodes()[0]
         .command("curl")
         .args([

@@ -13,7 +13,7 @@
 //! Targets build with debug assertions (overflow checks) and without a sanitizer: the fuzzed
 //! code has no `unsafe`, so AddressSanitizer would double the build for nothing it could find.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -82,7 +82,7 @@ pub fn run(args: Args) -> Result<()> {
 /// Builds every target, then runs `targets` for `seconds` each; fails at the first finding.
 pub fn fuzz(root: &Path, targets: &[&'static str], seconds: u64) -> Result<Vec<Outcome>> {
     ensure_nightly()?;
-    let cargo_fuzz = ensure_cargo_fuzz(root)?;
+    let (cargo_fuzz, _) = crate::supply_chain::cargo_tool(root, "cargo-fuzz", CARGO_FUZZ_VERSION)?;
     let started = Instant::now();
     crate::run_step(
         "cargo fuzz build (nightly, debug assertions)",
@@ -193,29 +193,6 @@ fn ensure_nightly() -> Result<()> {
         "rustup toolchain install nightly --profile minimal (once per machine)",
         Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]),
     )
-}
-
-/// cargo-fuzz under `target/tools`, built when missing.
-fn ensure_cargo_fuzz(root: &Path) -> Result<PathBuf> {
-    let dir = root
-        .join("target/tools")
-        .join(format!("cargo-fuzz-{CARGO_FUZZ_VERSION}"));
-    let binary = dir.join("bin/cargo-fuzz");
-    if binary.is_file() {
-        return Ok(binary);
-    }
-    crate::run_step(
-        &format!("cargo install cargo-fuzz {CARGO_FUZZ_VERSION} (once per machine)"),
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["install", "cargo-fuzz", "--locked", "--quiet", "--version"])
-            .arg(format!("={CARGO_FUZZ_VERSION}"))
-            .arg("--root")
-            .arg(&dir),
-    )?;
-    binary
-        .is_file()
-        .then_some(binary.clone())
-        .with_context(|| format!("cargo install finished but {} is missing", binary.display()))
 }
 
 #[cfg(test)]

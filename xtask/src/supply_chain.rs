@@ -34,28 +34,38 @@ pub fn check(root: &Path) -> Result<()> {
 
 /// The cargo-deny binary under `target/tools`, built when missing.
 fn ensure_cargo_deny(root: &Path) -> Result<PathBuf> {
+    let started = Instant::now();
+    let (binary, built) = cargo_tool(root, "cargo-deny", CARGO_DENY_VERSION)?;
+    if built {
+        eprintln!(
+            "==> cargo-deny built in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(binary)
+}
+
+/// `crate_name` at `version` (its own `--locked` dependency set) under
+/// `target/tools/<crate_name>-<version>`, installed from crates.io when missing; whether it was
+/// just built. Pinned tools, not whatever is on PATH, decide the checks.
+pub fn cargo_tool(root: &Path, crate_name: &str, version: &str) -> Result<(PathBuf, bool)> {
     let dir = root
         .join("target/tools")
-        .join(format!("cargo-deny-{CARGO_DENY_VERSION}"));
-    let binary = dir.join("bin/cargo-deny");
+        .join(format!("{crate_name}-{version}"));
+    let binary = dir.join("bin").join(crate_name);
     if binary.is_file() {
-        return Ok(binary);
+        return Ok((binary, false));
     }
-    let started = Instant::now();
     crate::run_step(
-        &format!("cargo install cargo-deny {CARGO_DENY_VERSION} (once per machine)"),
+        &format!("cargo install {crate_name} {version} (once per machine)"),
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["install", "cargo-deny", "--locked", "--quiet", "--version"])
-            .arg(format!("={CARGO_DENY_VERSION}"))
+            .args(["install", crate_name, "--locked", "--quiet", "--version"])
+            .arg(format!("={version}"))
             .arg("--root")
             .arg(&dir),
     )?;
-    eprintln!(
-        "==> cargo-deny built in {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
     binary
         .is_file()
-        .then_some(binary.clone())
+        .then_some((binary.clone(), true))
         .with_context(|| format!("cargo install finished but {} is missing", binary.display()))
 }

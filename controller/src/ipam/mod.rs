@@ -29,4 +29,6 @@ pub use assignment::{Assigned, Assignment, Loss, PoolCounts};
 pub use error::AllocationError;
 pub use free_space::FreeSpace;
 pub use pool::{PoolConfig, RuledOut};
-pub use request::{Handling, NotHandled, Request, RequestError, ServiceKey, read_service};
+pub use request::{
+    Handling, NotHandled, Request, RequestError, ServiceKey, pool_class, read_service,
+};

@@ -53,7 +53,10 @@ impl PoolConfig {
                 .creation_timestamp
                 .as_ref()
                 .map_or(0, |t| t.0.as_second()),
-            ranges: pool.spec.ranges().map_err(|e| e.to_string()),
+            ranges: match super::request::pool_class(pool) {
+                Err(e) => Err(e.to_string()),
+                Ok(_) => pool.spec.ranges().map_err(|e| e.to_string()),
+            },
             auto_assign: pool.spec.auto_assign,
             avoid_buggy: pool.spec.avoid_buggy_ips,
             allocation: pool.spec.service_allocation.clone(),

@@ -262,6 +262,8 @@ pub fn pool_status(pool: &IPAddressPool, alloc: &Allocator, now: Timestamp) -> I
                 .unwrap_or_else(|| "not yet processed".into());
             let reason = if message.contains("overlap") {
                 reason::POOL_OVERLAP
+            } else if message.starts_with("annotation ") {
+                reason::POOL_INVALID_ANNOTATION
             } else {
                 reason::POOL_INVALID_ADDRESSES
             };

@@ -20,7 +20,6 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use ferrolb_crds::IPAddressPool;
-use ferrolb_crds::contract::annotation::POOL_LOAD_BALANCER_CLASS;
 use ferrolb_crds::contract::reason;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::jiff::Timestamp;
@@ -32,7 +31,7 @@ use super::desired::{
 };
 use crate::ipam::error::comma_separated;
 use crate::ipam::{
-    AllocationError, Allocator, Handling, PoolConfig, Request, ServiceKey, read_service,
+    AllocationError, Allocator, Handling, PoolConfig, Request, ServiceKey, pool_class, read_service,
 };
 
 #[derive(Debug)]
@@ -225,18 +224,17 @@ impl State {
     }
 
     /// A pool was added or changed. Pools annotated with another controller's class
-    /// ([`POOL_LOAD_BALANCER_CLASS`]) are not this controller's: they count as absent; pools
+    /// (`ferrolb.io/load-balancer-class`) are not this controller's: they count as absent; pools
     /// without it belong to the controller of classless Services. So controllers of different
-    /// classes never hand out one pool's addresses twice or fight over its status.
+    /// classes never hand out one pool's addresses twice or fight over its status. A malformed
+    /// class is nobody's to allocate from; the classless controller reports it on the pool.
     pub fn pool_applied(&mut self, pool: IPAddressPool, now: Timestamp) {
         let name = pool.metadata.name.clone().unwrap_or_default();
-        let class = pool
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(POOL_LOAD_BALANCER_CLASS))
-            .map(String::as_str);
-        if class != self.lb_class.as_deref() {
+        let ours = match pool_class(&pool) {
+            Ok(class) => class == self.lb_class.as_deref(),
+            Err(_) => self.lb_class.is_none(),
+        };
+        if !ours {
             self.pool_deleted(&name, now);
             return;
         }

@@ -2,9 +2,10 @@
 //! and growth, overlaps, status counts, and pools that shrink, move or go away.
 
 use anyhow::Result;
-use ferrolb_crds::contract::annotation::ADDRESS_POOL;
+use ferrolb_crds::contract::annotation::{ADDRESS_POOL, POOL_LOAD_BALANCER_CLASS};
 use ferrolb_crds::contract::{condition, reason};
 use ferrolb_tests::scenario::{Scenario, ingress, pool_annotation};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::v4_pool;
@@ -386,5 +387,49 @@ async fn deleting_the_only_pool_releases_addresses_and_says_no_pool() -> Result<
         c.message
     );
     assert!(ingress(&s.services().get("svc").await?).is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_malformed_class_annotation_makes_the_pool_invalid_and_serves_no_one() -> Result<()> {
+    let s = Scenario::start("badclass").await?;
+    let body = json!({
+        "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+        "metadata": {"name": "badclass",
+                     "annotations": {POOL_LOAD_BALANCER_CLASS: "example.com/lb\t"}},
+        "spec": {"addresses": ["203.0.113.40/30"]},
+    });
+    s.pools()
+        .patch(
+            "badclass",
+            &PatchParams::apply("scenario").force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+    let pool = s
+        .wait_pool(
+            "badclass",
+            &format!("{}=False", condition::POOL_VALID),
+            |p| {
+                p.status.as_ref().is_some_and(|st| {
+                    st.conditions
+                        .iter()
+                        .any(|c| c.type_ == condition::POOL_VALID && c.status == "False")
+                })
+            },
+        )
+        .await?;
+    let c = &pool.status.unwrap().conditions[0];
+    assert_eq!(c.reason, reason::POOL_INVALID_ANNOTATION);
+    assert!(
+        c.message.starts_with(&format!(
+            "annotation {POOL_LOAD_BALANCER_CLASS} holds '\\t' (U+0009)"
+        )),
+        "{}",
+        c.message
+    );
+    // No controller allocates from it: the only pool is not in use.
+    s.service("svc", json!({})).await?;
+    s.wait_reason("svc", reason::NO_POOL).await?;
     Ok(())
 }

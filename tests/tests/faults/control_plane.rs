@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use ferrolb_crds::contract::condition;
 use ferrolb_tests::control_plane::{self, ControlPlane};
-use ferrolb_tests::l2lab::{ApiBlock, Rig, announced};
+use ferrolb_tests::l2lab::{Rig, announced, cut_from_apiserver};
 use ferrolb_tests::scenario::{self, ingress};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
@@ -82,7 +82,7 @@ async fn node_cut_from_the_apiserver_and_healed() -> Result<()> {
     let server = control_plane::shared().server().to_string();
     let node = rig.lab.nodes()[0].name.clone();
 
-    let block = ApiBlock::new(std::slice::from_ref(&node), &server)?;
+    let block = cut_from_apiserver(std::slice::from_ref(&node), &server)?;
     let cut = Instant::now();
     // Created during the partition: the controller gives it an address, the speaker cannot
     // know yet.

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
-use ferrolb_tests::l2lab::Rig;
+use ferrolb_tests::l2lab::{NodeFirewall, Rig};
 use serde_json::json;
 use tokio::task::block_in_place;
 
@@ -206,45 +206,6 @@ async fn garbage_frames_and_membership_datagrams_are_dropped_and_counted() -> Re
     Ok(())
 }
 
-/// Drops the membership heartbeats (UDP to and from `port`) in the given node namespaces while it
-/// lives: a partition between the speakers that the client, on the same LAN, does not see.
-struct MembershipSplit(Vec<String>);
-
-impl MembershipSplit {
-    fn new(nodes: &[String], port: u16) -> Result<MembershipSplit> {
-        let split = MembershipSplit(nodes.to_vec());
-        let rules = format!(
-            "table inet ferrolb_split {{\n chain out {{\n  type filter hook output priority 0;\n  udp dport {port} drop\n }}\n chain in {{\n  type filter hook input priority 0;\n  udp dport {port} drop\n }}\n}}\n"
-        );
-        for n in nodes {
-            ferrolb_tests::process::run_input(
-                std::process::Command::new("ip").args(["netns", "exec", n, "nft", "-f", "-"]),
-                &rules,
-            )?;
-        }
-        Ok(split)
-    }
-}
-
-impl Drop for MembershipSplit {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = std::process::Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    n,
-                    "nft",
-                    "delete",
-                    "table",
-                    "inet",
-                    "ferrolb_split",
-                ])
-                .status();
-        }
-    }
-}
-
 /// Two speakers that stop hearing each other both take the address (each sees the other dead;
 /// the client still reaches both): the address keeps answering. Once the partition heals, one
 /// gives it up: the window in which two nodes answer is measured and bounded.
@@ -259,7 +220,10 @@ async fn membership_partition_and_heal_leaves_one_node_answering() -> Result<()>
     let owned = "ferrolb_speaker_owned_ips";
     let names: Vec<String> = rig.lab.nodes().iter().map(|h| h.name.clone()).collect();
 
-    let split = MembershipSplit::new(&names, 7946)?;
+    // The heartbeats (UDP to the membership port) dropped both ways in both nodes: a partition
+    // between the speakers that the client, on the same LAN, does not see.
+    let split =
+        NodeFirewall::drop_both_ways(&names, "ferrolb_split", "udp dport 7946", "udp dport 7946")?;
     block_in_place(|| {
         ferrolb_tests::process::wait_for(
             "both sides of the split to take the address",

@@ -10,7 +10,8 @@ use std::net::IpAddr;
 
 use ferrolb_crds::Family;
 use ferrolb_crds::contract::annotation::{
-    ADDRESS_POOL_SUFFIX, ALLOW_SHARED_IP_SUFFIX, LOAD_BALANCER_IPS_SUFFIX, REQUEST_PREFIXES,
+    ADDRESS_POOL_SUFFIX, ALLOW_SHARED_IP_SUFFIX, LOAD_BALANCER_IPS_SUFFIX,
+    POOL_LOAD_BALANCER_CLASS, REQUEST_PREFIXES,
 };
 use k8s_openapi::api::core::v1::Service;
 
@@ -19,7 +20,7 @@ use super::error::comma_separated;
 mod error;
 #[cfg(test)]
 mod tests;
-mod text;
+pub(crate) mod text;
 
 pub use error::RequestError;
 
@@ -270,6 +271,21 @@ fn annotation_entry(
         }
     }
     Ok(found)
+}
+
+/// The pool's `ferrolb.io/load-balancer-class` annotation, by the same text rules as a
+/// Service's: `Ok(None)` when absent, the class when well formed. A malformed class matches no
+/// controller; the classless controller reports it on the pool.
+pub fn pool_class(pool: &ferrolb_crds::IPAddressPool) -> Result<Option<&str>, RequestError> {
+    let Some(value) = pool
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(POOL_LOAD_BALANCER_CLASS))
+    else {
+        return Ok(None);
+    };
+    text::single(&format!("annotation {POOL_LOAD_BALANCER_CLASS}"), value).map(Some)
 }
 
 /// The Service field that requests one address (deprecated by Kubernetes, still honoured).

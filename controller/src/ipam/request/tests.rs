@@ -302,3 +302,43 @@ fn messages_stay_short_whatever_the_values() {
     .unwrap_err();
     assert!(both.to_string().len() < 300, "{both}");
 }
+
+#[test]
+fn a_pools_class_annotation_follows_the_same_text_rules() {
+    use ferrolb_crds::IPAddressPool;
+    use ferrolb_crds::contract::annotation::POOL_LOAD_BALANCER_CLASS;
+    let pool = |class: Option<&str>| {
+        let mut p: IPAddressPool = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"}, "spec": {"addresses": ["203.0.113.0/30"]},
+        }))
+        .unwrap();
+        if let Some(class) = class {
+            p.metadata.annotations =
+                Some([(POOL_LOAD_BALANCER_CLASS.to_string(), class.to_string())].into());
+        }
+        p
+    };
+    assert_eq!(pool_class(&pool(None)), Ok(None));
+    assert_eq!(
+        pool_class(&pool(Some("example.com/lb"))),
+        Ok(Some("example.com/lb"))
+    );
+    assert_eq!(
+        pool_class(&pool(Some(" example.com/lb "))),
+        Ok(Some("example.com/lb"))
+    );
+    let err = pool_class(&pool(Some("example.com/lb\u{a0}"))).unwrap_err();
+    assert!(matches!(
+        err,
+        RequestError::BadCharacter {
+            character: '\u{a0}',
+            ..
+        }
+    ));
+    assert_eq!(
+        pool_class(&pool(Some(""))),
+        Err(RequestError::Empty(format!(
+            "annotation {POOL_LOAD_BALANCER_CLASS}"
+        )))
+    );
+}
