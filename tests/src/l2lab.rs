@@ -415,6 +415,18 @@ async fn reset_nodes(client: &kube::Client, lab: &Lab) -> Result<()> {
         api.patch(&host.name, &PatchParams::default(), &Patch::Merge(&labels))
             .await?;
     }
+    // Nodes of an earlier, larger rig would still count as Ready peers (the membership falls
+    // back to Node readiness) and win addresses no speaker answers for.
+    let ours: Vec<&str> = lab.nodes().iter().map(|h| h.name.as_str()).collect();
+    let labelled = api
+        .list(&ListParams::default().labels("ferrolb.io/lab-node=true"))
+        .await?;
+    for node in labelled.items {
+        let name = node.metadata.name.unwrap_or_default();
+        if !ours.contains(&name.as_str()) {
+            api.delete(&name, &DeleteParams::default()).await?;
+        }
+    }
     lab.register_nodes(client).await?;
     Ok(())
 }
