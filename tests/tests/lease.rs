@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use ferrolb_runtime::health::HealthState;
 use ferrolb_runtime::lease::{LeaderElector, LeadershipLost, LeaseConfig, LeaseError};
 use ferrolb_tests::control_plane;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -388,8 +389,11 @@ async fn a_leader_cut_off_from_the_apiserver_stops_before_the_standby_takes_over
     assert!(lost_at.duration_since(cut) <= Duration::from_millis(500) + MARGIN);
 }
 
+/// A refusal is retried, not fatal (an apiserver that has just started answers 403 until its
+/// authorizer has caught up; the controller used to exit on it), and readiness names the Lease
+/// and the fix while it lasts.
 #[tokio::test(flavor = "multi_thread")]
-async fn acquire_without_rbac_fails_naming_the_lease_and_the_fix() {
+async fn acquire_without_rbac_keeps_retrying_and_readiness_names_the_lease_and_the_fix() {
     let cp = control_plane::shared();
     let kubeconfig = kube::config::Kubeconfig::read_from(cp.kubeconfig()).unwrap();
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
@@ -398,16 +402,21 @@ async fn acquire_without_rbac_fails_naming_the_lease_and_the_fix() {
     config.auth_info.impersonate = Some("system:serviceaccount:default:nobody".into());
     let client = kube::Client::try_from(config).unwrap();
     let name = control_plane::unique_name("lease-rbac");
+    let health = HealthState::new(std::sync::Arc::new(Default::default()));
+    health.set_ready();
 
-    let mut elector = LeaderElector::new(client, fast(&name, "a"));
-    let err = tokio::time::timeout(MARGIN, elector.acquire())
-        .await
-        .expect("a refusal is not retried forever")
+    let mut elector =
+        LeaderElector::new(client, fast(&name, "a")).report_to(health.watch_status("Lease"));
+    let acquired = tokio::time::timeout(MARGIN, elector.acquire()).await;
+    assert!(acquired.is_err(), "a refusal is retried: {acquired:?}");
+    let reason = health
+        .readiness(Instant::now() + Duration::from_secs(60))
         .unwrap_err();
-    assert!(matches!(err, LeaseError::Api { .. }), "{err:?}");
-    let msg = err.to_string();
-    assert!(msg.contains(&format!("Lease default/{name}")), "{msg}");
-    assert!(msg.contains("leases.coordination.k8s.io"), "{msg}");
+    assert!(
+        reason.contains(&format!("Lease default/{name}")),
+        "{reason}"
+    );
+    assert!(reason.contains("leases.coordination.k8s.io"), "{reason}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
