@@ -178,25 +178,14 @@ impl Drop for WatchStatus {
 /// in practice; the `Result` lets callers treat it like any other server future.
 pub async fn serve(listener: TcpListener, state: HealthState) -> std::io::Result<()> {
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting an HTTP connection failed");
-                // Out of descriptors and the like: give the process a moment instead of spinning.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let stream = accept(&listener).await;
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let response = respond(&req, &state);
                 async move { Ok::<_, Infallible>(response) }
             });
-            let served = http1::Builder::new()
-                // Bounds how long a slow or idle client can hold a connection's header read.
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+            let served = http1_server()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
             if let Err(e) = served {
@@ -204,6 +193,30 @@ pub async fn serve(listener: TcpListener, state: HealthState) -> std::io::Result
             }
         });
     }
+}
+
+/// The next connection on `listener`. Accept errors (a reset connection, running out of file
+/// descriptors) are logged and retried after a moment instead of spinning.
+pub(crate) async fn accept(listener: &TcpListener) -> tokio::net::TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => return stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The HTTP/1.1 server settings of both listeners: a slow or idle client holds a connection's
+/// header read for at most 10 s.
+pub(crate) fn http1_server() -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    builder
 }
 
 fn respond(req: &Request<Incoming>, state: &HealthState) -> Response<String> {

@@ -221,25 +221,32 @@ fn annotation(
     annotations: &BTreeMap<String, String>,
     suffix: &str,
 ) -> Result<Option<String>, RequestError> {
+    Ok(checked_annotation(annotations, suffix)?.map(|(_, value)| value))
+}
+
+/// [`annotation`] with the source it came from (`annotation <name>`), for messages.
+fn checked_annotation(
+    annotations: &BTreeMap<String, String>,
+    suffix: &str,
+) -> Result<Option<(String, String)>, RequestError> {
     let Some((name, value)) = annotation_entry(annotations, suffix)? else {
         return Ok(None);
     };
-    Ok(Some(
-        text::single(&format!("annotation {name}"), &value)?.to_owned(),
-    ))
+    let source = format!("annotation {name}");
+    let value = text::single(&source, &value)?.to_owned();
+    Ok(Some((source, value)))
 }
 
 /// The pool annotation: a name a pool can have.
 fn pool_annotation(annotations: &BTreeMap<String, String>) -> Result<Option<String>, RequestError> {
-    let pool = annotation(annotations, ADDRESS_POOL_SUFFIX)?;
-    match pool {
-        Some(name) if !text::is_object_name(&name) => Err(RequestError::NotAPoolName {
-            source_name: annotation_entry(annotations, ADDRESS_POOL_SUFFIX)?
-                .map(|(n, _)| format!("annotation {n}"))
-                .unwrap_or_default(),
-            shown: text::shown(&name),
-        }),
-        other => Ok(other),
+    match checked_annotation(annotations, ADDRESS_POOL_SUFFIX)? {
+        Some((source_name, name)) if !text::is_object_name(&name) => {
+            Err(RequestError::NotAPoolName {
+                source_name,
+                shown: text::shown(&name),
+            })
+        }
+        other => Ok(other.map(|(_, name)| name)),
     }
 }
 
