@@ -74,6 +74,8 @@ pub struct Metrics {
     pub owned_ips: Gauge,
     /// Addresses this node started or stopped announcing.
     pub ownership_changes: Counter,
+    /// Requests not answered because the fence was closed (`fenced_requests_total`).
+    pub fenced_requests: Counter,
     /// Interfaces answered on.
     pub interfaces: Gauge,
     /// API writes (only on ownership changes).
@@ -136,6 +138,11 @@ impl Metrics {
             "ownership_changes",
             "Addresses this node started or stopped announcing",
             m.ownership_changes.clone(),
+        );
+        r.register(
+            "fenced_requests",
+            "Requests for owned addresses left unanswered while this speaker was fenced (its heartbeats were late)",
+            m.fenced_requests.clone(),
         );
         r.register("interfaces", "Interfaces answered on", m.interfaces.clone());
         r.register(

@@ -75,6 +75,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
+    // Shared by the membership (which opens and closes it) and the announcer (which obeys it).
+    let fence = membership::Fence::new(std::time::Instant::now());
+    let mut config = config;
+    config.announce.fence = fence.clone();
     let Some(announcer) = start_announcer(&config, &metrics, &health, &mut shutdown).await? else {
         return Ok(());
     };
@@ -102,6 +106,7 @@ pub async fn run(
     mcfg.dead_after = config.dead_after;
     mcfg.key_file = config.memberlist_key_file.clone();
     mcfg.key_rotation_window = config.key_rotation_window;
+    mcfg.fence = fence;
     let (membership, mut live) = Membership::start(mcfg, membership_metrics)
         .await
         .with_context(|| format!("starting membership on {bind}"))?;
@@ -119,6 +124,7 @@ pub async fn run(
     );
     let mut replanner = Replanner::new(config.node.clone(), peers);
     let mut links_changed = announcer.links_changed();
+    let mut fence_lifted = membership.fence_lifted();
     loop {
         let view = live.borrow_and_update().clone();
         if replanner.snapshot_stale() {
@@ -165,6 +171,11 @@ pub async fn run(
                 if r.is_err() { anyhow::bail!("membership stopped"); }
             }
             () = writer.failed() => replanner.force(),
+            r = fence_lifted.changed() => {
+                if r.is_err() { anyhow::bail!("membership stopped"); }
+                // Peers stood in for this speaker while it was fenced; clients still point at them.
+                announcer.reannounce_all();
+            }
             r = links_changed.changed() => {
                 if r.is_err() { anyhow::bail!("the announcer stopped"); }
                 replanner.force();

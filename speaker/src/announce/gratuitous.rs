@@ -68,8 +68,12 @@ impl Shared {
         });
     }
 
-    /// Sends one round of gratuitous packets for `ip` on its interfaces (or only `only_link`).
+    /// Sends one round of gratuitous packets for `ip` on its interfaces (or only `only_link`),
+    /// unless the fence is closed.
     fn announce(&self, ip: IpAddr, only_link: Option<u32>) {
+        if !self.config.fence.allows(std::time::Instant::now()) {
+            return;
+        }
         let Some((interfaces, counters)) = self
             .read_owned()
             .by_ip()

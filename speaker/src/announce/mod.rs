@@ -53,6 +53,8 @@ pub struct Config {
     pub refresh: Duration,
     /// Most responder threads per interface and protocol (one per CPU up to this).
     pub responder_threads: usize,
+    /// Nothing is sent while it is closed (see `membership/fence.rs`).
+    pub fence: crate::membership::Fence,
 }
 
 impl Config {
@@ -67,6 +69,7 @@ impl Config {
                 .collect(),
             refresh: Duration::from_secs(20),
             responder_threads: 16,
+            fence: crate::membership::Fence::open(),
         }
     }
 }

@@ -133,6 +133,11 @@ fn answer(shared: &Shared, link: &Link, socket: &PacketSocket, stop: &AtomicBool
             }
         };
         counters.requests.inc();
+        if !shared.config.fence.allows(std::time::Instant::now()) {
+            // Peers may have taken this address over while this speaker could not be heard.
+            shared.metrics.fenced_requests.inc();
+            continue;
+        }
         match socket.send(&frame) {
             Ok(()) => {
                 counters.replies.inc();

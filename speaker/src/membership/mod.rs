@@ -18,9 +18,12 @@
 //! Leave arrives. The liveness rules, the fallback to Node readiness and the start-up grace are
 //! described in `view.rs`; the wire format in `packet/mod.rs`.
 
+mod fence;
 pub mod keys;
+mod lifeline;
 mod metrics;
 pub mod packet;
+mod slowness;
 mod view;
 
 #[cfg(test)]
@@ -35,17 +38,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ring::hmac;
 use ring::rand::SystemRandom;
-use tokio::net::UdpSocket;
-use tokio::sync::{oneshot, watch};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, info};
 
+pub use fence::Fence;
 pub use metrics::{Metrics, ResultLabels};
 pub use view::{LiveView, ViewSource};
 
+use fence::{Lease, Renewal};
 use keys::KeyRing;
+use lifeline::Lifelines;
 use packet::{Kind, Rejection, Signer, Verifier};
+use slowness::Slowness;
 use view::View;
 
 /// Shortest accepted key, in bytes.
@@ -76,6 +83,11 @@ const LEAVE_GAP: Duration = Duration::from_millis(5);
 /// How often the key file is read again (a Secret volume changes by an atomic symlink swap,
 /// which file watches see unreliably; a 2 s poll of a 32-byte file costs nothing).
 pub const KEY_FILE_POLL: Duration = Duration::from_secs(2);
+/// Probes of a suspect per `dead_after`: one every 10 ms with the defaults, so the 100 ms
+/// between suspicion and death hold ten round trips.
+const PROBES_PER_DEAD_AFTER: u32 = 25;
+/// Most datagrams read in one go before a verdict (bounds the work a flood can cause).
+const DRAIN_MAX: usize = 4096;
 /// At most one debug log line about rejected datagrams or send errors per this period.
 const LOG_EVERY: Duration = Duration::from_secs(1);
 
@@ -104,6 +116,9 @@ pub struct Config {
     /// A file to read the key from again every [`KEY_FILE_POLL`], rotating to a new key when it
     /// changes (`None`: only [`Membership::rotate_key`] changes it).
     pub key_file: Option<PathBuf>,
+    /// Closed while peers may have declared this speaker dead (see `fence.rs`); the announcer
+    /// checks it before every frame.
+    pub fence: Fence,
 }
 
 impl Config {
@@ -119,6 +134,7 @@ impl Config {
             max_clock_skew: Duration::from_secs(10),
             key_rotation_window: Duration::from_secs(120),
             key_file: None,
+            fence: Fence::new(Instant::now()),
         }
     }
 
@@ -195,6 +211,7 @@ pub struct Membership {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     local_addr: SocketAddr,
+    fence_lifted: watch::Receiver<u64>,
 }
 
 // === impl Membership ===
@@ -213,6 +230,8 @@ impl Membership {
         cfg.validate()?;
         let socket = UdpSocket::bind(cfg.bind).await?;
         let local_addr = socket.local_addr()?;
+        // The lifelines listen on the same port, over TCP.
+        let listener = TcpListener::bind(local_addr).await?;
         let boot_id = ring::rand::generate::<[u8; 8]>(&SystemRandom::new())
             .map(|b| u64::from_be_bytes(b.expose()))
             .map_err(|_| io::Error::other("no system randomness for the membership boot id"))?;
@@ -229,7 +248,11 @@ impl Membership {
         let (peers_tx, peers_rx) = watch::channel(Vec::new());
         let (keys_tx, keys_rx) = watch::channel(cfg.key.clone());
         let (stop_tx, stop_rx) = oneshot::channel();
+        let (lifted_tx, lifted_rx) = watch::channel(0);
+        let lease = Lease::new(Instant::now(), cfg.dead_after, cfg.interval);
+        cfg.fence.set(lease);
         metrics.live_peers.set(0);
+        metrics.fenced.set(0);
         metrics.fallback.set(0);
         info!(node = %cfg.node, %local_addr, boot_id, "membership started");
 
@@ -237,15 +260,34 @@ impl Membership {
             .key_file
             .clone()
             .map(|path| AbortOnDrop(tokio::spawn(poll_key_file(path, keys_tx.clone()))));
+        let lifeline_keys = lifeline::Keys {
+            signing: key.clone(),
+            accepted: vec![key.clone()],
+        };
+        let (lifelines, ended) = Lifelines::start(
+            listener,
+            &cfg.node,
+            boot_id,
+            lifeline_keys,
+            metrics.lifelines.clone(),
+        );
         let task = Task {
+            lifelines,
+            ended,
             signer: Signer::new(key.clone(), cfg.node.clone(), boot_id),
             verifier: Verifier::new(key, cfg.max_clock_skew),
             keys: KeyRing::new(cfg.key.clone(), cfg.key_rotation_window),
             socket,
+            slowness: Slowness::new(cfg.interval, cfg.dead_after),
             view,
             peers: Vec::new(),
             current,
             next_check: None,
+            next_probe: None,
+            probe_answers: Vec::new(),
+            lease,
+            resume_at: None,
+            fence_lifted: lifted_tx,
             view_tx,
             metrics,
             reject_log: RateLimit::default(),
@@ -260,6 +302,7 @@ impl Membership {
             stop: stop_tx,
             task,
             local_addr,
+            fence_lifted: lifted_rx,
         };
         Ok((membership, view_rx))
     }
@@ -276,9 +319,15 @@ impl Membership {
         offer_key(&self.keys, key);
     }
 
-    /// The bound UDP address.
+    /// The bound UDP address (the lifelines listen on the same port, over TCP).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Changes each time this speaker answers again after a fence: the moment to announce every
+    /// owned address again, since peers stood in for it meanwhile.
+    pub fn fence_lifted(&self) -> watch::Receiver<u64> {
+        self.fence_lifted.clone()
     }
 
     /// Graceful stop: sends Leave to every peer three times, a few ms apart, and ends the task.
@@ -376,17 +425,33 @@ impl RateLimit {
 struct Task {
     cfg: Config,
     socket: UdpSocket,
+    /// TCP connections to the peers that their kernels close when their processes die.
+    lifelines: Lifelines,
+    /// Peers whose process ended, from the lifelines.
+    ended: mpsc::UnboundedReceiver<lifeline::Ended>,
     signer: Signer,
     verifier: Verifier,
     /// The keys signed with and accepted, over a rotation.
     keys: KeyRing,
     view: View,
+    /// How late this speaker's own heartbeat ticks fire.
+    slowness: Slowness,
     /// Where to send (name, address), this speaker excluded.
     peers: Vec<(String, SocketAddr)>,
     /// The last published view.
     current: LiveView,
     /// When the view must be evaluated again even if nothing is heard.
     next_check: Option<Instant>,
+    /// When the suspects are probed next (`None`: no suspect).
+    next_probe: Option<Instant>,
+    /// Where probes came from that are not answered yet.
+    probe_answers: Vec<SocketAddr>,
+    /// While this speaker may answer (published to `cfg.fence`).
+    lease: Lease,
+    /// When answering resumes after a fence.
+    resume_at: Option<Instant>,
+    /// Bumped when answering resumes after a fence.
+    fence_lifted: watch::Sender<u64>,
     view_tx: watch::Sender<LiveView>,
     metrics: Metrics,
     /// Limits debug logs of rejected datagrams.
@@ -408,7 +473,12 @@ impl Task {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut buf = [0u8; packet::MAX_LEN + 1];
         loop {
+            if !self.probe_answers.is_empty() {
+                self.answer_probes().await;
+            }
             let check = self.next_check.map(tokio::time::Instant::from_std);
+            let probe = self.next_probe.map(tokio::time::Instant::from_std);
+            let resume = self.resume_at.map(tokio::time::Instant::from_std);
             let key_change = self
                 .keys
                 .next_change(Instant::now())
@@ -454,7 +524,19 @@ impl Task {
                         info!("membership key rotation done: the old key is no longer accepted");
                     }
                 }
-                _ = tick.tick() => self.send_all(Kind::Alive).await,
+                scheduled = tick.tick() => {
+                    let now = Instant::now();
+                    self.slowness.record(now, now.saturating_duration_since(scheduled.into_std()));
+                    if self.send_all(Kind::Alive).await {
+                        self.renew_lease(now);
+                    }
+                    let level = self.slowness.level(now);
+                    self.metrics.slowness.set(i64::from(level));
+                    if self.view.set_slowness(level) {
+                        self.drain(&mut buf);
+                        self.refresh(Instant::now());
+                    }
+                }
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => self.on_datagram(&buf[..len], from),
                     Err(e) => {
@@ -463,7 +545,27 @@ impl Task {
                         }
                     }
                 },
-                _ = sleep_until(check), if check.is_some() => self.refresh(Instant::now()),
+                _ = sleep_until(check), if check.is_some() => {
+                    // Heartbeats waiting in the socket count before any silence verdict: after
+                    // a pause of this task they are there, and the peers were not silent.
+                    self.drain(&mut buf);
+                    let now = Instant::now();
+                    self.view.set_slowness(self.slowness.level(now));
+                    self.refresh(now);
+                }
+                _ = sleep_until(probe), if probe.is_some() => self.probe_suspects().await,
+                _ = sleep_until(resume), if resume.is_some() => {
+                    self.resume_at = None;
+                    self.metrics.fenced.set(0);
+                    info!("answering again: peers have heard this speaker since its fence");
+                    self.fence_lifted.send_modify(|n| *n += 1);
+                }
+                Some(ended) = self.ended.recv() => {
+                    let now = Instant::now();
+                    if self.view.ended(&ended.node, ended.boot, now) {
+                        self.refresh(now);
+                    }
+                }
             }
         }
     }
@@ -472,8 +574,12 @@ impl Task {
     fn apply_keys(&mut self, now: Instant) {
         let key = |bytes: &[u8]| hmac::Key::new(hmac::HMAC_SHA256, bytes);
         self.signer.set_key(key(self.keys.signing(now)));
-        self.verifier
-            .set_keys(self.keys.accepted(now).into_iter().map(key).collect());
+        let accepted: Vec<hmac::Key> = self.keys.accepted(now).into_iter().map(key).collect();
+        self.verifier.set_keys(accepted.clone());
+        self.lifelines.set_keys(lifeline::Keys {
+            signing: key(self.keys.signing(now)),
+            accepted,
+        });
     }
 
     /// Applies a new peer list; returns whether an address was added.
@@ -487,6 +593,7 @@ impl Task {
             .collect();
         let old: HashSet<&(String, SocketAddr)> = self.peers.iter().collect();
         let added = targets.iter().any(|t| !old.contains(t));
+        self.lifelines.set_peers(targets.clone());
         self.peers = targets;
         self.view
             .set_peers(peers.into_iter().map(|p| (p.name, p.node_ready)));
@@ -494,6 +601,62 @@ impl Task {
         self.verifier.forget(unix_ms(), |n| view.is_peer(n));
         self.refresh(Instant::now());
         added
+    }
+
+    /// A heartbeat round went out at `sent`: renews the lease; after a fence, says why and when
+    /// answering resumes.
+    fn renew_lease(&mut self, sent: Instant) {
+        let renewal = self
+            .lease
+            .renew(sent, self.cfg.dead_after, self.cfg.interval);
+        self.cfg.fence.set(self.lease);
+        if let Renewal::Resumed { fenced_for } = renewal {
+            self.metrics.fences.inc();
+            self.metrics.fenced.set(1);
+            self.resume_at = Some(self.lease.from);
+            tracing::warn!(
+                fenced_ms = fenced_for.as_millis(),
+                late_ms = (fenced_for + self.cfg.dead_after).as_millis(),
+                "this speaker could not send heartbeats in time (paused, or starved of CPU): it \
+                 stopped answering before its peers could declare it dead and take over, and \
+                 answers again one interval after this heartbeat"
+            );
+        }
+    }
+
+    /// Handles every datagram already in the socket (at most [`DRAIN_MAX`]) without waiting.
+    fn drain(&mut self, buf: &mut [u8]) {
+        for _ in 0..DRAIN_MAX {
+            match self.socket.try_recv_from(buf) {
+                Ok((len, from)) => self.on_datagram(&buf[..len], from),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Sends a Probe to every suspect, and schedules the next round while any is left.
+    async fn probe_suspects(&mut self) {
+        let now = Instant::now();
+        let suspects: Vec<SocketAddr> = self
+            .view
+            .suspects(now)
+            .filter_map(|name| self.peers.iter().find(|(n, _)| n == name))
+            .map(|(_, addr)| *addr)
+            .collect();
+        if suspects.is_empty() {
+            self.next_probe = None;
+            return;
+        }
+        self.metrics.probes_sent.inc_by(suspects.len() as u64);
+        for addr in suspects {
+            self.send_one(Kind::Probe, addr).await;
+        }
+        self.next_probe = now.checked_add(self.probe_interval());
+    }
+
+    fn probe_interval(&self) -> Duration {
+        (self.view.dead_after() / PROBES_PER_DEAD_AFTER).max(Duration::from_millis(1))
     }
 
     fn on_datagram(&mut self, buf: &[u8], from: SocketAddr) {
@@ -512,9 +675,16 @@ impl Task {
         if accepted.restarted {
             info!(peer = %peer, %from, "membership peer restarted (new boot id)");
         }
+        let boot = accepted.packet.boot_id;
         let changed = match accepted.packet.kind {
-            Kind::Alive => self.view.alive(peer, now),
+            Kind::Alive => self.view.alive(peer, boot, now),
             Kind::Leave => self.view.leave(peer, now),
+            Kind::Probe => {
+                if let Some((_, addr)) = self.peers.iter().find(|(n, _)| n == peer) {
+                    self.probe_answers.push(*addr);
+                }
+                self.view.alive(peer, boot, now)
+            }
         };
         if changed {
             self.refresh(now);
@@ -532,6 +702,9 @@ impl Task {
     fn refresh(&mut self, now: Instant) {
         let new = self.view.evaluate(now);
         self.next_check = self.view.next_change(now);
+        if self.next_probe.is_none() && self.view.suspects(now).next().is_some() {
+            self.next_probe = Some(now);
+        }
         if new == self.current {
             return;
         }
@@ -541,6 +714,12 @@ impl Task {
         }
         for down in self.current.live.difference(&new.live) {
             let reason = self.view.status(down, now);
+            match reason {
+                Some(view::Status::Left(_)) => self.metrics.died("left"),
+                Some(view::Status::Ended(_)) => self.metrics.died("ended"),
+                Some(view::Status::Silent(_)) => self.metrics.died("silent"),
+                _ => {}
+            }
             info!(peer = %down, reason = %DisplayStatus(reason), "membership peer down");
         }
         if new.source != self.current.source {
@@ -563,14 +742,41 @@ impl Task {
         self.view_tx.send_replace(new);
     }
 
-    /// Signs one message of `kind` and sends it to every peer.
-    async fn send_all(&mut self, kind: Kind) {
+    /// Signs one message of `kind` and sends it to `addr`.
+    async fn send_one(&mut self, kind: Kind, addr: SocketAddr) {
         let Some(datagram) = self.signer.sign(kind, unix_ms()) else {
-            return; // unreachable: the node name was validated at start
+            return;
         };
+        match self.socket.send_to(&datagram, addr).await {
+            Ok(_) => {
+                self.metrics.packets_sent.inc();
+            }
+            Err(e) => {
+                if let Some(suppressed) = self.io_log.allow(Instant::now()) {
+                    debug!(%addr, error = %e, suppressed, "membership send failed");
+                }
+            }
+        }
+    }
+
+    /// Answers the probes received since the last call, each with an Alive.
+    async fn answer_probes(&mut self) {
+        for addr in std::mem::take(&mut self.probe_answers) {
+            self.send_one(Kind::Alive, addr).await;
+        }
+    }
+
+    /// Signs one message of `kind` and sends it to every peer. Returns whether any peer can have
+    /// heard it (a send succeeded, or there is no peer).
+    async fn send_all(&mut self, kind: Kind) -> bool {
+        let Some(datagram) = self.signer.sign(kind, unix_ms()) else {
+            return false; // unreachable: the node name was validated at start
+        };
+        let mut sent = self.peers.is_empty();
         for (name, addr) in &self.peers {
             match self.socket.send_to(&datagram, *addr).await {
                 Ok(_) => {
+                    sent = true;
                     self.metrics.packets_sent.inc();
                 }
                 Err(e) => {
@@ -580,6 +786,7 @@ impl Task {
                 }
             }
         }
+        sent
     }
 
     async fn send_leave(&mut self) {

@@ -152,19 +152,62 @@ async fn three_speakers_see_each_other() {
 }
 
 #[tokio::test]
-async fn a_crashed_speaker_is_seen_dead_after_dead_after() {
-    let mut a = Speaker::start(fast("a")).await;
-    let mut b = Speaker::start(fast("b")).await;
-    let mut c = Speaker::start(fast("c")).await;
+async fn a_crashed_speaker_is_known_dead_from_its_kernel() {
+    // dead_after is long here, so only the lifeline can explain a quick verdict.
+    let slow = |node| Config {
+        dead_after: Duration::from_secs(20),
+        fallback_after: Duration::from_secs(30),
+        ..fast(node)
+    };
+    let mut a = Speaker::start(slow("a")).await;
+    let mut b = Speaker::start(slow("b")).await;
+    let mut c = Speaker::start(slow("c")).await;
     mesh(&[&a, &b, &c]);
     for s in [&mut a, &mut b, &mut c] {
         s.wait_live(&["a", "b", "c"], SLACK).await;
     }
+    for s in [&a, &b] {
+        let m = s.metrics.clone();
+        wait_until(SLACK * 4, "lifelines to both peers", || {
+            m.lifelines.get() == 2
+        })
+        .await;
+    }
     c.membership.kill();
     for s in [&mut a, &mut b] {
-        s.wait_live(&["a", "b"], DEAD_AFTER + SLACK).await;
+        s.wait_live(&["a", "b"], SLACK).await;
         assert_eq!(s.metrics.live_peers.get(), 1);
+        let ended = s
+            .metrics
+            .peer_deaths
+            .get_or_create(&metrics::CauseLabels { cause: "ended" })
+            .get();
+        assert_eq!(ended, 1);
     }
+}
+
+#[tokio::test]
+async fn a_peer_that_goes_silent_is_dead_after_dead_after() {
+    // A forged peer has no lifeline: only its silence can tell.
+    let mut a = Speaker::start(fast("a")).await;
+    let x = forger().await;
+    a.membership.set_peers(vec![forged_peer("x", &x, false)]);
+    let mut s = signer("x", KEY);
+    x.send_to(
+        &s.sign(Kind::Alive, unix_ms()).unwrap(),
+        a.membership.local_addr(),
+    )
+    .await
+    .unwrap();
+    a.wait_live(&["a", "x"], SLACK).await;
+    a.wait_live(&["a"], DEAD_AFTER + SLACK).await;
+    let silent = a
+        .metrics
+        .peer_deaths
+        .get_or_create(&metrics::CauseLabels { cause: "silent" })
+        .get();
+    assert_eq!(silent, 1);
+    assert!(a.metrics.probes_sent.get() > 0, "probed before the verdict");
 }
 
 #[tokio::test]
@@ -430,4 +473,75 @@ fn defaults_and_debug_without_the_key() {
     let text = format!("{cfg:?}");
     assert!(!text.contains("super-secret"), "{text}");
     assert!(text.contains("<27 bytes>"), "{text}");
+}
+
+#[tokio::test]
+async fn a_silent_peer_that_answers_probes_stays_live() {
+    let mut a = Speaker::start(fast("a")).await;
+    let x = forger().await;
+    let to = a.membership.local_addr();
+    a.membership.set_peers(vec![forged_peer("x", &x, false)]);
+    let mut s = signer("x", KEY);
+    x.send_to(&s.sign(Kind::Alive, unix_ms()).unwrap(), to)
+        .await
+        .unwrap();
+    a.wait_live(&["a", "x"], SLACK).await;
+    // x sends no heartbeat any more; it only answers a's probes, each with an Alive.
+    let (verify_key, mut answered) = (hmac::Key::new(hmac::HMAC_SHA256, KEY), 0);
+    let mut buf = [0u8; packet::MAX_LEN + 1];
+    let mut verifier = Verifier::new(verify_key, Duration::from_secs(10));
+    let until = tokio::time::Instant::now() + DEAD_AFTER * 5;
+    while tokio::time::Instant::now() < until {
+        let Ok(Ok((len, _))) = tokio::time::timeout_at(until, x.recv_from(&mut buf)).await else {
+            break;
+        };
+        let Ok(got) = verifier.check(&buf[..len], unix_ms(), |n| n == "a") else {
+            continue;
+        };
+        if got.packet.kind == Kind::Probe {
+            answered += 1;
+            x.send_to(&s.sign(Kind::Alive, unix_ms()).unwrap(), to)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            a.rx.borrow().live,
+            set(&["a", "x"]),
+            "x died although it answered"
+        );
+    }
+    assert!(answered >= 3, "{answered} probes over 5 x dead_after");
+    assert!(a.metrics.probes_sent.get() >= answered);
+    // Unanswered, the probes end in death, at dead_after.
+    a.wait_live(&["a"], DEAD_AFTER + SLACK).await;
+}
+
+#[tokio::test]
+async fn a_probe_is_answered_at_once_with_an_alive() {
+    let mut a = Speaker::start(fast("a")).await;
+    let x = forger().await;
+    a.membership.set_peers(vec![forged_peer("x", &x, false)]);
+    let mut s = signer("x", KEY);
+    x.send_to(
+        &s.sign(Kind::Probe, unix_ms()).unwrap(),
+        a.membership.local_addr(),
+    )
+    .await
+    .unwrap();
+    a.wait_live(&["a", "x"], SLACK).await;
+    let mut verifier = Verifier::new(
+        hmac::Key::new(hmac::HMAC_SHA256, KEY),
+        Duration::from_secs(10),
+    );
+    let mut buf = [0u8; packet::MAX_LEN + 1];
+    // The answer comes well before a's next heartbeat would: it is the first datagram unless a
+    // heartbeat happened to be due; either way an Alive arrives within one interval.
+    let (len, _) = timeout(INTERVAL, x.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = verifier
+        .check(&buf[..len], unix_ms(), |n| n == "a")
+        .unwrap();
+    assert_eq!(got.packet.kind, Kind::Alive);
 }

@@ -3,7 +3,17 @@
 //!
 //! # Rules
 //! - **Heard**: a peer whose last accepted Alive is less than `dead_after` old is live.
+//! - **Suspect**: a peer silent for `suspect_after` (3/5 of `dead_after`: three heartbeats
+//!   missed) is still live, but the task probes it directly, many times, until it answers or
+//!   `dead_after` is reached: a lossy link must lose every heartbeat *and* every probe round trip
+//!   before a live peer is declared dead.
 //! - **Silent**: a peer heard before that has been silent for `dead_after` or more is dead.
+//! - **Ended**: a peer whose process the kernel reported gone (its lifeline connection closed and
+//!   a new connection was refused, see `lifeline.rs`) is dead at once. Heartbeats of that same
+//!   process still in flight do not revive it; one from a new process (another boot id) does.
+//! - **Slowness** (Lifeguard's local health): while this speaker sees its own timers fire late it
+//!   is the slow one, and its silence verdicts are stretched: `suspect_after` and `dead_after`
+//!   are multiplied by `1 + slowness`.
 //! - **Left**: a peer that sent Leave is dead at once, until it sends Alive again (the packet
 //!   layer only lets through packets newer than the Leave, so a replayed Alive cannot revive it).
 //! - **Fallback**: when no packet at all has been accepted from any peer for `fallback_after`
@@ -71,8 +81,13 @@ pub enum Status {
     NodeReady,
     /// Mesh fallback, Node not Ready. Dead.
     NodeNotReady,
+    /// Silent for this long (at least `suspect_after`, less than `dead_after`): being probed.
+    /// Live.
+    Suspect(Duration),
     /// Heard before, silent for this long (at least `dead_after`). Dead.
     Silent(Duration),
+    /// Its process ended (the kernel closed its lifeline) this long ago. Dead.
+    Ended(Duration),
     /// Sent Leave this long ago. Dead.
     Left(Duration),
     /// Never heard and no grace applies. Dead.
@@ -82,7 +97,10 @@ pub enum Status {
 impl Status {
     /// Whether a peer with this status is live.
     pub fn is_live(self) -> bool {
-        matches!(self, Status::Heard(_) | Status::Grace | Status::NodeReady)
+        matches!(
+            self,
+            Status::Heard(_) | Status::Suspect(_) | Status::Grace | Status::NodeReady
+        )
     }
 }
 
@@ -93,7 +111,13 @@ impl fmt::Display for Status {
             Status::Grace => f.write_str("not heard yet, Node Ready, within start-up grace"),
             Status::NodeReady => f.write_str("mesh unavailable, Node Ready"),
             Status::NodeNotReady => f.write_str("mesh unavailable, Node not Ready"),
+            Status::Suspect(d) => write!(f, "silent for {} ms, probing", d.as_millis()),
             Status::Silent(d) => write!(f, "silent for {} ms", d.as_millis()),
+            Status::Ended(ago) => write!(
+                f,
+                "process ended {} ms ago (lifeline closed by its kernel)",
+                ago.as_millis()
+            ),
             Status::Left(ago) => write!(f, "sent Leave {} ms ago", ago.as_millis()),
             Status::NeverHeard => f.write_str("never heard"),
         }
@@ -106,13 +130,20 @@ enum Heard {
     Never,
     Alive(Instant),
     Left(Instant),
+    /// The process of this boot id ended.
+    Ended(Instant, u64),
 }
 
 #[derive(Clone, Copy, Debug)]
 struct PeerState {
     node_ready: bool,
     heard: Heard,
+    /// Boot id of the last accepted Alive.
+    boot: Option<u64>,
 }
+
+/// Largest [`View::set_slowness`]: silence verdicts are stretched at most ninefold.
+pub const MAX_SLOWNESS: u32 = 8;
 
 /// Liveness state of every current peer, seen from one speaker.
 #[derive(Clone, Debug)]
@@ -121,6 +152,8 @@ pub struct View {
     started: Instant,
     dead_after: Duration,
     fallback_after: Duration,
+    /// Lifeguard's local health multiplier minus one, 0..=[`MAX_SLOWNESS`].
+    slowness: u32,
     peers: BTreeMap<String, PeerState>,
     /// When the last packet (Alive or Leave) from any peer was accepted.
     last_accepted: Option<Instant>,
@@ -141,6 +174,7 @@ impl View {
             started,
             dead_after,
             fallback_after,
+            slowness: 0,
             peers: BTreeMap::new(),
             last_accepted: None,
         }
@@ -155,8 +189,17 @@ impl View {
             if name == self.me || self.peers.contains_key(&name) {
                 continue;
             }
-            let heard = old.remove(&name).map_or(Heard::Never, |p| p.heard);
-            self.peers.insert(name, PeerState { node_ready, heard });
+            let (heard, boot) = old
+                .remove(&name)
+                .map_or((Heard::Never, None), |p| (p.heard, p.boot));
+            self.peers.insert(
+                name,
+                PeerState {
+                    node_ready,
+                    heard,
+                    boot,
+                },
+            );
         }
     }
 
@@ -165,20 +208,25 @@ impl View {
         self.peers.contains_key(name)
     }
 
-    /// Records an accepted Alive from `name` at `now`. Returns whether the live view may have
-    /// changed (false when the peer was already live by heartbeat and the mesh was not silent).
-    /// Packets from names that are not peers are ignored.
-    pub fn alive(&mut self, name: &str, now: Instant) -> bool {
+    /// Records an accepted Alive (or probe answer) from process `boot` of `name` at `now`.
+    /// Returns whether the live view may have changed (false when the peer was already live by
+    /// heartbeat and the mesh was not silent). Packets from names that are not peers, and those
+    /// of a process that ended, are ignored.
+    pub fn alive(&mut self, name: &str, boot: u64, now: Instant) -> bool {
         let mesh_was_silent = self.mesh_silent(now);
-        let dead_after = self.dead_after;
+        let dead_after = self.dead_after();
         let Some(peer) = self.peers.get_mut(name) else {
             return false;
         };
+        if matches!(peer.heard, Heard::Ended(_, ended) if ended == boot) {
+            return false;
+        }
         let was_live_by_heartbeat = matches!(
             peer.heard,
             Heard::Alive(t) if now.saturating_duration_since(t) < dead_after
         );
         peer.heard = Heard::Alive(now);
+        peer.boot = Some(boot);
         self.last_accepted = Some(now);
         mesh_was_silent || !was_live_by_heartbeat
     }
@@ -192,6 +240,50 @@ impl View {
         peer.heard = Heard::Left(now);
         self.last_accepted = Some(now);
         true
+    }
+
+    /// Records that process `boot` of `name` ended at `now` (its kernel closed the lifeline and
+    /// refused a new one). Returns whether the live view may have changed. A statement about
+    /// an older process than the one last heard changes nothing.
+    pub fn ended(&mut self, name: &str, boot: u64, now: Instant) -> bool {
+        let Some(peer) = self.peers.get_mut(name) else {
+            return false;
+        };
+        if matches!(peer.heard, Heard::Left(_) | Heard::Ended(..))
+            || peer.boot.is_some_and(|b| b != boot)
+        {
+            return false;
+        }
+        peer.heard = Heard::Ended(now, boot);
+        true
+    }
+
+    /// Sets how slow this speaker sees itself (0: on time), capped at [`MAX_SLOWNESS`].
+    /// Returns whether it changed.
+    pub fn set_slowness(&mut self, slowness: u32) -> bool {
+        let slowness = slowness.min(MAX_SLOWNESS);
+        std::mem::replace(&mut self.slowness, slowness) != slowness
+    }
+
+    /// Silence after which a peer is dead, stretched by the slowness.
+    pub fn dead_after(&self) -> Duration {
+        self.dead_after.saturating_mul(1 + self.slowness)
+    }
+
+    /// Silence after which a peer is probed, stretched by the slowness.
+    pub fn suspect_after(&self) -> Duration {
+        (self.dead_after / 5)
+            .saturating_mul(3)
+            .saturating_mul(1 + self.slowness)
+    }
+
+    /// Peers being probed at `now` (silent for at least `suspect_after`, not yet dead).
+    pub fn suspects(&self, now: Instant) -> impl Iterator<Item = &str> + '_ {
+        let source = self.source(now);
+        self.peers
+            .iter()
+            .filter(move |(_, p)| matches!(self.status_of(p, &source, now), Status::Suspect(_)))
+            .map(|(name, _)| name.as_str())
     }
 
     /// Where the view comes from at `now`.
@@ -229,9 +321,10 @@ impl View {
     /// The earliest instant after `now` at which [`View::evaluate`] may give a different answer
     /// without anything being heard or the peers changing, or `None` if there is none.
     pub fn next_change(&self, now: Instant) -> Option<Instant> {
-        let expiries = self.peers.values().filter_map(|p| match p.heard {
-            Heard::Alive(t) => t.checked_add(self.dead_after),
-            Heard::Never | Heard::Left(_) => None,
+        let (suspect_after, dead_after) = (self.suspect_after(), self.dead_after());
+        let expiries = self.peers.values().flat_map(|p| match p.heard {
+            Heard::Alive(t) => [t.checked_add(suspect_after), t.checked_add(dead_after)],
+            Heard::Never | Heard::Left(_) | Heard::Ended(..) => [None, None],
         });
         let grace_end = self.started.checked_add(self.fallback_after);
         let fallback_start = self
@@ -239,6 +332,7 @@ impl View {
             .unwrap_or(self.started)
             .checked_add(self.fallback_after);
         expiries
+            .flatten()
             .chain(grace_end)
             .chain(fallback_start)
             .filter(|t| *t > now)
@@ -257,12 +351,15 @@ impl View {
     fn status_of(&self, peer: &PeerState, source: &ViewSource, now: Instant) -> Status {
         match (peer.heard, source) {
             (Heard::Left(t), _) => Status::Left(now.saturating_duration_since(t)),
+            (Heard::Ended(t, _), _) => Status::Ended(now.saturating_duration_since(t)),
             (Heard::Never, ViewSource::NodeFallback) if peer.node_ready => Status::NodeReady,
             (Heard::Never, ViewSource::NodeFallback) => Status::NodeNotReady,
             (Heard::Alive(t), _) => {
                 let ago = now.saturating_duration_since(t);
-                if ago < self.dead_after {
+                if ago < self.suspect_after() {
                     Status::Heard(ago)
+                } else if ago < self.dead_after() {
+                    Status::Suspect(ago)
                 } else {
                     Status::Silent(ago)
                 }

@@ -4,6 +4,9 @@ use super::*;
 
 const DEAD: Duration = Duration::from_millis(250);
 const FALLBACK: Duration = Duration::from_secs(3);
+/// Silence after which a peer is probed: 3/5 of [`DEAD`].
+const SUSPECT: Duration = Duration::from_millis(150);
+const BOOT: u64 = 7;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -45,7 +48,7 @@ fn self_in_the_peer_list_is_ignored() {
     let t0 = Instant::now();
     let mut v = mk_view(t0, &[("a", false), ("b", false)]);
     assert!(!v.is_peer("a"));
-    assert!(!v.alive("a", t0 + ms(1)));
+    assert!(!v.alive("a", BOOT, t0 + ms(1)));
     assert_eq!(live(&v, t0 + FALLBACK * 2), names(&["a"]));
 }
 
@@ -53,7 +56,7 @@ fn self_in_the_peer_list_is_ignored() {
 fn peer_heard_within_dead_after_is_live() {
     let t0 = Instant::now() + FALLBACK * 2; // grace over
     let mut v = mk_view(t0 - FALLBACK * 2, &[("b", false), ("c", false)]);
-    assert!(v.alive("b", t0));
+    assert!(v.alive("b", BOOT, t0));
     assert_eq!(live(&v, t0), names(&["a", "b"]));
     assert_eq!(live(&v, t0 + DEAD - ms(1)), names(&["a", "b"]));
     assert_eq!(v.status("b", t0 + ms(10)), Some(Status::Heard(ms(10))));
@@ -64,7 +67,7 @@ fn peer_heard_within_dead_after_is_live() {
 fn silent_peer_is_dead_after_dead_after() {
     let t0 = Instant::now();
     let mut v = mk_view(t0, &[("b", false)]);
-    v.alive("b", t0 + ms(10));
+    v.alive("b", BOOT, t0 + ms(10));
     assert_eq!(live(&v, t0 + ms(10) + DEAD - ms(1)), names(&["a", "b"]));
     assert_eq!(live(&v, t0 + ms(10) + DEAD), names(&["a"]));
     assert_eq!(
@@ -79,7 +82,7 @@ fn heartbeats_keep_a_peer_live() {
     let mut v = mk_view(t0, &[("b", false)]);
     for i in 0..100 {
         let at = t0 + ms(50 * i);
-        v.alive("b", at);
+        v.alive("b", BOOT, at);
         assert_eq!(live(&v, at + ms(49)), names(&["a", "b"]));
     }
 }
@@ -88,17 +91,17 @@ fn heartbeats_keep_a_peer_live() {
 fn repeated_heartbeats_report_no_change() {
     let t0 = Instant::now();
     let mut v = mk_view(t0, &[("b", false)]);
-    assert!(v.alive("b", t0), "first heartbeat");
-    assert!(!v.alive("b", t0 + ms(50)), "steady state");
-    assert!(v.alive("b", t0 + ms(50) + DEAD), "back after silence");
+    assert!(v.alive("b", BOOT, t0), "first heartbeat");
+    assert!(!v.alive("b", BOOT, t0 + ms(50)), "steady state");
+    assert!(v.alive("b", BOOT, t0 + ms(50) + DEAD), "back after silence");
 }
 
 #[test]
 fn leave_makes_a_peer_dead_at_once() {
     let t0 = Instant::now();
     let mut v = mk_view(t0, &[("b", true), ("c", true)]);
-    v.alive("b", t0 + ms(1));
-    v.alive("c", t0 + ms(1));
+    v.alive("b", BOOT, t0 + ms(1));
+    v.alive("c", BOOT, t0 + ms(1));
     assert!(v.leave("b", t0 + ms(2)));
     assert_eq!(live(&v, t0 + ms(2)), names(&["a", "c"]));
     assert_eq!(v.status("b", t0 + ms(5)), Some(Status::Left(ms(3))));
@@ -117,10 +120,10 @@ fn leave_outranks_start_up_grace() {
 fn alive_after_leave_revives_the_peer() {
     let t0 = Instant::now();
     let mut v = mk_view(t0, &[("b", false)]);
-    v.alive("b", t0);
+    v.alive("b", BOOT, t0);
     v.leave("b", t0 + ms(10));
     assert_eq!(live(&v, t0 + ms(20)), names(&["a"]));
-    assert!(v.alive("b", t0 + ms(500)));
+    assert!(v.alive("b", BOOT, t0 + ms(500)));
     assert_eq!(live(&v, t0 + ms(500)), names(&["a", "b"]));
     assert_eq!(live(&v, t0 + ms(500) + DEAD), names(&["a"]));
 }
@@ -144,8 +147,8 @@ fn fallback_when_no_packet_since_start() {
 fn fallback_when_the_mesh_goes_silent_and_back_on_the_next_packet() {
     let t0 = Instant::now();
     let mut v = mk_view(t0, &[("b", true), ("c", false), ("d", true)]);
-    v.alive("b", t0 + ms(100));
-    v.alive("c", t0 + ms(200));
+    v.alive("b", BOOT, t0 + ms(100));
+    v.alive("c", BOOT, t0 + ms(200));
     // Everyone silent: dead after dead_after, mesh still the source.
     let quiet = t0 + ms(200) + DEAD;
     assert_eq!(v.evaluate(quiet).source, ViewSource::Mesh);
@@ -156,7 +159,7 @@ fn fallback_when_the_mesh_goes_silent_and_back_on_the_next_packet() {
     assert_eq!(v.evaluate(fb - ms(1)).source, ViewSource::Mesh);
     assert_view(&v.evaluate(fb), ViewSource::NodeFallback, &["a", "d"]);
     // One packet from anyone: back to the mesh, where only c has been heard.
-    assert!(v.alive("c", fb + ms(5)));
+    assert!(v.alive("c", BOOT, fb + ms(5)));
     assert_view(&v.evaluate(fb + ms(5)), ViewSource::Mesh, &["a", "c"]);
 }
 
@@ -165,7 +168,7 @@ fn a_crashed_peer_of_a_two_node_cluster_stays_dead() {
     // The other node's speaker crashed; its Node stays Ready for tens of seconds.
     let t0 = Instant::now();
     let mut v = mk_view(t0, &[("b", true)]);
-    v.alive("b", t0 + ms(10));
+    v.alive("b", BOOT, t0 + ms(10));
     for after in [DEAD, FALLBACK, FALLBACK * 10] {
         assert_view(&v.evaluate(t0 + ms(10) + after), ViewSource::Mesh, &["a"]);
     }
@@ -191,7 +194,7 @@ fn no_fallback_without_a_ready_peer() {
 fn peers_that_left_stay_dead_in_fallback_and_do_not_cause_it() {
     let t0 = Instant::now();
     let mut v = mk_view(t0, &[("b", true)]);
-    v.alive("b", t0);
+    v.alive("b", BOOT, t0);
     v.leave("b", t0 + ms(10));
     // The only Ready peer left: nothing to fall back to, the mesh view stands.
     assert_view(&v.evaluate(t0 + FALLBACK * 5), ViewSource::Mesh, &["a"]);
@@ -222,7 +225,7 @@ fn start_up_grace_ends_after_fallback_after_when_the_mesh_works() {
     // b heartbeats all along, c is never heard.
     let mut at = t0;
     while at < t0 + FALLBACK + ms(100) {
-        v.alive("b", at);
+        v.alive("b", BOOT, at);
         let expect = if at < t0 + FALLBACK {
             names(&["a", "b", "c"])
         } else {
@@ -238,7 +241,7 @@ fn start_up_grace_ends_after_fallback_after_when_the_mesh_works() {
 fn start_up_grace_does_not_cover_a_peer_heard_then_silent() {
     let t0 = Instant::now();
     let mut v = mk_view(t0, &[("b", true)]);
-    v.alive("b", t0 + ms(5));
+    v.alive("b", BOOT, t0 + ms(5));
     assert_eq!(live(&v, t0 + ms(5) + DEAD), names(&["a"]));
 }
 
@@ -264,8 +267,8 @@ fn two_speakers_starting_together_agree_at_once() {
     let both = names(&["a", "b"]);
     assert_eq!(live(&a, t0), both);
     assert_eq!(live(&b, t0 + ms(30)), both);
-    a.alive("b", t0 + ms(31));
-    b.alive("a", t0 + ms(50));
+    a.alive("b", BOOT, t0 + ms(31));
+    b.alive("a", BOOT, t0 + ms(50));
     for at in [t0 + ms(31), t0 + ms(50), t0 + ms(60)] {
         assert_eq!(live(&a, at), both);
         assert_eq!(live(&b, at), both);
@@ -285,7 +288,7 @@ fn packets_from_unknown_peers_are_ignored() {
     let t0 = Instant::now();
     let mut v = mk_view(t0, &[("b", true)]);
     assert!(!v.is_peer("x"));
-    assert!(!v.alive("x", t0 + ms(1)));
+    assert!(!v.alive("x", BOOT, t0 + ms(1)));
     assert!(!v.leave("x", t0 + ms(1)));
     assert_eq!(v.status("x", t0), None);
     assert_eq!(live(&v, t0 + ms(1)), names(&["a", "b"]));
@@ -297,8 +300,8 @@ fn packets_from_unknown_peers_are_ignored() {
 fn peers_removed_from_the_list_disappear() {
     let t0 = Instant::now();
     let mut v = mk_view(t0, &[("b", false), ("c", false)]);
-    v.alive("b", t0);
-    v.alive("c", t0);
+    v.alive("b", BOOT, t0);
+    v.alive("c", BOOT, t0);
     assert_eq!(live(&v, t0 + ms(1)), names(&["a", "b", "c"]));
     v.set_peers([("c".to_string(), false)]);
     assert_eq!(live(&v, t0 + ms(1)), names(&["a", "c"]));
@@ -309,7 +312,7 @@ fn peers_removed_from_the_list_disappear() {
 fn peers_kept_in_the_list_keep_their_state() {
     let t0 = Instant::now();
     let mut v = mk_view(t0, &[("b", false), ("c", false)]);
-    v.alive("b", t0);
+    v.alive("b", BOOT, t0);
     v.leave("c", t0);
     v.set_peers([
         ("c".to_string(), true),
@@ -328,8 +331,8 @@ fn peers_kept_in_the_list_keep_their_state() {
 fn readded_peer_starts_over_as_never_heard() {
     let t0 = Instant::now() + FALLBACK;
     let mut v = mk_view(t0 - FALLBACK, &[("b", true), ("c", true)]);
-    v.alive("b", t0);
-    v.alive("c", t0);
+    v.alive("b", BOOT, t0);
+    v.alive("c", BOOT, t0);
     v.set_peers([("c".to_string(), true)]);
     v.set_peers([("b".to_string(), true), ("c".to_string(), true)]);
     assert_eq!(v.status("b", t0 + ms(1)), Some(Status::NeverHeard));
@@ -340,7 +343,7 @@ fn readded_peer_starts_over_as_never_heard() {
 fn node_readiness_does_not_matter_while_the_mesh_works() {
     let t0 = Instant::now();
     let mut v = mk_view(t0, &[("b", false)]);
-    v.alive("b", t0 + FALLBACK * 2);
+    v.alive("b", BOOT, t0 + FALLBACK * 2);
     assert_eq!(live(&v, t0 + FALLBACK * 2 + ms(1)), names(&["a", "b"]));
 }
 
@@ -350,9 +353,18 @@ fn next_change_is_the_earliest_expiry() {
     let mut v = mk_view(t0, &[("b", false), ("c", false), ("d", true)]);
     // Nothing heard: grace end and fallback start coincide.
     assert_eq!(v.next_change(t0), Some(t0 + FALLBACK));
-    v.alive("b", t0 + ms(10));
-    v.alive("c", t0 + ms(20));
-    assert_eq!(v.next_change(t0 + ms(20)), Some(t0 + ms(10) + DEAD));
+    v.alive("b", BOOT, t0 + ms(10));
+    v.alive("c", BOOT, t0 + ms(20));
+    // Each peer's suspicion, then its death.
+    assert_eq!(v.next_change(t0 + ms(20)), Some(t0 + ms(10) + SUSPECT));
+    assert_eq!(
+        v.next_change(t0 + ms(10) + SUSPECT),
+        Some(t0 + ms(20) + SUSPECT)
+    );
+    assert_eq!(
+        v.next_change(t0 + ms(20) + SUSPECT),
+        Some(t0 + ms(10) + DEAD)
+    );
     assert_eq!(v.next_change(t0 + ms(10) + DEAD), Some(t0 + ms(20) + DEAD));
     // Then the end of the grace, then the fallback (fallback_after after c's heartbeat).
     assert_eq!(v.next_change(t0 + ms(20) + DEAD), Some(t0 + FALLBACK));
@@ -373,9 +385,9 @@ fn the_view_changes_only_when_announced() {
     for step in 0..6_500u64 {
         let at = t0 + ms(step);
         let changed = match step {
-            s if s % 50 == 0 && s <= 1_000 => v.alive("b", at),
-            s if s % 50 == 10 && s <= 1_500 => v.alive("c", at),
-            s if s % 50 == 20 && s <= 1_900 => v.alive("d", at),
+            s if s % 50 == 0 && s <= 1_000 => v.alive("b", BOOT, at),
+            s if s % 50 == 10 && s <= 1_500 => v.alive("c", BOOT, at),
+            s if s % 50 == 20 && s <= 1_900 => v.alive("d", BOOT, at),
             2_000 => v.leave("d", at),
             _ => false,
         };
@@ -396,7 +408,104 @@ fn huge_durations_do_not_overflow() {
     let t0 = Instant::now();
     let mut v = View::new("a", t0, Duration::MAX, Duration::MAX);
     v.set_peers([("b".to_string(), true)]);
-    v.alive("b", t0);
+    v.alive("b", BOOT, t0);
     assert_eq!(v.next_change(t0), None);
     assert_eq!(live(&v, t0 + ms(1)), names(&["a", "b"]));
+}
+
+#[test]
+fn a_silent_peer_is_suspect_and_probed_but_live_until_dead_after() {
+    let t0 = Instant::now();
+    let mut v = mk_view(t0, &[("b", false), ("c", false)]);
+    v.alive("b", BOOT, t0);
+    v.alive("c", BOOT, t0 + SUSPECT);
+    assert_eq!(v.suspects(t0 + SUSPECT - ms(1)).count(), 0);
+    assert_eq!(v.status("b", t0 + SUSPECT), Some(Status::Suspect(SUSPECT)));
+    assert_eq!(v.suspects(t0 + SUSPECT).collect::<Vec<_>>(), ["b"]);
+    assert_eq!(live(&v, t0 + DEAD - ms(1)), names(&["a", "b", "c"]));
+    assert_eq!(v.next_change(t0 + ms(1)), Some(t0 + SUSPECT));
+    assert_eq!(v.next_change(t0 + SUSPECT), Some(t0 + DEAD));
+    // A probe answer ends the suspicion without any change to the live set.
+    assert!(!v.alive("b", BOOT, t0 + DEAD - ms(1)));
+    assert_eq!(v.suspects(t0 + DEAD).count(), 0);
+    assert_eq!(live(&v, t0 + DEAD + ms(100)), names(&["a", "b", "c"]));
+    // Unanswered, the suspicion ends in death.
+    assert_eq!(
+        v.status("c", t0 + SUSPECT + DEAD),
+        Some(Status::Silent(DEAD))
+    );
+    assert!(!v.suspects(t0 + SUSPECT + DEAD).any(|n| n == "c"));
+}
+
+#[test]
+fn an_ended_process_is_dead_at_once_and_only_a_new_process_revives_the_peer() {
+    let t0 = Instant::now();
+    let mut v = mk_view(t0, &[("b", true), ("c", true)]);
+    v.alive("b", BOOT, t0);
+    v.alive("c", BOOT, t0);
+    assert!(v.ended("b", BOOT, t0 + ms(5)));
+    assert_eq!(live(&v, t0 + ms(5)), names(&["a", "c"]));
+    assert_eq!(v.status("b", t0 + ms(7)), Some(Status::Ended(ms(2))));
+    assert!(!v.ended("b", BOOT, t0 + ms(6)), "already ended");
+    // A heartbeat the dead process sent before it died, arriving late.
+    assert!(!v.alive("b", BOOT, t0 + ms(8)));
+    assert_eq!(live(&v, t0 + ms(8)), names(&["a", "c"]));
+    assert_eq!(
+        v.next_change(t0 + ms(8)),
+        Some(t0 + SUSPECT),
+        "c's suspicion only"
+    );
+    // The restarted speaker.
+    assert!(v.alive("b", BOOT + 1, t0 + ms(900)));
+    assert_eq!(
+        live(&v, t0 + ms(900)),
+        names(&["a", "b"]),
+        "c silent by now"
+    );
+    assert!(!v.ended("x", BOOT, t0), "not a peer");
+}
+
+#[test]
+fn an_ended_peer_stays_dead_in_fallback_and_within_the_grace() {
+    let t0 = Instant::now();
+    let mut v = mk_view(t0, &[("b", true)]);
+    assert!(v.ended("b", BOOT, t0 + ms(1)));
+    assert_eq!(live(&v, t0 + ms(1)), names(&["a"]));
+    assert_eq!(live(&v, t0 + FALLBACK * 3), names(&["a"]));
+}
+
+#[test]
+fn a_slow_speaker_stretches_its_verdicts() {
+    let t0 = Instant::now();
+    let mut v = mk_view(t0, &[("b", false)]);
+    v.alive("b", BOOT, t0);
+    assert!(v.set_slowness(2));
+    assert!(!v.set_slowness(2));
+    assert_eq!(v.dead_after(), DEAD * 3);
+    assert_eq!(v.status("b", t0 + DEAD), Some(Status::Heard(DEAD)));
+    assert_eq!(
+        v.status("b", t0 + SUSPECT * 3),
+        Some(Status::Suspect(SUSPECT * 3))
+    );
+    assert_eq!(live(&v, t0 + DEAD * 3 - ms(1)), names(&["a", "b"]));
+    assert_eq!(live(&v, t0 + DEAD * 3), names(&["a"]));
+    v.set_slowness(1000);
+    assert_eq!(v.dead_after(), DEAD * (1 + MAX_SLOWNESS));
+    v.set_slowness(0);
+    assert_eq!(live(&v, t0 + DEAD), names(&["a"]));
+}
+
+#[test]
+fn the_end_of_an_older_process_changes_nothing() {
+    let t0 = Instant::now();
+    let mut v = mk_view(t0, &[("b", false)]);
+    v.alive("b", BOOT, t0);
+    v.alive("b", BOOT + 1, t0 + ms(5));
+    assert!(
+        !v.ended("b", BOOT, t0 + ms(6)),
+        "the restarted process is the one heard"
+    );
+    assert_eq!(live(&v, t0 + ms(6)), names(&["a", "b"]));
+    assert!(v.ended("b", BOOT + 1, t0 + ms(7)));
+    assert_eq!(live(&v, t0 + ms(7)), names(&["a"]));
 }

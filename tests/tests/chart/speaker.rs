@@ -95,6 +95,12 @@ fn speaker_daemonset_runs_on_the_host_network_with_net_raw_only() {
             && p["protocol"] == "UDP"),
         "{ports:?}"
     );
+    assert!(
+        ports.iter().any(|p| p["name"] == "memberlist-tcp"
+            && p["containerPort"] == 7946
+            && p["protocol"] == "TCP"),
+        "lifelines: {ports:?}"
+    );
     assert_probes_on_the_monitoring_port(c);
     assert_eq!(c["resources"]["requests"]["cpu"], "50m");
     assert_eq!(c["resources"]["limits"]["memory"], "128Mi");

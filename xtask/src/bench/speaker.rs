@@ -174,7 +174,12 @@ pub async fn run(
             vip,
             owner,
         };
-        for action in [Action::Kill, Action::LinkDown] {
+        for action in [
+            Action::Kill,
+            Action::Graceful,
+            Action::LinkDown,
+            Action::NodeLoss,
+        ] {
             let trials =
                 failover::run_trials(&mut rig, action, &target, params.trials, &bins.prober, dir)
                     .await?;

@@ -28,6 +28,8 @@ pub enum Kind {
     Alive,
     /// The sender is stopping: count it dead now.
     Leave,
+    /// The receiver is suspected: answer with an Alive to the sender at once.
+    Probe,
 }
 
 impl Kind {
@@ -35,6 +37,7 @@ impl Kind {
         match self {
             Kind::Alive => 1,
             Kind::Leave => 2,
+            Kind::Probe => 3,
         }
     }
 
@@ -42,6 +45,7 @@ impl Kind {
         match b {
             1 => Some(Kind::Alive),
             2 => Some(Kind::Leave),
+            3 => Some(Kind::Probe),
             _ => None,
         }
     }
@@ -126,7 +130,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        for kind in [Kind::Alive, Kind::Leave] {
+        for kind in [Kind::Alive, Kind::Leave, Kind::Probe] {
             for node in ["n", "node-b", &"x".repeat(MAX_NAME_LEN), "nœud-ü"] {
                 let p = Packet {
                     kind,
@@ -228,7 +232,7 @@ mod tests {
             ("version 0", Box::new(|b| b[4] = 0)),
             ("version 2", Box::new(|b| b[4] = 2)),
             ("kind 0", Box::new(|b| b[5] = 0)),
-            ("kind 3", Box::new(|b| b[5] = 3)),
+            ("kind 4", Box::new(|b| b[5] = 4)),
             ("name length too long", Box::new(|b| b[30] = 7)),
             ("name length too short", Box::new(|b| b[30] = 5)),
             ("name length zero", Box::new(|b| b[30] = 0)),

@@ -9,7 +9,7 @@
 //!  offset  size  field
 //!       0     4  magic "FLB1"
 //!       4     1  version = 1
-//!       5     1  kind: 1 Alive, 2 Leave
+//!       5     1  kind: 1 Alive, 2 Leave, 3 Probe (answered by an Alive to the sender)
 //!       6     8  boot id: random, drawn once per process start
 //!      14     8  seq: per process, +1 for every message signed
 //!      22     8  sent_at: sender's wall clock, milliseconds since the Unix epoch

@@ -34,9 +34,14 @@ use super::{metrics, pcap};
 pub enum Action {
     /// SIGKILL of the owner's speaker (a crash: no goodbye to its peers).
     Kill,
+    /// SIGTERM of the owner's speaker: it sends Leave and stops answering.
+    Graceful,
     /// `ip link set lab0-nX down` on the host end of the owner's veth (the node drops off the
     /// LAN; its speaker keeps running and, alone, still believes it owns the address).
     LinkDown,
+    /// The whole node lost: every process in its namespace frozen with SIGSTOP and its link
+    /// down (no kernel closes anything, nothing is sent).
+    NodeLoss,
 }
 
 impl Action {
@@ -44,7 +49,9 @@ impl Action {
     pub fn describe(self) -> &'static str {
         match self {
             Action::Kill => "SIGKILL of the owner's speaker",
+            Action::Graceful => "SIGTERM of the owner's speaker (graceful stop)",
             Action::LinkDown => "owner's link cut (host veth down)",
+            Action::NodeLoss => "owner node lost (all its processes SIGSTOPped, link down)",
         }
     }
 }
@@ -175,14 +182,19 @@ async fn trial(
         Action::Kill => {
             rig.speaker(i)?.kill();
         }
+        Action::Graceful => {
+            let pid = rig.speaker(i)?.pid().to_string();
+            run(Command::new("kill").args(["-TERM", &pid]))?;
+        }
         Action::LinkDown => {
+            run(Command::new("ip").args(["link", "set", &owner_host.host_veth, "down"]))?;
+        }
+        Action::NodeLoss => {
+            signal_namespace(&owner_host.name, "-STOP")?;
             run(Command::new("ip").args(["link", "set", &owner_host.host_veth, "down"]))?;
         }
     }
     let action_ms = (realtime_us() - t0) as f64 / 1000.0;
-    if action == Action::Kill {
-        rig.speakers[i] = None;
-    }
 
     let answered = block_in_place(|| {
         prober.wait_for(t0, FAILOVER_TIMEOUT, |l| {
@@ -197,6 +209,11 @@ async fn trial(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let lines = prober.stop();
     let frames = block_in_place(|| capture.finish())?;
+    if (action == Action::Kill || action == Action::Graceful)
+        && let Some(mut speaker) = rig.speakers[i].take()
+    {
+        speaker.kill();
+    }
 
     let mut trial = Trial {
         owner: owner.to_string(),
@@ -270,7 +287,7 @@ async fn restore(
 ) -> Result<Settled> {
     let i = rig.index_of(owner)?;
     match action {
-        Action::Kill => {
+        Action::Kill | Action::Graceful => {
             if rig.speakers[i].is_none() {
                 block_in_place(|| -> Result<()> {
                     rig.start_speaker(i)?;
@@ -282,8 +299,25 @@ async fn restore(
             let veth = rig.host(owner)?.host_veth.clone();
             run(Command::new("ip").args(["link", "set", &veth, "up"]))?;
         }
+        Action::NodeLoss => {
+            let host = rig.host(owner)?.clone();
+            run(Command::new("ip").args(["link", "set", &host.host_veth, "up"]))?;
+            signal_namespace(&host.name, "-CONT")?;
+        }
     }
     settle(rig, service, vip, owner).await
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to every process in network namespace `ns`.
+fn signal_namespace(ns: &str, signal: &str) -> Result<()> {
+    let pids = run(Command::new("ip").args(["netns", "pids", ns]))?;
+    let pids: Vec<&str> = pids.split_whitespace().collect();
+    if pids.is_empty() {
+        bail!("no process runs in namespace {ns}");
+    }
+    // A process may exit meanwhile; the others still get the signal.
+    let _ = Command::new("kill").arg(signal).args(&pids).output();
+    Ok(())
 }
 
 /// What [`settle`] found.

@@ -115,14 +115,14 @@ mod tests {
         let s = FailoverSummary::of(
             Action::Kill,
             vec![
-                t(Some(260.0), Some(262.0)),
-                t(Some(280.0), None),
+                t(Some(26.0), Some(26.5)),
+                t(Some(28.0), None),
                 t(None, None),
             ],
         );
         assert_eq!(s.failed_trials, 2);
-        assert_eq!((s.garp_ms.count, s.garp_ms.p50), (2, 260.0));
-        assert_eq!(s.http_ms.max, 262.0);
+        assert_eq!((s.garp_ms.count, s.garp_ms.p50), (2, 26.0));
+        assert_eq!(s.http_ms.max, 26.5);
         let mut section = SpeakerSection {
             failover: vec![s],
             ..Default::default()

@@ -33,9 +33,13 @@ impl SpeakerSection {
             ));
         }
         for f in &self.failover {
-            let what = match f.action {
-                Action::Kill => "after SIGKILL",
-                Action::LinkDown => "after link cut",
+            // The goals of issue #14: the kernel (lifeline) or a Leave tells of a process that
+            // ends at once; a lost node or link is noticed by heartbeat silence.
+            let (what, goal_p99_ms) = match f.action {
+                Action::Kill => ("after SIGKILL", 50.0),
+                Action::Graceful => ("after SIGTERM", 50.0),
+                Action::LinkDown => ("after link cut", 300.0),
+                Action::NodeLoss => ("after node loss", 300.0),
             };
             for (name, d) in [
                 ("new owner's first GARP", &f.garp_ms),
@@ -44,17 +48,20 @@ impl SpeakerSection {
                 if d.count == 0 {
                     continue;
                 }
-                // The issue's goals: p50 under 300 ms, p99 under a second.
-                for (percentile, value, goal_ms) in [("p50", d.p50, 300.0), ("p99", d.p99, 1000.0)]
-                {
-                    figures.push(Figure::new(
-                        &format!("Failover {what}: {name}, {percentile}"),
-                        value,
-                        "ms",
-                        &format!("< {goal_ms}"),
-                        Some(value < goal_ms),
-                    ));
-                }
+                figures.push(Figure::new(
+                    &format!("Failover {what}: {name}, p50"),
+                    d.p50,
+                    "ms",
+                    "",
+                    None,
+                ));
+                figures.push(Figure::new(
+                    &format!("Failover {what}: {name}, p99"),
+                    d.p99,
+                    "ms",
+                    &format!("< {goal_p99_ms}"),
+                    Some(d.p99 < goal_p99_ms),
+                ));
             }
             if f.failed_trials > 0 {
                 notes.push(format!(
