@@ -1,12 +1,17 @@
 //! What one pass of the speaker's run loop costs at scale, without an apiserver: the caches are
 //! filled in-process with N LoadBalancer Services (half `externalTrafficPolicy: Local`), one
-//! EndpointSlice each with 3 endpoints, and `--nodes` Nodes; then, median of `--runs`:
+//! EndpointSlice each with 3 endpoints, and `--nodes` Nodes; then, medians:
 //!
 //! ```text
 //! cargo run --release -p ferrolb-speaker --example plan_bench -- [--services 10000] [--nodes 100] [--runs 15]
-//!   snapshot: Sources::snapshot (caches -> pure Snapshot)
-//!   compare:  Snapshot == Snapshot (the loop's "did anything change" test)
-//!   plan:     plan::plan over every live node
+//!   whole reads and plans (--runs each):
+//!     snapshot: Sources::snapshot (caches -> pure Snapshot)
+//!     compare:  Snapshot == Snapshot
+//!     plan:     plan::plan over every live node
+//!   the run loop's passes (200 each), as run.rs makes them:
+//!     service_change_pass: one Service's endpoints move (a watch event): refresh the snapshot
+//!                          from the journal and step the Replanner
+//!     peer_death_pass:     one node leaves the live set, then comes back: step the Replanner
 //! ```
 
 use std::collections::BTreeSet;
@@ -14,8 +19,10 @@ use std::time::{Duration, Instant};
 
 use ferrolb_crds::contract::{annotation, label};
 use ferrolb_crds::{IPAddressPool, L2Advertisement};
+use ferrolb_speaker::membership::{LiveView, ViewSource};
 use ferrolb_speaker::plan;
-use ferrolb_speaker::sources::Sources;
+use ferrolb_speaker::replan::Replanner;
+use ferrolb_speaker::sources::{Journal, SliceIndex, Sources};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Resource;
@@ -28,11 +35,19 @@ where
     K: Resource + Clone + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
+    filled(objects).0
+}
+
+fn filled<K>(objects: Vec<K>) -> (Store<K>, reflector::store::Writer<K>)
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
     let (reader, mut writer) = reflector::store();
     for o in objects {
         writer.apply_watcher_event(&watcher::Event::Apply(o));
     }
-    reader
+    (reader, writer)
 }
 
 fn parse<K: serde::de::DeserializeOwned>(v: serde_json::Value) -> K {
@@ -86,21 +101,20 @@ fn main() {
             }))
         })
         .collect();
-    let slice_objects = (0..services)
-        .map(|i| {
-            let endpoints: Vec<_> = (0..3)
-                .map(|e| {
-                    json!({"addresses": [format!("10.{}.{}.{}", e, i / 250 % 250, i % 250)],
-                                "conditions": {"ready": true}, "nodeName": node_name(i + e)})
-                })
-                .collect();
-            parse::<EndpointSlice>(json!({
-                "metadata": {"name": format!("svc{i}-abcde"), "namespace": "bench",
-                             "labels": {(label::SERVICE_NAME): format!("svc{i}")}},
-                "addressType": "IPv4", "endpoints": endpoints
-            }))
-        })
-        .collect();
+    let slice_of = |i: usize, shift: usize| {
+        let endpoints: Vec<_> = (0..3)
+            .map(|e| {
+                json!({"addresses": [format!("10.{}.{}.{}", e, i / 250 % 250, i % 250)],
+                            "conditions": {"ready": true}, "nodeName": node_name(i + e + shift)})
+            })
+            .collect();
+        parse::<EndpointSlice>(json!({
+            "metadata": {"name": format!("svc{i}-abcde"), "namespace": "bench",
+                         "labels": {(label::SERVICE_NAME): format!("svc{i}")}},
+            "addressType": "IPv4", "endpoints": endpoints
+        }))
+    };
+    let slice_objects = (0..services).map(|i| slice_of(i, 0)).collect();
     let pool = parse::<IPAddressPool>(json!({
         "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
         "metadata": {"name": "bench"}, "spec": {"addresses": ["198.18.0.0/15"]}
@@ -109,12 +123,14 @@ fn main() {
         "apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement",
         "metadata": {"name": "bench"}, "spec": {}
     }));
+    let (slices, mut slice_writer) = filled(slice_objects);
     let sources = Sources {
         services: store(service_objects),
-        slices: store(slice_objects),
+        slices,
         nodes: store(node_objects),
         pools: store(vec![pool]),
         advertisements: store(vec![adv]),
+        journal: Default::default(),
     };
     let live: BTreeSet<String> = (0..nodes).map(node_name).collect();
 
@@ -138,12 +154,57 @@ fn main() {
             "every Service is in the snapshot"
         );
     }
+
+    // The run loop's passes, through the same calls as run.rs.
+    let links = vec!["eth0".to_string()];
+    let view = |live: &BTreeSet<String>| LiveView {
+        live: live.clone(),
+        source: ViewSource::Mesh,
+    };
+    let mut replanner = Replanner::new(node_name(0), Vec::new());
+    let mut index = SliceIndex::default();
+    *sources.journal.lock().unwrap() = Journal::everything();
+    let t = Instant::now();
+    replanner.update_snapshot(|snap| sources.refresh(snap, &mut index, None));
+    assert!(replanner.step(&view(&live), &links).replan.is_some());
+    let first_pass_ms = t.elapsed().as_secs_f64() * 1000.0;
+    const PASSES: usize = 200;
+    let (mut change_t, mut replanned) = (Vec::new(), 0);
+    for n in 0..PASSES {
+        // A Local Service's endpoints move one node on (even indices are Local).
+        let i = (n * 2 * 7919) % services / 2 * 2;
+        let event = watcher::Event::Apply(slice_of(i, 1 + n % (nodes - 1).max(1)));
+        slice_writer.apply_watcher_event(&event);
+        sources.journal.lock().unwrap().note_slice(&event);
+        let t = Instant::now();
+        replanner.sources_changed();
+        replanner.update_snapshot(|snap| sources.refresh(snap, &mut index, None));
+        let step = replanner.step(&view(&live), &links);
+        change_t.push(t.elapsed());
+        replanned += usize::from(step.replan.is_some());
+    }
+    let mut death_t = Vec::new();
+    for n in 0..PASSES / 2 {
+        let mut fewer = live.clone();
+        fewer.remove(&node_name(1 + n % (nodes - 1).max(1)));
+        let t = Instant::now();
+        let step = replanner.step(&view(&fewer), &links);
+        death_t.push(t.elapsed());
+        assert!(step.replan.is_some());
+        replanner.step(&view(&live), &links);
+    }
     println!(
         "{}",
         json!({
             "services": services, "nodes": nodes, "runs": runs,
             "snapshot_ms": median(snap_t), "compare_ms": median(cmp_t), "plan_ms": median(plan_t),
             "groups_owned_by_node0": owned,
+            "first_pass_ms": first_pass_ms,
+            "service_change_pass_ms": median(change_t.clone()),
+            "service_change_pass_max_ms": change_t.iter().max().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            "peer_death_pass_ms": median(death_t),
+            "passes": PASSES,
+            "service_change_passes_that_replanned": replanned,
         })
     );
 }

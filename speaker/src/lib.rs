@@ -24,16 +24,18 @@
 //! - [`eligibility`]: which node may announce an address, and where.
 //! - [`election`]: rendezvous hashing of addresses over nodes.
 //! - [`plan`]: groups, winners and reasons, over a snapshot and the live speakers.
+//! - [`planner`]: the plan kept current, touching only what a change can affect.
 //! - [`replan`]: when the main loop plans again, and what it then does.
 //! - [`report`]: the Service conditions a plan wants this speaker to write.
 //! - [`wire`]: the ARP/NDP codec and the kernel filters.
 //! - [`hazard`] (`hazard/mod.rs`): whether the node's kernel answers for an address itself.
-//! - In [`membership`]: `packet/` (datagram codec, signer and verifier) and `view.rs` (liveness
-//!   rules, time passed in); in [`announce`]: `respond.rs`, `table.rs` and `layout.rs`.
+//! - In [`membership`]: `packet/` (datagram codec, signer and verifier), `view.rs` (liveness
+//!   rules, time passed in), `slowness.rs` (local health), `fence.rs` (the answering lease) and
+//!   `lifeline/hello.rs`; in [`announce`]: `respond.rs`, `table.rs` and `layout.rs`.
 //!
 //! # I/O modules
 //! - [`run`]: the main loop. [`sources`]: the API watches and their conversion into [`model`].
-//! - [`membership`]: the heartbeat task. [`announce`]: the responder threads, the interfaces
+//! - [`membership`]: the heartbeat and probe task, the lifelines (`lifeline/`). [`announce`]: the responder threads, the interfaces
 //!   answered on (`interfaces.rs`) and gratuitous announcements (`gratuitous.rs`).
 //! - [`status_writer`]: condition and Event writes. [`hazard`] (`read.rs`, `watch.rs`): reading
 //!   the node's addresses and sysctls.
@@ -45,6 +47,7 @@ pub mod election;
 pub mod eligibility;
 pub mod model;
 pub mod plan;
+pub mod planner;
 pub mod replan;
 pub mod report;
 pub mod wire;

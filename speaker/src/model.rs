@@ -78,6 +78,22 @@ pub struct Snapshot {
     pub pools: BTreeMap<String, PoolInfo>,
     /// Every L2Advertisement.
     pub advertisements: Vec<Advertisement>,
-    /// Every handled LoadBalancer Service with at least one ingress IP.
-    pub services: Vec<ServiceInfo>,
+    /// Every handled LoadBalancer Service with at least one ingress IP, by key.
+    pub services: BTreeMap<ServiceKey, ServiceInfo>,
+}
+
+impl Snapshot {
+    /// Adds (or replaces) a Service.
+    pub fn insert_service(&mut self, svc: ServiceInfo) {
+        self.services.insert(svc.key.clone(), svc);
+    }
+}
+
+/// What changed in a [`Snapshot`] kept up to date.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotDelta {
+    /// Services whose facts changed (added, edited, removed).
+    pub services: BTreeSet<ServiceKey>,
+    /// Nodes, pools or advertisements changed, or everything was read again.
+    pub everything: bool,
 }

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use crate::election;
 use crate::eligibility::{Ineligible, Interfaces, node_may_announce, pool_of};
-use crate::model::{NodeInfo, PoolInfo, Snapshot};
+use crate::model::{NodeInfo, PoolInfo, ServiceInfo, Snapshot};
 
 pub use ferrolb_crds::ServiceKey;
 
@@ -93,22 +93,21 @@ impl Plan {
     }
 }
 
+/// A Service, one of its addresses, and the pool that holds it.
+pub(crate) type Pair<'a> = (&'a ServiceInfo, IpAddr, &'a PoolInfo);
+
 /// Elects an owner for every group, over the `live` speakers.
 pub fn plan(snapshot: &Snapshot, live: &BTreeSet<String>) -> Plan {
     let mut skipped = Vec::new();
-    // (service index, address, pool) for every address a pool holds.
-    let mut pairs: Vec<(usize, IpAddr, &PoolInfo)> = Vec::new();
-    for (i, svc) in snapshot.services.iter().enumerate() {
-        for &ip in &svc.ips {
-            match pool_of(ip, svc.pool.as_deref(), &snapshot.pools) {
-                Some(pool) => pairs.push((i, ip, pool)),
-                None => skipped.push(Skipped {
-                    service: svc.key.clone(),
-                    ip,
-                    why: Ineligible::NotInAnyPool,
-                }),
-            }
-        }
+    let mut pairs: Vec<Pair<'_>> = Vec::new();
+    for svc in snapshot.services.values() {
+        pairs_of(snapshot, svc, &mut pairs, |ip| {
+            skipped.push(Skipped {
+                service: svc.key.clone(),
+                ip,
+                why: Ineligible::NotInAnyPool,
+            })
+        });
     }
     let decisions = groups(&pairs)
         .into_iter()
@@ -117,9 +116,25 @@ pub fn plan(snapshot: &Snapshot, live: &BTreeSet<String>) -> Plan {
     Plan { decisions, skipped }
 }
 
+/// Appends `svc`'s (Service, address, pool) pairs to `pairs`; calls `no_pool` for each address
+/// no pool holds.
+pub(crate) fn pairs_of<'a>(
+    snapshot: &'a Snapshot,
+    svc: &'a ServiceInfo,
+    pairs: &mut Vec<Pair<'a>>,
+    mut no_pool: impl FnMut(IpAddr),
+) {
+    for &ip in &svc.ips {
+        match pool_of(ip, svc.pool.as_deref(), &snapshot.pools) {
+            Some(pool) => pairs.push((svc, ip, pool)),
+            None => no_pool(ip),
+        }
+    }
+}
+
 /// Connected components of the Service-address graph, as lists of indices into `pairs`,
 /// ordered by their lowest address.
-fn groups(pairs: &[(usize, IpAddr, &PoolInfo)]) -> Vec<Vec<usize>> {
+pub(crate) fn groups(pairs: &[Pair<'_>]) -> Vec<Vec<usize>> {
     let mut parent: Vec<usize> = (0..pairs.len()).collect();
     fn root(parent: &mut [usize], mut i: usize) -> usize {
         while parent[i] != i {
@@ -128,11 +143,11 @@ fn groups(pairs: &[(usize, IpAddr, &PoolInfo)]) -> Vec<Vec<usize>> {
         }
         i
     }
-    let mut first_by_service: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut first_by_service: BTreeMap<&ServiceKey, usize> = BTreeMap::new();
     let mut first_by_ip: BTreeMap<IpAddr, usize> = BTreeMap::new();
     for (i, &(svc, ip, _)) in pairs.iter().enumerate() {
         for first in [
-            *first_by_service.entry(svc).or_insert(i),
+            *first_by_service.entry(&svc.key).or_insert(i),
             *first_by_ip.entry(ip).or_insert(i),
         ] {
             let (a, b) = (root(&mut parent, first), root(&mut parent, i));
@@ -149,20 +164,18 @@ fn groups(pairs: &[(usize, IpAddr, &PoolInfo)]) -> Vec<Vec<usize>> {
     out
 }
 
-fn decide(
+/// The decision for the group of `pairs` at `members` (a component of [`groups`]).
+pub(crate) fn decide(
     snapshot: &Snapshot,
     live: &BTreeSet<String>,
-    pairs: &[(usize, IpAddr, &PoolInfo)],
+    pairs: &[Pair<'_>],
     members: &[usize],
 ) -> Decision {
     let ips: BTreeSet<IpAddr> = members.iter().map(|&i| pairs[i].1).collect();
     let key = ips.first().copied().expect("a group has a member");
     let group = Group {
         key,
-        services: members
-            .iter()
-            .map(|&i| snapshot.services[pairs[i].0].key.clone())
-            .collect(),
+        services: members.iter().map(|&i| pairs[i].0.key.clone()).collect(),
         ips,
     };
     let owner = match elect(snapshot, live, pairs, members, key) {
@@ -198,14 +211,14 @@ fn decide(
 fn elect<'a>(
     snapshot: &'a Snapshot,
     live: &'a BTreeSet<String>,
-    pairs: &[(usize, IpAddr, &PoolInfo)],
+    pairs: &[Pair<'a>],
     members: &[usize],
     key: IpAddr,
 ) -> Option<(String, Interfaces)> {
     // The smallest endpoint set among the group's Local Services bounds who can be eligible.
     let bound = members
         .iter()
-        .map(|&i| &snapshot.services[pairs[i].0])
+        .map(|&i| pairs[i].0)
         .filter(|svc| svc.local)
         .map(|svc| &svc.endpoint_nodes)
         .min_by_key(|nodes| nodes.len());
@@ -248,13 +261,12 @@ fn elect<'a>(
 fn node_interfaces(
     snapshot: &Snapshot,
     node: &NodeInfo,
-    pairs: &[(usize, IpAddr, &PoolInfo)],
+    pairs: &[Pair<'_>],
     members: &[usize],
 ) -> Result<Interfaces, Ineligible> {
     let mut allowed = Interfaces::All;
     for &i in members {
         let (svc, _, pool) = pairs[i];
-        let svc = &snapshot.services[svc];
         let here = node_may_announce(node, pool, &snapshot.advertisements)?;
         if svc.local && !svc.endpoint_nodes.contains(&node.name) {
             return Err(Ineligible::NoLocalEndpoint);

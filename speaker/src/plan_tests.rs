@@ -38,7 +38,7 @@ fn snapshot(nodes: usize) -> Snapshot {
             name: "all".into(),
             ..Default::default()
         }],
-        services: Vec::new(),
+        services: BTreeMap::new(),
     }
 }
 
@@ -58,7 +58,7 @@ fn svc(key: &str, ips: &[&str]) -> ServiceInfo {
 /// Adds Services `ns/s0` to `ns/s<n - 1>`, Service `i` on 198.51.100.<last(i)>.
 fn add_services(s: &mut Snapshot, n: usize, last: impl Fn(usize) -> usize) {
     for i in 0..n {
-        s.services.push(svc(
+        s.insert_service(svc(
             &format!("ns/s{i}"),
             &[&format!("198.51.100.{}", last(i))],
         ));
@@ -78,7 +78,7 @@ const ALL3: [&str; 3] = ["node1", "node2", "node3"];
 fn every_address_of_a_dual_stack_service_lands_on_one_node() {
     let mut s = snapshot(3);
     for i in 0..40 {
-        s.services.push(svc(
+        s.insert_service(svc(
             &format!("default/web{i}"),
             &[
                 &format!("198.51.100.{}", 200 + i),
@@ -106,12 +106,10 @@ fn every_address_of_a_dual_stack_service_lands_on_one_node() {
 fn services_sharing_an_address_are_announced_together_even_transitively() {
     let mut s = snapshot(3);
     // a: v4 .200 + v6 ::200; b shares .200; c shares ::200 and holds .201 too.
-    s.services
-        .push(svc("ns/a", &["198.51.100.200", "2001:db8:1::200"]));
-    s.services.push(svc("ns/b", &["198.51.100.200"]));
-    s.services
-        .push(svc("ns/c", &["2001:db8:1::200", "198.51.100.201"]));
-    s.services.push(svc("ns/d", &["198.51.100.202"]));
+    s.insert_service(svc("ns/a", &["198.51.100.200", "2001:db8:1::200"]));
+    s.insert_service(svc("ns/b", &["198.51.100.200"]));
+    s.insert_service(svc("ns/c", &["2001:db8:1::200", "198.51.100.201"]));
+    s.insert_service(svc("ns/d", &["198.51.100.202"]));
     let p = plan(&s, &live(&ALL3));
     assert_eq!(p.decisions.len(), 2);
     let g = &p.decisions[0].group;
@@ -127,8 +125,14 @@ fn the_result_does_not_depend_on_the_order_services_arrive_in() {
     add_services(&mut s, 30, |i| 200 + i % 20);
     let nodes = live(&["node1", "node2", "node3", "node4", "node5"]);
     let forward = plan(&s, &nodes);
-    s.services.reverse();
-    assert_eq!(plan(&s, &nodes), forward);
+    let mut reversed = Snapshot {
+        services: BTreeMap::new(),
+        ..s.clone()
+    };
+    for svc in s.services.values().rev() {
+        reversed.insert_service(svc.clone());
+    }
+    assert_eq!(plan(&reversed, &nodes), forward);
 }
 
 #[test]
@@ -156,7 +160,7 @@ fn a_hundred_addresses_over_three_nodes_none_holds_half() {
         addrs.push(format!("2001:db8:1::{:x}", 0x200 + i));
     }
     for (i, a) in addrs.iter().enumerate() {
-        s.services.push(svc(&format!("ns/s{i}"), &[a]));
+        s.insert_service(svc(&format!("ns/s{i}"), &[a]));
     }
     let p = plan(&s, &live(&ALL3));
     for n in ALL3 {
@@ -172,19 +176,24 @@ fn local_traffic_policy_follows_the_endpoints() {
     let mut local = svc("ns/local", &["198.51.100.210"]);
     local.local = true;
     local.endpoint_nodes = ["node3".to_string()].into();
-    s.services.push(local.clone());
+    s.insert_service(local.clone());
     assert_eq!(
         owner_of(&plan(&s, &live(&ALL3)), "198.51.100.210"),
         Some("node3".into())
     );
     // The endpoint moves: so does the address.
-    s.services[0].endpoint_nodes = ["node1".to_string()].into();
+    let local_key = key("ns/local");
+    s.services.get_mut(&local_key).unwrap().endpoint_nodes = ["node1".to_string()].into();
     assert_eq!(
         owner_of(&plan(&s, &live(&ALL3)), "198.51.100.210"),
         Some("node1".into())
     );
     // No endpoint anywhere: nobody announces, and every node says why.
-    s.services[0].endpoint_nodes.clear();
+    s.services
+        .get_mut(&local_key)
+        .unwrap()
+        .endpoint_nodes
+        .clear();
     let p = plan(&s, &live(&ALL3));
     let d = &p.decisions[0];
     let no = d.owner.as_ref().unwrap_err();
@@ -259,7 +268,7 @@ fn interfaces_narrow_over_a_group_and_an_empty_intersection_is_reported() {
     s.advertisements = vec![only("lan", &["eth0", "eth1"]), only("v6", &["eth1"])];
     let mut a = svc("ns/a", &["198.51.100.200", "2001:db8:2::1"]);
     a.pool = None;
-    s.services.push(a);
+    s.insert_service(a);
     let p = plan(&s, &live(&["node1"]));
     assert_eq!(
         p.decisions[0].owner,
@@ -279,8 +288,7 @@ fn interfaces_narrow_over_a_group_and_an_empty_intersection_is_reported() {
 #[test]
 fn addresses_outside_every_pool_are_never_announced() {
     let mut s = snapshot(2);
-    s.services
-        .push(svc("ns/foreign", &["203.0.113.7", "198.51.100.200"]));
+    s.insert_service(svc("ns/foreign", &["203.0.113.7", "198.51.100.200"]));
     let p = plan(&s, &live(&["node1", "node2"]));
     assert_eq!(p.skipped.len(), 1);
     assert_eq!(p.skipped[0].ip, ip("203.0.113.7"));
@@ -291,7 +299,7 @@ fn addresses_outside_every_pool_are_never_announced() {
 #[test]
 fn live_speakers_without_a_node_object_are_not_candidates() {
     let mut s = snapshot(1);
-    s.services.push(svc("ns/a", &["198.51.100.200"]));
+    s.insert_service(svc("ns/a", &["198.51.100.200"]));
     let p = plan(&s, &live(&["ghost"]));
     let d = &p.decisions[0];
     assert!(d.owner.as_ref().unwrap_err().reasons.is_empty());
@@ -309,7 +317,7 @@ fn the_reporter_is_one_live_node_agreed_by_all() {
     let mut s = snapshot(3);
     let mut a = svc("ns/a", &["198.51.100.200"]);
     a.local = true;
-    s.services.push(a);
+    s.insert_service(a);
     let p1 = plan(&s, &live(&ALL3));
     let p2 = plan(&s, &live(&["node3", "node2", "node1"]));
     assert_eq!(p1.decisions[0].reporter, p2.decisions[0].reporter);
@@ -326,7 +334,7 @@ fn exhaustive_owner(s: &Snapshot, live: &BTreeSet<String>, d: &Decision) -> Opti
                 return false;
             };
             d.group.services.iter().all(|key| {
-                let svc = s.services.iter().find(|x| &x.key == key).unwrap();
+                let svc = &s.services[key];
                 svc.ips
                     .iter()
                     .filter(|ip| d.group.ips.contains(ip))
@@ -392,7 +400,7 @@ fn the_ranked_election_equals_checking_every_node() {
                     .map(|_| format!("node{}", 1 + rng.u64(..nodes as u64 + 2)))
                     .collect();
             }
-            s.services.push(info);
+            s.insert_service(info);
         }
         let live: BTreeSet<String> = (1..=nodes + 1)
             .filter(|_| rng.u64(..5) != 0)

@@ -1,23 +1,23 @@
 //! When the speaker plans again, and what it then does (pure): the rules of the main loop, fed
 //! events by [`crate::run`], which carries out what a [`Step`] says.
 //!
-//! - The snapshot of the caches is rebuilt only after a watch reported a change
-//!   ([`Replanner::sources_changed`]), and counts as new (a new *generation*) only when it differs
-//!   from the last one: Node heartbeats and unrelated Service edits change objects without
-//!   changing the snapshot, and need no new plan. Rebuilding takes 25 ms at 10,000 Services, so a
-//!   peer's death replans from the last snapshot and failover does not pay for reading the caches.
-//! - A plan is made when (snapshot generation, live speakers) differs from the last plan's, or
-//!   when forced ([`Replanner::force`]: a status write failed, or the interfaces answered on
-//!   changed, whose names appear in the conditions).
+//! - The snapshot of the caches is read only after a watch reported a change
+//!   ([`Replanner::sources_changed`]). What differs from the last one decides what is planned:
+//!   changed Services re-plan only their groups, changed Nodes, pools or advertisements
+//!   everything (see [`crate::planner`]); Node heartbeats and unrelated Service edits change
+//!   objects without changing the snapshot, and plan nothing.
+//! - A change of the live speakers re-plans only the groups it can move: a peer's death, those
+//!   it owned; a newcomer, those it outranks the owner of. Failover reads no cache.
+//! - [`Replanner::force`] (a status write failed, or the interfaces answered on changed, whose
+//!   names appear in the conditions) re-derives this node's own conditions.
 //! - When a speaker joins while others were already live (a peer came back, or this speaker was
 //!   cut off and rejoined), everything owned is announced again: whoever stood in meanwhile may
 //!   still be in clients' caches.
-//! - The kernel check is given the handled addresses and interfaces only when the snapshot
-//!   generation or the interfaces changed: who is live does not change them, so a failover's
-//!   replan skips it.
-//! - The conditions wanted are those of the last plan; the loop hands them to the status writer
-//!   after every event, not only after a new plan (a condition another speaker overwrote while
-//!   this one was cut off changes nothing in the plan, yet needs a write).
+//! - The kernel check is told what changed in the handled addresses and the interfaces, and
+//!   nothing when neither did (a failover moves owners, not addresses).
+//! - The conditions wanted are those of the current plan; the loop hands them to the status
+//!   writer after every event (a condition another speaker overwrote while this one was cut off
+//!   changes nothing in the plan, yet needs a write).
 //! - The membership is told the peer list only when it changed.
 //!
 //! No rule depends on time, so nothing here reads a clock; the liveness rules that do take it
@@ -27,10 +27,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::eligibility::Interfaces;
-use crate::hazard::watch::Handled;
+use crate::hazard::watch::HandledChange;
 use crate::membership::{LiveView, Peer, ViewSource};
-use crate::model::Snapshot;
-use crate::plan::{self, ServiceKey};
+use crate::model::{Snapshot, SnapshotDelta};
+use crate::plan::{Decision, ServiceKey};
+use crate::planner::{Planner, Update};
 use crate::report::{self, Wanted};
 
 /// The main loop's memory between events.
@@ -38,21 +39,26 @@ use crate::report::{self, Wanted};
 pub struct Replanner {
     /// This node's name.
     me: String,
-    /// The last snapshot read, and its generation (bumped when a read differs).
+    /// The last snapshot read.
     snapshot: Snapshot,
-    generation: u64,
+    /// The plan over it.
+    planner: Planner,
     /// A watch reported a change since the last read.
     snapshot_stale: bool,
-    /// (snapshot generation, live speakers) of the last plan.
-    planned: Option<(u64, BTreeSet<String>)>,
+    /// Services whose facts changed since the last step.
+    changed_services: BTreeSet<ServiceKey>,
+    /// Nodes, pools or advertisements changed since the last step (or nothing was planned yet).
+    changed_everything: bool,
     /// Plan at the next step even if nothing changed.
     forced: bool,
     /// The live speakers and the liveness source of the last step.
     last_live: BTreeSet<String>,
     last_source: ViewSource,
-    /// (snapshot generation, interfaces) the kernel check was last given.
-    kernel_checked: Option<(u64, Vec<String>)>,
-    /// The conditions the last plan wants.
+    /// The interfaces the kernel check was last given.
+    kernel_interfaces: Option<Vec<String>>,
+    /// The addresses this node announces, and where.
+    desired: BTreeMap<IpAddr, Interfaces>,
+    /// The conditions the current plan wants this node to write.
     wanted: BTreeMap<ServiceKey, Wanted>,
     /// The peer list the membership was last given.
     peers: Vec<Peer>,
@@ -78,8 +84,8 @@ pub struct Replan {
     pub desired: BTreeMap<IpAddr, Interfaces>,
     /// Announce everything owned again (a speaker rejoined).
     pub reannounce: bool,
-    /// New input for the kernel check, when it changed.
-    pub kernel: Option<Handled>,
+    /// What the kernel check must learn, when anything changed for it.
+    pub kernel: Option<HandledChange>,
 }
 
 impl Replanner {
@@ -88,13 +94,15 @@ impl Replanner {
         Replanner {
             me: me.into(),
             snapshot: Snapshot::default(),
-            generation: 0,
+            planner: Planner::default(),
             snapshot_stale: true,
-            planned: None,
+            changed_services: BTreeSet::new(),
+            changed_everything: true,
             forced: false,
             last_live: BTreeSet::new(),
             last_source: ViewSource::Mesh,
-            kernel_checked: None,
+            kernel_interfaces: None,
+            desired: BTreeMap::new(),
             wanted: BTreeMap::new(),
             peers,
         }
@@ -110,13 +118,35 @@ impl Replanner {
         self.snapshot_stale
     }
 
-    /// A snapshot read from the caches after a change: a new generation if it differs.
+    /// A snapshot read from the caches after a change: notes what differs from the last one.
     pub fn snapshot_read(&mut self, fresh: Snapshot) {
         self.snapshot_stale = false;
-        if fresh != self.snapshot {
-            self.snapshot = fresh;
-            self.generation += 1;
+        let old = std::mem::replace(&mut self.snapshot, fresh);
+        let new = &self.snapshot;
+        if old.nodes != new.nodes
+            || old.pools != new.pools
+            || old.advertisements != new.advertisements
+        {
+            self.changed_everything = true;
         }
+        if old.services != new.services {
+            let keys: BTreeSet<&ServiceKey> =
+                old.services.keys().chain(new.services.keys()).collect();
+            self.changed_services.extend(
+                keys.into_iter()
+                    .filter(|k| old.services.get(*k) != new.services.get(*k))
+                    .cloned(),
+            );
+        }
+    }
+
+    /// Brings the snapshot up to date in place (`update` says what it changed), after a
+    /// watch reported a change: the cheap way of [`Replanner::snapshot_read`].
+    pub fn update_snapshot(&mut self, update: impl FnOnce(&mut Snapshot) -> SnapshotDelta) {
+        self.snapshot_stale = false;
+        let delta = update(&mut self.snapshot);
+        self.changed_everything |= delta.everything;
+        self.changed_services.extend(delta.services);
     }
 
     /// Plan at the next step even if neither the snapshot nor the live speakers changed.
@@ -151,49 +181,145 @@ impl Replanner {
         let rejoined = !self.last_live.is_empty() && !step.joined.is_empty();
         self.last_live = view.live.clone();
 
-        let input = (self.generation, view.live.clone());
-        if !self.forced && self.planned.as_ref() == Some(&input) {
+        let mut updates = Vec::new();
+        if std::mem::take(&mut self.changed_everything) {
+            self.changed_services.clear();
+            updates.push(self.planner.rebuild(&self.snapshot, &view.live));
+        } else {
+            let changed = std::mem::take(&mut self.changed_services);
+            if !changed.is_empty() {
+                updates.push(self.planner.services_changed(&self.snapshot, &changed));
+            }
+            updates.push(self.planner.live_changed(&self.snapshot, &view.live));
+        }
+        let interfaces_changed = self.kernel_interfaces.as_deref() != Some(links);
+        let forced = std::mem::take(&mut self.forced);
+        if updates.iter().all(Update::is_empty) && !forced && !interfaces_changed {
             return step;
         }
-        self.forced = false;
-        let plan = plan::plan(&self.snapshot, &view.live);
-        let desired = plan
-            .owned_by(&self.me)
-            .flat_map(|d| {
-                let interfaces = d
-                    .owner
-                    .as_ref()
-                    .map(|(_, i)| i.clone())
-                    .unwrap_or(Interfaces::All);
-                d.group.ips.iter().map(move |ip| (*ip, interfaces.clone()))
-            })
-            .collect();
-        self.wanted = report::wanted(&plan.decisions, &self.me, |d| {
-            d.owner
-                .as_ref()
-                .map(|(_, allowed)| names_allowed(links, allowed))
-                .unwrap_or_default()
-        });
-        let checked = (self.generation, links.to_vec());
-        let kernel = (self.kernel_checked.as_ref() != Some(&checked)).then(|| Handled {
-            ips: plan
-                .decisions
-                .iter()
-                .flat_map(|d| d.group.ips.iter().map(|ip| (*ip, d.group.services.clone())))
-                .collect(),
-            interfaces: links.to_vec(),
-        });
-        if kernel.is_some() {
-            self.kernel_checked = Some(checked);
+        let mut handled = HandledDiff::default();
+        for update in &updates {
+            self.apply(update, links, &mut handled);
         }
-        self.planned = Some(input);
+        let mut kernel = handled.change();
+        if forced || interfaces_changed {
+            self.rederive_own(links);
+        }
+        if interfaces_changed {
+            self.kernel_interfaces = Some(links.to_vec());
+            kernel.interfaces = Some(links.to_vec());
+        }
         step.replan = Some(Replan {
-            desired,
+            desired: self.desired.clone(),
             reannounce: rejoined,
-            kernel,
+            kernel: (!kernel.is_empty()).then_some(kernel),
         });
         step
     }
+
+    /// Carries `update` into the desired addresses, the wanted conditions and `handled`.
+    fn apply(&mut self, update: &Update, links: &[String], handled: &mut HandledDiff) {
+        for d in &update.removed {
+            for ip in &d.group.ips {
+                self.desired.remove(ip);
+                handled.removed(*ip, &d.group.services);
+            }
+            for svc in &d.group.services {
+                self.wanted.remove(svc);
+            }
+        }
+        for key in &update.added {
+            let Some(d) = self.planner.decision(key) else {
+                continue;
+            };
+            for ip in &d.group.ips {
+                handled.added(*ip, &d.group.services);
+            }
+            add_own(&self.me, d, links, &mut self.desired, &mut self.wanted);
+        }
+    }
+
+    /// Derives this node's desired addresses and conditions again (the interfaces' names
+    /// changed, or a write must be retried).
+    fn rederive_own(&mut self, links: &[String]) {
+        let mine: Vec<&Decision> = self
+            .planner
+            .owned_by(&self.me)
+            .chain(self.planner.unowned())
+            .filter_map(|k| self.planner.decision(k))
+            .collect();
+        for d in mine {
+            add_own(&self.me, d, links, &mut self.desired, &mut self.wanted);
+        }
+    }
+}
+
+/// The handled addresses before and after one step's updates, for the kernel check.
+#[derive(Debug, Default)]
+struct HandledDiff {
+    /// Each address's Services before the step (`None`: not handled), as first seen.
+    was: BTreeMap<IpAddr, Option<BTreeSet<ServiceKey>>>,
+    /// And after.
+    now: BTreeMap<IpAddr, Option<BTreeSet<ServiceKey>>>,
+}
+
+impl HandledDiff {
+    /// `ip`'s decision, which gave it `services`, was removed. (Removals come first: an address
+    /// first seen here was handled with those Services before the step.)
+    fn removed(&mut self, ip: IpAddr, services: &BTreeSet<ServiceKey>) {
+        self.was.entry(ip).or_insert_with(|| Some(services.clone()));
+        self.now.insert(ip, None);
+    }
+
+    /// `ip` is in a new decision, with `services`. (An address first seen here was not handled
+    /// before the step: had it been, its old decision would have been removed first.)
+    fn added(&mut self, ip: IpAddr, services: &BTreeSet<ServiceKey>) {
+        self.was.entry(ip).or_insert(None);
+        self.now.insert(ip, Some(services.clone()));
+    }
+
+    /// What differs, for the kernel check.
+    fn change(self) -> HandledChange {
+        let mut change = HandledChange::default();
+        for (ip, now) in self.now {
+            if self.was.get(&ip) == Some(&now) {
+                continue;
+            }
+            match now {
+                Some(services) => {
+                    change.upserted.insert(ip, services);
+                }
+                None => {
+                    change.removed.insert(ip);
+                }
+            }
+        }
+        change
+    }
+}
+
+/// Adds what decision `d` asks of node `me`: its addresses if `me` owns it, and the conditions
+/// `me` writes for it (as owner, or as the reporter of a group nobody announces).
+fn add_own(
+    me: &str,
+    d: &Decision,
+    links: &[String],
+    desired: &mut BTreeMap<IpAddr, Interfaces>,
+    wanted: &mut BTreeMap<ServiceKey, Wanted>,
+) {
+    if let Ok((owner, allowed)) = &d.owner
+        && owner == me
+    {
+        for ip in &d.group.ips {
+            desired.insert(*ip, allowed.clone());
+        }
+    }
+    wanted.extend(report::wanted([d], me, |d| {
+        d.owner
+            .as_ref()
+            .map(|(_, allowed)| names_allowed(links, allowed))
+            .unwrap_or_default()
+    }));
 }
 
 /// The names among `links` that `allowed` lets this node announce on.

@@ -6,7 +6,7 @@ use ferrolb_crds::address::parse_entry;
 
 use super::*;
 use crate::model::{Advertisement, NodeInfo, PoolInfo, ServiceInfo};
-use crate::plan::ServiceKey;
+use crate::plan::{self, ServiceKey};
 
 fn key(namespaced: &str) -> ServiceKey {
     namespaced.parse().unwrap()
@@ -58,6 +58,7 @@ fn snapshot(services: std::ops::Range<u8>) -> Snapshot {
                 pool: Some("lan".into()),
                 ..Default::default()
             })
+            .map(|svc| (svc.key.clone(), svc))
             .collect(),
     }
 }
@@ -97,11 +98,12 @@ fn the_first_step_plans_announces_what_is_owned_here_and_checks_the_kernel() {
     );
     assert!(!replan.reannounce, "nobody was live before: no rejoin");
     let kernel = replan.kernel.unwrap();
-    assert_eq!(kernel.interfaces, names(&["eth0", "eth1"]));
+    assert_eq!(kernel.interfaces, Some(names(&["eth0", "eth1"])));
     assert_eq!(
-        kernel.ips,
+        kernel.upserted,
         BTreeMap::from([(ip("198.51.100.200"), [key("ns/s0")].into())])
     );
+    assert!(kernel.removed.is_empty());
     assert_eq!(
         r.wanted()[&key("ns/s0")].message,
         "node1 announces 198.51.100.200 on eth0, eth1"
@@ -152,8 +154,23 @@ fn a_changed_snapshot_plans_again_and_checks_the_kernel_again() {
     r.snapshot_read(snapshot(0..2));
     let replan = r.step(&view(&[ME]), &names(&["eth0"])).replan.unwrap();
     assert_eq!(replan.desired.len(), 2);
-    assert_eq!(replan.kernel.unwrap().ips.len(), 2);
+    let kernel = replan.kernel.unwrap();
+    assert_eq!(
+        kernel.upserted,
+        BTreeMap::from([(ip("198.51.100.201"), [key("ns/s1")].into())]),
+        "only what changed"
+    );
+    assert_eq!(kernel.interfaces, None);
     assert!(r.wanted().contains_key(&key("ns/s1")));
+    // And back: the address leaves the kernel check, the condition is no longer wanted.
+    r.sources_changed();
+    r.snapshot_read(snapshot(0..1));
+    let replan = r.step(&view(&[ME]), &names(&["eth0"])).replan.unwrap();
+    assert_eq!(replan.desired.len(), 1);
+    let kernel = replan.kernel.unwrap();
+    assert_eq!(kernel.removed, [ip("198.51.100.201")].into());
+    assert!(kernel.upserted.is_empty());
+    assert!(!r.wanted().contains_key(&key("ns/s1")));
 }
 
 #[test]
@@ -197,7 +214,7 @@ fn new_interfaces_reach_the_conditions_and_the_kernel_check() {
     r.force();
     let links = names(&["eth0", "eth1"]);
     let replan = r.step(&view(&[ME]), &links).replan.unwrap();
-    assert_eq!(replan.kernel.unwrap().interfaces, links);
+    assert_eq!(replan.kernel.unwrap().interfaces, Some(links));
     assert_eq!(
         r.wanted()[&key("ns/s0")].message,
         "node1 announces 198.51.100.200 on eth0, eth1"
@@ -242,4 +259,86 @@ fn the_membership_hears_of_changed_peer_lists_only() {
     let changed = vec![peer("node2", false)];
     assert_eq!(r.peers_read(changed.clone()), Some(changed.clone()));
     assert_eq!(r.peers_read(changed), None);
+}
+
+#[test]
+fn every_step_agrees_with_a_plan_from_scratch() {
+    // Services, live speakers and pools change in turn; this node's addresses and conditions
+    // always equal those of a plan made from scratch.
+    let mut r = Replanner::new(ME, Vec::new());
+    let links = names(&["eth0"]);
+    let histories: [(std::ops::Range<u8>, &[&str]); 7] = [
+        (0..10, &["node1", "node2", "node3"]),
+        (0..20, &["node1", "node2", "node3"]),
+        (5..20, &["node1", "node3"]),
+        (5..20, &["node1", "node2", "node3"]),
+        (0..3, &["node1"]),
+        (0..30, &["node2", "node1"]),
+        (0..30, &["node1", "node2", "node3"]),
+    ];
+    for (services, live) in histories {
+        let snap = snapshot(services.clone());
+        r.sources_changed();
+        r.snapshot_read(snap.clone());
+        let view = view(live);
+        r.step(&view, &links);
+        let p = plan::plan(&snap, &view.live);
+        let mine: BTreeSet<IpAddr> = p
+            .owned_by(ME)
+            .flat_map(|d| d.group.ips.iter().copied())
+            .collect();
+        assert_eq!(
+            r.desired.keys().copied().collect::<BTreeSet<_>>(),
+            mine,
+            "{services:?} {live:?}"
+        );
+        let wanted = report::wanted(&p.decisions, ME, |_| links.clone());
+        assert_eq!(r.wanted(), &wanted, "{services:?} {live:?}");
+    }
+}
+
+#[test]
+fn a_changed_pool_plans_everything_again() {
+    let mut r = planned(snapshot(0..10), &["node1", "node2"]);
+    let mut snap = snapshot(0..10);
+    snap.pools.get_mut("lan").unwrap().ranges = vec![parse_entry("198.51.100.200/30").unwrap()];
+    r.sources_changed();
+    r.snapshot_read(snap);
+    let replan = r
+        .step(&view(&["node1", "node2"]), &names(&["eth0"]))
+        .replan
+        .unwrap();
+    let kernel = replan.kernel.unwrap();
+    assert_eq!(kernel.removed.len(), 6, "six addresses left the pool");
+    assert!(
+        replan
+            .desired
+            .keys()
+            .all(|ip| *ip <= self::ip("198.51.100.203"))
+    );
+}
+
+#[test]
+fn an_updated_snapshot_plans_only_what_changed() {
+    let mut r = planned(snapshot(0..10), &["node1", "node2"]);
+    r.sources_changed();
+    r.update_snapshot(|snap| {
+        let svc = snap.services.get_mut(&key("ns/s3")).unwrap();
+        svc.local = true;
+        svc.endpoint_nodes = ["node2".to_string()].into();
+        SnapshotDelta {
+            services: [key("ns/s3")].into(),
+            everything: false,
+        }
+    });
+    assert!(!r.snapshot_stale());
+    let replan = r
+        .step(&view(&["node1", "node2"]), &names(&["eth0"]))
+        .replan
+        .unwrap();
+    assert!(
+        !replan.desired.contains_key(&ip("198.51.100.203")),
+        "only node2 may announce it"
+    );
+    assert_eq!(replan.kernel, None, "the same addresses and Services");
 }

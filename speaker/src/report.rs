@@ -29,8 +29,8 @@ pub struct Wanted {
 /// The conditions this speaker (`me`) is responsible for, given the plan's decisions:
 /// the groups it owns, and the unowned groups it is the reporter of. `interfaces` resolves an
 /// owned group's interface allowance to names on this node.
-pub fn wanted(
-    decisions: &[Decision],
+pub fn wanted<'a>(
+    decisions: impl IntoIterator<Item = &'a Decision>,
     me: &str,
     interfaces: impl Fn(&Decision) -> Vec<String>,
 ) -> BTreeMap<ServiceKey, Wanted> {

@@ -123,12 +123,15 @@ pub async fn run(
         metrics.clone(),
     );
     let mut replanner = Replanner::new(config.node.clone(), peers);
+    let mut slice_index = crate::sources::SliceIndex::default();
     let mut links_changed = announcer.links_changed();
     let mut fence_lifted = membership.fence_lifted();
     loop {
         let view = live.borrow_and_update().clone();
         if replanner.snapshot_stale() {
-            replanner.snapshot_read(sources.snapshot(config.lb_class.as_deref()));
+            replanner.update_snapshot(|snapshot| {
+                sources.refresh(snapshot, &mut slice_index, config.lb_class.as_deref())
+            });
         }
         let links = announcer.interface_names();
         let step = replanner.step(&view, &links);
@@ -162,9 +165,13 @@ pub async fn run(
             r = changes.changed() => {
                 if r.is_err() { anyhow::bail!("the API watches stopped"); }
                 replanner.sources_changed();
-                let peers = sources.peers(&config.node, config.memberlist_port, v4);
-                if let Some(peers) = replanner.peers_read(peers) {
-                    membership.set_peers(peers);
+                // Only Node events change the peers (the journal keeps the flag until the
+                // snapshot is refreshed at the top of the loop).
+                if sources.nodes_changed() {
+                    let peers = sources.peers(&config.node, config.memberlist_port, v4);
+                    if let Some(peers) = replanner.peers_read(peers) {
+                        membership.set_peers(peers);
+                    }
                 }
             }
             r = live.changed() => {

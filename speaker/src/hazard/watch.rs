@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -46,10 +46,39 @@ pub struct Handled {
     pub interfaces: Vec<String>,
 }
 
+/// What changed in [`Handled`]: the run loop sends only this, so a step costs what it changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HandledChange {
+    /// Addresses handled now (new, or with other Services).
+    pub upserted: BTreeMap<IpAddr, BTreeSet<ServiceKey>>,
+    /// Addresses no longer handled.
+    pub removed: BTreeSet<IpAddr>,
+    /// The interfaces answered on, when they changed.
+    pub interfaces: Option<Vec<String>>,
+}
+
+impl HandledChange {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.upserted.is_empty() && self.removed.is_empty() && self.interfaces.is_none()
+    }
+
+    /// Applies the change to `handled`.
+    pub fn apply_to(self, handled: &mut Handled) {
+        for ip in &self.removed {
+            handled.ips.remove(ip);
+        }
+        handled.ips.extend(self.upserted);
+        if let Some(interfaces) = self.interfaces {
+            handled.interfaces = interfaces;
+        }
+    }
+}
+
 /// The running check; dropping it stops it.
 #[derive(Debug)]
 pub struct KernelWatch {
-    handled: watch::Sender<Handled>,
+    changes: mpsc::UnboundedSender<HandledChange>,
     task: JoinHandle<()>,
 }
 
@@ -68,18 +97,15 @@ impl KernelWatch {
         services: Store<Service>,
         metrics: Metrics,
     ) -> KernelWatch {
-        let (handled, rx) = watch::channel(Handled::default());
+        let (changes, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(node, interval, client, services, metrics, rx));
-        KernelWatch { handled, task }
+        KernelWatch { changes, task }
     }
 
-    /// Checks against `handled` from now on (at once, if it changed).
-    pub fn update(&self, handled: Handled) {
-        self.handled.send_if_modified(|current| {
-            let changed = *current != handled;
-            *current = handled;
-            changed
-        });
+    /// Checks against the handled addresses changed by `change` from now on (at once).
+    pub fn update(&self, change: HandledChange) {
+        // An error means the task ended; there is nothing left to tell.
+        let _ = self.changes.send(change);
     }
 }
 
@@ -89,8 +115,9 @@ async fn run(
     client: Client,
     services: Store<Service>,
     metrics: Metrics,
-    mut handled_rx: watch::Receiver<Handled>,
+    mut changes: mpsc::UnboundedReceiver<HandledChange>,
 ) {
+    let mut handled = Handled::default();
     let events = match LinkEvents::open() {
         Ok(e) => Some(e),
         Err(e) => {
@@ -106,14 +133,19 @@ async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            r = handled_rx.changed() => if r.is_err() { return },
+            change = changes.recv() => match change {
+                Some(change) => change.apply_to(&mut handled),
+                None => return,
+            },
             r = address_change(events.as_ref()) => if r.is_err() {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             },
         }
         // Bursts of address notifications (pods starting) cost one check per MIN_GAP at most.
         let next_allowed = tokio::time::Instant::now() + MIN_GAP;
-        let handled = handled_rx.borrow_and_update().clone();
+        while let Ok(change) = changes.try_recv() {
+            change.apply_to(&mut handled);
+        }
         let hazards = if handled.ips.is_empty() || handled.interfaces.is_empty() {
             Vec::new()
         } else {

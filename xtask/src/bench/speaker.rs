@@ -105,8 +105,10 @@ pub struct Binaries {
 }
 
 /// Services and nodes of the plan pass.
-const PLAN_SERVICES: u32 = 10_000;
-const PLAN_NODES: u32 = 100;
+const PLAN_SERVICES: u32 = 100_000;
+const PLAN_NODES: u32 = 1_000;
+/// Whole reads and plans at that size take 2-3 s each: three are enough for a median.
+const PLAN_RUNS: u32 = 3;
 
 /// Runs `plan_bench` (before the lab starts, on a quiet machine).
 fn plan_pass(bin: &Path) -> Result<PlanPass> {
@@ -116,6 +118,8 @@ fn plan_pass(bin: &Path) -> Result<PlanPass> {
         &PLAN_SERVICES.to_string(),
         "--nodes",
         &PLAN_NODES.to_string(),
+        "--runs",
+        &PLAN_RUNS.to_string(),
     ]);
     super::json_output(cmd, "plan_bench")
 }

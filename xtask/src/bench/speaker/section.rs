@@ -98,6 +98,15 @@ pub struct PlanPass {
     pub compare_ms: f64,
     /// Election over every group, median, ms.
     pub plan_ms: f64,
+    /// The run loop's pass after one Service's endpoints moved (journal, snapshot refresh,
+    /// incremental plan), median, ms.
+    pub service_change_pass_ms: f64,
+    /// The same, slowest of the passes, ms.
+    pub service_change_pass_max_ms: f64,
+    /// The run loop's pass after a peer's death, median, ms.
+    pub peer_death_pass_ms: f64,
+    /// The first pass (everything read and planned), ms.
+    pub first_pass_ms: f64,
 }
 
 #[cfg(test)]
@@ -137,10 +146,6 @@ mod tests {
         let goals: Vec<&str> = section.figures.iter().map(|f| f.goal.as_str()).collect();
         assert_eq!(goals, ["", "< 50", "", "< 50"], "p50 reported, p99 judged");
         assert!(section.notes[0].contains("2 of 3 trials"));
-        assert!(
-            section
-                .markdown()
-                .contains("| Kill | 2 | node2 → - | 28 |")
-        );
+        assert!(section.markdown().contains("| Kill | 2 | node2 → - | 28 |"));
     }
 }

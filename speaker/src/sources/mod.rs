@@ -1,11 +1,18 @@
 //! What the speaker reads from the API: caches (reflectors) of Services, EndpointSlices, Nodes,
-//! IPAddressPools and L2Advertisements, a change counter, and their conversion into the
-//! [`crate::model`] types ([`Snapshot`], membership [`Peer`]s) the pure code works on.
+//! IPAddressPools and L2Advertisements, a change counter, a journal of what changed
+//! (`journal.rs`), and their conversion into the [`crate::model`] types ([`Snapshot`],
+//! membership [`Peer`]s) the pure code works on: whole ([`Sources::snapshot`]) or by updating
+//! only what the journal names ([`Sources::refresh`]).
+
+mod journal;
+
+pub use journal::{Journal, SliceIndex};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use ferrolb_crds::address::parse_entry;
 use ferrolb_crds::contract::{annotation, label};
@@ -37,6 +44,8 @@ pub struct Sources {
     pub pools: Store<IPAddressPool>,
     /// Advertisements.
     pub advertisements: Store<L2Advertisement>,
+    /// What the watches changed since [`Sources::refresh`] last read it.
+    pub journal: Arc<Mutex<Journal>>,
 }
 
 /// The watch tasks; dropping this stops them.
@@ -59,19 +68,27 @@ impl Sources {
         health: &HealthState,
     ) -> (Sources, watch::Receiver<u64>, Watches) {
         let (tx, rx) = watch::channel(0u64);
+        let journal = Arc::new(Mutex::new(Journal::everything()));
         let mut spawner = Spawner {
             client,
             health,
             changed: tx,
+            journal: journal.clone(),
             tasks: Vec::new(),
         };
         let all = watcher::Config::default;
         let sources = Sources {
-            services: spawner.watch(all().fields("spec.type=LoadBalancer"), "Services"),
-            slices: spawner.watch(all(), "EndpointSlices"),
-            nodes: spawner.watch(all(), "Nodes"),
-            pools: spawner.watch(all(), "IPAddressPools"),
-            advertisements: spawner.watch(all(), "L2Advertisements"),
+            services: spawner.watch(
+                all().fields("spec.type=LoadBalancer"),
+                "Services",
+                Journal::note_service,
+            ),
+            slices: spawner.watch(all(), "EndpointSlices", Journal::note_slice),
+            nodes: spawner.watch(all(), "Nodes", |j, _| j.nodes = true),
+            pools: spawner.watch(all(), "IPAddressPools", |j, _| j.pools = true),
+            advertisements: spawner
+                .watch(all(), "L2Advertisements", |j, _| j.advertisements = true),
+            journal,
         };
         (sources, rx, Watches(spawner.tasks))
     }
@@ -125,12 +142,11 @@ impl Sources {
             .map(|a| advertisement(a))
             .collect();
         advertisements.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut services: Vec<ServiceInfo> = all_services
+        let services = all_services
             .iter()
             .filter_map(|s| service_info(s, lb_class, &endpoints))
+            .map(|svc| (svc.key.clone(), svc))
             .collect();
-        // The caches iterate in no fixed order; sorted, equal states compare equal.
-        services.sort_by(|a, b| a.key.cmp(&b.key));
         Snapshot {
             nodes: self
                 .nodes
@@ -147,6 +163,11 @@ impl Sources {
             advertisements,
             services,
         }
+    }
+
+    /// Whether a Node event arrived since the snapshot was last refreshed.
+    pub fn nodes_changed(&self) -> bool {
+        self.journal.lock().unwrap_or_else(|e| e.into_inner()).nodes
     }
 
     /// Every other node as a membership peer, at its InternalIP of `family_v4`'s family.
@@ -185,19 +206,27 @@ struct Spawner<'a> {
     client: &'a Client,
     health: &'a HealthState,
     changed: watch::Sender<u64>,
+    journal: Arc<Mutex<Journal>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Spawner<'_> {
     /// A cache of every `K` (cluster-wide) matching `config`, kept current by a new task that
-    /// bumps the change counter on every event; `what` names the objects in warnings and readiness.
-    fn watch<K>(&mut self, config: watcher::Config, what: &'static str) -> Store<K>
+    /// notes each event in the journal (`note`) and bumps the change counter; `what` names the
+    /// objects in warnings and readiness.
+    fn watch<K>(
+        &mut self,
+        config: watcher::Config,
+        what: &'static str,
+        note: fn(&mut Journal, &watcher::Event<K>),
+    ) -> Store<K>
     where
         K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
         K::DynamicType: Default + Eq + Hash + Clone,
     {
         let api = Api::<K>::all(self.client.clone());
         let changed = self.changed.clone();
+        let journal = self.journal.clone();
         let (store, writer) = reflector::store();
         let status = self.health.watch_status(what);
         let stream = ferrolb_runtime::watch::resilient(
@@ -206,7 +235,11 @@ impl Spawner<'_> {
         );
         self.tasks.push(tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
-            while stream.next().await.is_some() {
+            while let Some(event) = stream.next().await {
+                note(
+                    &mut journal.lock().unwrap_or_else(|e| e.into_inner()),
+                    &event,
+                );
                 changed.send_modify(|n| *n = n.wrapping_add(1));
             }
         }));
@@ -457,12 +490,13 @@ mod tests {
             nodes: store(Vec::new()),
             pools: store(Vec::new()),
             advertisements: store(Vec::new()),
+            journal: Default::default(),
         };
         let snap = sources.snapshot(None);
         let by_key: HashMap<String, &ServiceInfo> = snap
             .services
             .iter()
-            .map(|s| (s.key.to_string(), s))
+            .map(|(k, s)| (k.to_string(), s))
             .collect();
         assert_eq!(by_key.len(), 3);
         let nodes = |k: &str| by_key[k].endpoint_nodes.iter().cloned().collect::<Vec<_>>();
@@ -470,7 +504,7 @@ mod tests {
         assert_eq!(nodes("other/web"), ["node3"]);
         assert!(nodes("ns/api").is_empty());
         // Sorted by key, so equal caches give equal snapshots.
-        let keys: Vec<String> = snap.services.iter().map(|s| s.key.to_string()).collect();
+        let keys: Vec<String> = snap.services.keys().map(|k| k.to_string()).collect();
         assert_eq!(keys, ["ns/api", "ns/web", "other/web"]);
         assert_eq!(snap, sources.snapshot(None));
     }
