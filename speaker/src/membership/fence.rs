@@ -1,10 +1,14 @@
 //! Self-fencing: a speaker answers for its addresses only while its peers cannot have declared
-//! it dead. Peers declare a speaker dead `dead_after` after the last heartbeat they received, so
+//! it dead for not running. Peers declare a speaker dead `dead_after` after the last heartbeat they received, so
 //! a heartbeat round sent at `t` lets this speaker answer until `t + dead_after - margin`. When
 //! the next round comes later than that (the process was paused, starved of CPU or swapping),
 //! the answering stopped by itself when the lease ran out, before any peer could take over; it
 //! resumes one interval after that round, once the peers have heard it again and handed its
 //! addresses back, so two nodes never answer for one address at once.
+//!
+//! What it does not cover: a network partition between speakers (heartbeats sent on time but
+//! lost or refused). Then each side answers the clients it reaches, as a load balancer should
+//! rather than go dark; the heal settles within a heartbeat or two.
 //!
 //! [`Lease`] is the pure rule; [`Fence`] is the lock-free copy that the responder threads and
 //! the gratuitous announcements check before every frame.

@@ -277,6 +277,7 @@ impl Membership {
             signer: Signer::new(key.clone(), cfg.node.clone(), boot_id),
             verifier: Verifier::new(key, cfg.max_clock_skew),
             keys: KeyRing::new(cfg.key.clone(), cfg.key_rotation_window),
+            key_change_at: None,
             socket,
             slowness: Slowness::new(cfg.interval, cfg.dead_after),
             view,
@@ -433,6 +434,8 @@ struct Task {
     verifier: Verifier,
     /// The keys signed with and accepted, over a rotation.
     keys: KeyRing,
+    /// When the keys change next (see [`Task::apply_keys`]).
+    key_change_at: Option<Instant>,
     view: View,
     /// How late this speaker's own heartbeat ticks fire.
     slowness: Slowness,
@@ -479,10 +482,7 @@ impl Task {
             let check = self.next_check.map(tokio::time::Instant::from_std);
             let probe = self.next_probe.map(tokio::time::Instant::from_std);
             let resume = self.resume_at.map(tokio::time::Instant::from_std);
-            let key_change = self
-                .keys
-                .next_change(Instant::now())
-                .map(tokio::time::Instant::from_std);
+            let key_change = self.key_change_at.map(tokio::time::Instant::from_std);
             tokio::select! {
                 stop = &mut stop_rx => {
                     if stop.is_ok() {
@@ -527,9 +527,11 @@ impl Task {
                 scheduled = tick.tick() => {
                     let now = Instant::now();
                     self.slowness.record(now, now.saturating_duration_since(scheduled.into_std()));
-                    if self.send_all(Kind::Alive).await {
-                        self.renew_lease(now);
-                    }
+                    self.send_all(Kind::Alive).await;
+                    // The round ran on time: what the fence guards against is this speaker not
+                    // running (paused, starved), not a send the network refused. A partition
+                    // leaves each side answering the clients it reaches, as before.
+                    self.renew_lease(now);
                     let level = self.slowness.level(now);
                     self.metrics.slowness.set(i64::from(level));
                     if self.view.set_slowness(level) {
@@ -574,6 +576,9 @@ impl Task {
     fn apply_keys(&mut self, now: Instant) {
         let key = |bytes: &[u8]| hmac::Key::new(hmac::HMAC_SHA256, bytes);
         self.signer.set_key(key(self.keys.signing(now)));
+        // Kept, not recomputed from the clock on every pass: a pass that comes just after the
+        // switch must still carry it out (the next change from then on would be the retirement).
+        self.key_change_at = self.keys.next_change(now);
         let accepted: Vec<hmac::Key> = self.keys.accepted(now).into_iter().map(key).collect();
         self.verifier.set_keys(accepted.clone());
         self.lifelines.set_keys(lifeline::Keys {
@@ -766,17 +771,14 @@ impl Task {
         }
     }
 
-    /// Signs one message of `kind` and sends it to every peer. Returns whether any peer can have
-    /// heard it (a send succeeded, or there is no peer).
-    async fn send_all(&mut self, kind: Kind) -> bool {
+    /// Signs one message of `kind` and sends it to every peer.
+    async fn send_all(&mut self, kind: Kind) {
         let Some(datagram) = self.signer.sign(kind, unix_ms()) else {
-            return false; // unreachable: the node name was validated at start
+            return; // unreachable: the node name was validated at start
         };
-        let mut sent = self.peers.is_empty();
         for (name, addr) in &self.peers {
             match self.socket.send_to(&datagram, *addr).await {
                 Ok(_) => {
-                    sent = true;
                     self.metrics.packets_sent.inc();
                 }
                 Err(e) => {
@@ -786,7 +788,6 @@ impl Task {
                 }
             }
         }
-        sent
     }
 
     async fn send_leave(&mut self) {
