@@ -679,6 +679,7 @@ impl Task {
         let peer = &accepted.packet.node;
         if accepted.restarted {
             info!(peer = %peer, %from, "membership peer restarted (new boot id)");
+            self.lifelines.dial_now(peer);
         }
         let boot = accepted.packet.boot_id;
         let changed = match accepted.packet.kind {
@@ -714,6 +715,7 @@ impl Task {
             return;
         }
         for up in new.live.difference(&self.current.live) {
+            self.lifelines.dial_now(up);
             let reason = self.view.status(up, now);
             info!(peer = %up, reason = %DisplayStatus(reason), "membership peer up");
         }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  Report (this file: parameters, build, medians over repetitions, headline figures)
-//!    reps: Rep ── phases.rs (plain loop, (a) pending burst, latency, (b) running burst)
+//!    reps: Rep ── phases.rs (raw writers, (a) pending burst, latency, (b) running burst)
 //!                 └─ controller_metrics.rs (the controller's counters per phase)
 //!    ipam: ipam_bench's JSON
 //!  -> report.json (serde), report.md (markdown.rs; figure tables from ../figure.rs)
@@ -33,17 +33,19 @@ pub use phases::{LatencyPhase, LoopPhase, PendingPhase, Rep, RunningPhase};
 pub fn definitions() -> String {
     format!(
         "\
-- **Plain loop** (the baseline): N pending Services exist (no controller running); one kube \
-client (same library and settings as the controller, field manager `ferrolb-bench-loop`) applies, \
-one after another, the exact status body the controller writes (`service_patch`: \
-`status.loadBalancer.ingress` with `ipMode: VIP`, the `{ALLOCATED_FROM_POOL}` \
-annotation and the `{IP_ALLOCATED}` condition) to each Service's `/status`. Time: first \
-request sent to last response received. A watch of the namespace runs meanwhile, as in (a).
+- **Raw writer** (the baseline, the best concurrent writer): N pending Services exist (no \
+controller running); one kube client (same library and settings as the controller, field \
+manager `ferrolb-bench-loop`) applies the exact status body the controller writes \
+(`service_patch`: `status.loadBalancer.ingress` with `ipMode: VIP`, the `{ALLOCATED_FROM_POOL}` \
+annotation and the `{IP_ALLOCATED}` condition) to each Service's `/status`, with 8, 32 (the \
+controller's `--concurrency`) and 128 patches in flight, one run each on fresh Services. Time: \
+first request sent to the watch event of the last write (a watch of the namespace runs \
+meanwhile, as in (a)); the fastest run is the baseline.
 - **(a) Pending burst, the headline ratio**: N Services are created (`in_flight` creates at a \
 time) while no controller runs; a watch of the namespace is listed (none has an IP); then the \
 release controller process is spawned. Time: spawn to the watch event that shows the last \
 Service with an ingress IP (includes process start, cache sync of N Services, allocation, every \
-status write, and watch delivery). Ratio (a) = that time / plain loop time.
+status write, and watch delivery). Ratio (a) = that time / the raw writer's time (goal <= 1.1).
 - **(b) Running burst**: the controller runs, synced, with no Services; N Services are created \
 (`in_flight` at a time). Time: first create sent to the watch event showing the last IP. \
 Ratio (b) = that time / the time the same creates took (first sent to last returned), i.e. how \
@@ -168,6 +170,7 @@ impl Report {
         put("loop.loop_s", &|r| r.plain_loop.loop_s);
         put("loop.loop_seen_s", &|r| r.plain_loop.loop_seen_s);
         put("loop.mean_patch_ms", &|r| r.plain_loop.mean_patch_ms);
+        put("loop.in_flight", &|r| r.plain_loop.in_flight as f64);
         put("pending.create_s", &|r| r.pending.create_s);
         put("pending.ready_s", &|r| r.pending.ready_s);
         put("pending.first_ip_s", &|r| r.pending.first_ip_s);
@@ -232,11 +235,11 @@ impl Report {
         let m = &self.medians;
         if let Some(&r) = m.get("pending.ratio_vs_loop") {
             figures.push(Figure::new(
-                "Burst ratio (a, headline): pending burst / plain loop",
+                "Burst ratio (a, headline): pending burst / best concurrent raw writer",
                 r,
                 "x",
-                "<= 1.3",
-                Some(r <= 1.3),
+                "<= 1.1",
+                Some(r <= 1.1),
             ));
         }
         if let Some(&r) = m.get("running.ratio_vs_create") {

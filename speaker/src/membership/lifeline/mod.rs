@@ -32,16 +32,17 @@ use ring::hmac;
 use ring::rand::SystemRandom;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tracing::debug;
 
 /// Longest wait for a connection or a hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
-/// First pause after a failed dial; doubles up to [`MAX_BACKOFF`].
+/// First pause after a failed dial; doubles up to [`MAX_BACKOFF`]. A peer heard again is
+/// dialed at once ([`Lifelines::dial_now`]), whatever the pause.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Most connections the listener holds (two per peer are expected; more is someone else).
 const MAX_ACCEPTED: usize = 4096;
 /// Idle time before TCP keepalive probes a lifeline.
@@ -69,6 +70,8 @@ pub struct Ended {
 pub struct Lifelines {
     peers: watch::Sender<Vec<(String, SocketAddr)>>,
     keys: watch::Sender<Keys>,
+    /// Wakes the dialer of a peer that was heard again (by node name).
+    wake: Arc<std::sync::Mutex<BTreeMap<String, Arc<Notify>>>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -97,6 +100,8 @@ struct Shared {
     ended: mpsc::UnboundedSender<Ended>,
     /// Established outgoing lifelines (`ferrolb_speaker_membership_lifelines`).
     up: Gauge,
+    /// One wake-up per dialer, by node name.
+    wake: Arc<std::sync::Mutex<BTreeMap<String, Arc<Notify>>>>,
 }
 
 impl Lifelines {
@@ -112,12 +117,14 @@ impl Lifelines {
         let (keys_tx, keys_rx) = watch::channel(keys);
         let (peers_tx, peers_rx) = watch::channel(Vec::new());
         let (ended_tx, ended_rx) = mpsc::unbounded_channel();
+        let wake = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
         let shared = Shared {
             node: node.into(),
             boot,
             keys: keys_rx,
             ended: ended_tx,
             up,
+            wake: wake.clone(),
         };
         let tasks = vec![
             tokio::spawn(listen(listener, shared.clone())),
@@ -126,6 +133,7 @@ impl Lifelines {
         let lifelines = Lifelines {
             peers: peers_tx,
             keys: keys_tx,
+            wake,
             tasks,
         };
         (lifelines, ended_rx)
@@ -143,6 +151,19 @@ impl Lifelines {
     /// Replaces the keys.
     pub fn set_keys(&self, keys: Keys) {
         self.keys.send_replace(keys);
+    }
+
+    /// `node` was heard again (a restart, or back from a cut): if its lifeline is down, dial it
+    /// now rather than after the backoff, so its next crash is noticed at once too.
+    pub fn dial_now(&self, node: &str) {
+        if let Some(wake) = self
+            .wake
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+        {
+            wake.notify_one();
+        }
     }
 }
 
@@ -198,10 +219,18 @@ async fn manage(mut peers: watch::Receiver<Vec<(String, SocketAddr)>>, shared: S
             }
             keep
         });
-        for peer in wanted {
-            dialers
-                .entry(peer.clone())
-                .or_insert_with(|| tokio::spawn(dial_forever(peer.0, peer.1, shared.clone())));
+        let wakes: Vec<Arc<Notify>> = {
+            let mut wake = shared.wake.lock().unwrap_or_else(|e| e.into_inner());
+            wake.retain(|name, _| wanted.iter().any(|(n, _)| n == name));
+            wanted
+                .iter()
+                .map(|(name, _)| wake.entry(name.clone()).or_default().clone())
+                .collect()
+        };
+        for (peer, wake) in wanted.into_iter().zip(wakes) {
+            dialers.entry(peer.clone()).or_insert_with(|| {
+                tokio::spawn(dial_forever(peer.0, peer.1, shared.clone(), wake))
+            });
         }
         if peers.changed().await.is_err() {
             for task in dialers.values() {
@@ -223,7 +252,7 @@ enum Dialed {
 }
 
 /// Keeps a lifeline to `node` at `addr` until aborted; reports its process ending.
-async fn dial_forever(node: String, addr: SocketAddr, shared: Shared) {
+async fn dial_forever(node: String, addr: SocketAddr, shared: Shared, wake: Arc<Notify>) {
     let mut backoff = MIN_BACKOFF;
     let mut held: Option<(TcpStream, u64)> = None;
     loop {
@@ -234,8 +263,12 @@ async fn dial_forever(node: String, addr: SocketAddr, shared: Shared) {
                     held = Some((stream, boot));
                 }
                 Dialed::Refused | Dialed::Failed(_) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        }
+                        () = wake.notified() => backoff = MIN_BACKOFF,
+                    }
                 }
             }
             continue;

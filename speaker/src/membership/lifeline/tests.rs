@@ -114,3 +114,27 @@ async fn removed_peers_are_no_longer_dialed_and_a_rotated_key_is_used() {
     });
     wait_up(&a, 1).await;
 }
+
+#[tokio::test]
+async fn a_peer_heard_again_is_dialed_at_once_whatever_the_backoff() {
+    let mut a = side("a", 1, b"lifeline-key-0123456789").await;
+    let b = side("b", 2, b"lifeline-key-0123456789").await;
+    let addr = b.addr;
+    a.lifelines.set_peers(vec![("b".into(), addr)]);
+    wait_up(&a, 1).await;
+    drop(b);
+    timeout(WITHIN, a.ended.recv()).await.unwrap().unwrap();
+    // Refused again and again: the pause before the next dial has grown past a second.
+    tokio::time::sleep(MIN_BACKOFF * 16).await;
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let up = Gauge::default();
+    let (_b2, _) = Lifelines::start(listener, "b", 3, keys(b"lifeline-key-0123456789"), up);
+    a.lifelines.dial_now("b");
+    let polled = timeout(MIN_BACKOFF * 4, async {
+        while a.up.get() != 1 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    assert!(polled.is_ok(), "the restarted peer was not dialed at once");
+}

@@ -76,7 +76,7 @@ impl Report {
             let _ = writeln!(s, "\n## Per repetition (seconds unless marked)\n");
             let _ = writeln!(
                 s,
-                "| rep | loop | (a) ready | (a) first IP | (a) all IPs | (a) writes done | ratio (a) | (b) creates | (b) all IPs | ratio (b) | (b) vs loop | latency p50/p99/max ms | RSS / HWM MiB (a) | RSS / HWM MiB (b) | load |"
+                "| rep | raw writer | (a) ready | (a) first IP | (a) all IPs | (a) writes done | ratio (a) | (b) creates | (b) all IPs | ratio (b) | (b) vs loop | latency p50/p99/max ms | RSS / HWM MiB (a) | RSS / HWM MiB (b) | load |"
             );
             let _ = writeln!(
                 s,
@@ -86,9 +86,10 @@ impl Report {
                 let d = &r.latency.distribution_ms;
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} | {} / {} | {} → {} |",
+                    "| {} | {} ({} in flight) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} | {} / {} | {} → {} |",
                     i + 1,
-                    fmt(r.plain_loop.loop_s),
+                    fmt(r.plain_loop.loop_seen_s),
+                    r.plain_loop.in_flight,
                     fmt(r.pending.ready_s),
                     fmt(r.pending.first_ip_s),
                     fmt(r.pending.all_ip_s),

@@ -10,14 +10,19 @@ use super::super::procfs::Memory;
 use super::super::stats::Distribution;
 use super::ControllerMetrics;
 
-/// The plain loop's figures.
+/// The baseline's figures: the best concurrent raw writer (the same status patches as the
+/// controller's, from one client, a fixed number in flight).
 #[derive(Clone, Debug, Serialize)]
 pub struct LoopPhase {
+    /// Patches in flight in the best run.
+    pub in_flight: usize,
+    /// Every run: (in flight, start to the watch event of its last write, s).
+    pub by_in_flight: Vec<(usize, f64)>,
     /// Creating the N Services (baseline for nothing; for reference).
     pub create_s: f64,
-    /// The loop, first request to last response.
+    /// The writes, first request to last response.
     pub loop_s: f64,
-    /// Loop start to the watch event of its last write.
+    /// Start to the watch event of its last write: what the controller's time is divided by.
     pub loop_seen_s: f64,
     /// Mean round trip per patch.
     pub mean_patch_ms: f64,
@@ -38,7 +43,7 @@ pub struct PendingPhase {
     pub all_ip_s: f64,
     /// Controller spawn to its last write (Events and pool status included).
     pub writes_settled_s: f64,
-    /// `all_ip_s` / the plain loop's `loop_s` (same repetition).
+    /// `all_ip_s` / the best raw writer's `loop_seen_s` (same repetition).
     pub ratio_vs_loop: f64,
     /// CPU seconds per process, spawn to last IP.
     pub cpu_s: BTreeMap<String, f64>,
@@ -76,7 +81,7 @@ pub struct RunningPhase {
     pub writes_settled_s: f64,
     /// `all_ip_s` / `create_s`.
     pub ratio_vs_create: f64,
-    /// `all_ip_s` / the plain loop's `loop_s` (same repetition).
+    /// `all_ip_s` / the best raw writer's `loop_seen_s` (same repetition).
     pub ratio_vs_loop: f64,
     /// Per Service, its create's return to its IP, during the burst.
     pub create_to_ip_ms: Distribution,

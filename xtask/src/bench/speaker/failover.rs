@@ -330,7 +330,7 @@ pub struct Settled {
 /// How long [`settle`] waits for the condition once the owner announces and serves.
 const CONDITION_GRACE: Duration = Duration::from_secs(5);
 
-/// Waits until every speaker sees all the others, `owner` alone announces (the speakers' own
+/// Waits until every speaker sees all the others and holds a lifeline to each, `owner` alone announces (the speakers' own
 /// `ferrolb_speaker_owned_ips`: the VIP is the only address while the trials run) and the client
 /// reaches `owner` at `vip`; then lets the takeover burst finish. Whether Service `service`'s
 /// condition names `owner` is recorded, not required: it is visibility, not the data path.
@@ -342,9 +342,11 @@ pub async fn settle(rig: &mut Rig, service: &str, vip: Ipv4Addr, owner: &str) ->
         let mut all = true;
         for i in 0..nodes {
             let peers = metrics::metric(rig, i, "ferrolb_speaker_live_peers");
+            let lifelines = metrics::metric(rig, i, "ferrolb_speaker_membership_lifelines");
             let owned = metrics::metric(rig, i, "ferrolb_speaker_owned_ips");
             let want_owned = if i == owner_index { 1.0 } else { 0.0 };
             all &= peers.is_ok_and(|p| p as usize == nodes - 1);
+            all &= lifelines.is_ok_and(|l| l as usize == nodes - 1);
             all &= owned.is_ok_and(|o| o == want_owned);
         }
         if all {
