@@ -90,6 +90,13 @@ async fn ipv4_the_owner_alone_answers_and_serves() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_after_sigkill() -> Result<()> {
     let (mut rig, vip, owner) = announced_web("kill", 3, false).await?;
+    let lifelines = "ferrolb_speaker_membership_lifelines";
+    ferrolb_tests::process::wait_for("lifelines between all speakers", TIMEOUT, || {
+        let up = (0..3)
+            .map(|i| rig.metric(i, lifelines))
+            .collect::<Result<Vec<f64>>>()?;
+        Ok(up.iter().all(|n| *n == 2.0).then_some(()))
+    })?;
 
     let i = rig.index_of(&owner)?;
     rig.speaker(i)?.kill();
@@ -104,6 +111,14 @@ async fn failover_after_sigkill() -> Result<()> {
         !replies.is_empty() && replies.iter().all(|m| *m == next_mac),
         "{replies:?}"
     );
+    // The survivors learned it from the dead process's kernel (its lifelines closed), not
+    // from its silence.
+    let ended = r#"ferrolb_speaker_membership_peer_deaths_total{cause="ended"}"#;
+    let silent = r#"ferrolb_speaker_membership_peer_deaths_total{cause="silent"}"#;
+    for j in (0..3).filter(|j| *j != i) {
+        assert_eq!(rig.metric(j, ended)?, 1.0, "speaker {j}");
+        assert_eq!(rig.metric(j, silent)?, 0.0, "speaker {j}");
+    }
     Ok(())
 }
 

@@ -43,6 +43,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// dialed at once ([`Lifelines::dial_now`]), whatever the pause.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Redials after a reset (see [`redial`]), and the pause between them.
+const REDIAL_ATTEMPTS: usize = 5;
+const REDIAL_GAP: Duration = Duration::from_millis(5);
 /// Most connections the listener holds (two per peer are expected; more is someone else).
 const MAX_ACCEPTED: usize = 4096;
 /// Idle time before TCP keepalive probes a lifeline.
@@ -277,7 +280,7 @@ async fn dial_forever(node: String, addr: SocketAddr, shared: Shared, wake: Arc<
         let closed = wait_closed(stream).await;
         drop(up);
         debug!(peer = %node, %addr, boot, reason = %closed, "lifeline closed; dialing again to tell a death from a reset");
-        match dial(&node, addr, &shared).await {
+        match redial(&node, addr, &shared).await {
             Dialed::Refused => {
                 let _ = shared.ended.send(Ended {
                     node: node.clone(),
@@ -298,6 +301,34 @@ async fn dial_forever(node: String, addr: SocketAddr, shared: Shared, wake: Arc<
             }
         }
     }
+}
+
+/// Dials again after a lifeline closed. A process that is exiting closes its connections a
+/// moment before its listener: a dial in between is accepted by the kernel and then reset, so
+/// a reset is tried again (a few times, [`REDIAL_GAP`] apart) until the dial is refused or
+/// answered.
+async fn redial(node: &str, addr: SocketAddr, shared: &Shared) -> Dialed {
+    let mut attempt = 0;
+    loop {
+        match dial(node, addr, shared).await {
+            Dialed::Failed(e) if is_reset(&e) && attempt < REDIAL_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(REDIAL_GAP).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether `e` says the far end reset the connection (or closed it during the hello).
+fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
 }
 
 async fn dial(node: &str, addr: SocketAddr, shared: &Shared) -> Dialed {
