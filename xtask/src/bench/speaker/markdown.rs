@@ -20,14 +20,17 @@ controller, a backend and VIP DNAT rules per node (kube-proxy's part). Nothing l
 `tcpdump -j host --time-stamp-precision micro` captures ARP (host stamps are CLOCK_REALTIME; \
 veth has no hardware stamps) and `ferrolb-bench-prober` loops over fresh TCP connections \
 `GET http://VIP/` with a 20 ms timeout, printing CLOCK_REALTIME start and end of each. The \
-harness reads CLOCK_REALTIME right before the action: SIGKILL of the owner's speaker, or \
-`ip link set lab0-nX down` on the host end of the owner's veth. *GARP* = first gratuitous ARP \
+harness reads CLOCK_REALTIME right before the action: SIGKILL of the owner's speaker (its \
+kernel closes its lifelines), SIGTERM (it sends Leave), `ip link set lab0-nX down` on the host \
+end of the owner's veth (link cut), or node loss (SIGSTOP of every process in the owner's \
+namespace, then its link down: nothing is closed or sent). *GARP* = first gratuitous ARP \
 (sender = target = VIP, either opcode) from another MAC after that instant; *HTTP* = end of \
 the first request after it that another node's backend answered. After SIGKILL the old node's \
 kernel and backend still serve, so the client is only moved by the new owner's announcement; \
 after a cut, requests fail until then (so the HTTP figure has the prober's 20 ms \
-granularity). Between trials the speaker is restarted (or the link brought up) and the harness \
-waits until every speaker sees its 2 peers and the original owner alone announces \
+granularity). Between trials the speaker is restarted (or the link brought up and the \
+processes continued) and the harness waits until every speaker sees its 2 peers and holds a \
+lifeline to each, and the original owner alone announces \
 (`ferrolb_speaker_owned_ips`), curl from the client reaches it, and 2.5 s more for its \
 takeover burst (0, 250 ms, 1 s, 2 s); whether the Service's `{ANNOUNCED}` condition \
 names the owner again within 5 s is recorded (an anomaly if not). Nearest-rank percentiles over \
@@ -51,10 +54,12 @@ between requests like the speaker, *spinning* polls without sleeping on a whole 
 ratios show what a plain userspace responder pays on this machine for being woken (on \
 whichever CPU the scheduler picks), and what is left without any wake-up.
 - **Run-loop pass**: `plan_bench` (release example of the speaker, no apiserver): reflector \
-caches filled in-process with 10,000 LoadBalancer Services (half `externalTrafficPolicy: Local`, \
-one EndpointSlice of 3 endpoints each) and 100 Nodes; medians of 15 passes of what the run loop \
-does after a watch event (caches to snapshot, then election over every group). After a peer's \
-death only the election runs.
+caches filled in-process with 100,000 LoadBalancer Services (half `externalTrafficPolicy: \
+Local`, one EndpointSlice of 3 endpoints each) and 1,000 Nodes. Through the same calls as the \
+run loop: the median of 200 passes after one Service's EndpointSlice changed (the watch journal \
+names it, the snapshot is refreshed for it, its group re-elected) and of 100 passes after a \
+peer's death; for reference the whole read and election (median of 3), which every pass paid \
+before issue #14 and only the first pass pays now.
 - **Footprint**: with one Service per owned address (pool 198.19.0.0/22, RFC 2544 \
 benchmarking space), once every speaker's API writes and every object the speakers watch \
 (Services, EndpointSlices, Nodes, pools, L2Advertisements) have been still for 5 s \
