@@ -20,7 +20,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
-use super::{Sources, advertisement, node_info, pool_info, ready_endpoint_nodes, service_info};
+use super::{Sources, ready_endpoint_nodes, service_info};
 use crate::model::{Snapshot, SnapshotDelta};
 
 /// What the watches changed since it was last taken.
@@ -170,31 +170,13 @@ impl Sources {
         }
         let mut delta = SnapshotDelta::default();
         if journal.nodes {
-            let nodes = self
-                .nodes
-                .state()
-                .iter()
-                .map(|n| (n.name_any(), node_info(n)))
-                .collect();
-            delta.everything |= replace_if_changed(&mut snapshot.nodes, nodes);
+            delta.everything |= replace_if_changed(&mut snapshot.nodes, self.node_infos());
         }
         if journal.pools {
-            let pools = self
-                .pools
-                .state()
-                .iter()
-                .map(|p| (p.name_any(), pool_info(p)))
-                .collect();
-            delta.everything |= replace_if_changed(&mut snapshot.pools, pools);
+            delta.everything |= replace_if_changed(&mut snapshot.pools, self.pool_infos());
         }
         if journal.advertisements {
-            let mut ads: Vec<_> = self
-                .advertisements
-                .state()
-                .iter()
-                .map(|a| advertisement(a))
-                .collect();
-            ads.sort_by(|a, b| a.name.cmp(&b.name));
+            let ads = self.advertisement_infos();
             delta.everything |= replace_if_changed(&mut snapshot.advertisements, ads);
         }
         let mut touched = journal.services;

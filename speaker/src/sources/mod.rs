@@ -8,7 +8,7 @@ mod journal;
 
 pub use journal::{Journal, SliceIndex};
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
@@ -135,34 +135,47 @@ impl Sources {
                     .extend(ready_endpoint_nodes(&slice));
             }
         }
-        let mut advertisements: Vec<Advertisement> = self
-            .advertisements
-            .state()
-            .iter()
-            .map(|a| advertisement(a))
-            .collect();
-        advertisements.sort_by(|a, b| a.name.cmp(&b.name));
         let services = all_services
             .iter()
             .filter_map(|s| service_info(s, lb_class, &endpoints))
             .map(|svc| (svc.key.clone(), svc))
             .collect();
         Snapshot {
-            nodes: self
-                .nodes
-                .state()
-                .iter()
-                .map(|n| (n.name_any(), node_info(n)))
-                .collect(),
-            pools: self
-                .pools
-                .state()
-                .iter()
-                .map(|p| (p.name_any(), pool_info(p)))
-                .collect(),
-            advertisements,
+            nodes: self.node_infos(),
+            pools: self.pool_infos(),
+            advertisements: self.advertisement_infos(),
             services,
         }
+    }
+
+    /// Every Node, as eligibility reads it.
+    fn node_infos(&self) -> BTreeMap<String, NodeInfo> {
+        self.nodes
+            .state()
+            .iter()
+            .map(|n| (n.name_any(), node_info(n)))
+            .collect()
+    }
+
+    /// Every pool, as eligibility reads it.
+    fn pool_infos(&self) -> BTreeMap<String, PoolInfo> {
+        self.pools
+            .state()
+            .iter()
+            .map(|p| (p.name_any(), pool_info(p)))
+            .collect()
+    }
+
+    /// Every advertisement, by name (the caches iterate in no fixed order).
+    fn advertisement_infos(&self) -> Vec<Advertisement> {
+        let mut ads: Vec<Advertisement> = self
+            .advertisements
+            .state()
+            .iter()
+            .map(|a| advertisement(a))
+            .collect();
+        ads.sort_by(|a, b| a.name.cmp(&b.name));
+        ads
     }
 
     /// Whether a Node event arrived since the snapshot was last refreshed.
