@@ -4,7 +4,9 @@
 //! Actions wait in queues, as compact JSON text, and at most `concurrency` status applies (the
 //! state machine keeps at most one per object in flight, so order per object is kept) and
 //! [`EVENT_LANE`] Event creations run at once. So a burst of 10,000 Services costs 10,000 small
-//! queue entries, not 10,000 tasks each holding a JSON tree, and Events never hold up status.
+//! queue entries, not 10,000 tasks each holding a JSON tree. Events never hold up status: an
+//! Event starts only while no status apply waits for a slot, so in a burst the apiserver spends
+//! itself on the addresses first and records the Events right after.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -172,7 +174,7 @@ impl Writer {
                 }
             }
         }
-        while self.events_in_flight < EVENT_LANE {
+        while self.events_in_flight < EVENT_LANE && self.status_queue.is_empty() {
             let Some(event) = self.event_queue.pop_front() else {
                 break;
             };
