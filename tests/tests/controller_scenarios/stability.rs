@@ -1,10 +1,13 @@
 //! Stability: addresses never move without a reason, converged Services are not written again,
 //! tampered status is restored, failures are reported once, and the metrics tell the counts.
 
+use std::time::Duration;
+
 use anyhow::Result;
 use ferrolb_crds::contract::annotation::{ADDRESS_POOL, LOAD_BALANCER_IPS};
 use ferrolb_crds::contract::reason;
 use ferrolb_tests::scenario::{Scenario, ingress, metric};
+use ferrolb_tests::services::eventually;
 use serde_json::json;
 
 use crate::v4_pool;
@@ -52,16 +55,19 @@ async fn a_changed_request_moves_the_ip_and_says_why() -> Result<()> {
 async fn a_converged_service_is_not_written_again() -> Result<()> {
     let s = Scenario::start("converged").await?;
     s.pool("p", v4_pool(&["203.0.113.10-203.0.113.17"])).await?;
+    let before = service_writes();
     s.service("svc", json!({})).await?;
     let svc = s.wait_ips("svc", &["203.0.113.10"]).await?;
-    let writes = metric("ferrolb_controller_writes_total{object=\"service\",result=\"ok\"}")
-        .unwrap_or_default();
+    // The controller counts a write when the apiserver's answer reaches it, which may be just
+    // after the watch event that showed the IP here.
+    let writes = counted_at_least(before + 1.0).await?;
     // A change the controller does not care about, then a sync point.
     let touched = s
         .patch_service("svc", json!({"metadata": {"labels": {"unrelated": "yes"}}}))
         .await?;
     s.service("sentinel", json!({})).await?;
     s.wait_any_ip("sentinel").await?;
+    counted_at_least(writes + 1.0).await?;
     let now = s.services().get("svc").await?;
     assert_eq!(
         now.metadata.resource_version,
@@ -71,10 +77,34 @@ async fn a_converged_service_is_not_written_again() -> Result<()> {
         svc.metadata.resource_version,
         touched.metadata.resource_version
     );
-    let after = metric("ferrolb_controller_writes_total{object=\"service\",result=\"ok\"}")
-        .unwrap_or_default();
-    assert_eq!(after - writes, 1.0, "only the sentinel was written");
+    assert_eq!(
+        service_writes() - writes,
+        1.0,
+        "only the sentinel was written"
+    );
     Ok(())
+}
+
+/// Service status writes the shared controller has made.
+fn service_writes() -> f64 {
+    metric("ferrolb_controller_writes_total{object=\"service\",result=\"ok\"}").unwrap_or_default()
+}
+
+/// Waits until the controller has counted at least `n` Service writes; returns its count.
+async fn counted_at_least(n: f64) -> Result<f64> {
+    eventually(
+        "the controller to count its write",
+        Duration::from_secs(10),
+        || async {
+            let counted = tokio::task::spawn_blocking(service_writes).await?;
+            Ok(if counted >= n {
+                Ok(counted)
+            } else {
+                Err(format!("{counted} writes counted"))
+            })
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -166,7 +196,7 @@ async fn metrics_report_pool_usage_and_failures_by_reason() -> Result<()> {
     .await?;
     s.wait_reason("bad2", reason::INVALID_REQUEST).await?;
     tokio::task::spawn_blocking(move || {
-        ferrolb_tests::process::wait_for("pool metrics", std::time::Duration::from_secs(10), || {
+        ferrolb_tests::process::wait_for("pool metrics", Duration::from_secs(10), || {
             let cap =
                 metric("ferrolb_controller_pool_addresses{pool=\"metrics-pool\",family=\"ipv4\"}");
             let used = metric(
