@@ -215,7 +215,7 @@ pub fn run(args: Args) -> Result<()> {
     if !args.no_build && !args.skip_speaker {
         build_release(
             &root,
-            "cargo build --release: ferrolb-speaker (and example plan_bench), ferrolb-lab-backend, ferrolb-bench-prober, ferrolb-bench-arp",
+            "cargo build --release: ferrolb-speaker (and examples plan_bench, membership_scale), ferrolb-lab-backend, ferrolb-bench-prober, ferrolb-bench-arp",
             &[
                 "-p",
                 "ferrolb-speaker",
@@ -231,6 +231,8 @@ pub fn run(args: Args) -> Result<()> {
                 "ferrolb-bench-arp",
                 "--example",
                 "plan_bench",
+                "--example",
+                "membership_scale",
             ],
         )?;
     }
@@ -290,6 +292,7 @@ pub fn run(args: Args) -> Result<()> {
             prober: release.join("ferrolb-bench-prober"),
             arp: release.join("ferrolb-bench-arp"),
             plan: release.join("examples/plan_bench"),
+            membership: release.join("examples/membership_scale"),
             build: speaker_build(&root),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()

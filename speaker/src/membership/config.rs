@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::fence::Fence;
 use super::packet;
+use super::transport::SimNetwork;
 
 /// Shortest accepted key, in bytes.
 pub const MIN_KEY_LEN: usize = 16;
@@ -59,6 +60,10 @@ pub struct Config {
     /// Closed while peers may have declared this speaker dead (see `fence.rs`); the announcer
     /// checks it before every frame.
     pub fence: Fence,
+    /// Run on this simulated network instead of UDP and TCP lifelines (`None`, the default:
+    /// the real network). For scale tests under tokio's paused clock; port 0 in `bind` takes
+    /// a free one.
+    pub simulated: Option<SimNetwork>,
 }
 
 impl Config {
@@ -75,6 +80,7 @@ impl Config {
             key_rotation_window: Duration::from_secs(120),
             key_file: None,
             fence: Fence::new(Instant::now()),
+            simulated: None,
         }
     }
 

@@ -45,6 +45,9 @@ pub struct Metrics {
     pub fences: Counter,
     /// Lifelines established to peers (`ferrolb_speaker_membership_lifelines`).
     pub lifelines: Gauge,
+    /// Peers this speaker watches: all of them up to four, about four beyond
+    /// (`ferrolb_speaker_membership_watching`).
+    pub watching: Gauge,
 }
 
 impl Metrics {
@@ -102,6 +105,11 @@ impl Metrics {
             "Peers whose speaker holds a lifeline connection from this one (its kernel closes it when the process dies)",
             m.lifelines.clone(),
         );
+        r.register(
+            "membership_watching",
+            "Peers this speaker watches (heartbeat silence, lifeline, probes) and reports on to the others",
+            m.watching.clone(),
+        );
         m
     }
 
@@ -144,6 +152,7 @@ mod tests {
         m.fenced.set(1);
         m.fences.inc();
         m.lifelines.set(2);
+        m.watching.set(4);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
@@ -158,6 +167,7 @@ mod tests {
             "ferrolb_speaker_membership_fenced 1",
             "ferrolb_speaker_membership_fences_total 1",
             "ferrolb_speaker_membership_lifelines 2",
+            "ferrolb_speaker_membership_watching 4",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 
 use super::packet::{Kind, Signer};
+use super::transport::system_unix_ms as unix_ms;
 use super::*;
 
 const KEY: &[u8] = b"membership-test-key-0123456789";

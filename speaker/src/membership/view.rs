@@ -30,6 +30,18 @@
 //!   yet counts as live when its Node is Ready.
 //! - The speaker itself is always live; peers removed from the peer list are forgotten.
 //!
+//! # Watched mode (more than [`WATCHERS`](super::topology::WATCHERS) peers)
+//! Each peer is watched by [`WATCHERS`](super::topology::WATCHERS) observers (`topology.rs`); this speaker applies the rules
+//! above only to the peers it watches (its *subjects*), and those verdicts become its votes.
+//! - **Reported**: a peer is dead when a majority of its observers (this speaker included when
+//!   it is one) hold a death vote that no later sign of life voids (`ballots.rs`).
+//! - **Watched**: a peer this speaker does not watch and without such a majority is live.
+//! - **Disputed**: a subject this speaker sees dead but the majority does not is live: the
+//!   fault is more likely the link between the two than the peer.
+//! - **Watching**: a peer that became a subject moments ago and has not been heard since is live
+//!   for `dead_after` (then probed, then voted dead), so a new observer never votes at once.
+//! - Left is still final at once (Leave goes to every peer), and so is the fallback.
+//!
 //! # Why the start-up grace
 //! Without it a speaker that has just started has heard nobody, sees only itself, and elects
 //! itself owner of every address for the first interval: gratuitous ARP for all of them, then a
@@ -51,6 +63,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::{Duration, Instant};
+
+use super::ballots::{Ballots, Sign};
+use super::packet::Report;
+use super::topology::Topology;
 
 /// The set of live speakers, as published on the membership watch channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +108,15 @@ pub enum Status {
     Left(Duration),
     /// Never heard and no grace applies. Dead.
     NeverHeard,
+    /// Watched mode: this many of its observers (of the second number) report it dead. Dead.
+    Reported(usize, usize),
+    /// Watched mode: watched by others, no majority of them reports it dead. Live.
+    Watched,
+    /// Watched mode: this speaker watches it and sees it dead, but no majority agrees. Live.
+    Disputed,
+    /// Watched mode: this speaker started watching it this long ago and has not heard it
+    /// since. Live.
+    Watching(Duration),
 }
 
 impl Status {
@@ -99,7 +124,13 @@ impl Status {
     pub fn is_live(self) -> bool {
         matches!(
             self,
-            Status::Heard(_) | Status::Suspect(_) | Status::Grace | Status::NodeReady
+            Status::Heard(_)
+                | Status::Suspect(_)
+                | Status::Grace
+                | Status::NodeReady
+                | Status::Watched
+                | Status::Disputed
+                | Status::Watching(_)
         )
     }
 }
@@ -120,6 +151,16 @@ impl fmt::Display for Status {
             ),
             Status::Left(ago) => write!(f, "sent Leave {} ms ago", ago.as_millis()),
             Status::NeverHeard => f.write_str("never heard"),
+            Status::Reported(votes, observers) => {
+                write!(f, "reported dead by {votes} of its {observers} observers")
+            }
+            Status::Watched => f.write_str("watched by others, not reported dead"),
+            Status::Disputed => {
+                f.write_str("silent here, but most of its observers do not report it dead")
+            }
+            Status::Watching(d) => {
+                write!(f, "watched for {} ms, not heard since", d.as_millis())
+            }
         }
     }
 }
@@ -140,6 +181,20 @@ struct PeerState {
     heard: Heard,
     /// Boot id of the last accepted Alive.
     boot: Option<u64>,
+    /// Watched mode: since when this speaker watches it (`None`: not a subject).
+    watched_since: Option<Instant>,
+    /// Where it is in the topology (its index there).
+    index: usize,
+}
+
+/// Who watches whom, from the live set it was computed with (watched mode only).
+#[derive(Clone, Debug)]
+struct Watch {
+    /// The observers of every speaker, by index in the topology.
+    observers: Vec<Vec<usize>>,
+    live: BTreeSet<String>,
+    /// The peers' watch was started or stopped after these observers were computed.
+    marked: bool,
 }
 
 /// Largest [`View::set_slowness`]: silence verdicts are stretched at most ninefold.
@@ -157,6 +212,12 @@ pub struct View {
     peers: BTreeMap<String, PeerState>,
     /// When the last packet (Alive or Leave) from any peer was accepted.
     last_accepted: Option<Instant>,
+    /// The monitoring rings over this speaker and its peers.
+    topology: Topology,
+    /// `None` in direct mode (at most [`WATCHERS`](super::topology::WATCHERS) peers).
+    watch: Option<Watch>,
+    /// Death votes and signs of life (watched mode).
+    ballots: Ballots,
 }
 
 // === impl View ===
@@ -169,14 +230,18 @@ impl View {
         dead_after: Duration,
         fallback_after: Duration,
     ) -> View {
+        let me = me.into();
         View {
-            me: me.into(),
+            topology: Topology::new([me.as_str()]),
+            me,
             started,
             dead_after,
             fallback_after,
             slowness: 0,
             peers: BTreeMap::new(),
             last_accepted: None,
+            watch: None,
+            ballots: Ballots::default(),
         }
     }
 
@@ -185,21 +250,43 @@ impl View {
     /// speaker's own name is ignored, and so is a repeated name.
     pub fn set_peers(&mut self, peers: impl IntoIterator<Item = (String, bool)>) {
         let mut old = std::mem::take(&mut self.peers);
+        let mut added = Vec::new();
         for (name, node_ready) in peers {
             if name == self.me || self.peers.contains_key(&name) {
                 continue;
             }
-            let (heard, boot) = old
-                .remove(&name)
-                .map_or((Heard::Never, None), |p| (p.heard, p.boot));
+            let previous = old.remove(&name);
+            if previous.is_none() {
+                added.push(name.clone());
+            }
+            let (heard, boot, watched_since) = previous.map_or((Heard::Never, None, None), |p| {
+                (p.heard, p.boot, p.watched_since)
+            });
             self.peers.insert(
                 name,
                 PeerState {
                     node_ready,
                     heard,
                     boot,
+                    watched_since,
+                    index: 0,
                 },
             );
+        }
+        let names = self.peers.keys().map(String::as_str);
+        self.topology = Topology::new(names.chain([self.me.as_str()]));
+        for (name, peer) in &mut self.peers {
+            peer.index = self.topology.index(name).unwrap_or(0);
+        }
+        let (me, peers) = (&self.me, &self.peers);
+        self.ballots.retain(|n| n == me || peers.contains_key(n));
+        if let Some(watch) = self.watch.take() {
+            // New peers count as live for the choice of observers until the next settle says
+            // otherwise; removed ones are gone.
+            let mut live = watch.live;
+            live.retain(|n| n == me || peers.contains_key(n));
+            live.extend(added);
+            self.observe(live);
         }
     }
 
@@ -208,17 +295,25 @@ impl View {
         self.peers.contains_key(name)
     }
 
-    /// Records an accepted Alive (or probe answer) from process `boot` of `name` at `now`.
-    /// Returns whether the live view may have changed (false when the peer was already live by
-    /// heartbeat and the mesh was not silent). Packets from names that are not peers, and those
-    /// of a process that ended, are ignored.
+    /// Records an accepted Alive (or probe answer) from process `boot` of `name` at `now` (a
+    /// test shorthand for [`View::heard`] without the sender's clock).
+    #[cfg(test)]
     pub fn alive(&mut self, name: &str, boot: u64, now: Instant) -> bool {
+        self.heard(name, Sign { boot, clock_ms: 0 }, now)
+    }
+
+    /// Records an accepted packet other than Leave from `name`, sent by process `sign.boot` at
+    /// `sign.clock_ms` on its clock, received at `now`. Returns whether the live view may have
+    /// changed (false when the peer was already live by heartbeat, the mesh was not silent and
+    /// no vote on it is pending). Packets from names that are not peers, and those of a process
+    /// that ended, are ignored.
+    pub fn heard(&mut self, name: &str, sign: Sign, now: Instant) -> bool {
         let mesh_was_silent = self.mesh_silent(now);
         let dead_after = self.dead_after();
         let Some(peer) = self.peers.get_mut(name) else {
             return false;
         };
-        if matches!(peer.heard, Heard::Ended(_, ended) if ended == boot) {
+        if matches!(peer.heard, Heard::Ended(_, ended) if ended == sign.boot) {
             return false;
         }
         let was_live_by_heartbeat = matches!(
@@ -226,9 +321,38 @@ impl View {
             Heard::Alive(t) if now.saturating_duration_since(t) < dead_after
         );
         peer.heard = Heard::Alive(now);
-        peer.boot = Some(boot);
+        peer.boot = Some(sign.boot);
         self.last_accepted = Some(now);
-        mesh_was_silent || !was_live_by_heartbeat
+        // In watched mode a peer this speaker does not watch is live whatever it sends, unless
+        // votes on it are pending (its packet may void them).
+        let watched = self.watch.is_none() || peer.watched_since.is_some();
+        self.ballots.sign(name, sign);
+        mesh_was_silent || (watched && !was_live_by_heartbeat) || self.ballots.has_votes(name)
+    }
+
+    /// Records `report`, sent by the peer `reporter`. Returns whether the live view may have
+    /// changed. Reports from names that are not peers, or on names that are neither peers nor
+    /// this speaker, are ignored; so are reports on this speaker (see [`View::refuted`]).
+    pub fn report(&mut self, reporter: &str, report: &Report) -> bool {
+        if !self.is_peer(reporter) || !self.is_peer(&report.subject) {
+            return false;
+        }
+        let last = Sign {
+            boot: report.boot_id,
+            clock_ms: report.clock_ms,
+        };
+        if report.dead {
+            self.ballots.vote(reporter, &report.subject, last)
+        } else {
+            self.ballots.sign(&report.subject, last);
+            self.ballots.retract(reporter, &report.subject)
+        }
+    }
+
+    /// Whether this speaker's own sign `mine` (say, its last Join) already voids a death vote on
+    /// it stamped `vote`, so that the vote needs no refutation.
+    pub fn refuted(&self, vote: Sign, mine: Sign) -> bool {
+        mine.voids(vote, self.dead_after_ms())
     }
 
     /// Records an accepted Leave from `name` at `now`. Returns whether the live view may have
@@ -258,6 +382,165 @@ impl View {
         true
     }
 
+    /// The live view at `now` once this speaker's own votes and the observers agree with it:
+    /// casts or takes back this speaker's votes on its subjects, and recomputes who watches whom
+    /// while the live set moves (a few rounds at most). In direct mode the same as
+    /// [`View::evaluate`].
+    pub fn settle(&mut self, now: Instant) -> LiveView {
+        for _ in 0..4 {
+            if self.topology.is_direct() {
+                if self.watch.take().is_some() {
+                    // Back to the full mesh: peers this speaker did not watch were not sending
+                    // to it, so their silence counts from now (they are probed, and answer,
+                    // while their own peer lists catch up).
+                    self.peers
+                        .values_mut()
+                        .for_each(|p| p.watched_since = Some(now));
+                    let me = self.me.clone();
+                    self.ballots.retain_votes_of(|r| r != me);
+                }
+                return self.evaluate(now);
+            }
+            if self.watch.is_none() {
+                // Everyone counts live until reported dead: that is the first observer choice.
+                let all = self.peers.keys().chain([&self.me]).cloned().collect();
+                self.observe(all);
+            }
+            self.mark_subjects(now);
+            self.cast_votes(now);
+            let view = self.evaluate(now);
+            if self.watch.as_ref().is_some_and(|w| w.live == view.live) {
+                return view;
+            }
+            self.observe(view.live);
+        }
+        self.mark_subjects(now);
+        self.cast_votes(now);
+        self.evaluate(now)
+    }
+
+    /// Recomputes the observers with `live` as the live set.
+    fn observe(&mut self, live: BTreeSet<String>) {
+        let topology = &self.topology;
+        let is_live: Vec<bool> = (0..topology.len())
+            .map(|i| live.contains(topology.name(i)))
+            .collect();
+        let observers = topology.all_observers(&|i| is_live[i]);
+        self.watch = Some(Watch {
+            observers,
+            live,
+            marked: false,
+        });
+    }
+
+    /// Starts or stops the watch on each peer as the observers say (once per observer choice).
+    fn mark_subjects(&mut self, now: Instant) {
+        let Some(watch) = &mut self.watch else {
+            return;
+        };
+        if std::mem::replace(&mut watch.marked, true) {
+            return;
+        }
+        let me = self.topology.index(&self.me);
+        for peer in self.peers.values_mut() {
+            let watched = me.is_some_and(|me| watch.observers[peer.index].contains(&me));
+            peer.watched_since = match (watched, peer.watched_since) {
+                (false, _) => None,
+                (true, since) => since.or(Some(now)),
+            };
+        }
+    }
+
+    /// The observers of the speaker at `index` (empty in direct mode).
+    fn observers_of(&self, index: Option<usize>) -> &[usize] {
+        match (&self.watch, index) {
+            (Some(w), Some(i)) => &w.observers[i],
+            _ => &[],
+        }
+    }
+
+    /// Votes on every subject seen dead here, takes back the vote on every other peer.
+    fn cast_votes(&mut self, now: Instant) {
+        let source = self.source(now);
+        let dead: Vec<(String, bool)> = self
+            .peers
+            .iter()
+            .map(|(name, p)| {
+                let local = self.local_status(p, &source, now);
+                let voting = p.watched_since.is_some() && votes_dead(local);
+                (name.clone(), voting)
+            })
+            .collect();
+        for (name, voting) in dead {
+            if !voting {
+                self.ballots.retract(&self.me, &name);
+            } else if !self.ballots.has_vote(&self.me, &name) {
+                let stamp = self.vote_stamp(&name);
+                self.ballots.vote(&self.me, &name, stamp);
+            }
+        }
+    }
+
+    /// How this speaker's vote on `name` is stamped: the newest sign of it known; for a process
+    /// whose end the lifeline told before any packet of it was heard, that process's boot id
+    /// (see [`Sign::ended_unheard`]).
+    fn vote_stamp(&self, name: &str) -> Sign {
+        let newest = self.ballots.newest(name);
+        match self.peers.get(name).map(|p| p.heard) {
+            Some(Heard::Ended(_, boot)) if newest.boot != boot => Sign::ended_unheard(boot),
+            _ => newest,
+        }
+    }
+
+    /// This speaker's death votes, as reports to send (empty in direct mode).
+    pub fn my_votes(&self) -> Vec<Report> {
+        self.ballots
+            .votes_by(&self.me)
+            .map(|(subject, last)| Report {
+                subject: subject.to_owned(),
+                dead: true,
+                boot_id: last.boot,
+                clock_ms: last.clock_ms,
+            })
+            .collect()
+    }
+
+    /// The newest sign of life known of `name`.
+    pub fn newest_sign(&self, name: &str) -> Sign {
+        self.ballots.newest(name)
+    }
+
+    /// Whether every speaker watches every other one (at most [`WATCHERS`](super::topology::WATCHERS) peers).
+    pub fn is_direct(&self) -> bool {
+        self.topology.is_direct()
+    }
+
+    /// The peers this speaker watches: heartbeat silence, lifelines and probes apply to them.
+    /// Every peer in direct mode.
+    pub fn subjects(&self) -> impl Iterator<Item = &str> + '_ {
+        let direct = self.watch.is_none();
+        self.peers
+            .iter()
+            .filter(move |(_, p)| direct || p.watched_since.is_some())
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// The peers that watch this speaker: its heartbeats go to them. Every peer in direct mode.
+    pub fn observers(&self) -> Vec<&str> {
+        match &self.watch {
+            None => self.peers.keys().map(String::as_str).collect(),
+            Some(_) => self
+                .observers_of(self.topology.index(&self.me))
+                .iter()
+                .map(|&i| self.topology.name(i))
+                .collect(),
+        }
+    }
+
+    fn dead_after_ms(&self) -> u64 {
+        u64::try_from(self.dead_after.as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Sets how slow this speaker sees itself (0: on time), capped at [`MAX_SLOWNESS`].
     /// Returns whether it changed.
     pub fn set_slowness(&mut self, slowness: u32) -> bool {
@@ -280,9 +563,11 @@ impl View {
     /// Peers being probed at `now` (silent for at least `suspect_after`, not yet dead).
     pub fn suspects(&self, now: Instant) -> impl Iterator<Item = &str> + '_ {
         let source = self.source(now);
+        let direct = self.watch.is_none();
         self.peers
             .iter()
-            .filter(move |(_, p)| matches!(self.status_of(p, &source, now), Status::Suspect(_)))
+            .filter(move |(_, p)| direct || p.watched_since.is_some())
+            .filter(move |(_, p)| matches!(self.local_status(p, &source, now), Status::Suspect(_)))
             .map(|(name, _)| name.as_str())
     }
 
@@ -302,7 +587,7 @@ impl View {
     /// Status of peer `name` at `now`, or `None` if it is not a peer.
     pub fn status(&self, name: &str, now: Instant) -> Option<Status> {
         let peer = self.peers.get(name)?;
-        Some(self.status_of(peer, &self.source(now), now))
+        Some(self.status_of(name, peer, &self.source(now), now))
     }
 
     /// The live view at `now`.
@@ -311,7 +596,7 @@ impl View {
         let mut live: BTreeSet<String> = self
             .peers
             .iter()
-            .filter(|(_, p)| self.status_of(p, &source, now).is_live())
+            .filter(|(name, p)| self.status_of(name, p, &source, now).is_live())
             .map(|(name, _)| name.clone())
             .collect();
         live.insert(self.me.clone());
@@ -321,22 +606,41 @@ impl View {
     /// The earliest instant after `now` at which [`View::evaluate`] may give a different answer
     /// without anything being heard or the peers changing, or `None` if there is none.
     pub fn next_change(&self, now: Instant) -> Option<Instant> {
+        self.expiries().filter(|t| *t > now).min()
+    }
+
+    /// Whether time alone may have changed [`View::evaluate`]'s answer after `since`, up to and
+    /// including `now` (a timer that fired after the deadline it was set for moved on).
+    pub fn expired_between(&self, since: Instant, now: Instant) -> bool {
+        self.expiries().any(|t| since < t && t <= now)
+    }
+
+    /// Every instant at which a status may change by time alone: the silence deadlines of the
+    /// subjects (non-subjects change only by what is heard), the end of the grace, the start
+    /// of the fallback.
+    fn expiries(&self) -> impl Iterator<Item = Instant> + '_ {
         let (suspect_after, dead_after) = (self.suspect_after(), self.dead_after());
-        let expiries = self.peers.values().flat_map(|p| match p.heard {
-            Heard::Alive(t) => [t.checked_add(suspect_after), t.checked_add(dead_after)],
-            Heard::Never | Heard::Left(_) | Heard::Ended(..) => [None, None],
-        });
+        let direct = self.watch.is_none();
+        let silences = self
+            .peers
+            .values()
+            .filter(move |p| direct || p.watched_since.is_some())
+            .flat_map(move |p| {
+                let heard = match p.heard {
+                    Heard::Alive(t) => Some(t),
+                    Heard::Never | Heard::Left(_) | Heard::Ended(..) => None,
+                };
+                [heard, p.watched_since]
+                    .into_iter()
+                    .flatten()
+                    .flat_map(move |t| [t.checked_add(suspect_after), t.checked_add(dead_after)])
+            });
         let grace_end = self.started.checked_add(self.fallback_after);
         let fallback_start = self
             .last_accepted
             .unwrap_or(self.started)
             .checked_add(self.fallback_after);
-        expiries
-            .flatten()
-            .chain(grace_end)
-            .chain(fallback_start)
-            .filter(|t| *t > now)
-            .min()
+        silences.flatten().chain(grace_end).chain(fallback_start)
     }
 
     fn mesh_silent(&self, now: Instant) -> bool {
@@ -348,30 +652,84 @@ impl View {
         now.saturating_duration_since(self.started) < self.fallback_after
     }
 
-    fn status_of(&self, peer: &PeerState, source: &ViewSource, now: Instant) -> Status {
+    /// A peer's status: this speaker's own verdict in direct mode; in watched mode, what its
+    /// observers' votes make of it.
+    fn status_of(&self, name: &str, peer: &PeerState, source: &ViewSource, now: Instant) -> Status {
+        let local = self.local_status(peer, source, now);
+        if self.watch.is_none() {
+            return local;
+        }
+        if matches!(
+            local,
+            Status::Left(_) | Status::NodeReady | Status::NodeNotReady
+        ) {
+            return local;
+        }
+        let observers = self.observers_of(Some(peer.index));
+        let reporters = observers.iter().map(|&i| self.topology.name(i));
+        let votes = self.ballots.count(name, reporters, self.dead_after_ms());
+        if !observers.is_empty() && votes > observers.len() / 2 {
+            Status::Reported(votes, observers.len())
+        } else if peer.watched_since.is_none() {
+            Status::Watched
+        } else if local.is_live() {
+            local
+        } else {
+            Status::Disputed
+        }
+    }
+
+    /// This speaker's own verdict on a peer, from what it heard (the whole story in direct
+    /// mode).
+    fn local_status(&self, peer: &PeerState, source: &ViewSource, now: Instant) -> Status {
+        let since = |t: Instant| now.saturating_duration_since(t);
         match (peer.heard, source) {
-            (Heard::Left(t), _) => Status::Left(now.saturating_duration_since(t)),
-            (Heard::Ended(t, _), _) => Status::Ended(now.saturating_duration_since(t)),
+            (Heard::Left(t), _) => Status::Left(since(t)),
+            (Heard::Ended(t, _), _) => Status::Ended(since(t)),
             (Heard::Never, ViewSource::NodeFallback) if peer.node_ready => Status::NodeReady,
             (Heard::Never, ViewSource::NodeFallback) => Status::NodeNotReady,
-            (Heard::Alive(t), _) => {
-                let ago = now.saturating_duration_since(t);
-                if ago < self.suspect_after() {
-                    Status::Heard(ago)
-                } else if ago < self.dead_after() {
-                    Status::Suspect(ago)
-                } else {
-                    Status::Silent(ago)
-                }
-            }
+            (Heard::Alive(t), _) => match peer.watched_since {
+                // Watched since after it was last heard: its silence counts from then.
+                Some(w) if w > t && since(w) < self.dead_after() => self.silence(since(w)),
+                _ => match self.silence(since(t)) {
+                    Status::Watching(ago) => Status::Heard(ago),
+                    status => status,
+                },
+            },
             (Heard::Never, ViewSource::Mesh) if peer.node_ready && self.in_grace(now) => {
                 Status::Grace
             }
-            (Heard::Never, ViewSource::Mesh) => Status::NeverHeard,
+            (Heard::Never, ViewSource::Mesh) => match peer.watched_since {
+                Some(w) if since(w) < self.dead_after() => self.silence(since(w)),
+                _ => Status::NeverHeard,
+            },
         }
     }
+
+    /// Watching, Suspect or Silent after `silent` without a packet.
+    fn silence(&self, silent: Duration) -> Status {
+        if silent < self.suspect_after() {
+            Status::Watching(silent)
+        } else if silent < self.dead_after() {
+            Status::Suspect(silent)
+        } else {
+            Status::Silent(silent)
+        }
+    }
+}
+
+/// Whether a local verdict is a death vote.
+fn votes_dead(local: Status) -> bool {
+    matches!(
+        local,
+        Status::Silent(_) | Status::Ended(_) | Status::NeverHeard
+    )
 }
 
 #[cfg(test)]
 #[path = "view_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "view_watched_tests.rs"]
+mod watched_tests;

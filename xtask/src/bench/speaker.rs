@@ -6,6 +6,7 @@
 //!  Rig (ferrolb_tests::l2lab): control plane + controller, lab node1..3 + client, backends,
 //!  one release ferrolb-speaker per node
 //!   0. run-loop  plan_bench (in-process, before the lab starts)   -> plan_pass
+//!      membership membership_scale at 10, 100, 1,000 members      -> membership::measure
 //!   1. failover  Service `web` (198.51.100.200-210): N trials of SIGKILL of the owner's
 //!                speaker, N of cutting its link            -> failover::run_trials
 //!   2. footprint 1,000 Services (198.19.0.0/22): owners per node, VmRSS/PSS, idle CPU over
@@ -24,6 +25,7 @@ mod arp_rounds;
 pub(crate) mod failover;
 mod footprint;
 mod markdown;
+mod membership;
 mod metrics;
 pub(crate) mod pcap;
 mod section;
@@ -100,6 +102,8 @@ pub struct Binaries {
     pub arp: PathBuf,
     /// The speaker's `plan_bench` example.
     pub plan: PathBuf,
+    /// The speaker's `membership_scale` example.
+    pub membership: PathBuf,
     /// The speaker's build, for the report (commit, profile, local changes).
     pub build: String,
 }
@@ -152,6 +156,9 @@ pub async fn run(
         bins.plan.display()
     );
     section.plan_pass = Some(plan_pass(&bins.plan)?);
+    section.membership = membership::measure(&bins.membership)?;
+    section.summarise();
+    on_progress(&section)?;
     wait_for_cluster_down().await?;
     eprintln!("==> speaker: starting the control plane, controller and a {NODES}-node lab");
     let args: Vec<&str> = params.speaker_args.iter().map(String::as_str).collect();

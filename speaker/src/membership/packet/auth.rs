@@ -9,7 +9,7 @@ use std::time::Duration;
 use ring::hmac;
 
 use super::Rejection;
-use super::codec::{Kind, Packet};
+use super::codec::{Kind, Packet, Report};
 
 /// Makes this speaker's messages: one boot id, increasing `seq`, non-decreasing `sent_at`.
 #[derive(Debug)]
@@ -36,6 +36,25 @@ impl Signer {
     /// The next signed datagram of `kind`, stamped `now_ms` (or the previous stamp if the clock
     /// went backwards). `None` only if the node name does not fit the wire format.
     pub fn sign(&mut self, kind: Kind, now_ms: u64) -> Option<Vec<u8>> {
+        self.stamp(kind, None, now_ms)
+    }
+
+    /// The next signed [`Kind::Report`] carrying `report`. `None` if a name does not fit.
+    pub fn sign_report(&mut self, report: Report, now_ms: u64) -> Option<Vec<u8>> {
+        self.stamp(Kind::Report, Some(report), now_ms)
+    }
+
+    /// The boot id stamped on every message.
+    pub fn boot_id(&self) -> u64 {
+        self.boot_id
+    }
+
+    /// This speaker's clock as its next message would carry it (never behind the last one).
+    pub fn clock(&self, now_ms: u64) -> u64 {
+        self.last_sent_at_ms.max(now_ms)
+    }
+
+    fn stamp(&mut self, kind: Kind, report: Option<Report>, now_ms: u64) -> Option<Vec<u8>> {
         self.seq = self.seq.wrapping_add(1);
         self.last_sent_at_ms = self.last_sent_at_ms.max(now_ms);
         Packet {
@@ -44,6 +63,7 @@ impl Signer {
             seq: self.seq,
             sent_at_ms: self.last_sent_at_ms,
             node: self.node.clone(),
+            report,
         }
         .encode(&self.key)
     }

@@ -18,8 +18,11 @@ const HEADER_LEN: usize = 31;
 pub(super) const TAG_LEN: usize = 32;
 /// Shortest datagram: a one-byte name.
 pub const MIN_LEN: usize = HEADER_LEN + 1 + TAG_LEN;
-/// Longest datagram.
-pub const MAX_LEN: usize = HEADER_LEN + MAX_NAME_LEN + TAG_LEN;
+/// Bytes of a Report's fixed fields after the sender's name: verdict, subject boot id, subject
+/// clock, subject name length.
+const REPORT_FIXED_LEN: usize = 1 + 8 + 8 + 1;
+/// Longest datagram (a Report with two names of the longest length).
+pub const MAX_LEN: usize = HEADER_LEN + MAX_NAME_LEN + REPORT_FIXED_LEN + MAX_NAME_LEN + TAG_LEN;
 
 /// What a message says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +33,11 @@ pub enum Kind {
     Leave,
     /// The receiver is suspected: answer with an Alive to the sender at once.
     Probe,
+    /// The sender (re)starts, or refutes a report of its death: count it live, and tell it
+    /// which of your watched peers you see dead.
+    Join,
+    /// What the sender, one of a peer's watchers, concludes about that peer ([`Report`]).
+    Report,
 }
 
 impl Kind {
@@ -38,6 +46,8 @@ impl Kind {
             Kind::Alive => 1,
             Kind::Leave => 2,
             Kind::Probe => 3,
+            Kind::Join => 4,
+            Kind::Report => 5,
         }
     }
 
@@ -46,15 +56,32 @@ impl Kind {
             1 => Some(Kind::Alive),
             2 => Some(Kind::Leave),
             3 => Some(Kind::Probe),
+            4 => Some(Kind::Join),
+            5 => Some(Kind::Report),
             _ => None,
         }
     }
 }
 
+/// A watcher's verdict on one peer it watches (the body of a [`Kind::Report`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// The peer reported on.
+    pub subject: String,
+    /// Dead (silent, ended, never heard) or live again.
+    pub dead: bool,
+    /// The subject's boot id last heard by the watcher (0: never heard).
+    pub boot_id: u64,
+    /// The subject's `sent_at` in the last packet the watcher accepted from it (0: never
+    /// heard): the subject's own clock, so reports and the subject's own packets are ordered
+    /// without comparing clocks of different nodes.
+    pub clock_ms: u64,
+}
+
 /// A decoded, authenticated message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Packet {
-    /// Alive or Leave.
+    /// What the message says.
     pub kind: Kind,
     /// Random per sender process start.
     pub boot_id: u64,
@@ -64,6 +91,8 @@ pub struct Packet {
     pub sent_at_ms: u64,
     /// Sender's node name.
     pub node: String,
+    /// The verdict, present exactly when `kind` is [`Kind::Report`].
+    pub report: Option<Report>,
 }
 
 /// Whether a node name fits the wire format.
@@ -72,12 +101,13 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 impl Packet {
-    /// The signed datagram. `None` if the node name does not fit (see [`valid_name`]).
+    /// The signed datagram. `None` if a name does not fit (see [`valid_name`]) or `report` is
+    /// not present exactly for [`Kind::Report`].
     pub fn encode(&self, key: &hmac::Key) -> Option<Vec<u8>> {
-        if !valid_name(&self.node) {
+        if !valid_name(&self.node) || (self.kind == Kind::Report) != self.report.is_some() {
             return None;
         }
-        let mut buf = Vec::with_capacity(HEADER_LEN + self.node.len() + TAG_LEN);
+        let mut buf = Vec::with_capacity(MAX_LEN);
         buf.extend_from_slice(&MAGIC);
         buf.push(VERSION);
         buf.push(self.kind.to_wire());
@@ -86,6 +116,16 @@ impl Packet {
         buf.extend_from_slice(&self.sent_at_ms.to_be_bytes());
         buf.push(u8::try_from(self.node.len()).ok()?);
         buf.extend_from_slice(self.node.as_bytes());
+        if let Some(report) = &self.report {
+            if !valid_name(&report.subject) {
+                return None;
+            }
+            buf.push(if report.dead { 1 } else { 2 });
+            buf.extend_from_slice(&report.boot_id.to_be_bytes());
+            buf.extend_from_slice(&report.clock_ms.to_be_bytes());
+            buf.push(u8::try_from(report.subject.len()).ok()?);
+            buf.extend_from_slice(report.subject.as_bytes());
+        }
         let tag = hmac::sign(key, &buf);
         buf.extend_from_slice(tag.as_ref());
         Some(buf)
@@ -99,28 +139,71 @@ impl Packet {
         let (body, tag) = buf.split_at(buf.len() - TAG_LEN);
         hmac::verify(key, body, tag).map_err(|_| Rejection::BadMac)?;
 
-        let (header, name) = body.split_at(HEADER_LEN);
-        let field = |at: usize| -> u64 {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&header[at..at + 8]);
-            u64::from_be_bytes(b)
-        };
+        let (header, rest) = body.split_at(HEADER_LEN);
         if header[..4] != MAGIC || header[4] != VERSION {
             return Err(Rejection::Malformed);
         }
         let kind = Kind::from_wire(header[5]).ok_or(Rejection::Malformed)?;
-        if usize::from(header[30]) != name.len() {
+        let name_len = usize::from(header[30]);
+        if name_len == 0 {
             return Err(Rejection::Malformed);
         }
-        let node = std::str::from_utf8(name).map_err(|_| Rejection::Malformed)?;
+        let (name, trailer) = match kind {
+            Kind::Report if name_len < rest.len() => rest.split_at(name_len),
+            Kind::Report => return Err(Rejection::Malformed),
+            _ => (rest, &[][..]),
+        };
+        if name_len != name.len() {
+            return Err(Rejection::Malformed);
+        }
+        let report = match kind {
+            Kind::Report => Some(decode_report(trailer)?),
+            _ => None,
+        };
         Ok(Packet {
             kind,
-            boot_id: field(6),
-            seq: field(14),
-            sent_at_ms: field(22),
-            node: node.to_owned(),
+            boot_id: be_u64(&header[6..14]),
+            seq: be_u64(&header[14..22]),
+            sent_at_ms: be_u64(&header[22..30]),
+            node: utf8(name)?,
+            report,
         })
     }
+}
+
+/// A Report's fields after the sender's name.
+fn decode_report(trailer: &[u8]) -> Result<Report, Rejection> {
+    if trailer.len() <= REPORT_FIXED_LEN {
+        return Err(Rejection::Malformed);
+    }
+    let (fixed, subject) = trailer.split_at(REPORT_FIXED_LEN);
+    let dead = match fixed[0] {
+        1 => true,
+        2 => false,
+        _ => return Err(Rejection::Malformed),
+    };
+    if usize::from(fixed[17]) != subject.len() {
+        return Err(Rejection::Malformed);
+    }
+    Ok(Report {
+        subject: utf8(subject)?,
+        dead,
+        boot_id: be_u64(&fixed[1..9]),
+        clock_ms: be_u64(&fixed[9..17]),
+    })
+}
+
+/// Eight bytes, big-endian (callers pass exactly eight).
+fn be_u64(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(bytes);
+    u64::from_be_bytes(b)
+}
+
+fn utf8(bytes: &[u8]) -> Result<String, Rejection> {
+    std::str::from_utf8(bytes)
+        .map(str::to_owned)
+        .map_err(|_| Rejection::Malformed)
 }
 
 #[cfg(test)]
@@ -130,7 +213,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        for kind in [Kind::Alive, Kind::Leave, Kind::Probe] {
+        for kind in [Kind::Alive, Kind::Leave, Kind::Probe, Kind::Join] {
             for node in ["n", "node-b", &"x".repeat(MAX_NAME_LEN), "nœud-ü"] {
                 let p = Packet {
                     kind,
@@ -138,6 +221,7 @@ mod tests {
                     seq: 42,
                     sent_at_ms: NOW,
                     node: node.to_string(),
+                    report: None,
                 };
                 let buf = p.encode(&key()).unwrap();
                 assert_eq!(buf.len(), HEADER_LEN + node.len() + TAG_LEN);
@@ -154,6 +238,7 @@ mod tests {
             seq: 9,
             sent_at_ms: 0x0000_018b_cfe5_6800,
             node: "ab".to_string(),
+            report: None,
         };
         let buf = p.encode(&key()).unwrap();
         let mut expect = b"FLB1".to_vec();
@@ -232,11 +317,99 @@ mod tests {
             ("version 0", Box::new(|b| b[4] = 0)),
             ("version 2", Box::new(|b| b[4] = 2)),
             ("kind 0", Box::new(|b| b[5] = 0)),
-            ("kind 4", Box::new(|b| b[5] = 4)),
+            ("kind 6", Box::new(|b| b[5] = 6)),
+            ("a Report without its verdict", Box::new(|b| b[5] = 5)),
             ("name length too long", Box::new(|b| b[30] = 7)),
             ("name length too short", Box::new(|b| b[30] = 5)),
             ("name length zero", Box::new(|b| b[30] = 0)),
             ("name not UTF-8", Box::new(|b| b[31] = 0xff)),
+        ];
+        for (what, change) in cases {
+            let mut body = good.clone();
+            change(&mut body);
+            assert_eq!(
+                Packet::decode(&signed(&body), &key()),
+                Err(Rejection::Malformed),
+                "{what}"
+            );
+        }
+        assert!(Packet::decode(&signed(&good), &key()).is_ok());
+    }
+
+    fn report(subject: &str, dead: bool) -> Packet {
+        Packet {
+            kind: Kind::Report,
+            report: Some(Report {
+                subject: subject.to_string(),
+                dead,
+                boot_id: 0x1111_2222_3333_4444,
+                clock_ms: NOW - 250,
+            }),
+            ..mk_packet("node-b", 3, NOW)
+        }
+    }
+
+    #[test]
+    fn reports_round_trip() {
+        for dead in [true, false] {
+            for subject in ["c", "node-c", &"y".repeat(MAX_NAME_LEN), "nœud-ü"] {
+                let p = report(subject, dead);
+                let buf = p.encode(&key()).unwrap();
+                let len = HEADER_LEN + "node-b".len() + REPORT_FIXED_LEN + subject.len();
+                assert_eq!(buf.len(), len + TAG_LEN);
+                assert_eq!(Packet::decode(&buf, &key()), Ok(p));
+            }
+        }
+        let longest = Packet {
+            node: "x".repeat(MAX_NAME_LEN),
+            ..report(&"y".repeat(MAX_NAME_LEN), true)
+        };
+        assert_eq!(longest.encode(&key()).unwrap().len(), MAX_LEN);
+    }
+
+    #[test]
+    fn report_golden_trailer() {
+        let buf = report("cd", false).encode(&key()).unwrap();
+        let trailer = &buf[HEADER_LEN + "node-b".len()..buf.len() - TAG_LEN];
+        let mut expect = vec![2];
+        expect.extend_from_slice(&0x1111_2222_3333_4444u64.to_be_bytes());
+        expect.extend_from_slice(&(NOW - 250).to_be_bytes());
+        expect.extend_from_slice(&[2, b'c', b'd']);
+        assert_eq!(trailer, &expect[..]);
+    }
+
+    #[test]
+    fn a_report_is_present_exactly_for_its_kind() {
+        let mut alive_with_report = report("node-c", true);
+        alive_with_report.kind = Kind::Alive;
+        assert_eq!(alive_with_report.encode(&key()), None);
+        let mut report_without = report("node-c", true);
+        report_without.report = None;
+        assert_eq!(report_without.encode(&key()), None);
+        assert_eq!(report("", true).encode(&key()), None);
+        let long = "y".repeat(MAX_NAME_LEN + 1);
+        assert_eq!(report(&long, true).encode(&key()), None);
+    }
+
+    #[test]
+    fn signed_but_malformed_reports_are_malformed() {
+        let good = body_of(&report("node-c", true));
+        let at = HEADER_LEN + "node-b".len();
+        type Change = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(&str, Change)> = vec![
+            ("verdict 0", Box::new(move |b| b[at] = 0)),
+            ("verdict 3", Box::new(move |b| b[at] = 3)),
+            ("subject length too long", Box::new(move |b| b[at + 17] = 7)),
+            (
+                "subject length too short",
+                Box::new(move |b| b[at + 17] = 5),
+            ),
+            ("subject not UTF-8", Box::new(move |b| b[at + 18] = 0xff)),
+            ("no subject", Box::new(move |b| b.truncate(at + 17))),
+            ("no trailer", Box::new(move |b| b.truncate(at))),
+            ("sender name swallows the trailer", Box::new(|b| b[30] = 30)),
+            ("sender name length zero", Box::new(|b| b[30] = 0)),
+            ("a trailer on an Alive", Box::new(|b| b[5] = 1)),
         ];
         for (what, change) in cases {
             let mut body = good.clone();

@@ -9,22 +9,33 @@
 //!  offset  size  field
 //!       0     4  magic "FLB1"
 //!       4     1  version = 1
-//!       5     1  kind: 1 Alive, 2 Leave, 3 Probe (answered by an Alive to the sender)
+//!       5     1  kind: 1 Alive, 2 Leave, 3 Probe (answered by an Alive to the sender),
+//!                4 Join (the sender is live: at start, or refuting a report of its death),
+//!                5 Report (one observer's verdict on a peer it watches)
 //!       6     8  boot id: random, drawn once per process start
 //!      14     8  seq: per process, +1 for every message signed
 //!      22     8  sent_at: sender's wall clock, milliseconds since the Unix epoch
 //!      30     1  n = length of the node name, 1..=253
 //!      31     n  node name, UTF-8
-//!    31+n    32  HMAC-SHA256(shared key, bytes 0 .. 31+n)
+//!    31+n        Report only (m = 31+n):
+//!    m       1     verdict: 1 dead, 2 alive again
+//!    m+1     8     the subject's boot id as last heard by the sender (0: never heard)
+//!    m+9     8     the subject's sent_at in that packet (its own clock; 0: never heard; 0
+//!                  with a boot id: that process ended, per the lifeline, before any packet
+//!                  of it reached the sender)
+//!    m+17    1     k = length of the subject's name, 1..=253
+//!    m+18    k     subject's name, UTF-8
+//!    end    32  HMAC-SHA256(shared key, every byte before the tag)
 //! ```
-//! A datagram is 64 to 316 bytes long.
+//! A datagram is 64 to 587 bytes long (316 without a Report).
 //!
 //! # Checks on receipt, in order (each failure is counted under its metric label)
-//! 1. `malformed`: length outside 64..=316.
+//! 1. `malformed`: length outside 64..=587.
 //! 2. `bad_mac`: the tag does not verify (constant-time, `ring::hmac::verify`). The tag is
 //!    checked before any field is interpreted, so a change to any byte is `bad_mac`.
-//! 3. `malformed`: wrong magic, version or kind, name length not matching the datagram length,
-//!    name not UTF-8. (Only a sender holding the key can get here.)
+//! 3. `malformed`: wrong magic, version or kind, a name length not matching the datagram
+//!    length, a name not UTF-8, a Report's verdict not 1 or 2. (Only a sender holding the key
+//!    can get here.)
 //! 4. `unknown_peer`: the name is not a current peer.
 //! 5. `stale`: `|now - sent_at| > max_clock_skew`.
 //! 6. `replayed`: `(sent_at, seq)` not strictly greater than the last accepted from that name.
@@ -40,7 +51,7 @@ mod auth;
 mod codec;
 
 pub use auth::{Signer, Verifier};
-pub use codec::{Kind, MAX_LEN, MAX_NAME_LEN, valid_name};
+pub use codec::{Kind, MAX_LEN, MAX_NAME_LEN, Report, valid_name};
 
 /// Why a datagram was rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -102,6 +113,7 @@ mod fixtures {
             seq,
             sent_at_ms,
             node: node.to_string(),
+            report: None,
         }
     }
 

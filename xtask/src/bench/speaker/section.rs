@@ -12,6 +12,7 @@ use super::Params;
 use super::arp_rounds::ArpSummary;
 use super::failover::{self, Action};
 use super::footprint::Footprint;
+use super::membership::MembershipRun;
 
 /// One failover action's trials.
 #[derive(Clone, Debug, Serialize)]
@@ -74,6 +75,8 @@ pub struct SpeakerSection {
     pub arp: Option<ArpSummary>,
     /// One pass of the run loop at scale, in-process (`plan_bench`).
     pub plan_pass: Option<PlanPass>,
+    /// Membership at 10, 100 and 1,000 members (`membership_scale`).
+    pub membership: Vec<MembershipRun>,
     /// Anything that looked wrong.
     pub notes: Vec<String>,
     /// Notes made while measuring (kept by [`SpeakerSection::summarise`]).

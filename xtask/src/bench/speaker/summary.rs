@@ -40,6 +40,7 @@ impl SpeakerSection {
                 None,
             ));
         }
+        membership_figures(&self.membership, &mut figures, &mut notes);
         for f in &self.failover {
             // The goals of issue #14: the kernel (lifeline) or a Leave tells of a process that
             // ends at once; a lost node or link is noticed by heartbeat silence.
@@ -272,5 +273,51 @@ impl SpeakerSection {
         }
         self.figures = figures;
         self.notes = notes;
+    }
+}
+
+/// Issue #14's membership goals, from the 1,000-member simulated run, and a note for every run
+/// in which a view changed while nothing happened.
+fn membership_figures(
+    runs: &[super::membership::MembershipRun],
+    figures: &mut Vec<Figure>,
+    notes: &mut Vec<String>,
+) {
+    for r in runs {
+        if r.steady.members_whose_view_changed > 0 {
+            notes.push(format!(
+                "membership, {} members ({}, {} % loss): {} members' views changed while no member died",
+                r.members,
+                r.network,
+                fmt(100.0 * r.loss),
+                r.steady.members_whose_view_changed
+            ));
+        }
+    }
+    let Some(r) = runs
+        .iter()
+        .find(|r| r.members == 1000 && r.loss == 0.0 && r.kill.is_some())
+    else {
+        return;
+    };
+    figures.push(Figure::new(
+        "Membership datagrams sent per member per second, 1,000 members (simulated)",
+        r.steady.sent_per_member_s.mean,
+        "/s",
+        "< 100",
+        Some(r.steady.sent_per_member_s.mean < 100.0),
+    ));
+    for (what, d) in [("silence", &r.silence), ("process end", &r.kill)] {
+        if let Some(d) = d {
+            figures.push(Figure::new(
+                &format!(
+                    "Membership detection after {what}, all of 1,000 members, p99 (simulated)"
+                ),
+                d.all_members_ms.p99,
+                "ms",
+                "< 1000",
+                Some(d.all_members_ms.p99 < 1000.0),
+            ));
+        }
     }
 }
