@@ -7,6 +7,8 @@
 //!       ├─ ipam_bench (pure IPAM, ns per allocate+release pair)          -> ipam
 //!       ├─ per repetition, a fresh control plane (etcd + kube-apiserver):  -> cluster::run_rep
 //!       │    plain loop, pending burst, create-to-status latency, running burst, memory
+//!       ├─ controller at scale: 100,000 IPv6 Services over 1,000 pools on a fresh control
+//!       │    plane: time to all allocated / best raw writer, memory, latency -> cluster::scale
 //!       ├─ speaker section: 3-node lab with release speakers (+ ferrolb-bench-prober and
 //!       │    ferrolb-bench-arp in the client namespace): failover, footprint, ARP latency
 //!       │                                                               -> speaker::run
@@ -72,6 +74,15 @@ pub struct Args {
     /// Skip the cluster figures (burst ratio, latency, memory).
     #[arg(long)]
     pub skip_cluster: bool,
+    /// Skip the controller at scale (100,000 Services over 1,000 pools).
+    #[arg(long)]
+    pub skip_scale: bool,
+    /// Services of the scale section (default 100,000; 10,000 with --quick).
+    #[arg(long)]
+    pub scale_services: Option<usize>,
+    /// Pools of the scale section (default 1,000; 100 with --quick).
+    #[arg(long)]
+    pub scale_pools: Option<usize>,
     /// Skip the speaker figures (failover, ARP reply latency, speaker footprint).
     #[arg(long)]
     pub skip_speaker: bool,
@@ -148,6 +159,19 @@ impl Args {
             .map(str::to_string)
             .collect();
         p
+    }
+
+    fn scale_params(&self, params: &Params) -> cluster::scale::ScaleParams {
+        cluster::scale::ScaleParams {
+            services: self
+                .scale_services
+                .unwrap_or(if self.quick { 10_000 } else { 100_000 }),
+            pools: self
+                .scale_pools
+                .unwrap_or(if self.quick { 100 } else { 1_000 }),
+            probes: params.probes,
+            probe_rate_per_s: params.probe_rate_per_s,
+        }
     }
 
     fn in_cluster_params(&self) -> in_cluster::Params {
@@ -285,6 +309,21 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     report.summarise();
+    if !args.skip_scale {
+        bins::build_if_missing()?;
+        eprintln!("==> controller at scale");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let section = runtime.block_on(cluster::scale::run(
+            &args.scale_params(&params),
+            &params,
+            &controller_bin,
+            &out_dir.join("scale"),
+        ))?;
+        sections.scale = Some(section);
+        write_report(&report, &sections, &out_dir)?;
+    }
     if !args.skip_speaker {
         bins::build_if_missing()?;
         let release = root.join("target/release");
@@ -304,6 +343,7 @@ pub fn run(args: Args) -> Result<()> {
             &out_dir.join("speaker"),
             |partial| {
                 let partial_sections = Sections {
+                    scale: sections.scale.clone(),
                     speaker: Some(partial.clone()),
                     in_cluster: None,
                 };
@@ -351,6 +391,7 @@ fn rerun_in_release() -> Result<()> {
 /// The sections measured besides the controller's figures.
 #[derive(Default)]
 struct Sections {
+    scale: Option<cluster::scale::ScaleSection>,
     speaker: Option<speaker::SpeakerSection>,
     in_cluster: Option<in_cluster::InClusterSection>,
 }
@@ -359,6 +400,7 @@ struct Sections {
 fn markdown(report: &Report, sections: &Sections) -> String {
     let mut md = report.markdown();
     let extra: Vec<String> = [
+        sections.scale.as_ref().map(|s| s.markdown()),
         sections.speaker.as_ref().map(|s| s.markdown()),
         sections.in_cluster.as_ref().map(|s| s.markdown()),
     ]
@@ -372,14 +414,17 @@ fn markdown(report: &Report, sections: &Sections) -> String {
     md
 }
 
-/// Writes `report.json` (with `speaker` and `in_cluster` members) and `report.md` into `dir`.
+/// Writes `report.json` (with `scale`, `speaker` and `in_cluster` members) and `report.md` into `dir`.
 fn write_report(report: &Report, sections: &Sections, dir: &Path) -> Result<()> {
     report.write(dir)?;
-    if sections.speaker.is_none() && sections.in_cluster.is_none() {
+    if sections.scale.is_none() && sections.speaker.is_none() && sections.in_cluster.is_none() {
         return Ok(());
     }
     let mut json = serde_json::to_value(report)?;
     if let Some(object) = json.as_object_mut() {
+        if let Some(section) = &sections.scale {
+            object.insert("scale".into(), serde_json::to_value(section)?);
+        }
         if let Some(section) = &sections.speaker {
             object.insert("speaker".into(), serde_json::to_value(section)?);
         }

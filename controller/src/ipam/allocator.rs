@@ -486,11 +486,16 @@ impl Allocator {
             return Err(AllocationError::NotInAnyPool(*ip));
         }
         // Candidates are the pools that may serve, in rank order; they are checked as the
-        // passes reach them (no list on the common path, where the first one serves).
+        // passes reach them (no list on the common path, where the first one serves). A
+        // Service that names its pool has that one only: no walk past a thousand others.
+        let named = req.pool.as_ref().and_then(|n| self.names.get(n));
+        let order: &[usize] = match named {
+            Some(p) => std::slice::from_ref(p),
+            None => &self.order,
+        };
         let candidate = |p: &usize| self.serves(*p, asking).is_ok();
-        let Some(first) = self.order.iter().position(candidate) else {
-            let ruled_out = self
-                .order
+        let Some(first) = order.iter().position(candidate) else {
+            let ruled_out = order
                 .iter()
                 .filter_map(|p| match self.serves(*p, asking) {
                     Ok(()) | Err(RuledOut::NotNamed(_)) | Err(RuledOut::LacksRequested(_)) => None,
@@ -500,7 +505,7 @@ impl Allocator {
             return Err(AllocationError::NoPoolMatches(ruled_out));
         };
         let candidates = || {
-            self.order[first..]
+            order[first..]
                 .iter()
                 .enumerate()
                 .filter(|(i, p)| *i == 0 || candidate(p))

@@ -226,7 +226,7 @@ async fn lead(
                         "caches synced; addresses reclaimed"
                     );
                 }
-                writer.dispatch(state.take_actions(), &mut writes);
+                writer.dispatch(state.take_actions(Timestamp::now()), &mut writes);
                 let tally = state.take_tally();
                 metrics.allocations.inc_by(tally.allocated);
                 for (reason, n) in tally.failed {
@@ -236,19 +236,20 @@ async fn lead(
             }
             () = sleep_until(state.next_retry()) => {
                 let started = Instant::now();
-                let retried = state.retry_due(Timestamp::now(), started);
+                let retried = state.retry_due(started);
                 trim.worked(retried as u64);
-                writer.dispatch(state.take_actions(), &mut writes);
+                writer.dispatch(state.take_actions(Timestamp::now()), &mut writes);
                 metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
             }
             _ = flush.tick() => {
                 state.flush_pools(Timestamp::now());
-                writer.dispatch(state.take_actions(), &mut writes);
+                writer.dispatch(state.take_actions(Timestamp::now()), &mut writes);
                 metrics.observe_pools(state.allocator());
                 metrics.waiting.set(state.waiting() as i64);
                 metrics.assigned.set(state.allocator().assigned_count() as i64);
                 if trim.due(writer.idle() && rx.is_empty()) {
                     writer.shrink_queues();
+                    state.shrink_queues();
                     if crate::memory::release_free() {
                         debug!("returned memory freed after a burst to the OS");
                     }

@@ -14,6 +14,7 @@
 
 mod actions;
 pub mod retry;
+mod writes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -26,6 +27,7 @@ use k8s_openapi::jiff::Timestamp;
 
 pub use self::actions::{Action, ServiceEvent, Tally};
 use self::retry::Retries;
+use self::writes::{Write, Writes};
 use super::desired::{
     Observed, ServiceState, field_manager, pool_patch, pool_shows, pool_status, service_patch,
 };
@@ -41,8 +43,9 @@ struct Tracked {
     handling: Handling,
     observed: Observed,
     /// The last allocation failure (cleared on success); an Event is sent once per message.
-    failure: Option<AllocationError>,
-    in_flight: bool,
+    /// Boxed: most Services have none, and the map holds one entry per Service.
+    failure: Option<Box<AllocationError>>,
+    write: Write,
 }
 
 /// The controller's state.
@@ -62,6 +65,8 @@ pub struct State {
     pools_in_flight: BTreeSet<String>,
     /// Failed Service writes to try again.
     retries: Retries,
+    /// Service writes waiting to be handed out.
+    writes: Writes,
     started: bool,
     actions: Vec<Action>,
     tally: Tally,
@@ -82,6 +87,7 @@ impl State {
             dirty_pools: BTreeSet::new(),
             pools_in_flight: BTreeSet::new(),
             retries: Retries::default(),
+            writes: Writes::default(),
             started: false,
             actions: Vec::new(),
             tally: Tally::default(),
@@ -108,9 +114,16 @@ impl State {
         self.waiting.len()
     }
 
-    /// Takes the actions decided so far.
-    pub fn take_actions(&mut self) -> Vec<Action> {
+    /// Takes the actions decided so far, with the next Service writes (their bodies built at
+    /// `now`, see `state/writes.rs`).
+    pub fn take_actions(&mut self, now: Timestamp) -> Vec<Action> {
+        self.hand_out_writes(now);
         std::mem::take(&mut self.actions)
+    }
+
+    /// Gives back the capacity a burst grew the write queue to.
+    pub fn shrink_queues(&mut self) {
+        self.writes.shrink();
     }
 
     /// Takes the allocation tally since the last call.
@@ -159,7 +172,7 @@ impl State {
                 if changed {
                     self.reconcile(&key, now);
                 } else {
-                    self.converge(&key, now);
+                    self.converge(&key);
                 }
             }
             return;
@@ -176,7 +189,7 @@ impl State {
                 handling,
                 observed,
                 failure: None,
-                in_flight: false,
+                write: Write::Idle,
             },
         );
         if self.started {
@@ -301,6 +314,7 @@ impl State {
         now: Timestamp,
         clock: Instant,
     ) {
+        self.writes.finished();
         match written {
             Some(_) => self.retries.succeeded(key),
             None => {
@@ -310,7 +324,7 @@ impl State {
         let Some(t) = self.services.get_mut(key) else {
             return;
         };
-        t.in_flight = false;
+        t.write = Write::Idle;
         if let Some(svc) = written {
             self.service_applied(svc, now);
         }
@@ -322,11 +336,11 @@ impl State {
     }
 
     /// Tries again the failed writes due at `clock`. Returns how many were due.
-    pub fn retry_due(&mut self, now: Timestamp, clock: Instant) -> usize {
+    pub fn retry_due(&mut self, clock: Instant) -> usize {
         let due = self.retries.take_due(clock);
         if self.started {
             for key in &due {
-                self.converge(key, now);
+                self.converge(key);
             }
         }
         due.len()
@@ -415,7 +429,7 @@ impl State {
             let fits = self
                 .services
                 .get(key)
-                .and_then(|t| t.failure.as_ref())
+                .and_then(|t| t.failure.as_deref())
                 .is_some_and(|f| could_use(f, &pools, freed));
             if fits {
                 self.reconcile(key, now);
@@ -551,7 +565,7 @@ impl State {
                 let shown = t.observed.state.condition.as_ref().is_some_and(|c| {
                     !c.allocated && c.reason == err.reason() && c.message == message
                 });
-                if t.failure.as_ref() != Some(err) && !shown {
+                if t.failure.as_deref() != Some(err) && !shown {
                     *self.tally.failed.entry(err.reason()).or_default() += 1;
                     events.push(ServiceEvent::new(
                         key,
@@ -571,34 +585,47 @@ impl State {
                 self.waiting.remove(&(created, key.clone()));
             }
         }
-        t.failure = failure;
+        t.failure = failure.map(Box::new);
         self.actions.extend(events.into_iter().map(Action::Event));
-        self.converge(key, now);
+        self.converge(key);
     }
 
     /// Writes `key`'s object unless it shows what it should or a write is in flight.
-    fn converge(&mut self, key: &ServiceKey, now: Timestamp) {
+    fn converge(&mut self, key: &ServiceKey) {
         let desired = self.desired(key);
         let Some(t) = self.services.get_mut(key) else {
             return;
         };
-        if t.in_flight {
-            return; // write_done looks again.
-        }
-        let needed = match &desired {
-            Some(d) => !t.observed.shows(d),
-            // Not ours: clear only what this controller wrote.
-            None => t.observed.managed && t.observed.state != ServiceState::default(),
-        };
-        if !needed {
+        // Queued: its body is built when handed out; in flight: write_done looks again.
+        if t.write != Write::Idle || !write_needed(desired.as_ref(), t) {
             return;
         }
-        t.in_flight = true;
-        let body = service_patch(key, &desired.unwrap_or_default(), &t.observed, now).to_string();
-        self.actions.push(Action::ApplyService {
-            key: key.clone(),
-            body,
-        });
+        t.write = Write::Queued;
+        self.writes.queue(key.clone());
+    }
+
+    /// Hands out queued Service writes while the window allows, each with its body as of now.
+    fn hand_out_writes(&mut self, now: Timestamp) {
+        while let Some(key) = self.writes.next() {
+            let desired = self.desired(&key);
+            let Some(t) = self.services.get_mut(&key) else {
+                continue; // Deleted meanwhile.
+            };
+            if t.write != Write::Queued {
+                continue; // Queued twice (deleted and created again): handed out already.
+            }
+            if !write_needed(desired.as_ref(), t) {
+                t.write = Write::Idle;
+                continue;
+            }
+            t.write = Write::InFlight;
+            self.writes.handed_out();
+            let body = service_patch(&key, &desired.unwrap_or_default(), &t.observed, now);
+            self.actions.push(Action::ApplyService {
+                key,
+                body: body.to_string(),
+            });
+        }
     }
 
     /// What `key`'s object should show; `None` when ferrolb does not handle it.
@@ -609,7 +636,7 @@ impl State {
         }
         Some(ServiceState::of(
             self.alloc.assignment(key),
-            t.failure.as_ref(),
+            t.failure.as_deref(),
         ))
     }
 
@@ -621,6 +648,15 @@ impl State {
             .filter(|ip| !after.contains(ip) && self.alloc.users(**ip).next().is_none())
             .copied()
             .collect()
+    }
+}
+
+/// Whether a Service's object differs from `desired` (`None`: not handled by this controller,
+/// whose own fields must then go).
+fn write_needed(desired: Option<&ServiceState>, t: &Tracked) -> bool {
+    match desired {
+        Some(d) => !t.observed.shows(d),
+        None => t.observed.managed && t.observed.state != ServiceState::default(),
     }
 }
 

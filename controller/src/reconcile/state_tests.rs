@@ -106,7 +106,7 @@ fn nothing_is_decided_before_the_caches_are_synced() {
     let mut s = State::new(None);
     s.pool_applied(pool("p", &["203.0.113.10/31"]), now());
     s.service_applied(&service("a", "2026-11-22T11:00:00Z", 1, &[]), now());
-    assert!(s.take_actions().is_empty());
+    assert!(s.take_actions(now()).is_empty());
     assert!(!s.started());
 }
 
@@ -116,7 +116,7 @@ fn start_reclaims_status_addresses_before_serving_older_pending_services() {
     let pending = service("pending", "2026-11-22T10:30:00Z", 1, &[]);
     let holder = service("holder", "2026-11-22T11:00:00Z", 2, &["203.0.113.10"]);
     let mut s = started(vec![pool("p", &["203.0.113.10/31"])], &[pending, holder]);
-    let w = writes(&s.take_actions());
+    let w = writes(&s.take_actions(now()));
     // The holder's status already shows its address (only the annotation/condition are
     // missing); the pending Service gets the other one.
     assert!(
@@ -133,7 +133,7 @@ fn start_reclaims_status_addresses_before_serving_older_pending_services() {
 fn a_converged_service_is_not_written_and_one_write_is_in_flight_per_object() {
     let svc = service("a", "2026-11-22T11:00:00Z", 1, &[]);
     let mut s = started_with_two_addresses(&svc);
-    let actions = s.take_actions();
+    let actions = s.take_actions(now());
     let body = match actions
         .iter()
         .find(|a| matches!(a, Action::ApplyService { .. }))
@@ -146,7 +146,7 @@ fn a_converged_service_is_not_written_and_one_write_is_in_flight_per_object() {
     labelled.metadata.labels = Some(BTreeMap::from([("x".into(), "y".into())]));
     labelled.metadata.resource_version = Some("2".into());
     s.service_applied(&labelled, now());
-    assert!(writes(&s.take_actions()).is_empty());
+    assert!(writes(&s.take_actions(now())).is_empty());
     // The write returns the converged object: nothing more to write.
     let result = applied(&labelled, &body, 3);
     s.write_done(
@@ -155,30 +155,30 @@ fn a_converged_service_is_not_written_and_one_write_is_in_flight_per_object() {
         now(),
         Instant::now(),
     );
-    assert!(writes(&s.take_actions()).is_empty());
+    assert!(writes(&s.take_actions(now())).is_empty());
     // The watch echo of our own write changes nothing either; an older event is ignored.
     s.service_applied(&result, now());
     s.service_applied(&labelled, now());
-    assert!(writes(&s.take_actions()).is_empty());
+    assert!(writes(&s.take_actions(now())).is_empty());
 }
 
 #[test]
 fn a_failed_write_is_retried() {
     let svc = service("a", "2026-11-22T11:00:00Z", 1, &[]);
     let mut s = started_with_two_addresses(&svc);
-    assert_eq!(writes(&s.take_actions()).len(), 1);
+    assert_eq!(writes(&s.take_actions(now())).len(), 1);
     let failed_at = Instant::now();
     s.write_done(&ServiceKey::new("ns", "a"), None, now(), failed_at);
-    assert!(writes(&s.take_actions()).is_empty());
+    assert!(writes(&s.take_actions(now())).is_empty());
     // Tried again after the first backoff, not before.
     let due = failed_at + Duration::from_millis(500);
     assert_eq!(s.next_retry(), Some(due));
-    assert_eq!(s.retry_due(now(), due - Duration::from_millis(1)), 0);
-    assert!(writes(&s.take_actions()).is_empty());
-    assert_eq!(s.retry_due(now(), due), 1);
+    assert_eq!(s.retry_due(due - Duration::from_millis(1)), 0);
+    assert!(writes(&s.take_actions(now())).is_empty());
+    assert_eq!(s.retry_due(due), 1);
     assert_eq!(s.next_retry(), None);
     assert_eq!(
-        writes(&s.take_actions()),
+        writes(&s.take_actions(now())),
         vec![("a".to_string(), vec!["203.0.113.10".to_string()])]
     );
 }
@@ -188,7 +188,7 @@ fn foreign_status_of_unhandled_services_is_never_touched() {
     let mut other = service("other", "2026-11-22T11:00:00Z", 1, &["192.0.2.1"]);
     other.spec.as_mut().unwrap().load_balancer_class = Some("example.com/lb".into());
     let mut s = started(vec![pool("p", &["203.0.113.10/31"])], &[other]);
-    assert!(writes(&s.take_actions()).is_empty());
+    assert!(writes(&s.take_actions(now())).is_empty());
 }
 
 #[test]
@@ -197,7 +197,7 @@ fn pool_status_is_written_on_flush_once_per_burst() {
         .map(|i| service(&format!("s{i}"), "2026-11-22T11:00:00Z", i + 1, &[]))
         .collect();
     let mut s = started(vec![pool("p", &["203.0.113.0/28"])], &services);
-    let actions = s.take_actions();
+    let actions = s.take_actions(now());
     assert!(
         !actions
             .iter()
@@ -205,7 +205,7 @@ fn pool_status_is_written_on_flush_once_per_burst() {
     );
     s.flush_pools(now());
     let pools: Vec<Value> = s
-        .take_actions()
+        .take_actions(now())
         .into_iter()
         .filter_map(|a| match a {
             Action::ApplyPool { body, .. } => Some(serde_json::from_str(&body).unwrap()),
@@ -217,7 +217,7 @@ fn pool_status_is_written_on_flush_once_per_burst() {
     assert_eq!(pools[0]["status"]["availableIPv4"], 11);
     // In flight: a second flush does not write again.
     s.flush_pools(now());
-    assert!(s.take_actions().is_empty());
+    assert!(s.take_actions(now()).is_empty());
 }
 
 #[test]
@@ -226,7 +226,7 @@ fn a_deleted_holder_serves_the_oldest_waiter() {
     let b = service("b", "2026-11-22T10:01:00Z", 2, &[]);
     let c = service("c", "2026-11-22T10:02:00Z", 3, &[]);
     let mut s = started(vec![pool("p", &["203.0.113.10/32"])], &[a, b, c]);
-    s.take_actions();
+    s.take_actions(now());
     assert_eq!(s.waiting(), 2);
     s.service_deleted(&ServiceKey::new("ns", "a"), now());
     let key = ServiceKey::new("ns", "b");
@@ -281,4 +281,27 @@ fn a_freed_address_taken_by_a_keyed_waiter_lets_its_key_join() {
     assert_eq!(holds(&s, "d").as_deref(), Some("203.0.113.10"));
     assert_eq!(holds(&s, "e").as_deref(), Some("203.0.113.10"));
     assert_eq!(s.waiting(), 0);
+}
+
+#[test]
+fn a_burst_hands_out_a_window_of_writes_and_the_next_as_each_returns() {
+    use super::writes::WINDOW;
+    let services: Vec<Service> = (0..WINDOW + 3)
+        .map(|i| service(&format!("s{i:04}"), "2026-11-22T11:00:00Z", 1, &[]))
+        .collect();
+    let mut s = started(vec![pool("p", &["198.19.0.0/20"])], &services);
+    let first = writes(&s.take_actions(now()));
+    assert_eq!(
+        first.len(),
+        WINDOW,
+        "bodies are built only for a window of writes"
+    );
+    assert!(writes(&s.take_actions(now())).is_empty());
+    // One write returns: one more is handed out, with the address allocated at start.
+    let done = ServiceKey::new("ns", first[0].0.clone());
+    s.write_done(&done, None, now(), Instant::now());
+    let next = writes(&s.take_actions(now()));
+    assert_eq!(next.len(), 1);
+    assert!(!first.iter().any(|(name, _)| *name == next[0].0));
+    assert_eq!(next[0].1.len(), 1, "{next:?}");
 }

@@ -8,9 +8,10 @@
 //! the documentation range 203.0.113.0/24; the controller never sends anything to them.
 
 mod controller;
+pub mod scale;
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -213,16 +214,16 @@ fn service(name: &str) -> Service {
     .expect("a valid Service")
 }
 
-/// The status body the controller writes for a Service that gets `ip` from [`SERVING_POOL`]:
-/// built by the controller's own [`service_patch`].
-fn controller_body(name: &str, ip: Ipv4Addr) -> serde_json::Value {
+/// The status body the controller writes for a Service that gets `ip` from `pool`: built by
+/// the controller's own [`service_patch`].
+fn controller_body(name: &str, ip: IpAddr, pool: &str) -> serde_json::Value {
     let desired = ServiceState {
-        ips: vec![ip.into()],
-        pool: Some(SERVING_POOL.into()),
+        ips: vec![ip],
+        pool: Some(pool.into()),
         condition: Some(ConditionState {
             allocated: true,
             reason: reason::ALLOCATED.into(),
-            message: format!("{ip} from pool {SERVING_POOL}"),
+            message: format!("{ip} from pool {pool}"),
         }),
     };
     service_patch(
@@ -355,7 +356,9 @@ impl Bench<'_> {
             .names
             .iter()
             .enumerate()
-            .map(|(i, name)| controller_body(name, Ipv4Addr::from(base + i as u32)))
+            .map(|(i, name)| {
+                controller_body(name, Ipv4Addr::from(base + i as u32).into(), SERVING_POOL)
+            })
             .collect();
         quiesce().await;
         let cpu_before = CpuSnapshot::take(&self.processes(None));
