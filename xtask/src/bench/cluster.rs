@@ -98,7 +98,9 @@ pub async fn run_rep(params: &Params, controller_bin: &Path, dir: &Path) -> Resu
     }
 }
 
-async fn run_rep_inner(params: &Params, controller_bin: &Path, dir: &Path) -> Result<RepResult> {
+/// A fresh control plane (no kube-controller-manager) with the CRDs, in `dir` (removed
+/// first), and the namespace [`NAMESPACE`].
+async fn fresh_control_plane(dir: &Path) -> Result<(ControlPlane, Client)> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     }
@@ -115,6 +117,19 @@ async fn run_rep_inner(params: &Params, controller_bin: &Path, dir: &Path) -> Re
     .context("starting the control plane")?;
     block_in_place(|| cp.install_crds())?;
     let client = cp.client().await?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?,
+        )
+        .await
+        .context("creating the bench namespace")?;
+    Ok((cp, client))
+}
+
+async fn run_rep_inner(params: &Params, controller_bin: &Path, dir: &Path) -> Result<RepResult> {
+    let (cp, client) = fresh_control_plane(dir).await?;
     let apiserver_version = client.apiserver_version().await?.git_version;
     setup(&client).await?;
     let bench = Bench {
@@ -161,16 +176,8 @@ async fn run_rep_inner(params: &Params, controller_bin: &Path, dir: &Path) -> Re
     })
 }
 
-/// The namespace and the pools.
+/// The pools.
 async fn setup(client: &Client) -> Result<()> {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?,
-        )
-        .await
-        .context("creating the bench namespace")?;
     let pools: Api<IPAddressPool> = Api::all(client.clone());
     for i in 0..POOLS {
         let addresses = match i {

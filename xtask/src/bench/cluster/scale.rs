@@ -21,12 +21,11 @@ use anyhow::{Context, Result, bail};
 use ferrolb_crds::contract::annotation;
 use ferrolb_crds::{IPAddressPool, IPAddressPoolSpec};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde::Serialize;
 use serde_json::json;
-use tokio::task::block_in_place;
 
 use super::super::procfs::{self, CpuSnapshot, Memory, round3};
 use super::super::report::Params;
@@ -34,7 +33,7 @@ use super::super::stats::Distribution;
 use super::super::watch::Watch;
 use super::controller::{RssSampler, RunningController, rss_near};
 use super::{LOOP_FIELD_MANAGER, NAMESPACE, burst_timeout, controller_body, latest, quiesce, secs};
-use ferrolb_tests::control_plane::{ControlPlane, Options, SERVICE_CIDR_V6};
+use ferrolb_tests::control_plane::{ControlPlane, SERVICE_CIDR_V6};
 
 /// In-flight counts of the raw-writer baseline at scale: the controller's `--concurrency` (32)
 /// and the count that was fastest at 10,000 (128). 8 is left out here: it was the slowest at
@@ -150,22 +149,7 @@ pub async fn run(
     if scale.services + scale.probes > 1_000_000 {
         bail!("the IPv6 Service range (a /108) holds about a million Services; ask for fewer");
     }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir)?;
-    }
-    std::fs::create_dir_all(dir)?;
-    let cp = block_in_place(|| {
-        ControlPlane::start(&Options {
-            dir: dir.join("control-plane"),
-            controller_manager: false,
-            workloads: false,
-            port: 0,
-            detached: false,
-        })
-    })
-    .context("starting the control plane")?;
-    block_in_place(|| cp.install_crds())?;
-    let client = cp.client().await?;
+    let (cp, client) = super::fresh_control_plane(dir).await?;
     setup(&client, scale.pools).await?;
     let run = Run {
         cp: &cp,
@@ -257,16 +241,8 @@ pub async fn run(
     })
 }
 
-/// The namespace and the pools.
+/// The pools.
 async fn setup(client: &Client, pools: usize) -> Result<()> {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?,
-        )
-        .await
-        .context("creating the bench namespace")?;
     let api: Api<IPAddressPool> = Api::all(client.clone());
     futures::stream::iter(0..pools)
         .map(|i| {
