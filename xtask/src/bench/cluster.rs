@@ -241,6 +241,27 @@ fn controller_body(name: &str, ip: IpAddr, pool: &str) -> serde_json::Value {
     )
 }
 
+/// The raw writer's work: applies `bodies[i]` to the status of `names[i]` as the field manager
+/// [`LOOP_FIELD_MANAGER`], `in_flight` requests at once.
+async fn apply_statuses(
+    api: &Api<Service>,
+    names: &[String],
+    bodies: &[serde_json::Value],
+    in_flight: usize,
+) -> Result<()> {
+    let params = &PatchParams::apply(LOOP_FIELD_MANAGER).force();
+    futures::stream::iter(names.iter().zip(bodies))
+        .map(|(name, body)| async move {
+            api.patch_status(name, params, &Patch::Apply(body))
+                .await
+                .with_context(|| format!("raw writer: applying the status of {name}"))
+        })
+        .buffer_unordered(in_flight)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
 /// Whole seconds, to the millisecond.
 fn secs(d: Duration) -> f64 {
     round3(d.as_secs_f64())
@@ -357,7 +378,6 @@ impl Bench<'_> {
         let mut watch = Watch::start(self.client.clone(), NAMESPACE).await?;
         let loop_client = self.cp.client().await?;
         let api: Api<Service> = Api::namespaced(loop_client, NAMESPACE);
-        let params = PatchParams::apply(LOOP_FIELD_MANAGER).force();
         let base = u32::from(Ipv4Addr::new(198, 19, 0, 0));
         let bodies: Vec<serde_json::Value> = self
             .names
@@ -370,16 +390,7 @@ impl Bench<'_> {
         quiesce().await;
         let cpu_before = CpuSnapshot::take(&self.processes(None));
         let start = Instant::now();
-        let (api, params) = (&api, &params);
-        futures::stream::iter(self.names.iter().zip(&bodies))
-            .map(|(name, body)| async move {
-                api.patch_status(name, params, &Patch::Apply(body))
-                    .await
-                    .with_context(|| format!("raw writer: applying the status of {name}"))
-            })
-            .buffer_unordered(in_flight)
-            .try_collect::<Vec<_>>()
-            .await?;
+        apply_statuses(&api, &self.names, &bodies, in_flight).await?;
         let loop_time = start.elapsed();
         let cpu = CpuSnapshot::take(&self.processes(None)).since(&cpu_before);
         let seen = watch

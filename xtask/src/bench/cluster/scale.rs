@@ -297,7 +297,6 @@ impl Run<'_> {
     async fn raw_writer(&self, in_flight: usize) -> Result<f64> {
         let mut watch = Watch::start(self.client.clone(), NAMESPACE).await?;
         let api: Api<Service> = Api::namespaced(self.cp.client().await?, NAMESPACE);
-        let params = PatchParams::apply(LOOP_FIELD_MANAGER).force();
         let pools = self.scale.pools;
         let bodies: Vec<serde_json::Value> = self
             .names
@@ -307,16 +306,7 @@ impl Run<'_> {
             .collect();
         quiesce().await;
         let start = Instant::now();
-        let (api, params) = (&api, &params);
-        futures::stream::iter(self.names.iter().zip(&bodies))
-            .map(|(name, body)| async move {
-                api.patch_status(name, params, &Patch::Apply(body))
-                    .await
-                    .with_context(|| format!("raw writer: applying the status of {name}"))
-            })
-            .buffer_unordered(in_flight)
-            .try_collect::<Vec<_>>()
-            .await?;
+        super::apply_statuses(&api, &self.names, &bodies, in_flight).await?;
         let seen = watch
             .wait_all(&self.names, burst_timeout(self.names.len()))
             .await?;
