@@ -311,7 +311,6 @@ mod tests {
     #[test]
     fn signed_but_malformed_fields_are_malformed() {
         let good = body_of(&mk_packet("node-b", 1, NOW));
-        type Change = Box<dyn Fn(&mut Vec<u8>)>;
         let cases: Vec<(&str, Change)> = vec![
             ("magic", Box::new(|b| b[0] = b'X')),
             ("version 0", Box::new(|b| b[4] = 0)),
@@ -324,8 +323,16 @@ mod tests {
             ("name length zero", Box::new(|b| b[30] = 0)),
             ("name not UTF-8", Box::new(|b| b[31] = 0xff)),
         ];
+        each_is_malformed(&good, cases);
+    }
+
+    /// A change to a datagram's body.
+    type Change = Box<dyn Fn(&mut Vec<u8>)>;
+
+    /// Each change of `good` (a well-formed body, checked too) decodes as malformed.
+    fn each_is_malformed(good: &[u8], cases: Vec<(&str, Change)>) {
         for (what, change) in cases {
-            let mut body = good.clone();
+            let mut body = good.to_vec();
             change(&mut body);
             assert_eq!(
                 Packet::decode(&signed(&body), &key()),
@@ -333,7 +340,7 @@ mod tests {
                 "{what}"
             );
         }
-        assert!(Packet::decode(&signed(&good), &key()).is_ok());
+        assert!(Packet::decode(&signed(good), &key()).is_ok());
     }
 
     fn report(subject: &str, dead: bool) -> Packet {
@@ -395,7 +402,6 @@ mod tests {
     fn signed_but_malformed_reports_are_malformed() {
         let good = body_of(&report("node-c", true));
         let at = HEADER_LEN + "node-b".len();
-        type Change = Box<dyn Fn(&mut Vec<u8>)>;
         let cases: Vec<(&str, Change)> = vec![
             ("verdict 0", Box::new(move |b| b[at] = 0)),
             ("verdict 3", Box::new(move |b| b[at] = 3)),
@@ -411,16 +417,7 @@ mod tests {
             ("sender name length zero", Box::new(|b| b[30] = 0)),
             ("a trailer on an Alive", Box::new(|b| b[5] = 1)),
         ];
-        for (what, change) in cases {
-            let mut body = good.clone();
-            change(&mut body);
-            assert_eq!(
-                Packet::decode(&signed(&body), &key()),
-                Err(Rejection::Malformed),
-                "{what}"
-            );
-        }
-        assert!(Packet::decode(&signed(&good), &key()).is_ok());
+        each_is_malformed(&good, cases);
     }
 
     #[test]
