@@ -262,6 +262,22 @@ async fn apply_statuses(
     Ok(())
 }
 
+/// Ticks `rate` times a second, late ticks delayed (not bunched): the spacing of latency probes.
+fn probe_ticks(rate: u32) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Each probe's create-to-status time in ms: `created[i]` to `seen[i]`.
+fn latencies_ms(created: &[Instant], seen: &[Instant]) -> Vec<f64> {
+    created
+        .iter()
+        .zip(seen)
+        .map(|(c, s)| round3(s.saturating_duration_since(*c).as_secs_f64() * 1000.0))
+        .collect()
+}
+
 /// Whole seconds, to the millisecond.
 fn secs(d: Duration) -> f64 {
     round3(d.as_secs_f64())
@@ -488,10 +504,7 @@ impl Bench<'_> {
             .map(|i| format!("probe-{i:04}"))
             .collect();
         quiesce().await;
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(
-            1.0 / f64::from(self.params.probe_rate_per_s),
-        ));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = probe_ticks(self.params.probe_rate_per_s);
         let mut created = Vec::with_capacity(names.len());
         for name in &names {
             tick.tick().await;
@@ -502,11 +515,7 @@ impl Bench<'_> {
             created.push(Instant::now());
         }
         let seen = watch.wait_all(&names, Duration::from_secs(60)).await?;
-        let samples_ms: Vec<f64> = created
-            .iter()
-            .zip(&seen)
-            .map(|(c, s)| round3(s.saturating_duration_since(*c).as_secs_f64() * 1000.0))
-            .collect();
+        let samples_ms = latencies_ms(&created, &seen);
         Ok(LatencyRun {
             phase: LatencyPhase {
                 distribution_ms: Distribution::of(&samples_ms),

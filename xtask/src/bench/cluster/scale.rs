@@ -348,10 +348,7 @@ impl Run<'_> {
             .map(|i| format!("probe-{i:04}"))
             .collect();
         quiesce().await;
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(
-            1.0 / f64::from(self.scale.probe_rate_per_s.max(1)),
-        ));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = super::probe_ticks(self.scale.probe_rate_per_s);
         let mut created = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
             tick.tick().await;
@@ -360,12 +357,7 @@ impl Run<'_> {
             created.push(Instant::now());
         }
         let seen = watch.wait_all(&names, Duration::from_secs(60)).await?;
-        let samples: Vec<f64> = created
-            .iter()
-            .zip(&seen)
-            .map(|(c, s)| round3(s.saturating_duration_since(*c).as_secs_f64() * 1000.0))
-            .collect();
-        Ok(Distribution::of(&samples))
+        Ok(Distribution::of(&super::latencies_ms(&created, &seen)))
     }
 }
 
