@@ -542,7 +542,7 @@ impl Allocator {
                 pool: self.pool_of(ip).unwrap_or_default().to_string(),
             },
             None => AllocationError::Exhausted {
-                families: req.families.clone(),
+                families: req.families,
                 considered: candidates()
                     .map(|p| {
                         let p = &self.pools[p];

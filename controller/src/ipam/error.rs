@@ -8,7 +8,7 @@ use ferrolb_crds::contract::annotation::ADDRESS_POOL;
 use ferrolb_crds::contract::reason;
 
 use super::pool::RuledOut;
-use super::request::{RequestError, ServiceKey};
+use super::request::{Families, RequestError, ServiceKey};
 use super::sharing::Conflict;
 
 /// Items as messages list them: `a, b, c`.
@@ -67,7 +67,7 @@ pub enum AllocationError {
         describe_considered(considered))]
     Exhausted {
         /// Families needed.
-        families: Vec<Family>,
+        families: Families,
         /// Pools considered, in priority order.
         considered: Vec<Considered>,
     },

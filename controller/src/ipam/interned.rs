@@ -236,6 +236,11 @@ impl Interned {
                     .ok()
                     .filter(|id| *id <= MAX_ID)
                     .expect("fewer than 2^32 - 2 Services");
+                if self.slots.len() == self.slots.capacity() {
+                    // Grow by an eighth, not double: at 100,000 Services a doubled table
+                    // would leave up to 25 MiB of slots unused.
+                    self.slots.reserve_exact((self.slots.len() / 8).max(64));
+                }
                 self.slots.push(Slot::new(key, hash));
                 id
             }

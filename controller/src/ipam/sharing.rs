@@ -132,7 +132,7 @@ pub fn may_join<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipam::request::FamilyPolicy;
+    use crate::ipam::request::{FamilyPolicy, Protocol};
     use std::collections::BTreeMap;
 
     fn usage(key: Option<&str>, ports: &[i32], backends: Backends) -> Usage {
@@ -174,7 +174,7 @@ mod tests {
         let udp = Usage {
             ports: vec![Port {
                 port: 80,
-                protocol: "UDP".into(),
+                protocol: Protocol::Udp,
             }],
             ..usage(Some("k"), &[], Backends::Cluster)
         };

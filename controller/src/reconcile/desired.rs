@@ -7,16 +7,17 @@
 //! to the `/status` subresource (the Service status strategy keeps metadata changes), so a
 //! Service converges in one write.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use ferrolb_crds::contract::annotation::ALLOCATED_FROM_POOL;
 use ferrolb_crds::contract::{self, reason};
 use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
-use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
+use super::observed::Observed;
 use crate::ipam::error::comma_separated;
 use crate::ipam::{AllocationError, Allocator, Assignment, ServiceKey};
 
@@ -81,77 +82,6 @@ impl ServiceState {
     }
 }
 
-/// What a Service's object shows of the controller's part.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Observed {
-    /// The state as observed; `ips` holds only well-formed VIP-mode ingress addresses.
-    pub state: ServiceState,
-    /// Ingress entries that are not a plain VIP address (hostname, other ipMode, garbage).
-    pub foreign_ingress: bool,
-    /// `lastTransitionTime` of the observed condition.
-    pub condition_since: Option<Time>,
-    /// Whether the controller's field manager owns fields of the status.
-    pub managed: bool,
-    /// `metadata.resourceVersion`, when numeric.
-    pub resource_version: Option<u64>,
-}
-
-impl Observed {
-    /// Reads the part of a Service the controller writing as `manager` owns.
-    pub fn of(svc: &Service, manager: &str) -> Observed {
-        let mut observed = Observed::default();
-        let status = svc.status.as_ref();
-        for ingress in status
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref())
-            .into_iter()
-            .flatten()
-        {
-            match ingress.ip.as_deref().map(str::parse::<IpAddr>) {
-                Some(Ok(ip))
-                    if ingress.hostname.is_none()
-                        && ingress.ip_mode.as_deref() == Some("VIP")
-                        && ingress.ports.is_none() =>
-                {
-                    observed.state.ips.push(ip)
-                }
-                _ => observed.foreign_ingress = true,
-            }
-        }
-        observed.state.pool = svc
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ALLOCATED_FROM_POOL))
-            .cloned();
-        if let Some(c) = ferrolb_crds::service_condition(svc, contract::condition::IP_ALLOCATED) {
-            observed.state.condition = Some(ConditionState {
-                allocated: c.status == "True",
-                reason: c.reason.clone(),
-                message: c.message.clone(),
-            });
-            observed.condition_since = Some(c.last_transition_time.clone());
-        }
-        observed.managed = svc
-            .metadata
-            .managed_fields
-            .iter()
-            .flatten()
-            .any(|m| m.manager.as_deref() == Some(manager));
-        observed.resource_version = svc
-            .metadata
-            .resource_version
-            .as_deref()
-            .and_then(|rv| rv.parse().ok());
-        observed
-    }
-
-    /// Whether the object already shows `desired`.
-    pub fn shows(&self, desired: &ServiceState) -> bool {
-        !self.foreign_ingress && self.state == *desired
-    }
-}
-
 /// The apply body for a Service's `/status`: exactly the fields the controller owns. Fields left
 /// out are released, so an empty `desired` removes everything the controller wrote.
 pub fn service_patch(
@@ -181,9 +111,7 @@ pub fn service_patch(
 
 fn condition(c: &ConditionState, observed: &Observed, now: Timestamp) -> Condition {
     let same_status = observed
-        .state
         .condition
-        .as_ref()
         .is_some_and(|o| o.allocated == c.allocated);
     let since = match (&observed.condition_since, same_status) {
         (Some(t), true) => t.clone(),
@@ -193,21 +121,27 @@ fn condition(c: &ConditionState, observed: &Observed, now: Timestamp) -> Conditi
         type_: contract::condition::IP_ALLOCATED.into(),
         status: if c.allocated { "True" } else { "False" }.into(),
         reason: c.reason.clone(),
-        message: truncate(&c.message, 32_768),
+        message: shown_message(&c.message).into_owned(),
         last_transition_time: since,
         observed_generation: None,
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
+/// Longest condition message written, in bytes: longer ones are cut (the apiserver refuses
+/// messages over 32,768).
+const MESSAGE_MAX: usize = 32_768;
+
+/// A condition message as written: cut to [`MESSAGE_MAX`] bytes on a char boundary, ending in
+/// `...`, when longer.
+pub fn shown_message(s: &str) -> Cow<'_, str> {
+    if s.len() <= MESSAGE_MAX {
+        return Cow::Borrowed(s);
     }
-    let mut end = max - 3;
+    let mut end = MESSAGE_MAX - 3;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}...", &s[..end])
+    Cow::Owned(format!("{}...", &s[..end]))
 }
 
 /// What a pool's status should say: its counts and conditions as `alloc` sees it.
@@ -314,11 +248,10 @@ pub fn pool_shows(pool: &IPAddressPool, desired: &IPAddressPoolStatus) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+    use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-    use std::collections::BTreeMap;
 
     fn allocated() -> ServiceState {
         ServiceState {
@@ -332,7 +265,7 @@ mod tests {
         }
     }
 
-    fn service_showing(state: &ServiceState, since: &str) -> Service {
+    pub(crate) fn service_showing(state: &ServiceState, since: &str) -> Service {
         let key = ServiceKey::new("ns", "web");
         let patch = service_patch(&key, state, &Observed::default(), since.parse().unwrap());
         let mut svc: Service = serde_json::from_value(patch).unwrap();
@@ -342,16 +275,6 @@ mod tests {
         }]);
         svc.metadata.resource_version = Some("42".into());
         svc
-    }
-
-    #[test]
-    fn a_written_state_reads_back_as_converged() {
-        let svc = service_showing(&allocated(), "2026-01-01T00:00:00Z");
-        let observed = Observed::of(&svc, contract::field_manager::CONTROLLER);
-        assert!(observed.shows(&allocated()));
-        assert!(observed.managed);
-        assert_eq!(observed.resource_version, Some(42));
-        assert!(!observed.shows(&ServiceState::default()));
     }
 
     #[test]
@@ -400,27 +323,9 @@ mod tests {
     }
 
     #[test]
-    fn foreign_ingress_is_not_converged() {
-        let mut svc = service_showing(&allocated(), "2026-01-01T00:00:00Z");
-        svc.status = Some(ServiceStatus {
-            load_balancer: Some(LoadBalancerStatus {
-                ingress: Some(vec![LoadBalancerIngress {
-                    hostname: Some("lb.example.com".into()),
-                    ..Default::default()
-                }]),
-            }),
-            conditions: None,
-        });
-        svc.metadata.annotations = Some(BTreeMap::new());
-        let observed = Observed::of(&svc, contract::field_manager::CONTROLLER);
-        assert!(observed.foreign_ingress);
-        assert!(!observed.shows(&ServiceState::default()));
-    }
-
-    #[test]
     fn long_messages_are_cut_on_a_char_boundary() {
         let s = "é".repeat(20_000);
-        let t = truncate(&s, 32_768);
-        assert!(t.len() <= 32_768 && t.ends_with("..."));
+        let t = shown_message(&s);
+        assert!(t.len() <= MESSAGE_MAX && t.ends_with("..."));
     }
 }

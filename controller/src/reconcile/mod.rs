@@ -9,6 +9,7 @@
 //! ```
 
 pub mod desired;
+pub mod observed;
 pub mod state;
 pub mod writer;
 

@@ -14,6 +14,8 @@
 
 mod actions;
 pub mod retry;
+mod table;
+mod uid;
 mod writes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -27,18 +29,22 @@ use k8s_openapi::jiff::Timestamp;
 
 pub use self::actions::{Action, ServiceEvent, Tally};
 use self::retry::Retries;
+use self::table::Table;
+use self::uid::Uid;
 use self::writes::{Write, Writes};
 use super::desired::{
-    Observed, ServiceState, field_manager, pool_patch, pool_shows, pool_status, service_patch,
+    ServiceState, field_manager, pool_patch, pool_shows, pool_status, service_patch,
 };
+use super::observed::{Observed, ShownCondition};
 use crate::ipam::error::comma_separated;
 use crate::ipam::{
     AllocationError, Allocator, Handling, PoolConfig, Request, ServiceKey, pool_class, read_service,
 };
 
+/// What the state keeps of one Service.
 #[derive(Debug)]
 struct Tracked {
-    uid: String,
+    uid: Uid,
     created: i64,
     handling: Handling,
     observed: Observed,
@@ -55,7 +61,7 @@ pub struct State {
     /// Field manager of this controller's writes (one per class).
     manager: String,
     alloc: Allocator,
-    services: HashMap<ServiceKey, Tracked>,
+    services: Table<Tracked>,
     namespaces: HashMap<String, BTreeMap<String, String>>,
     pools: BTreeMap<String, IPAddressPool>,
     /// Services without addresses that may get some later, oldest first.
@@ -80,7 +86,7 @@ impl State {
             manager,
             lb_class,
             alloc: Allocator::new(),
-            services: HashMap::new(),
+            services: Table::default(),
             namespaces: HashMap::new(),
             pools: BTreeMap::new(),
             waiting: BTreeSet::new(),
@@ -138,7 +144,7 @@ impl State {
         let mut order: Vec<(bool, i64, ServiceKey)> = self
             .services
             .iter()
-            .map(|(k, t)| (t.observed.state.ips.is_empty(), t.created, k.clone()))
+            .map(|(k, t)| (t.observed.ips.is_empty(), t.created, k.clone()))
             .collect();
         order.sort();
         for (_, _, key) in order {
@@ -152,7 +158,7 @@ impl State {
         let key = ServiceKey::of(svc);
         let handling = read_service(svc, self.lb_class.as_deref());
         let observed = Observed::of(svc, &self.manager);
-        let uid = svc.metadata.uid.clone().unwrap_or_default();
+        let uid = Uid::new(svc.metadata.uid.as_deref().unwrap_or_default());
         let created = svc
             .metadata
             .creation_timestamp
@@ -474,8 +480,8 @@ impl State {
             Handling::Handled(Err(e)) => Some(Err(AllocationError::Invalid(e.clone()))),
         };
         let created = t.created;
-        let uid = t.uid.clone();
-        let observed_ips = t.observed.state.ips.clone();
+        let uid = t.uid.to_string();
+        let observed_ips = t.observed.ips.to_vec();
         let before = self.alloc.assignment(key).cloned();
         let before_key = self.alloc.sharing_key(key);
         let ns_labels = self
@@ -562,9 +568,8 @@ impl State {
             Some(err) => {
                 let message = err.to_string();
                 // Already on the object (say, before a restart): not a new failure.
-                let shown = t.observed.state.condition.as_ref().is_some_and(|c| {
-                    !c.allocated && c.reason == err.reason() && c.message == message
-                });
+                let shown =
+                    t.observed.condition == Some(ShownCondition::of(false, err.reason(), &message));
                 if t.failure.as_deref() != Some(err) && !shown {
                     *self.tally.failed.entry(err.reason()).or_default() += 1;
                     events.push(ServiceEvent::new(
@@ -656,7 +661,7 @@ impl State {
 fn write_needed(desired: Option<&ServiceState>, t: &Tracked) -> bool {
     match desired {
         Some(d) => !t.observed.shows(d),
-        None => t.observed.managed && t.observed.state != ServiceState::default(),
+        None => t.observed.managed && !t.observed.shows_nothing(),
     }
 }
 

@@ -8,6 +8,14 @@ use ferrolb_crds::Family;
 /// A malformed request. Messages name the field or annotation and the value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
+    /// A port protocol Kubernetes does not know (its validation refuses them; read defensively).
+    #[error("spec.ports[{index}].protocol: {value:?} is not TCP, UDP or SCTP")]
+    UnknownProtocol {
+        /// Position in `spec.ports`.
+        index: usize,
+        /// The protocol as written.
+        value: String,
+    },
     /// Two spellings of one annotation with different values.
     #[error("annotations {first}={first_value} and {second}={second_value} disagree; keep one")]
     ConflictingSpellings {

@@ -18,11 +18,13 @@ use k8s_openapi::api::core::v1::Service;
 use super::error::comma_separated;
 
 mod error;
+mod families;
 #[cfg(test)]
 mod tests;
 pub(crate) mod text;
 
 pub use error::RequestError;
+pub use families::Families;
 
 pub use ferrolb_crds::ServiceKey;
 
@@ -37,13 +39,46 @@ pub enum FamilyPolicy {
     RequireDualStack,
 }
 
+/// `spec.ports[].protocol`: the three Kubernetes accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    /// TCP (also when unset).
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+impl Protocol {
+    /// Reads a protocol as the API spells it.
+    pub fn parse(text: &str) -> Option<Protocol> {
+        match text {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        })
+    }
+}
+
 /// A port as sharing sees it: number and protocol.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Port {
     /// `spec.ports[].port`.
     pub port: i32,
-    /// `spec.ports[].protocol` (TCP when unset).
-    pub protocol: String,
+    /// `spec.ports[].protocol`.
+    pub protocol: Protocol,
 }
 
 impl Port {
@@ -51,7 +86,7 @@ impl Port {
     pub fn tcp(port: i32) -> Port {
         Port {
             port,
-            protocol: "TCP".into(),
+            protocol: Protocol::Tcp,
         }
     }
 }
@@ -75,7 +110,7 @@ pub enum Backends {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
     /// Families needed, primary first (`spec.ipFamilies`; one entry for SingleStack).
-    pub families: Vec<Family>,
+    pub families: Families,
     /// `spec.ipFamilyPolicy`.
     pub policy: FamilyPolicy,
     /// Requested addresses, at most one per family.
@@ -95,9 +130,9 @@ pub struct Request {
 impl Request {
     /// A Service of `families` under `policy` asking for nothing else: no address, pool or
     /// sharing key, no ports, `externalTrafficPolicy: Cluster`, no labels.
-    pub fn new(families: Vec<Family>, policy: FamilyPolicy) -> Request {
+    pub fn new(families: impl Into<Families>, policy: FamilyPolicy) -> Request {
         Request {
-            families,
+            families: families.into(),
             policy,
             requested: Vec::new(),
             pool: None,
@@ -181,24 +216,33 @@ fn read_request(svc: &Service) -> Result<Request, RequestError> {
         Some("RequireDualStack") => FamilyPolicy::RequireDualStack,
         _ => FamilyPolicy::SingleStack,
     };
-    let families = match policy {
-        FamilyPolicy::SingleStack => all_families[..1].to_vec(),
-        _ => all_families,
+    let families: Families = match policy {
+        FamilyPolicy::SingleStack => all_families[..1].iter().copied().collect(),
+        _ => all_families.into(),
     };
 
     let requested = requested_ips(spec.load_balancer_ip.as_deref(), annotations, &families)?;
     let pool = pool_annotation(annotations)?;
     let sharing_key = annotation(annotations, ALLOW_SHARED_IP_SUFFIX)?;
-    let mut ports: Vec<Port> = spec
+    let mut ports = spec
         .ports
         .iter()
         .flatten()
-        .map(|p| Port {
-            port: p.port,
-            protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+        .enumerate()
+        .map(|(index, p)| {
+            let text = p.protocol.as_deref().unwrap_or("TCP");
+            let protocol = Protocol::parse(text).ok_or_else(|| RequestError::UnknownProtocol {
+                index,
+                value: text.to_string(),
+            })?;
+            Ok(Port {
+                port: p.port,
+                protocol,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<Port>, RequestError>>()?;
     ports.sort();
+    ports.shrink_to_fit();
     let backends = match spec.external_traffic_policy.as_deref() {
         Some("Local") => Backends::Local(spec.selector.clone().unwrap_or_default()),
         _ => Backends::Cluster,

@@ -79,21 +79,21 @@ fn families_follow_policy() {
         s.ip_families = Some(vec!["IPv6".into(), "IPv4".into()]);
     }))
     .unwrap();
-    assert_eq!(single.families, vec![Family::V6]);
+    assert_eq!(single.families, vec![Family::V6].into());
     assert_eq!(single.policy, FamilyPolicy::SingleStack);
     let dual = request(&svc(|s, _| {
         s.ip_families = Some(vec!["IPv6".into(), "IPv4".into()]);
         s.ip_family_policy = Some("RequireDualStack".into());
     }))
     .unwrap();
-    assert_eq!(dual.families, vec![Family::V6, Family::V4]);
+    assert_eq!(dual.families, vec![Family::V6, Family::V4].into());
     assert_eq!(dual.policy, FamilyPolicy::RequireDualStack);
     let undefaulted = request(&svc(|s, _| {
         s.ip_families = None;
         s.cluster_ip = Some("2001:db8:ffff::5".into());
     }))
     .unwrap();
-    assert_eq!(undefaulted.families, vec![Family::V6]);
+    assert_eq!(undefaulted.families, vec![Family::V6].into());
 }
 
 #[test]
@@ -203,6 +203,38 @@ fn sharing_inputs_ports_and_backends() {
     assert_eq!(
         r.backends,
         Backends::Local(BTreeMap::from([("app".into(), "dns".into())]))
+    );
+}
+
+#[test]
+fn every_kubernetes_protocol_is_read_and_an_unknown_one_is_named() {
+    let r = request(&svc(|s, _| {
+        s.ports = Some(
+            ["SCTP", "UDP", "TCP"]
+                .map(|p| ServicePort {
+                    port: 9,
+                    protocol: Some(p.into()),
+                    ..Default::default()
+                })
+                .into(),
+        );
+    }))
+    .unwrap();
+    assert_eq!(
+        r.ports.iter().map(Port::to_string).collect::<Vec<_>>(),
+        ["9/TCP", "9/UDP", "9/SCTP"]
+    );
+    let unknown = request(&svc(|s, _| {
+        s.ports.as_mut().unwrap().push(ServicePort {
+            port: 9,
+            protocol: Some("tcp".into()),
+            ..Default::default()
+        });
+    }))
+    .unwrap_err();
+    assert_eq!(
+        unknown.to_string(),
+        "spec.ports[1].protocol: \"tcp\" is not TCP, UDP or SCTP"
     );
 }
 

@@ -14,7 +14,7 @@ fn require_dual_stack_gets_both_from_one_pool_or_nothing() {
     assert_eq!(got_ips, ips(&["198.51.100.0", "2001:db8:1::"]));
     // IPv6 first when the Service's primary family is IPv6.
     let v6_first = Request {
-        families: vec![Family::V6, Family::V4],
+        families: vec![Family::V6, Family::V4].into(),
         ..dual(FamilyPolicy::RequireDualStack)
     };
     assert_eq!(
@@ -30,7 +30,7 @@ fn prefer_dual_stack_falls_back_to_primary_then_gains_the_second() {
         &mut a,
         "holds-v6",
         &Request {
-            families: vec![Family::V6],
+            families: vec![Family::V6].into(),
             ..v4()
         },
     );
@@ -58,7 +58,7 @@ fn prefer_dual_stack_prefers_a_pool_with_both_families() {
 fn single_stack_ipv6() {
     let mut a = with_pools(vec![pool("p", &["203.0.113.0/30", "2001:db8::/64"])]);
     let req = Request {
-        families: vec![Family::V6],
+        families: vec![Family::V6].into(),
         ..v4()
     };
     assert_eq!(got(&mut a, "s", &req).1, ips(&["2001:db8::"]));

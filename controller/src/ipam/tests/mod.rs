@@ -34,7 +34,7 @@ fn v4() -> Request {
 
 fn dual(policy: FamilyPolicy) -> Request {
     Request {
-        families: vec![Family::V4, Family::V6],
+        families: vec![Family::V4, Family::V6].into(),
         policy,
         ..v4()
     }

@@ -1,6 +1,7 @@
 //! Services sharing an address (`allow-shared-ip`).
 
 use super::*;
+use crate::ipam::request::Protocol;
 
 #[test]
 fn sharing_same_key_joins_the_keys_address() {
@@ -83,7 +84,7 @@ fn a_conflict_names_the_first_holder_by_key() {
         ports: [80, 81]
             .map(|port| Port {
                 port,
-                protocol: "TCP".into(),
+                protocol: Protocol::Tcp,
             })
             .to_vec(),
         ..sharing("k", 0)
