@@ -52,6 +52,8 @@ struct Tracked {
     /// Boxed: most Services have none, and the map holds one entry per Service.
     failure: Option<Box<AllocationError>>,
     write: Write,
+    /// Status writes that failed in a row (0 after a success): the next retry's backoff.
+    write_failures: u32,
 }
 
 /// The controller's state.
@@ -196,6 +198,7 @@ impl State {
                 observed,
                 failure: None,
                 write: Write::Idle,
+                write_failures: 0,
             },
         );
         if self.started {
@@ -321,18 +324,19 @@ impl State {
         clock: Instant,
     ) {
         self.writes.finished();
-        match written {
-            Some(_) => self.retries.succeeded(key),
-            None => {
-                self.retries.failed(key, clock);
-            }
-        }
         let Some(t) = self.services.get_mut(key) else {
-            return;
+            return; // Deleted meanwhile: nothing to write, nothing to remember.
         };
         t.write = Write::Idle;
-        if let Some(svc) = written {
-            self.service_applied(svc, now);
+        match written {
+            Some(svc) => {
+                t.write_failures = 0;
+                self.service_applied(svc, now);
+            }
+            None => {
+                t.write_failures = t.write_failures.saturating_add(1);
+                self.retries.failed(key, t.write_failures, clock);
+            }
         }
     }
 

@@ -184,6 +184,46 @@ fn a_failed_write_is_retried() {
 }
 
 #[test]
+fn write_failures_in_a_row_back_off_longer_and_are_forgotten_with_the_service() {
+    let svc = service("a", "2026-11-22T11:00:00Z", 1, &[]);
+    let key = ServiceKey::new("ns", "a");
+    let mut s = started_with_two_addresses(&svc);
+    let ms = Duration::from_millis;
+    let t0 = Instant::now();
+    assert_eq!(writes(&s.take_actions(now())).len(), 1);
+    s.write_done(&key, None, now(), t0);
+    assert_eq!(s.next_retry(), Some(t0 + ms(500)));
+    assert_eq!(s.retry_due(t0 + ms(500)), 1);
+    assert_eq!(writes(&s.take_actions(now())).len(), 1);
+    s.write_done(&key, None, now(), t0 + ms(500));
+    assert_eq!(s.next_retry(), Some(t0 + ms(1500)), "second failure: 1 s");
+
+    // Deleted with a retry pending: the retry writes nothing, and a Service of the same name
+    // created later starts from the shortest delay.
+    s.service_deleted(&key, now());
+    assert_eq!(s.retry_due(t0 + ms(1500)), 1);
+    assert!(writes(&s.take_actions(now())).is_empty());
+    let mut again = service("a", "2026-11-22T12:00:00Z", 5, &[]);
+    again.metadata.uid = Some("uid-a-2".into());
+    s.service_applied(&again, now());
+    assert_eq!(writes(&s.take_actions(now())).len(), 1);
+    let t1 = t0 + ms(2000);
+    s.write_done(&key, None, now(), t1);
+    assert_eq!(
+        s.next_retry(),
+        Some(t1 + ms(500)),
+        "a new Service, a new count"
+    );
+
+    // Deleted while its write is in flight: a failed result schedules nothing.
+    assert_eq!(s.retry_due(t1 + ms(500)), 1);
+    assert_eq!(writes(&s.take_actions(now())).len(), 1);
+    s.service_deleted(&key, now());
+    s.write_done(&key, None, now(), t1 + ms(600));
+    assert_eq!(s.next_retry(), None);
+}
+
+#[test]
 fn foreign_status_of_unhandled_services_is_never_touched() {
     let mut other = service("other", "2026-11-22T11:00:00Z", 1, &["192.0.2.1"]);
     other.spec.as_mut().unwrap().load_balancer_class = Some("example.com/lb".into());

@@ -16,9 +16,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ferrolb_controller::reconcile::desired::{
-    ConditionState, Observed, ServiceState, service_patch,
-};
+use ferrolb_controller::reconcile::desired::{ConditionState, ServiceState, service_patch};
+use ferrolb_controller::reconcile::observed::Observed;
 use ferrolb_crds::ServiceKey;
 use ferrolb_crds::contract::reason;
 use ferrolb_crds::{IPAddressPool, IPAddressPoolSpec};

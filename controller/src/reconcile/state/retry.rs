@@ -2,12 +2,12 @@
 //! sleeps until [`Retries::next`]).
 //!
 //! The n-th failure in a row of a Service's write is tried again [`backoff`]`(n)` later: 500 ms,
-//! 1 s, 2 s, ... up to 32 s from the seventh failure on. A successful write starts the count
-//! again. Every failure schedules one retry; a retry of a Service that converged meanwhile
-//! writes nothing.
+//! 1 s, 2 s, ... up to 32 s from the seventh failure on. The count is the Service's own (kept
+//! in its entry, so it goes with the Service); a successful write starts it again. Every failure
+//! schedules one retry; a retry of a Service that converged or went meanwhile writes nothing.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use crate::ipam::ServiceKey;
@@ -17,26 +17,18 @@ pub fn backoff(failures: u32) -> Duration {
     Duration::from_millis(250 << failures.min(7))
 }
 
-/// Failed writes and when to try them again.
+/// Scheduled retries of failed writes.
 #[derive(Debug, Default)]
 pub struct Retries {
-    /// Failures in a row, per Service (until a write of it succeeds).
-    failures: HashMap<ServiceKey, u32>,
     /// Scheduled retries, earliest first.
     due: BinaryHeap<Reverse<(Instant, ServiceKey)>>,
 }
 
 impl Retries {
-    /// A write of `key` succeeded: its next failure waits the shortest delay again.
-    pub fn succeeded(&mut self, key: &ServiceKey) {
-        self.failures.remove(key);
-    }
-
-    /// A write of `key` failed at `now`: schedules a retry. Returns when it is due.
-    pub fn failed(&mut self, key: &ServiceKey, now: Instant) -> Instant {
-        let failures = self.failures.entry(key.clone()).or_default();
-        *failures += 1;
-        let at = now + backoff(*failures);
+    /// A write of `key` failed at `now`, its `failures`-th in a row: schedules a retry.
+    /// Returns when it is due.
+    pub fn failed(&mut self, key: &ServiceKey, failures: u32, now: Instant) -> Instant {
+        let at = now + backoff(failures);
         self.due.push(Reverse((at, key.clone())));
         at
     }
@@ -81,24 +73,23 @@ mod tests {
     }
 
     #[test]
-    fn failures_in_a_row_wait_longer_and_a_success_starts_again() {
+    fn later_failures_in_a_row_wait_longer() {
         let t0 = Instant::now();
         let mut r = Retries::default();
         assert_eq!(r.next(), None);
-        assert_eq!(r.failed(&key("a"), t0), t0 + ms(500));
-        assert_eq!(r.failed(&key("a"), t0), t0 + ms(1000));
-        assert_eq!(r.failed(&key("b"), t0), t0 + ms(500));
-        r.succeeded(&key("a"));
-        assert_eq!(r.failed(&key("a"), t0 + ms(10)), t0 + ms(510));
+        assert_eq!(r.failed(&key("a"), 1, t0), t0 + ms(500));
+        assert_eq!(r.failed(&key("a"), 2, t0), t0 + ms(1000));
+        assert_eq!(r.failed(&key("b"), 1, t0), t0 + ms(500));
+        assert_eq!(r.failed(&key("a"), 1, t0 + ms(10)), t0 + ms(510));
     }
 
     #[test]
     fn retries_come_due_in_time_order_each_once() {
         let t0 = Instant::now();
         let mut r = Retries::default();
-        r.failed(&key("a"), t0);
-        r.failed(&key("a"), t0);
-        r.failed(&key("b"), t0 + ms(100));
+        r.failed(&key("a"), 1, t0);
+        r.failed(&key("a"), 2, t0);
+        r.failed(&key("b"), 1, t0 + ms(100));
         assert_eq!(r.next(), Some(t0 + ms(500)));
         assert!(r.take_due(t0 + ms(499)).is_empty());
         assert_eq!(r.take_due(t0 + ms(600)), [key("a"), key("b")]);
@@ -106,14 +97,5 @@ mod tests {
         assert_eq!(r.take_due(t0 + ms(5000)), [key("a")]);
         assert_eq!(r.next(), None);
         assert!(r.take_due(t0 + ms(99_999)).is_empty());
-    }
-
-    #[test]
-    fn a_success_keeps_the_retry_already_scheduled() {
-        let t0 = Instant::now();
-        let mut r = Retries::default();
-        r.failed(&key("a"), t0);
-        r.succeeded(&key("a"));
-        assert_eq!(r.take_due(t0 + ms(500)), [key("a")]);
     }
 }
