@@ -16,15 +16,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ferrolb_crds::address::to_u128;
 use ferrolb_crds::{AddressCount, Family};
 
 use super::FastMap;
-use super::assignment::{Assigned, Assignment, Loss, PoolCounts};
+use super::assignment::{Assigned, Assignment, Ips, Loss, PoolCounts, no_pool};
 use super::error::{AllocationError, Considered, comma_separated};
 use super::held::{Held, Removed, UserId};
-use super::interned::{Interned, Slot};
+use super::interned::{Interned, KeyRef, Slot};
 use super::pool::{Pool, PoolConfig, RuledOut, family_index};
 use super::request::{FamilyPolicy, Request, ServiceKey};
 use super::sharing::{self, Conflict, Usage};
@@ -161,12 +162,10 @@ impl Allocator {
             .assigned_slots()
             .filter(|s| {
                 let a = &s.assignment;
-                changed.contains(&a.pool)
-                    || a.ips
-                        .iter()
-                        .any(|ip| self.pool_of(*ip) != Some(a.pool.as_str()))
+                changed.contains(&*a.pool)
+                    || a.ips.iter().any(|ip| self.pool_of(*ip) != Some(&*a.pool))
             })
-            .map(|s| s.key().clone())
+            .map(|s| s.key().to_key())
             .collect();
         affected.sort();
         affected
@@ -216,7 +215,7 @@ impl Allocator {
     }
 
     /// Services holding addresses.
-    pub fn assigned_services(&self) -> impl Iterator<Item = (&ServiceKey, &Assignment)> {
+    pub fn assigned_services(&self) -> impl Iterator<Item = (KeyRef<'_>, &Assignment)> {
         self.assigned_slots().map(|s| (s.key(), &s.assignment))
     }
 
@@ -233,7 +232,7 @@ impl Allocator {
     }
 
     /// The Services using `ip`, in key order.
-    pub fn users(&self, ip: IpAddr) -> impl Iterator<Item = &ServiceKey> {
+    pub fn users(&self, ip: IpAddr) -> impl Iterator<Item = KeyRef<'_>> {
         self.held
             .users(ip)
             .iter()
@@ -265,8 +264,8 @@ impl Allocator {
             Some(id) => Some(&self.services[id].assignment),
             None if !observed.is_empty() => {
                 observed_assignment = Assignment {
-                    pool: String::new(),
-                    ips: observed.to_vec(),
+                    pool: no_pool(),
+                    ips: Ips::from_slice(observed),
                 };
                 Some(&observed_assignment)
             }
@@ -299,7 +298,7 @@ impl Allocator {
                     }
                     let pool = self.pools[pool].name();
                     lost = Some(Loss {
-                        ips: current.ips.clone(),
+                        ips: current.ips.to_vec(),
                         why: format!(
                             "RequireDualStack needs both families from one pool and pool {pool} has no free {}",
                             req.families
@@ -311,7 +310,7 @@ impl Allocator {
                 }
                 Err(why) => {
                     lost = Some(Loss {
-                        ips: current.ips.clone(),
+                        ips: current.ips.to_vec(),
                         why,
                     })
                 }
@@ -614,7 +613,7 @@ impl Allocator {
                 let slot = &self.services[id];
                 // The same addresses under the same sharing key (a Service assigned again as
                 // it was): only its usage and the pool's name may have changed.
-                if slot.live && slot.assignment.ips == ips && slot.usage().key == usage.key {
+                if slot.live && *slot.assignment.ips == *ips && slot.usage().key == usage.key {
                     (id, false)
                 } else {
                     self.unhold(id);
@@ -645,12 +644,10 @@ impl Allocator {
                 self.by_key.entry(k.clone()).or_default().insert(*ip);
             }
         }
-        let name = self.pools[pool].name();
+        let name = self.pools[pool].shared_name();
         let slot = &mut self.services[id];
-        // The slot's pool name is often that of the same pool already: leave its memory alone.
         if (slot.pool, slot.pools_version) != (pool, self.pools_version) {
-            slot.assignment.pool.clear();
-            slot.assignment.pool.push_str(name);
+            slot.assignment.pool = Arc::clone(name);
             slot.pool = pool;
             slot.pools_version = self.pools_version;
         }
@@ -660,8 +657,8 @@ impl Allocator {
             self.assigned += 1;
         }
         Assignment {
-            pool: name.to_string(),
-            ips,
+            pool: Arc::clone(name),
+            ips: ips.into(),
         }
     }
 }

@@ -2,18 +2,30 @@
 //! why, and a pool's counts.
 
 use std::net::IpAddr;
+use std::sync::{Arc, LazyLock};
 
 use ferrolb_crds::AddressCount;
 
+use smallvec::SmallVec;
+
 use super::error::AllocationError;
+
+/// Addresses a Service holds: one or two inline, more on the heap.
+pub type Ips = SmallVec<[IpAddr; 2]>;
+
+/// The pool name of an assignment from no pool yet (one shared empty name).
+pub fn no_pool() -> Arc<str> {
+    static EMPTY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
+    Arc::clone(&EMPTY)
+}
 
 /// The addresses a Service holds, primary family first, and the pool they come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assignment {
-    /// Pool name.
-    pub pool: String,
-    /// Addresses.
-    pub ips: Vec<IpAddr>,
+    /// Pool name (shared with the pool).
+    pub pool: Arc<str>,
+    /// Addresses (inline: a Service holds one or two).
+    pub ips: Ips,
 }
 
 /// Addresses a Service lost, and why.

@@ -17,7 +17,7 @@ use ferrolb_crds::Family;
 use ferrolb_crds::address::{from_u128, to_u128};
 
 use super::FastMap;
-use super::request::ServiceKey;
+use super::interned::KeyRef;
 
 /// A Service as the allocator numbers it.
 pub type UserId = u32;
@@ -88,7 +88,7 @@ impl Held {
         &mut self,
         ip: IpAddr,
         id: UserId,
-        key_of: impl Fn(UserId) -> &'a ServiceKey,
+        key_of: impl Fn(UserId) -> KeyRef<'a>,
     ) -> bool {
         assert!(id <= MAX_ID, "user ids stop at MAX_ID");
         let (page, at) = locate(ip);
@@ -105,7 +105,7 @@ impl Held {
             SHARED => {
                 let users = self.shared.get_mut(&ip).expect("shared users are listed");
                 let key = key_of(id);
-                if let Err(i) = users.binary_search_by(|other| key_of(*other).cmp(key)) {
+                if let Err(i) = users.binary_search_by(|other| key_of(*other).cmp(&key)) {
                     users.insert(i, id);
                 }
             }
@@ -185,11 +185,11 @@ mod tests {
     fn users_stay_in_key_order_whatever_their_ids() {
         // Ids in the opposite order of their keys.
         let keys = [
-            ServiceKey::new("ns", "c"),
-            ServiceKey::new("ns", "b"),
-            ServiceKey::new("ns", "a"),
+            crate::ipam::ServiceKey::new("ns", "c"),
+            crate::ipam::ServiceKey::new("ns", "b"),
+            crate::ipam::ServiceKey::new("ns", "a"),
         ];
-        let key_of = |id: UserId| &keys[id as usize];
+        let key_of = |id: UserId| KeyRef::of(&keys[id as usize]);
         let a = ip("192.0.2.1");
         let mut held = Held::default();
         assert!(held.add(a, 0, key_of));
@@ -212,8 +212,8 @@ mod tests {
 
     #[test]
     fn families_and_pages_are_kept_apart() {
-        let key = ServiceKey::new("ns", "a");
-        let key_of = |_| &key;
+        let key = crate::ipam::ServiceKey::new("ns", "a");
+        let key_of = |_| KeyRef::of(&key);
         // Same low bits in both families, page edges, the ends of both spaces.
         let all = [
             "0.0.0.5",

@@ -5,7 +5,8 @@
 //! The table only finds, adds and forgets ids; what a slot's Service holds is the allocator's
 //! business ([`Slot`]'s public fields). A forgotten id's slot keeps its strings and vectors and
 //! goes to the next Service interned (last-in first-out), so churn reuses memory instead of
-//! allocating it.
+//! allocating it. A slot holds its key's bytes itself (a namespace and a name of a valid
+//! Service, at most 63 bytes each, always fit), so the key costs no heap block.
 //!
 //! Hand-written rather than `hashbrown::HashTable` + `slab`: a slab drops a removed entry's
 //! value, and with it the strings and vectors this table keeps for reuse. A `HashTable` alone
@@ -19,7 +20,7 @@ use std::net::IpAddr;
 use std::ops::{Index, IndexMut};
 
 use super::FastMap;
-use super::assignment::Assignment;
+use super::assignment::{Assignment, Ips, no_pool};
 use super::held::{MAX_ID, UserId};
 use super::request::{Backends, ServiceKey};
 use super::sharing::Usage;
@@ -27,11 +28,13 @@ use super::sharing::Usage;
 /// No id (end of a same-hash chain).
 const NO_ID: UserId = UserId::MAX;
 
-/// [`Slot::count`] or `Slot::namespace_len` when the addresses or the key do not fit the slot.
+/// `Slot::namespace_len` when the key does not fit the slot.
 const SPILLED: u8 = u8::MAX;
 
-/// Key bytes a slot holds: what is left of its four cache lines.
-const INLINE_KEY: usize = 86;
+/// Key bytes a slot holds: what is left of its four cache lines, and at least the longest
+/// namespace (63) plus the longest Service name (63).
+const INLINE_KEY: usize = 126;
+const _: () = assert!(INLINE_KEY >= 63 + 63);
 
 /// The usage of a Service without a sharing key.
 static NO_USAGE: Usage = Usage {
@@ -40,11 +43,41 @@ static NO_USAGE: Usage = Usage {
     backends: Backends::Cluster,
 };
 
+/// A Service key as a slot holds it. Orders as [`ServiceKey`] does (namespace, then name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyRef<'a> {
+    /// Namespace.
+    pub namespace: &'a str,
+    /// Name.
+    pub name: &'a str,
+}
+
+impl KeyRef<'_> {
+    /// `key`, borrowed.
+    pub fn of(key: &ServiceKey) -> KeyRef<'_> {
+        KeyRef {
+            namespace: &key.namespace,
+            name: &key.name,
+        }
+    }
+
+    /// The key, owned.
+    pub fn to_key(self) -> ServiceKey {
+        ServiceKey::new(self.namespace, self.name)
+    }
+}
+
+impl PartialEq<ServiceKey> for KeyRef<'_> {
+    fn eq(&self, other: &ServiceKey) -> bool {
+        self.namespace == other.namespace && self.name == other.name
+    }
+}
+
 /// An interned Service, in four adjacent cache lines holding everything finding it, releasing
 /// it and committing a new Service in its place (the free list is last-in first-out) touch:
 /// those read no other per-Service memory. Laid out by hand: finding a Service reads the first
-/// line (the whole key when it has at most 48 bytes), releasing it the second (its addresses);
-/// the last two are for committing.
+/// line (the whole key when it has at most 48 bytes; the second holds the next 64), releasing it
+/// the last two (its addresses, inline in `assignment`), as does committing.
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub struct Slot {
@@ -56,18 +89,15 @@ pub struct Slot {
     /// `Allocator::assign` between releasing and committing). The fields below are valid
     /// while it does.
     pub live: bool,
-    /// How many addresses it holds, all in `ips`; [`SPILLED`] when more than fit (then only in
-    /// `assignment`).
-    count: u8,
-    /// Length of the namespace in `inline`, or [`SPILLED`] when the key does not fit (then only
-    /// in `key`).
+    /// Length of the namespace in `inline`, or [`SPILLED`] when the key does not fit (then in
+    /// `spilled`).
     namespace_len: u8,
     /// Length of the name in `inline`.
     name_len: u8,
-    /// The key's namespace then name: comparing keys reads no strings.
+    /// The key's namespace then name.
     inline: [u8; INLINE_KEY],
-    ips: [IpAddr; 2],
-    key: ServiceKey,
+    /// A key too long for `inline` (not a valid Service's).
+    spilled: Option<Box<ServiceKey>>,
     /// What the Service holds; set its addresses with [`Slot::set_ips`].
     pub assignment: Assignment,
     /// The position of the pool named in `assignment.pool`, at `pools_version`.
@@ -83,18 +113,16 @@ const _: () = assert!(size_of::<Slot>() == 256);
 impl Slot {
     fn new(key: &ServiceKey, hash: u64) -> Slot {
         let mut slot = Slot {
-            key: ServiceKey::default(),
+            spilled: None,
             namespace_len: SPILLED,
             name_len: 0,
             inline: [0; INLINE_KEY],
             hash,
             next: NO_ID,
             live: false,
-            count: 0,
-            ips: [IpAddr::from([0, 0, 0, 0]); 2],
             assignment: Assignment {
-                pool: String::new(),
-                ips: Vec::new(),
+                pool: no_pool(),
+                ips: Ips::new(),
             },
             pool: usize::MAX,
             pools_version: u64::MAX,
@@ -105,8 +133,19 @@ impl Slot {
     }
 
     /// The Service's key.
-    pub fn key(&self) -> &ServiceKey {
-        &self.key
+    pub fn key(&self) -> KeyRef<'_> {
+        if let Some(key) = &self.spilled {
+            return KeyRef {
+                namespace: &key.namespace,
+                name: &key.name,
+            };
+        }
+        let (n, m) = (usize::from(self.namespace_len), usize::from(self.name_len));
+        let text = |bytes| std::str::from_utf8(bytes).expect("copied from a str");
+        KeyRef {
+            namespace: text(&self.inline[..n]),
+            name: text(&self.inline[n..n + m]),
+        }
     }
 
     /// Its sharing usage.
@@ -114,37 +153,21 @@ impl Slot {
         self.usage.as_deref().unwrap_or(&NO_USAGE)
     }
 
-    /// The addresses it holds (from the slot's own line when they fit).
+    /// The addresses it holds.
     pub fn ips(&self) -> &[IpAddr] {
-        if self.count == SPILLED {
-            &self.assignment.ips
-        } else {
-            &self.ips[..usize::from(self.count)]
-        }
+        &self.assignment.ips
     }
 
     /// Makes `ips` the addresses it holds.
     pub fn set_ips(&mut self, ips: &[IpAddr]) {
         self.assignment.ips.clear();
         self.assignment.ips.extend_from_slice(ips);
-        self.count = match ips {
-            [] => 0,
-            [a] => {
-                self.ips[0] = *a;
-                1
-            }
-            [a, b] => {
-                self.ips = [*a, *b];
-                2
-            }
-            _ => SPILLED,
-        };
     }
 
     /// Whether the key is `key`.
     fn is(&self, key: &ServiceKey) -> bool {
-        if self.namespace_len == SPILLED {
-            return self.key == *key;
+        if let Some(spilled) = &self.spilled {
+            return **spilled == *key;
         }
         let (namespace, name) = (key.namespace.as_bytes(), key.name.as_bytes());
         let (n, m) = (usize::from(self.namespace_len), usize::from(self.name_len));
@@ -154,22 +177,18 @@ impl Slot {
             && self.inline[n..n + m] == *name
     }
 
-    /// Makes the key `key`, reusing the strings' memory (and leaving the namespace alone when
-    /// it is the same, which the inline copy tells without reading it).
+    /// Makes the key `key`.
     fn set_key(&mut self, key: &ServiceKey) {
         let (namespace, name) = (key.namespace.as_bytes(), key.name.as_bytes());
-        let n = usize::from(self.namespace_len);
-        if self.namespace_len == SPILLED || self.inline[..n] != *namespace {
-            self.key.namespace.clone_from(&key.namespace);
-        }
-        self.key.name.clone_from(&key.name);
         if namespace.len() + name.len() <= INLINE_KEY {
             self.inline[..namespace.len()].copy_from_slice(namespace);
             self.inline[namespace.len()..][..name.len()].copy_from_slice(name);
             self.namespace_len = namespace.len() as u8;
             self.name_len = name.len() as u8;
+            self.spilled = None;
         } else {
             self.namespace_len = SPILLED;
+            self.spilled = Some(Box::new(key.clone()));
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ferrolb_crds::address::to_u128;
 use ferrolb_crds::contract::annotation::ADDRESS_POOL;
@@ -114,6 +115,8 @@ impl fmt::Display for RuledOut {
 #[derive(Clone, Debug)]
 pub struct Pool {
     config: PoolConfig,
+    /// The name, shared by every assignment from the pool (no copy per Service).
+    shared_name: Arc<str>,
     ranges: Vec<AddressRange>,
     free: [FreeSpace; 2],
     assigned: [u128; 2],
@@ -133,6 +136,7 @@ impl Pool {
         let free = [Family::V4, Family::V6]
             .map(|family| FreeSpace::new(family, &ranges, config.avoid_buggy));
         Pool {
+            shared_name: config.name.as_str().into(),
             config,
             ranges,
             free,
@@ -143,6 +147,11 @@ impl Pool {
     /// The pool's name.
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// The pool's name, to keep.
+    pub fn shared_name(&self) -> &Arc<str> {
+        &self.shared_name
     }
 
     /// Its configuration.

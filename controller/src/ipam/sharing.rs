@@ -7,6 +7,7 @@ use ferrolb_crds::contract::annotation::ALLOW_SHARED_IP;
 use ferrolb_crds::contract::reason;
 
 use super::error::comma_separated;
+use super::interned::KeyRef;
 use super::request::{Backends, Port, Request, ServiceKey};
 
 /// What sharing needs to know of one user of an address.
@@ -120,11 +121,11 @@ pub fn compatible(holder: &Usage, new: &Usage) -> Result<(), Conflict> {
 /// Whether `new` may join an address used by `others` (its users other than the joining
 /// Service, in order); the error names the first user in conflict.
 pub fn may_join<'a>(
-    others: impl IntoIterator<Item = (&'a ServiceKey, &'a Usage)>,
+    others: impl IntoIterator<Item = (KeyRef<'a>, &'a Usage)>,
     new: &Usage,
 ) -> Result<(), (ServiceKey, Conflict)> {
     for (holder, usage) in others {
-        compatible(usage, new).map_err(|c| (holder.clone(), c))?;
+        compatible(usage, new).map_err(|c| (holder.to_key(), c))?;
     }
     Ok(())
 }
@@ -200,10 +201,10 @@ mod tests {
         let new = usage(Some("k"), &[443], Backends::Cluster);
         let fine = usage(Some("k"), &[80], Backends::Cluster);
         let clash = usage(Some("k"), &[443], Backends::Cluster);
-        assert_eq!(may_join([(&a, &fine)], &new), Ok(()));
-        let err = may_join([(&a, &fine), (&b, &clash)], &new).unwrap_err();
+        assert_eq!(may_join([(KeyRef::of(&a), &fine)], &new), Ok(()));
+        let err = may_join([(KeyRef::of(&a), &fine), (KeyRef::of(&b), &clash)], &new).unwrap_err();
         assert_eq!(err.0, b);
-        let err = may_join([(&a, &clash), (&b, &clash)], &new).unwrap_err();
+        let err = may_join([(KeyRef::of(&a), &clash), (KeyRef::of(&b), &clash)], &new).unwrap_err();
         assert_eq!(err.0, a);
     }
 

@@ -60,8 +60,8 @@ impl ServiceState {
     pub fn of(assignment: Option<&Assignment>, failure: Option<&AllocationError>) -> ServiceState {
         match (assignment, failure) {
             (Some(a), _) => ServiceState {
-                ips: a.ips.clone(),
-                pool: Some(a.pool.clone()),
+                ips: a.ips.to_vec(),
+                pool: Some(a.pool.to_string()),
                 condition: Some(ConditionState {
                     allocated: true,
                     reason: reason::ALLOCATED.into(),

@@ -529,7 +529,7 @@ impl State {
                 match assigned.result {
                     Ok(a) => {
                         let changed = before.as_ref() != Some(&a);
-                        let reclaimed = before.is_none() && a.ips == observed_ips;
+                        let reclaimed = before.is_none() && *a.ips == *observed_ips;
                         if changed && !reclaimed {
                             self.tally.allocated += 1;
                             events.push(ServiceEvent::new(
@@ -545,9 +545,9 @@ impl State {
                             ));
                         }
                         if changed {
-                            self.dirty_pools.insert(a.pool.clone());
+                            self.dirty_pools.insert(a.pool.to_string());
                             if let Some(b) = &before {
-                                self.dirty_pools.insert(b.pool.clone());
+                                self.dirty_pools.insert(b.pool.to_string());
                                 let freed = self.freed_of(&b.ips, &a.ips);
                                 self.serve_waiting(&freed, before_key.as_deref(), now);
                             }
@@ -556,7 +556,7 @@ impl State {
                     }
                     Err(error) => {
                         if let Some(b) = &before {
-                            self.dirty_pools.insert(b.pool.clone());
+                            self.dirty_pools.insert(b.pool.to_string());
                             let freed = self.freed_of(&b.ips, &[]);
                             self.serve_waiting(&freed, before_key.as_deref(), now);
                         }

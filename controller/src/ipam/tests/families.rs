@@ -38,7 +38,7 @@ fn prefer_dual_stack_falls_back_to_primary_then_gains_the_second() {
     assert_eq!(got(&mut a, "s", &prefer).1, ips(&["203.0.113.0"]));
     a.release(&key("holds-v6"));
     let (o, lost) = ok(assign(&mut a, "s", &prefer));
-    assert_eq!(o.ips, ips(&["203.0.113.0", "2001:db8::"]));
+    assert_eq!(o.ips.to_vec(), ips(&["203.0.113.0", "2001:db8::"]));
     assert_eq!(lost, None);
 }
 
@@ -70,10 +70,10 @@ fn single_to_dual_gains_a_family_from_the_same_pool() {
     let mut a = with_pools(vec![pool("p", &["203.0.113.0/30", "2001:db8::/126"])]);
     let held = got(&mut a, "s", &v4()).1;
     let (o, lost) = ok(assign(&mut a, "s", &dual(FamilyPolicy::RequireDualStack)));
-    assert_eq!(o.ips, vec![held[0], ip("2001:db8::")]);
+    assert_eq!(o.ips.to_vec(), vec![held[0], ip("2001:db8::")]);
     assert_eq!(lost, None);
     // And back: the IPv6 address is dropped, the IPv4 one stays.
     let (o, _) = ok(assign(&mut a, "s", &v4()));
-    assert_eq!(o.ips, held);
+    assert_eq!(o.ips.to_vec(), held);
     assert_eq!(a.counts("p").unwrap().assigned_v6, AddressCount(0));
 }

@@ -46,14 +46,14 @@ fn check_invariants(a: &Allocator) {
     let mut services = 0;
     for (k, asg) in a.assigned_services() {
         services += 1;
-        assert_eq!(a.assignment(k), Some(asg));
+        assert_eq!(a.assignment(&k.to_key()), Some(asg));
         for ip in &asg.ips {
-            per_ip.entry(*ip).or_default().push(k.clone());
+            per_ip.entry(*ip).or_default().push(k.to_key());
         }
     }
     assert_eq!(a.assigned_count(), services);
     for (ip, holders) in &per_ip {
-        let users: Vec<_> = a.users(*ip).cloned().collect();
+        let users: Vec<_> = a.users(*ip).map(|k| k.to_key()).collect();
         let mut sorted = holders.clone();
         sorted.sort();
         assert_eq!(users, sorted, "{ip}");
@@ -86,13 +86,13 @@ fn a_released_services_slot_is_reused_without_mixing_up_services() {
         assert_eq!(got(&mut a, "d", &v4()).1, second);
         assert_eq!(a.assignment(&key("b")), None);
         assert_eq!(a.sharing_key(&key("d")), None);
-        assert_eq!(a.users(second[0]).collect::<Vec<_>>(), [&key("d")]);
+        assert_eq!(a.users(second[0]).collect::<Vec<_>>(), [key("d")]);
         // "b" comes back as a new Service, "a" is untouched.
         let again = got(&mut a, "b", &sharing("j", 80)).1;
         assert_ne!(again, second);
         assert_eq!(a.sharing_key(&key("b")).as_deref(), Some("j"));
-        assert_eq!(a.assignment(&key("a")).unwrap().ips, first);
-        assert_eq!(a.assignment(&key("d")).unwrap().ips, second);
+        assert_eq!(a.assignment(&key("a")).unwrap().ips.to_vec(), first);
+        assert_eq!(a.assignment(&key("d")).unwrap().ips.to_vec(), second);
         assert_eq!(a.assigned_count(), 4);
         // Releasing in any order leaves nothing behind.
         for name in ["d", "a", "b", "c"] {
@@ -106,8 +106,9 @@ fn a_released_services_slot_is_reused_without_mixing_up_services() {
     }
 }
 
-/// Keys too long to be held inline (namespace and name up to 63 characters each) are told apart
-/// as well as short ones, also when they share a prefix or a hash.
+/// Keys of every length are told apart, also when they share a prefix or a hash: up to the
+/// longest valid ones (63 + 63 bytes, held in the slot) and beyond (held on the heap), with
+/// multi-byte characters; a slot that held a long key serves a short one after it.
 #[test]
 fn long_keys_are_told_apart() {
     let long = |ns: usize, name: usize, last: char| {
@@ -120,19 +121,33 @@ fn long_keys_are_told_apart() {
         long(15, 63, 'a'),
         long(15, 62, 'a'),
         long(1, 1, 'a'),
+        long(100, 100, 'a'),
+        long(100, 100, 'b'),
+        ServiceKey::new("é", "ñame"),
     ];
     for mut a in [Allocator::new(), Allocator::with_colliding_hashes()] {
-        a.set_pools(vec![pool("p", &["203.0.113.0/29"])]);
+        a.set_pools(vec![pool("p", &["203.0.113.0/28"])]);
         let mut held = Vec::new();
         for k in &keys {
             held.push(a.assign(k, &v4(), &no_labels(), &[]).result.unwrap().ips);
         }
         for (k, ips) in keys.iter().zip(&held) {
             assert_eq!(&a.assignment(k).unwrap().ips, ips, "{k}");
-            assert_eq!(a.users(ips[0]).collect::<Vec<_>>(), [k]);
+            assert_eq!(a.users(ips[0]).collect::<Vec<_>>(), [k.clone()]);
         }
         for k in keys.iter().step_by(2) {
             assert!(!a.release(k).is_empty());
+        }
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(a.assignment(k).is_some(), i % 2 == 1, "{k}");
+        }
+        // Freed slots (long keys among them) go to new short keys.
+        let short: Vec<ServiceKey> = (0..5)
+            .map(|i| ServiceKey::new("x", format!("{i}")))
+            .collect();
+        for k in &short {
+            let ips = a.assign(k, &v4(), &no_labels(), &[]).result.unwrap().ips;
+            assert_eq!(a.users(ips[0]).collect::<Vec<_>>(), [k.clone()]);
         }
         for (i, k) in keys.iter().enumerate() {
             assert_eq!(a.assignment(k).is_some(), i % 2 == 1, "{k}");

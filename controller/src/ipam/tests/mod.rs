@@ -100,7 +100,7 @@ fn got(a: &mut Allocator, name: &str, req: &Request) -> (String, Vec<IpAddr>) {
     let o = assign(a, name, req)
         .result
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-    (o.pool, o.ips)
+    (o.pool.to_string(), o.ips.to_vec())
 }
 
 fn error(a: &mut Allocator, name: &str, req: &Request) -> AllocationError {

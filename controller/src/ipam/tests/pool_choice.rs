@@ -126,7 +126,7 @@ fn selected_restricted_pools_win_and_others_fall_back_to_unrestricted() {
     assert_eq!(got(&mut a, "s", &v4()).0, "z-team");
     let elsewhere = ServiceKey::new("other", "s");
     let (o, _) = ok(a.assign(&elsewhere, &v4(), &no_labels(), &[]));
-    assert_eq!(o.pool, "a-open");
+    assert_eq!(&*o.pool, "a-open");
 }
 
 #[test]
