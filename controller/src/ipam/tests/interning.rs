@@ -133,7 +133,7 @@ fn long_keys_are_told_apart() {
         }
         for (k, ips) in keys.iter().zip(&held) {
             assert_eq!(&a.assignment(k).unwrap().ips, ips, "{k}");
-            assert_eq!(a.users(ips[0]).collect::<Vec<_>>(), [k.clone()]);
+            assert_eq!(a.users(ips[0]).collect::<Vec<_>>(), std::slice::from_ref(k));
         }
         for k in keys.iter().step_by(2) {
             assert!(!a.release(k).is_empty());
@@ -147,7 +147,7 @@ fn long_keys_are_told_apart() {
             .collect();
         for k in &short {
             let ips = a.assign(k, &v4(), &no_labels(), &[]).result.unwrap().ips;
-            assert_eq!(a.users(ips[0]).collect::<Vec<_>>(), [k.clone()]);
+            assert_eq!(a.users(ips[0]).collect::<Vec<_>>(), std::slice::from_ref(k));
         }
         for (i, k) in keys.iter().enumerate() {
             assert_eq!(a.assignment(k).is_some(), i % 2 == 1, "{k}");
