@@ -91,7 +91,7 @@ fn pool_config() -> PoolConfig {
 
 fn request() -> Request {
     Request {
-        ports: vec![Port::tcp(80)],
+        ports: vec![Port::tcp(80)].into(),
         ..Request::new(vec![Family::V4], FamilyPolicy::SingleStack)
     }
 }

@@ -472,11 +472,11 @@ impl Allocator {
         if self.pools.is_empty() && req.pool.is_none() {
             return Err(AllocationError::NoPools);
         }
-        if let Some(named) = &req.pool
+        if let Some(named) = req.pool.as_deref()
             && !self.names.contains_key(named)
         {
             return Err(AllocationError::PoolNotFound {
-                name: named.clone(),
+                name: named.to_string(),
                 problem: self.problems.get(named).cloned(),
                 known: self.pools().map(|p| p.name().to_string()).collect(),
             });
@@ -487,7 +487,7 @@ impl Allocator {
         // Candidates are the pools that may serve, in rank order; they are checked as the
         // passes reach them (no list on the common path, where the first one serves). A
         // Service that names its pool has that one only: no walk past a thousand others.
-        let named = req.pool.as_ref().and_then(|n| self.names.get(n));
+        let named = req.pool.as_deref().and_then(|n| self.names.get(n));
         let order: &[usize] = match named {
             Some(p) => std::slice::from_ref(p),
             None => &self.order,

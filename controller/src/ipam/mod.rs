@@ -25,7 +25,7 @@ mod tests;
 type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 pub use allocator::Allocator;
-pub use assignment::{Assigned, Assignment, Loss, PoolCounts};
+pub use assignment::{Assigned, Assignment, Ips, Loss, PoolCounts};
 pub use error::AllocationError;
 pub use free_space::FreeSpace;
 pub use pool::{PoolConfig, RuledOut};

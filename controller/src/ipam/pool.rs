@@ -230,10 +230,10 @@ impl Pool {
         ns_labels: &BTreeMap<String, String>,
         keeping: bool,
     ) -> Result<(), RuledOut> {
-        if let Some(named) = &req.pool
-            && *named != self.config.name
+        if let Some(named) = req.pool.as_deref()
+            && named != self.config.name
         {
-            return Err(RuledOut::NotNamed(named.clone()));
+            return Err(RuledOut::NotNamed(named.to_string()));
         }
         if let Some(ip) = req.requested.iter().find(|ip| !self.contains(**ip)) {
             return Err(RuledOut::LacksRequested(*ip));

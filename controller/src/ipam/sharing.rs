@@ -30,7 +30,7 @@ impl Usage {
         }
         Usage {
             key: req.sharing_key.clone(),
-            ports: req.ports.clone(),
+            ports: req.ports.to_vec(),
             backends: req.backends.clone(),
         }
     }
@@ -211,7 +211,7 @@ mod tests {
     #[test]
     fn usage_without_a_key_leaves_out_ports_and_backends() {
         let req = Request {
-            ports: vec![Port::tcp(80)],
+            ports: vec![Port::tcp(80)].into(),
             backends: Backends::Local(BTreeMap::new()),
             ..Request::new(vec![], FamilyPolicy::SingleStack)
         };

@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::desired::{ServiceState, shown_message};
+use crate::ipam::Ips;
 
 /// The key of every digest: drawn once per process.
 static DIGEST_KEY: LazyLock<RandomState> = LazyLock::new(RandomState::new);
@@ -57,7 +58,7 @@ impl ShownCondition {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observed {
     /// Well-formed VIP-mode ingress addresses.
-    pub ips: Vec<IpAddr>,
+    pub ips: Ips,
     /// Digest of the `ip-allocated-from-pool` annotation, when present.
     pool: Option<u64>,
     /// The condition, when present.
@@ -94,7 +95,6 @@ impl Observed {
                 _ => observed.foreign_ingress = true,
             }
         }
-        observed.ips.shrink_to_fit();
         observed.pool = svc
             .metadata
             .annotations
@@ -125,7 +125,7 @@ impl Observed {
     /// Whether the object already shows `desired`.
     pub fn shows(&self, desired: &ServiceState) -> bool {
         !self.foreign_ingress
-            && self.ips == desired.ips
+            && *self.ips == *desired.ips
             && self.pool == desired.pool.as_deref().map(|p| digest(&[p]))
             && self.condition
                 == desired

@@ -13,6 +13,7 @@
 //! [`State::next_retry`] and calls [`State::retry_due`].
 
 mod actions;
+mod names;
 pub mod retry;
 mod table;
 mod uid;
@@ -28,6 +29,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::jiff::Timestamp;
 
 pub use self::actions::{Action, ServiceEvent, Tally};
+use self::names::Names;
 use self::retry::Retries;
 use self::table::Table;
 use self::uid::Uid;
@@ -64,6 +66,8 @@ pub struct State {
     manager: String,
     alloc: Allocator,
     services: Table<Tracked>,
+    /// The pool names Services ask for, one copy each.
+    pool_names: Names,
     namespaces: HashMap<String, BTreeMap<String, String>>,
     pools: BTreeMap<String, IPAddressPool>,
     /// Services without addresses that may get some later, oldest first.
@@ -89,6 +93,7 @@ impl State {
             lb_class,
             alloc: Allocator::new(),
             services: Table::default(),
+            pool_names: Names::default(),
             namespaces: HashMap::new(),
             pools: BTreeMap::new(),
             waiting: BTreeSet::new(),
@@ -129,9 +134,11 @@ impl State {
         std::mem::take(&mut self.actions)
     }
 
-    /// Gives back the capacity a burst grew the write queue to.
+    /// Gives back the capacity a burst grew the write queue to, and forgets pool names no
+    /// Service asks for any more.
     pub fn shrink_queues(&mut self) {
         self.writes.shrink();
+        self.pool_names.forget_unused();
     }
 
     /// Takes the allocation tally since the last call.
@@ -158,7 +165,12 @@ impl State {
     /// A Service was added or changed.
     pub fn service_applied(&mut self, svc: &Service, now: Timestamp) {
         let key = ServiceKey::of(svc);
-        let handling = read_service(svc, self.lb_class.as_deref());
+        let mut handling = read_service(svc, self.lb_class.as_deref());
+        if let Handling::Handled(Ok(req)) = &mut handling
+            && let Some(pool) = &mut req.pool
+        {
+            *pool = self.pool_names.share(pool);
+        }
         let observed = Observed::of(svc, &self.manager);
         let uid = Uid::new(svc.metadata.uid.as_deref().unwrap_or_default());
         let created = svc

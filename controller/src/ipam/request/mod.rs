@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ferrolb_crds::Family;
 use ferrolb_crds::contract::annotation::{
@@ -14,6 +15,7 @@ use ferrolb_crds::contract::annotation::{
     POOL_LOAD_BALANCER_CLASS, REQUEST_PREFIXES,
 };
 use k8s_openapi::api::core::v1::Service;
+use smallvec::SmallVec;
 
 use super::error::comma_separated;
 
@@ -115,12 +117,12 @@ pub struct Request {
     pub policy: FamilyPolicy,
     /// Requested addresses, at most one per family.
     pub requested: Vec<IpAddr>,
-    /// Requested pool.
-    pub pool: Option<String>,
+    /// Requested pool (the state machine shares one copy of each name).
+    pub pool: Option<Arc<str>>,
     /// Sharing key.
     pub sharing_key: Option<String>,
-    /// Ports, for sharing.
-    pub ports: Vec<Port>,
+    /// Ports, for sharing (inline: most Services have one or two).
+    pub ports: SmallVec<[Port; 2]>,
     /// Backends, for sharing.
     pub backends: Backends,
     /// The Service's labels (pool `serviceSelectors`).
@@ -137,7 +139,7 @@ impl Request {
             requested: Vec::new(),
             pool: None,
             sharing_key: None,
-            ports: Vec::new(),
+            ports: SmallVec::new(),
             backends: Backends::Cluster,
             labels: BTreeMap::new(),
         }
@@ -240,7 +242,7 @@ fn read_request(svc: &Service) -> Result<Request, RequestError> {
                 protocol,
             })
         })
-        .collect::<Result<Vec<Port>, RequestError>>()?;
+        .collect::<Result<SmallVec<[Port; 2]>, RequestError>>()?;
     ports.sort();
     ports.shrink_to_fit();
     let backends = match spec.external_traffic_policy.as_deref() {
@@ -251,7 +253,7 @@ fn read_request(svc: &Service) -> Result<Request, RequestError> {
         families,
         policy,
         requested,
-        pool,
+        pool: pool.map(Arc::from),
         sharing_key,
         ports,
         backends,

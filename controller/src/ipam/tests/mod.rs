@@ -27,7 +27,7 @@ fn pool(name: &str, addresses: &[&str]) -> PoolConfig {
 
 fn v4() -> Request {
     Request {
-        ports: vec![Port::tcp(80)],
+        ports: vec![Port::tcp(80)].into(),
         ..Request::new(vec![Family::V4], FamilyPolicy::SingleStack)
     }
 }
@@ -43,7 +43,7 @@ fn dual(policy: FamilyPolicy) -> Request {
 fn sharing(k: &str, port: i32) -> Request {
     Request {
         sharing_key: Some(k.into()),
-        ports: vec![Port::tcp(port)],
+        ports: vec![Port::tcp(port)].into(),
         ..v4()
     }
 }

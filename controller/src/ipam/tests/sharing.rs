@@ -83,7 +83,8 @@ fn a_conflict_names_the_first_holder_by_key() {
                 port,
                 protocol: Protocol::Tcp,
             })
-            .to_vec(),
+            .into_iter()
+            .collect(),
         ..sharing("k", 0)
     };
     match error(&mut a, "c", &both) {
