@@ -86,8 +86,7 @@ fn pool(i: usize) -> IPAddressPool {
     .expect("a valid pool")
 }
 
-/// Service `i` as a watch delivers it (the fields the bench's Services have, plus what the
-/// apiserver adds).
+/// Service `i` as a watch delivers it, with what the apiserver adds.
 fn service(i: usize, pools: usize) -> Service {
     let cluster_ip = Ipv6Addr::from(0xfd00_0000_0000_0000_0000_0000_0010_u128 + i as u128);
     let name = format!("svc-{i:06}");
@@ -107,14 +106,13 @@ fn service(i: usize, pools: usize) -> Service {
                 "fieldsV1": {"f:spec": {"f:type": {}, "f:ports": {}}},
             }],
         },
+        // The fields the controller reads (the bench's Services also have a selector, and
+        // clusterIPs and allocateLoadBalancerNodePorts set).
         "spec": {
             "type": "LoadBalancer",
             "ipFamilyPolicy": "SingleStack",
             "ipFamilies": ["IPv6"],
             "clusterIP": cluster_ip.to_string(),
-            "clusterIPs": [cluster_ip.to_string()],
-            "allocateLoadBalancerNodePorts": false,
-            "selector": {"app": name},
             "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}],
         },
     }))

@@ -3,12 +3,14 @@
 //! ```text
 //!  cargo xtask bench [--quick]
 //!    └─ re-runs itself as a release build (the harness must not be the slow part)
-//!       ├─ cargo build --release -p ferrolb-controller (binary + example ipam_bench)
+//!       ├─ cargo build --release -p ferrolb-controller (binary + examples ipam_bench,
+//!       │    state_memory)
 //!       ├─ ipam_bench (pure IPAM, ns per allocate+release pair)          -> ipam
 //!       ├─ per repetition, a fresh control plane (etcd + kube-apiserver):  -> cluster::run_rep
 //!       │    plain loop, pending burst, create-to-status latency, running burst, memory
 //!       ├─ controller at scale: 30,000 IPv6 Services over 1,000 pools on a fresh control
-//!       │    plane: time to all allocated / best raw writer, memory, latency -> cluster::scale
+//!       │    plane: time to all allocated / best raw writer, memory, latency; then the
+//!       │    state machine alone with 100,000 Services (state_memory)      -> cluster::scale
 //!       ├─ speaker section: 3-node lab with release speakers (+ ferrolb-bench-prober and
 //!       │    ferrolb-bench-arp in the client namespace): failover, footprint, ARP latency
 //!       │                                                               -> speaker::run
@@ -227,7 +229,7 @@ pub fn run(args: Args) -> Result<()> {
     if !args.no_build {
         build_release(
             &root,
-            "cargo build --release -p ferrolb-controller (binary and example ipam_bench)",
+            "cargo build --release -p ferrolb-controller (binary, examples ipam_bench and state_memory)",
             &[
                 "-p",
                 "ferrolb-controller",
@@ -235,6 +237,8 @@ pub fn run(args: Args) -> Result<()> {
                 "ferrolb-controller",
                 "--example",
                 "ipam_bench",
+                "--example",
+                "state_memory",
             ],
         )?;
     }
@@ -317,12 +321,15 @@ pub fn run(args: Args) -> Result<()> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        let section = runtime.block_on(cluster::scale::run(
+        let mut section = runtime.block_on(cluster::scale::run(
             &args.scale_params(&params),
             &params,
             &controller_bin,
             &out_dir.join("scale"),
         ))?;
+        let state_memory = root.join("target/release/examples/state_memory");
+        eprintln!("    state machine alone ({})", state_memory.display());
+        section.state_memory = Some(run_state_memory(&state_memory, args.quick)?);
         sections.scale = Some(section);
         write_report(&report, &sections, &out_dir)?;
     }
@@ -490,6 +497,24 @@ fn run_ipam(bin: &Path, quick: bool) -> Result<serde_json::Value> {
         cmd.arg("--quick");
     }
     json_output(cmd, "ipam_bench")
+}
+
+/// The state machine alone in one process: 100,000 Services over 1,000 pools (`--quick`:
+/// 10,000 over 100).
+fn run_state_memory(bin: &Path, quick: bool) -> Result<cluster::scale::StateMemory> {
+    let (services, pools) = if quick {
+        (10_000, 100)
+    } else {
+        (100_000, 1_000)
+    };
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--services",
+        &services.to_string(),
+        "--pools",
+        &pools.to_string(),
+    ]);
+    cluster::scale::StateMemory::from_json(&json_output(cmd, "state_memory")?)
 }
 
 /// Runs a measuring tool that prints one JSON object, and reads it.

@@ -253,7 +253,7 @@ pub(crate) mod tests {
     use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
-    fn allocated() -> ServiceState {
+    pub(crate) fn allocated() -> ServiceState {
         ServiceState {
             ips: vec!["203.0.113.5".parse().unwrap()],
             pool: Some("p".into()),

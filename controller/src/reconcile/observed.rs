@@ -143,22 +143,9 @@ impl Observed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::desired::{ConditionState, tests::service_showing};
-    use ferrolb_crds::contract::reason;
+    use crate::reconcile::desired::tests::{allocated, service_showing};
     use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
     use std::collections::BTreeMap;
-
-    fn allocated() -> ServiceState {
-        ServiceState {
-            ips: vec!["203.0.113.5".parse().unwrap()],
-            pool: Some("p".into()),
-            condition: Some(ConditionState {
-                allocated: true,
-                reason: reason::ALLOCATED.into(),
-                message: "203.0.113.5 from pool p".into(),
-            }),
-        }
-    }
 
     #[test]
     fn a_written_state_reads_back_as_converged_and_any_difference_is_seen() {

@@ -6,19 +6,24 @@
 //! controller only writes the addresses into statuses).
 //!
 //! 1. Every Service is created pending (no controller).
-//! 2. Baseline: for each of [`RAW_IN_FLIGHT`], one client applies the controller's own status
+//! 2. Raw writer: for each of [`RAW_IN_FLIGHT`], one client applies the controller's own status
 //!    body to every Service that many requests at once, until a watch has seen every write;
-//!    then the statuses are cleared again (an empty apply by the same field manager). The fastest
-//!    run is the baseline.
-//! 3. The controller starts: time to every Service seen with its address, ratio to the baseline,
-//!    VmRSS over the run and settled.
+//!    then the statuses are cleared again (an empty apply by the same field manager).
+//! 3. The controller starts: time to every Service seen with its address, VmRSS over the run
+//!    and settled.
 //! 4. With all of them present, Services are created one at a time (create-to-status).
+//! 5. The controller stops, its statuses are cleared, and the raw writer runs once more at
+//!    [`RAW_AFTER_IN_FLIGHT`] on Services written as often as the controller found them. The
+//!    fastest raw run is the baseline of the ratio.
+//!
+//! The state machine alone at 100,000 Services (`controller/examples/state_memory.rs`) is run
+//! by `bench.rs` after this section and reported with it.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ferrolb_crds::contract::annotation;
+use ferrolb_crds::contract::{annotation, field_manager};
 use ferrolb_crds::{IPAddressPool, IPAddressPoolSpec};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Service;
@@ -40,6 +45,9 @@ use ferrolb_tests::control_plane::{ControlPlane, SERVICE_CIDR_V6};
 /// every size, and each run costs two writes per Service.
 pub const RAW_IN_FLIGHT: [usize; 2] = [32, 128];
 
+/// In-flight count of the raw-writer run after the controller's.
+pub const RAW_AFTER_IN_FLIGHT: usize = 128;
+
 /// What to run.
 #[derive(Clone, Debug, Serialize)]
 pub struct ScaleParams {
@@ -56,6 +64,9 @@ pub struct RawRun {
     pub in_flight: usize,
     /// First apply sent to the watch showing the last write.
     pub seen_s: f64,
+    /// Run after the controller's (on Services whose status had been written and cleared as
+    /// often as the controller's were when it ran).
+    pub after_controller: bool,
 }
 
 /// What the scale section measured.
@@ -83,6 +94,43 @@ pub struct ScaleSection {
     pub settled: Memory,
     /// Create-to-status with every Service present, ms.
     pub latency_ms: Distribution,
+    /// The state machine alone at 100,000 Services, in one process.
+    pub state_memory: Option<StateMemory>,
+}
+
+/// What `controller/examples/state_memory.rs` measured: the controller's state machine fed the
+/// same kind of Services in one process (no apiserver), every write answered as the apiserver
+/// does. It reaches sizes the testbed apiserver takes hours to create.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct StateMemory {
+    pub services: usize,
+    pub pools: usize,
+    /// Bytes the state holds once every Service has its address (counted as glibc lays out
+    /// blocks), per Service.
+    pub heap_per_service: f64,
+    /// The same, in total, MiB.
+    pub heap_mib: f64,
+    /// The process's RssAnon once settled (after the controller's trim), MiB.
+    pub rss_anon_mib: f64,
+}
+
+impl StateMemory {
+    /// Reads the example's JSON line.
+    pub fn from_json(v: &serde_json::Value) -> Result<StateMemory> {
+        let num = |path: &[&str]| {
+            path.iter()
+                .try_fold(v, |v, k| v.get(k))
+                .and_then(serde_json::Value::as_f64)
+                .with_context(|| format!("state_memory printed no {}", path.join(".")))
+        };
+        Ok(StateMemory {
+            services: num(&["services"])? as usize,
+            pools: num(&["pools"])? as usize,
+            heap_per_service: round3(num(&["heap_bytes", "per_service_settled"])?),
+            heap_mib: round3(num(&["heap_bytes", "settled"])? / 1_048_576.0),
+            rss_anon_mib: round3(num(&["rss_anon_kib_settled"])? / 1024.0),
+        })
+    }
 }
 
 /// Pool `i`: `bench-pool-NNNN`, 2001:db8:100:i::/120.
@@ -167,16 +215,8 @@ pub async fn run(
 
     let mut raw = Vec::new();
     for in_flight in RAW_IN_FLIGHT {
-        let seen_s = run.raw_writer(in_flight).await?;
-        eprintln!("    raw writer, {in_flight} in flight: {seen_s:.2} s");
-        raw.push(RawRun { in_flight, seen_s });
-        run.clear_statuses().await?;
+        raw.push(run.raw_run(in_flight, false).await?);
     }
-    let raw_best_s = raw
-        .iter()
-        .map(|r| r.seen_s)
-        .min_by(f64::total_cmp)
-        .context("no raw writer ran")?;
 
     eprintln!("    controller burst");
     let mut watch = Watch::start(run.client.clone(), NAMESPACE).await?;
@@ -225,6 +265,16 @@ pub async fn run(
     let latency = run.latency(&mut watch).await;
     let latency_ms = latency.with_context(|| controller.context())?;
     controller.kill();
+
+    // The same writer once more, on Services as often written as the controller found them, so
+    // the baseline is not the only one to write to fresh objects.
+    run.clear_statuses_of(field_manager::CONTROLLER).await?;
+    raw.push(run.raw_run(RAW_AFTER_IN_FLIGHT, true).await?);
+    let raw_best_s = raw
+        .iter()
+        .map(|r| r.seen_s)
+        .min_by(f64::total_cmp)
+        .context("no raw writer ran")?;
     Ok(ScaleSection {
         params: scale.clone(),
         create_s,
@@ -238,6 +288,7 @@ pub async fn run(
         rss_at_all_ip_mib: rss_near(&timeline, all_ip.as_secs_f64()),
         settled,
         latency_ms,
+        state_memory: None,
     })
 }
 
@@ -315,10 +366,22 @@ impl Run<'_> {
         ))
     }
 
-    /// Takes back every status the raw writer applied (an empty apply by its field manager), so
-    /// the Services are pending again.
-    async fn clear_statuses(&self) -> Result<()> {
-        let params = PatchParams::apply(LOOP_FIELD_MANAGER).force();
+    /// One raw-writer run at `in_flight`, then its statuses cleared again.
+    async fn raw_run(&self, in_flight: usize, after_controller: bool) -> Result<RawRun> {
+        let seen_s = self.raw_writer(in_flight).await?;
+        eprintln!("    raw writer, {in_flight} in flight: {seen_s:.2} s");
+        self.clear_statuses_of(LOOP_FIELD_MANAGER).await?;
+        Ok(RawRun {
+            in_flight,
+            seen_s,
+            after_controller,
+        })
+    }
+
+    /// Takes back every status `manager` applied (an empty apply by that field manager), so the
+    /// Services are pending again.
+    async fn clear_statuses_of(&self, manager: &str) -> Result<()> {
+        let params = PatchParams::apply(manager).force();
         let (api, params) = (&self.api, &params);
         futures::stream::iter(&self.names)
             .map(|name| async move {
@@ -368,7 +431,14 @@ impl ScaleSection {
         let raw: Vec<String> = self
             .raw
             .iter()
-            .map(|r| format!("{:.2} s at {} in flight", r.seen_s, r.in_flight))
+            .map(|r| {
+                let when = if r.after_controller {
+                    " after the controller"
+                } else {
+                    ""
+                };
+                format!("{:.2} s at {} in flight{when}", r.seen_s, r.in_flight)
+            })
             .collect();
         let mut md = format!(
             "## Controller at scale\n\n{} IPv6 LoadBalancer Services over {} pools (each asks for \
@@ -421,6 +491,13 @@ impl ScaleSection {
         ];
         for (figure, value, goal) in rows {
             md.push_str(&format!("| {figure} | {value} | {goal} |\n"));
+        }
+        if let Some(m) = &self.state_memory {
+            md.push_str(&format!(
+                "| state machine alone in one process (`state_memory`), {} Services / {} pools: \
+                 heap per Service; total; RssAnon | **{:.0} bytes**; {:.1} MiB; {:.1} MiB | - |\n",
+                m.services, m.pools, m.heap_per_service, m.heap_mib, m.rss_anon_mib
+            ));
         }
         let cpu: Vec<String> = self
             .cpu_s
