@@ -28,7 +28,7 @@ use ferrolb_crds::{IPAddressPool, IPAddressPoolSpec};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde::Serialize;
 use serde_json::json;
 
@@ -420,6 +420,14 @@ impl Run<'_> {
             created.push(Instant::now());
         }
         let seen = watch.wait_all(&names, Duration::from_secs(60)).await?;
+        // Gone again, so the raw writer's last run finds the measured Services only.
+        let params = &DeleteParams::default();
+        futures::stream::iter(&names)
+            .map(|name| self.api.delete(name, params))
+            .buffer_unordered(32)
+            .try_collect::<Vec<_>>()
+            .await
+            .context("deleting the probe Services")?;
         Ok(Distribution::of(&super::latencies_ms(&created, &seen)))
     }
 }
