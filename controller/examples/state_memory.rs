@@ -225,6 +225,5 @@ fn main() {
         "rss_anon_per_service_bytes": per(rss as usize * 1024),
     });
     println!("{report}");
-    let _ = &state;
     assert_eq!(with_address, services, "every Service must get an address");
 }

@@ -60,9 +60,6 @@ pub struct Allocator {
     problems: BTreeMap<String, String>,
     /// Per family: disjoint intervals (first, last, pool), sorted.
     index: [Vec<(u128, u128, usize)>; 2],
-    /// Changes with every [`Allocator::set_pools`] (a pool's name at a position is the same
-    /// while it does not).
-    pools_version: u64,
     /// Held address -> its users.
     held: Held,
     /// Interned Services, by id.
@@ -101,7 +98,6 @@ impl Allocator {
         let mut changed: BTreeSet<String> = old.keys().cloned().collect();
         self.problems.clear();
         self.index = Default::default();
-        self.pools_version += 1;
         for config in configs {
             let ranges = match &config.ranges {
                 Ok(r) => r.clone(),
@@ -646,11 +642,7 @@ impl Allocator {
         }
         let name = self.pools[pool].shared_name();
         let slot = &mut self.services[id];
-        if (slot.pool, slot.pools_version) != (pool, self.pools_version) {
-            slot.assignment.pool = Arc::clone(name);
-            slot.pool = pool;
-            slot.pools_version = self.pools_version;
-        }
+        slot.assignment.pool = Arc::clone(name);
         slot.set_ips(&ips);
         if !slot.live {
             slot.live = true;

@@ -100,10 +100,6 @@ pub struct Slot {
     spilled: Option<Box<ServiceKey>>,
     /// What the Service holds; set its addresses with [`Slot::set_ips`].
     pub assignment: Assignment,
-    /// The position of the pool named in `assignment.pool`, at `pools_version`.
-    pub pool: usize,
-    /// The allocator's pool version `pool` was recorded at.
-    pub pools_version: u64,
     /// Its usage of every address it holds, when it has a sharing key (else none).
     pub usage: Option<Box<Usage>>,
 }
@@ -124,8 +120,6 @@ impl Slot {
                 pool: no_pool(),
                 ips: Ips::new(),
             },
-            pool: usize::MAX,
-            pools_version: u64::MAX,
             usage: None,
         };
         slot.set_key(key);
