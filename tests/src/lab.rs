@@ -269,10 +269,12 @@ fn ip(args: &[&str]) -> Result<String> {
     run(Command::new("ip").args(args))
 }
 
-/// Creates `lab0` with its addresses unless it exists. Idempotent.
+/// Creates `lab0` with its addresses unless it exists. Idempotent, and safe when tests of one
+/// process start control planes at the same time (they call this without the lab lock): a
+/// bridge another caller created a moment earlier is fine, and addresses are replaced, not added.
 pub fn ensure_bridge() -> Result<()> {
     if !link_exists(BRIDGE)? {
-        ip(&[
+        let created = ip(&[
             "link",
             "add",
             BRIDGE,
@@ -280,21 +282,29 @@ pub fn ensure_bridge() -> Result<()> {
             "bridge",
             "mcast_snooping",
             "0",
-        ])
-        .context("creating the lab bridge (needs root and iproute2)")?;
-        // Never forward between lab0 and anything else: the host keeps its own forwarding
-        // settings, and lab0 has no real ports, so traffic cannot leave.
-        ip(&["addr", "add", &format!("{BRIDGE_IPV4}/24"), "dev", BRIDGE])?;
-        ip(&[
-            "addr",
-            "add",
-            &format!("{BRIDGE_IPV6}/64"),
-            "dev",
-            BRIDGE,
-            "nodad",
-        ])?;
-        ip(&["link", "set", BRIDGE, "up"])?;
+        ]);
+        if created.is_err() && !link_exists(BRIDGE)? {
+            created.context("creating the lab bridge (needs root and iproute2)")?;
+        }
     }
+    // Never forward between lab0 and anything else: the host keeps its own forwarding
+    // settings, and lab0 has no real ports, so traffic cannot leave.
+    ip(&[
+        "addr",
+        "replace",
+        &format!("{BRIDGE_IPV4}/24"),
+        "dev",
+        BRIDGE,
+    ])?;
+    ip(&[
+        "addr",
+        "replace",
+        &format!("{BRIDGE_IPV6}/64"),
+        "dev",
+        BRIDGE,
+        "nodad",
+    ])?;
+    ip(&["link", "set", BRIDGE, "up"])?;
     Ok(())
 }
 

@@ -301,9 +301,36 @@ pub fn check_uninstall(d: &dyn Driver) -> Result<()> {
     let ips: Vec<IpAddr> = all_ingress(d)?.into_values().flatten().collect();
     step(d, "helm uninstall");
     d.helm(&["uninstall", RELEASE, "-n", NAMESPACE])?;
+    wait_release_gone(d)?;
+    for ip in ips {
+        wait_for(
+            &format!("nobody to answer for {ip} after helm uninstall"),
+            TIMEOUT,
+            || Ok(probes::answering_macs(d, ip)?.is_empty().then_some(())),
+        )?;
+    }
+    Ok(())
+}
+
+/// Waits until the CRDs and every object of the release are gone after `helm uninstall`. The
+/// tests wait with kubectl rather than `helm uninstall --wait`: Helm 4's kstatus watcher now and
+/// then misses a deletion and reports the object as Terminating until its timeout
+/// (helm/helm#31766); CI once saw that for a CRD, reported Terminating for all of 120 s.
+pub fn wait_release_gone(d: &dyn Driver) -> Result<()> {
     wait_for("the ferrolb CRDs to be gone", TIMEOUT, || {
         let crds = d.kubectl(&["get", "crd", "-o", "name"])?;
         Ok((!crds.contains("ferrolb.io")).then_some(()))
+    })
+    .with_context(|| {
+        // Why a CRD stays: its deletion timestamp and the apiserver's Terminating condition.
+        d.kubectl(&[
+            "get",
+            "crd",
+            "-o",
+            "custom-columns=NAME:.metadata.name,DELETED:.metadata.deletionTimestamp,\
+             TERMINATING:.status.conditions[?(@.type==\"Terminating\")].message",
+        ])
+        .unwrap_or_else(|e| format!("(kubectl get crd failed: {e:#})"))
     })?;
     wait_for(
         "every ferrolb object of the release to be gone",
@@ -330,13 +357,6 @@ pub fn check_uninstall(d: &dyn Driver) -> Result<()> {
             Ok((left.trim().is_empty() && cluster.trim().is_empty()).then_some(()))
         },
     )?;
-    for ip in ips {
-        wait_for(
-            &format!("nobody to answer for {ip} after helm uninstall"),
-            TIMEOUT,
-            || Ok(probes::answering_macs(d, ip)?.is_empty().then_some(())),
-        )?;
-    }
     Ok(())
 }
 

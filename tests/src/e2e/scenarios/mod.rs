@@ -161,15 +161,8 @@ pub fn check_missing_image_is_reported(d: &dyn Driver) -> Result<()> {
             .cloned())
     })?;
     eprintln!("    reported: {reported}");
-    d.helm(&[
-        "uninstall",
-        RELEASE,
-        "-n",
-        NAMESPACE,
-        "--wait",
-        "--timeout=120s",
-    ])?;
-    Ok(())
+    d.helm(&["uninstall", RELEASE, "-n", NAMESPACE])?;
+    wait_release_gone(d)
 }
 
 /// What [`everything`] measured.
