@@ -10,7 +10,7 @@ use ferrolb_controller::metrics::Metrics;
 use ferrolb_controller::reconcile::{self, Config};
 use ferrolb_runtime::cli::{LogFormat, parse_duration};
 use ferrolb_runtime::lease::LeaseConfig;
-use ferrolb_runtime::{Runtime, SecureMetricsArgs, run_to_end, shutdown_signal};
+use ferrolb_runtime::{Runtime, Scheduler, SecureMetricsArgs, run_to_end, shutdown_signal};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -81,7 +81,12 @@ fn main() -> anyhow::Result<()> {
             // Before the runtime's threads exist: one arena, so freed memory is in one place for
             // malloc_trim (the controller allocates little per second; contention is negligible).
             ferrolb_controller::memory::limit_arenas(1);
-            run_to_end("controller", args.log_format, run(*args))
+            run_to_end(
+                "controller",
+                args.log_format,
+                Scheduler::CurrentThread,
+                run(*args),
+            )
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod client;
 pub mod events;
 pub mod health;
+pub mod lean;
 pub mod lease;
 pub mod secure_metrics;
 mod shutdown;
@@ -23,4 +24,4 @@ mod start;
 pub mod watch;
 
 pub use shutdown::shutdown_signal;
-pub use start::{Runtime, SecureMetricsArgs, run_to_end};
+pub use start::{Runtime, Scheduler, SecureMetricsArgs, run_to_end};

@@ -14,15 +14,38 @@ use tracing::{error, info};
 use crate::cli::{LogFormat, init_logging};
 use crate::health::{self, HealthState};
 
-/// Starts logging in `log_format`, runs `main` on a two-worker Tokio runtime (ferrolb's work is
-/// small and mostly waiting), and logs the error `main` ends with, if any, as the last line.
-pub fn run_to_end<F>(component: &str, log_format: LogFormat, main: F) -> anyhow::Result<()>
+/// Which Tokio scheduler runs a binary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheduler {
+    /// Every task on the calling thread. For the controller: one state machine and its I/O.
+    /// On two workers a third of its CPU in a burst went to waking the other worker (futex,
+    /// epoll) and to glibc's allocator locks (`perf`, docs/benchmarks.md).
+    CurrentThread,
+    /// Two workers: the speaker's membership timers keep running while another task works.
+    TwoWorkers,
+}
+
+/// Starts logging in `log_format`, runs `main` on a Tokio runtime of `scheduler`, and logs the
+/// error `main` ends with, if any, as the last line.
+pub fn run_to_end<F>(
+    component: &str,
+    log_format: LogFormat,
+    scheduler: Scheduler,
+    main: F,
+) -> anyhow::Result<()>
 where
     F: Future<Output = anyhow::Result<()>>,
 {
     init_logging(log_format);
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let mut builder = match scheduler {
+        Scheduler::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        Scheduler::TwoWorkers => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(2);
+            b
+        }
+    };
+    let result = builder
         .enable_all()
         .build()
         .context("starting the Tokio runtime")?

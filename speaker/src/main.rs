@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferrolb_runtime::cli::{LogFormat, parse_duration};
-use ferrolb_runtime::{Runtime, SecureMetricsArgs, run_to_end, shutdown_signal};
+use ferrolb_runtime::{Runtime, Scheduler, SecureMetricsArgs, run_to_end, shutdown_signal};
 use ferrolb_speaker::announce;
 use ferrolb_speaker::membership;
 use ferrolb_speaker::metrics::Metrics;
@@ -88,7 +88,12 @@ struct RunArgs {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run(args) => run_to_end("speaker", args.log_format, start(args)),
+        Command::Run(args) => run_to_end(
+            "speaker",
+            args.log_format,
+            Scheduler::TwoWorkers,
+            start(args),
+        ),
     }
 }
 

@@ -33,6 +33,7 @@ use crate::memory::TrimPolicy;
 use crate::metrics::Metrics;
 use ferrolb_crds::ServiceKey;
 use ferrolb_runtime::health::{HealthState, WatchStatus};
+use ferrolb_runtime::lean::LeanService;
 use ferrolb_runtime::lease::{LeaderElector, LeaseConfig};
 use ferrolb_runtime::watch;
 use state::State;
@@ -75,6 +76,17 @@ pub enum Watched<K> {
     Deleted(K),
     /// A list is complete: these objects exist (each came as `Applied`), every other is gone.
     Listed(HashSet<ObjectName>),
+}
+
+impl<K> Watched<K> {
+    /// The same event about `f(object)`.
+    fn map<T>(self, f: impl FnOnce(K) -> T) -> Watched<T> {
+        match self {
+            Watched::Applied(k) => Watched::Applied(f(k)),
+            Watched::Deleted(k) => Watched::Deleted(f(k)),
+            Watched::Listed(seen) => Watched::Listed(seen),
+        }
+    }
 }
 
 /// Runs until `shutdown` completes: waits for leadership (when configured), then reconciles
@@ -132,15 +144,17 @@ async fn lead(
 ) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
     let mut tasks: JoinSet<()> = JoinSet::new();
+    // Services are decoded without their managed fields' field sets: every status write adds
+    // to them, and the state machine never reads them.
     let services = watcher(
-        Api::<Service>::all(client.clone()),
+        Api::<LeanService>::all(client.clone()),
         watcher::Config::default(),
     );
     tasks.spawn(forward(
         services,
         health.watch_status("Services"),
         tx.clone(),
-        |w| Input::Service(Box::new(w)),
+        |w| Input::Service(Box::new(w.map(|s| s.0))),
     ));
     let pools = watcher(
         Api::<IPAddressPool>::all(client.clone()),

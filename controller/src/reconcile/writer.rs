@@ -14,7 +14,7 @@ use std::time::Duration;
 use ferrolb_crds::contract::{action, field_manager, reason};
 use ferrolb_crds::{IPAddressPool, ServiceKey};
 use ferrolb_runtime::events::{self, EventRecorder};
-use k8s_openapi::api::core::v1::Service;
+use ferrolb_runtime::lean::LeanService;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde_json::value::RawValue;
@@ -141,12 +141,13 @@ impl Writer {
             let manager = self.manager.clone();
             match target {
                 Target::Service(key) => {
-                    let api: Api<Service> = Api::namespaced(self.client.clone(), &key.namespace);
+                    let api: Api<LeanService> =
+                        Api::namespaced(self.client.clone(), &key.namespace);
                     tasks.spawn(async move {
                         let result = apply_status(&api, &manager, &key.name, &body).await;
                         metrics.write("service", result.is_ok());
                         let written = match result {
-                            Ok(svc) => Some(Box::new(svc)),
+                            Ok(svc) => Some(Box::new(svc.0)),
                             Err(e) => {
                                 warn!(service = %key, error = %e, "status write failed; retrying");
                                 None
