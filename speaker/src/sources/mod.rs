@@ -22,7 +22,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -242,10 +242,11 @@ impl Spawner<'_> {
         let journal = self.journal.clone();
         let (store, writer) = reflector::store();
         let status = self.health.watch_status(what);
-        let stream = ferrolb_runtime::watch::resilient(
-            reflector::reflector(writer, watcher(api, config)),
-            status,
-        );
+        // The caches hold every object of the cluster; managed fields' field sets (a JSON tree
+        // per writer, a large part of each object) are never read, so they are dropped first.
+        let objects = watcher(api, config).modify(|o| o.managed_fields_mut().clear());
+        let stream =
+            ferrolb_runtime::watch::resilient(reflector::reflector(writer, objects), status);
         self.tasks.push(tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {

@@ -45,8 +45,8 @@ pub const POOLS: usize = 100;
 const SERVING_POOL: &str = "bench-pool-000";
 /// Field manager of the plain loop's writes.
 const LOOP_FIELD_MANAGER: &str = "ferrolb-bench-loop";
-/// In-flight counts of the raw-writer baseline: the controller's default `--concurrency` (32)
-/// and one below and above it; the best of them is the baseline (issue #14).
+/// In-flight counts of the raw-writer baseline: the controller's default `--concurrency` (128)
+/// and two below it; the best of them is the baseline (issue #14).
 const RAW_WRITERS_IN_FLIGHT: [usize; 3] = [8, 32, 128];
 
 /// What one repetition measured.

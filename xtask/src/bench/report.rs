@@ -37,8 +37,8 @@ pub fn definitions() -> String {
 controller running); one kube client (same library and settings as the controller, field \
 manager `ferrolb-bench-loop`) applies the exact status body the controller writes \
 (`service_patch`: `status.loadBalancer.ingress` with `ipMode: VIP`, the `{ALLOCATED_FROM_POOL}` \
-annotation and the `{IP_ALLOCATED}` condition) to each Service's `/status`, with 8, 32 (the \
-controller's `--concurrency`) and 128 patches in flight, one run each on fresh Services. Time: \
+annotation and the `{IP_ALLOCATED}` condition) to each Service's `/status`, with 8, 32 and 128 (the \
+controller's `--concurrency`) patches in flight, one run each on fresh Services. Time: \
 first request sent to the watch event of the last write (a watch of the namespace runs \
 meanwhile, as in (a)); the fastest run is the baseline.
 - **(a) Pending burst, the headline ratio**: N Services are created (`in_flight` creates at a \
