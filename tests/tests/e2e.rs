@@ -28,14 +28,13 @@ fn helm_install_serves_services_through_kube_proxy_nftables() {
     }
 }
 
-/// The same Services with kube-proxy in iptables mode: a missing image is reported, then
-/// dual-stack and the Local policy.
+/// The same Services with kube-proxy in iptables mode: a missing image is reported and fixed by
+/// `helm upgrade`, then dual-stack and the Local policy.
 #[test]
 fn helm_install_serves_services_through_kube_proxy_iptables() {
     let tb = testbed(ProxyMode::Iptables);
     let result = (|| {
         scenarios::check_missing_image_is_reported(&tb)?;
-        scenarios::install(&tb)?;
         scenarios::apply_pool(&tb)?;
         scenarios::deploy_echo(&tb, "echo", 2, None)?;
         scenarios::expose(&tb, "echo", "echo", Families::Dual, false)?;

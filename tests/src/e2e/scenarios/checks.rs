@@ -312,10 +312,9 @@ pub fn check_uninstall(d: &dyn Driver) -> Result<()> {
     Ok(())
 }
 
-/// Waits until the CRDs and every object of the release are gone after `helm uninstall`. The
-/// tests wait with kubectl rather than `helm uninstall --wait`: Helm 4's kstatus watcher now and
-/// then misses a deletion and reports the object as Terminating until its timeout
-/// (helm/helm#31766); CI once saw that for a CRD, reported Terminating for all of 120 s.
+/// Waits until the CRDs and every object of the release are gone after `helm uninstall`, with
+/// kubectl rather than `helm uninstall --wait`, whose kstatus watcher now and then misses a
+/// deletion (helm/helm#31766); a CRD that stays is shown with the apiserver's reason.
 pub fn wait_release_gone(d: &dyn Driver) -> Result<()> {
     wait_for("the ferrolb CRDs to be gone", TIMEOUT, || {
         let crds = d.kubectl(&["get", "crd", "-o", "name"])?;

@@ -132,7 +132,12 @@ pub fn waiting_containers(d: &dyn Driver) -> Result<Vec<String>> {
 }
 
 /// Installing with an image no node has (and `pullPolicy: Never`, so nothing is fetched) shows
-/// up at once as the pods' waiting reason naming the image; uninstalling cleans it up.
+/// up at once as the pods' waiting reason naming the image; `helm upgrade` to the chart's own
+/// image, the fix a user makes, rolls the release out.
+///
+/// Not uninstall and install again: deleting CRDs whose objects nothing ever read can stall in
+/// the apiserver (CI saw the CRD finalizer's list fail with "storage is (re)initializing" and
+/// back off for minutes); [`check_uninstall`] covers uninstalling a release that ran.
 pub fn check_missing_image_is_reported(d: &dyn Driver) -> Result<()> {
     let missing = format!("{}:does-not-exist", ImageKind::Ferrolb.repository());
     step(
@@ -161,8 +166,9 @@ pub fn check_missing_image_is_reported(d: &dyn Driver) -> Result<()> {
             .cloned())
     })?;
     eprintln!("    reported: {reported}");
-    d.helm(&["uninstall", RELEASE, "-n", NAMESPACE])?;
-    wait_release_gone(d)
+    step(d, "helm upgrade to the chart's own image");
+    d.helm(&["upgrade", RELEASE, "charts/ferrolb", "-n", NAMESPACE])?;
+    wait_rollout(d)
 }
 
 /// What [`everything`] measured.
