@@ -167,7 +167,15 @@ pub fn check_missing_image_is_reported(d: &dyn Driver) -> Result<()> {
     })?;
     eprintln!("    reported: {reported}");
     step(d, "helm upgrade to the chart's own image");
-    d.helm(&["upgrade", RELEASE, "charts/ferrolb", "-n", NAMESPACE])?;
+    // --reset-values: without values on its command line, `helm upgrade` reuses the release's.
+    d.helm(&[
+        "upgrade",
+        RELEASE,
+        "charts/ferrolb",
+        "-n",
+        NAMESPACE,
+        "--reset-values",
+    ])?;
     wait_rollout(d)
 }
 
