@@ -315,7 +315,7 @@ pub fn check_uninstall(d: &dyn Driver) -> Result<()> {
 /// Waits until the CRDs and every object of the release are gone after `helm uninstall`, with
 /// kubectl rather than `helm uninstall --wait`, whose kstatus watcher now and then misses a
 /// deletion (helm/helm#31766); a CRD that stays is shown with the apiserver's reason.
-pub fn wait_release_gone(d: &dyn Driver) -> Result<()> {
+fn wait_release_gone(d: &dyn Driver) -> Result<()> {
     wait_for("the ferrolb CRDs to be gone", TIMEOUT, || {
         let crds = d.kubectl(&["get", "crd", "-o", "name"])?;
         Ok((!crds.contains("ferrolb.io")).then_some(()))
