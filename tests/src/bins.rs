@@ -150,29 +150,7 @@ pub fn build_if_missing() -> Result<Option<Duration>> {
         final_dir.display()
     );
 
-    let mut ldflags = String::from("-s -w");
-    let minor = versions
-        .kubernetes
-        .trim_start_matches('v')
-        .split('.')
-        .nth(1)
-        .unwrap_or("0")
-        .to_string();
-    for pkg in [
-        "k8s.io/component-base/version",
-        "k8s.io/client-go/pkg/version",
-    ] {
-        for (var, value) in [
-            ("gitVersion", versions.kubernetes.as_str()),
-            ("gitMajor", "1"),
-            ("gitMinor", minor.as_str()),
-            ("gitCommit", "0000000000000000000000000000000000000000"),
-            ("gitTreeState", "clean"),
-            ("buildDate", "1970-01-01T00:00:00Z"),
-        ] {
-            ldflags.push_str(&format!(" -X {pkg}.{var}={value}"));
-        }
-    }
+    let ldflags = kubernetes_ldflags(&versions);
     let modules = go_modules_dir();
     go_build(
         &go,
@@ -252,7 +230,36 @@ pub fn build_if_missing() -> Result<Option<Duration>> {
     Ok(Some(took))
 }
 
-fn go_build(
+/// Upstream's release link flags: stripped, with the version variables set so `/version`
+/// reports the pinned release.
+pub(crate) fn kubernetes_ldflags(versions: &Versions) -> String {
+    let mut ldflags = String::from("-s -w");
+    let minor = versions
+        .kubernetes
+        .trim_start_matches('v')
+        .split('.')
+        .nth(1)
+        .unwrap_or("0")
+        .to_string();
+    for pkg in [
+        "k8s.io/component-base/version",
+        "k8s.io/client-go/pkg/version",
+    ] {
+        for (var, value) in [
+            ("gitVersion", versions.kubernetes.as_str()),
+            ("gitMajor", "1"),
+            ("gitMinor", minor.as_str()),
+            ("gitCommit", "0000000000000000000000000000000000000000"),
+            ("gitTreeState", "clean"),
+            ("buildDate", "1970-01-01T00:00:00Z"),
+        ] {
+            ldflags.push_str(&format!(" -X {pkg}.{var}={value}"));
+        }
+    }
+    ldflags
+}
+
+pub(crate) fn go_build(
     go: &Path,
     module: &Path,
     out: &Path,

@@ -68,7 +68,7 @@ pub struct ControlPlane {
 #[derive(Debug)]
 struct Restartable {
     running: Mutex<Supervised>,
-    program: PathBuf,
+    program: Mutex<PathBuf>,
     args: Vec<OsString>,
     log: PathBuf,
     detached: bool,
@@ -80,7 +80,7 @@ impl Restartable {
         let args = cmd.get_args().map(OsString::from).collect();
         Ok(Restartable {
             running: Mutex::new(spawn(opts, name, cmd, log)?),
-            program,
+            program: Mutex::new(program),
             args,
             log: log.to_path_buf(),
             detached: opts.detached,
@@ -99,7 +99,12 @@ impl Restartable {
     fn restart(&self, name: &str) -> Result<()> {
         let mut running = self.lock();
         running.kill();
-        let mut cmd = Command::new(&self.program);
+        let program = self
+            .program
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut cmd = Command::new(program);
         cmd.args(&self.args);
         *running = if self.detached {
             Supervised::spawn_detached(name, cmd, &self.log)?
@@ -303,6 +308,17 @@ impl ControlPlane {
     pub fn restart_apiserver(&self) -> Result<Instant> {
         self.apiserver.restart("kube-apiserver")?;
         wait_for_apiserver(&self.apiserver, &self.server, Duration::from_secs(90))
+    }
+
+    /// Replaces kube-apiserver by `program` (same flags, same etcd) and returns once `/readyz`
+    /// answers 200; later restarts run `program` too.
+    pub fn restart_apiserver_as(&self, program: &Path) -> Result<Instant> {
+        *self
+            .apiserver
+            .program
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = program.to_path_buf();
+        self.restart_apiserver()
     }
 
     /// Kills etcd (SIGKILL); the apiserver stays up and fails its requests.

@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod bins;
+pub mod bulk_apiserver;
 pub mod cluster;
 pub mod control_plane;
 pub mod controller;

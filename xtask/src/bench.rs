@@ -80,8 +80,8 @@ pub struct Args {
     #[arg(long)]
     pub skip_scale: bool,
     /// Services of the scale section (default 30,000; 5,000 with --quick). The goal is stated
-    /// at 100,000, but the testbed's apiserver creates Services ever more slowly on 2 cores
-    /// (about 150 a second at first, 30 past 20,000): 100,000 takes over an hour to create.
+    /// at 100,000 (about 25 minutes; the Services are created on a bulk-create apiserver, see
+    /// `ferrolb_tests::bulk_apiserver`, and measured on the stock one).
     #[arg(long)]
     pub scale_services: Option<usize>,
     /// Pools of the scale section (default 1,000; 100 with --quick).

@@ -14,6 +14,7 @@
 
 mod actions;
 mod names;
+mod pool_writes;
 pub mod retry;
 mod table;
 mod uid;
@@ -30,6 +31,7 @@ use k8s_openapi::jiff::Timestamp;
 
 pub use self::actions::{Action, ServiceEvent, Tally};
 use self::names::Names;
+use self::pool_writes::PoolWrites;
 use self::retry::Retries;
 use self::table::Table;
 use self::uid::Uid;
@@ -72,9 +74,8 @@ pub struct State {
     pools: BTreeMap<String, IPAddressPool>,
     /// Services without addresses that may get some later, oldest first.
     waiting: BTreeSet<(i64, ServiceKey)>,
-    /// Pools whose status may need a write.
-    dirty_pools: BTreeSet<String>,
-    pools_in_flight: BTreeSet<String>,
+    /// Pools whose status may need a write, and those being written.
+    pool_writes: PoolWrites,
     /// Failed Service writes to try again.
     retries: Retries,
     /// Service writes waiting to be handed out.
@@ -97,8 +98,7 @@ impl State {
             namespaces: HashMap::new(),
             pools: BTreeMap::new(),
             waiting: BTreeSet::new(),
-            dirty_pools: BTreeSet::new(),
-            pools_in_flight: BTreeSet::new(),
+            pool_writes: PoolWrites::default(),
             retries: Retries::default(),
             writes: Writes::default(),
             started: false,
@@ -159,7 +159,7 @@ impl State {
         for (_, _, key) in order {
             self.reconcile(&key, now);
         }
-        self.dirty_pools.extend(self.pools.keys().cloned());
+        self.pool_writes.mark_all(self.pools.keys());
     }
 
     /// A Service was added or changed.
@@ -281,7 +281,7 @@ impl State {
             if spec_changed {
                 self.pools_changed(now);
             } else {
-                self.dirty_pools.insert(name);
+                self.pool_writes.mark(&name);
             }
         }
     }
@@ -370,26 +370,25 @@ impl State {
 
     /// The pool write for `name` finished.
     pub fn pool_write_done(&mut self, name: &str, written: Option<IPAddressPool>, ok: bool) {
-        self.pools_in_flight.remove(name);
+        self.pool_writes.finished(name, ok);
         if let Some(pool) = written {
             self.pools.insert(name.to_string(), pool);
-        }
-        if !ok {
-            self.dirty_pools.insert(name.to_string());
         }
     }
 
     /// Status writes for pools whose counts or conditions changed (called on a timer, so a
-    /// burst of allocations costs one pool write, not one per Service).
+    /// burst of allocations costs one pool write per tick, not one per Service). While Service
+    /// writes wait, pools get one write at a time ([`PoolWrites::due`]).
     pub fn flush_pools(&mut self, now: Timestamp) {
         if !self.started {
             return;
         }
-        let dirty = std::mem::take(&mut self.dirty_pools);
-        for name in dirty {
-            if self.pools_in_flight.contains(&name) {
-                self.dirty_pools.insert(name);
-                continue;
+        let services_wait = self.writes.waiting();
+        let mut due = self.pool_writes.due(services_wait).into_iter();
+        while let Some(name) = due.next() {
+            if self.pool_writes.full(services_wait) {
+                self.pool_writes.put_back(std::iter::once(name).chain(due));
+                break;
             }
             let Some(pool) = self.pools.get(&name) else {
                 continue;
@@ -398,11 +397,11 @@ impl State {
             if pool_shows(pool, &desired) {
                 continue;
             }
-            self.pools_in_flight.insert(name.clone());
             self.actions.push(Action::ApplyPool {
-                name,
+                name: name.clone(),
                 body: pool_patch(pool, desired).to_string(),
             });
+            self.pool_writes.started(name);
         }
     }
 
@@ -419,13 +418,13 @@ impl State {
         for key in waiting {
             self.reconcile(&key, now);
         }
-        self.dirty_pools.extend(self.pools.keys().cloned());
+        self.pool_writes.mark_all(self.pools.keys());
     }
 
     fn mark_pools_of(&mut self, ips: &[IpAddr]) {
         for ip in ips {
             if let Some(p) = self.alloc.pool_of(*ip) {
-                self.dirty_pools.insert(p.to_string());
+                self.pool_writes.mark(p);
             }
         }
     }
@@ -557,9 +556,9 @@ impl State {
                             ));
                         }
                         if changed {
-                            self.dirty_pools.insert(a.pool.to_string());
+                            self.pool_writes.mark(&a.pool);
                             if let Some(b) = &before {
-                                self.dirty_pools.insert(b.pool.to_string());
+                                self.pool_writes.mark(&b.pool);
                                 let freed = self.freed_of(&b.ips, &a.ips);
                                 self.serve_waiting(&freed, before_key.as_deref(), now);
                             }
@@ -568,7 +567,7 @@ impl State {
                     }
                     Err(error) => {
                         if let Some(b) = &before {
-                            self.dirty_pools.insert(b.pool.to_string());
+                            self.pool_writes.mark(&b.pool);
                             let freed = self.freed_of(&b.ips, &[]);
                             self.serve_waiting(&freed, before_key.as_deref(), now);
                         }

@@ -345,3 +345,58 @@ fn a_burst_hands_out_a_window_of_writes_and_the_next_as_each_returns() {
     assert!(!first.iter().any(|(name, _)| *name == next[0].0));
     assert_eq!(next[0].1.len(), 1, "{next:?}");
 }
+
+fn pool_writes(actions: Vec<Action>) -> Vec<String> {
+    actions
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::ApplyPool { name, .. } => Some(name),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn while_service_writes_wait_pools_are_written_one_at_a_time_in_turn() {
+    use super::writes::WINDOW;
+    // More Services than the window, spread over five pools.
+    let services: Vec<Service> = (0..WINDOW + 30)
+        .map(|i| {
+            let mut svc = service(&format!("s{i:04}"), "2026-11-22T11:00:00Z", 1, &[]);
+            svc.metadata.annotations = Some(BTreeMap::from([(
+                ferrolb_crds::contract::annotation::ADDRESS_POOL.to_string(),
+                format!("p{}", i % 5),
+            )]));
+            svc
+        })
+        .collect();
+    let pools = (0..5)
+        .map(|i| pool(&format!("p{i}"), &[&format!("198.19.{}.0/22", 4 * i)]))
+        .collect();
+    let mut s = started(pools, &services);
+    s.take_actions(now());
+    let mut written = Vec::new();
+    for _ in 0..2 {
+        s.flush_pools(now());
+        let out = pool_writes(s.take_actions(now()));
+        assert_eq!(out.len(), 1, "one pool write while Services wait: {out:?}");
+        s.flush_pools(now());
+        assert!(
+            pool_writes(s.take_actions(now())).is_empty(),
+            "still in flight"
+        );
+        s.pool_write_done(&out[0], None, true);
+        written.extend(out);
+    }
+    assert_eq!(written, ["p0", "p1"], "in turn");
+    // The burst drains: with no Service write waiting, the other pools are due at once.
+    let mut out = Vec::new();
+    for i in 0..WINDOW + 30 {
+        let key = ServiceKey::new("ns", format!("s{i:04}"));
+        s.write_done(&key, None, now(), Instant::now());
+        out.extend(pool_writes(s.take_actions(now())));
+    }
+    s.flush_pools(now());
+    out.extend(pool_writes(s.take_actions(now())));
+    assert_eq!(out, ["p2", "p3", "p4"]);
+}

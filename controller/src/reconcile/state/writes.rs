@@ -57,6 +57,11 @@ impl Writes {
         self.out = self.out.saturating_sub(1);
     }
 
+    /// Whether writes wait to be handed out (the window is full).
+    pub fn waiting(&self) -> bool {
+        !self.queued.is_empty()
+    }
+
     /// Writes queued and not handed out yet.
     #[cfg(test)]
     pub fn queued(&self) -> usize {

@@ -5,7 +5,10 @@
 //! IPv6 one (a /108) a million. Pools are /120s of 2001:db8:100::/40 (documentation range; the
 //! controller only writes the addresses into statuses).
 //!
-//! 1. Every Service is created pending (no controller).
+//! 1. Every Service is created pending (no controller), by a kube-apiserver built without the
+//!    cluster-IP usage gauges ([`bulk_apiserver`]: the stock one recounts every IPAddress per
+//!    create, hours at 100,000); then the stock kube-apiserver takes over on the same etcd and
+//!    runs every measured phase.
 //! 2. Raw writer: for each of [`RAW_IN_FLIGHT`], one client applies the controller's own status
 //!    body to every Service that many requests at once, until a watch has seen every write;
 //!    then the statuses are cleared again (an empty apply by the same field manager).
@@ -33,12 +36,14 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::super::procfs::{self, CpuSnapshot, Memory, round3};
-use super::super::report::Params;
+use super::super::report::{ControllerMetrics, Params};
 use super::super::stats::Distribution;
 use super::super::watch::Watch;
 use super::controller::{RssSampler, RunningController, rss_near};
 use super::{LOOP_FIELD_MANAGER, NAMESPACE, burst_timeout, controller_body, latest, quiesce, secs};
 use ferrolb_tests::control_plane::{ControlPlane, SERVICE_CIDR_V6};
+use ferrolb_tests::{bins, bulk_apiserver};
+use tokio::task::block_in_place;
 
 /// In-flight counts of the raw-writer baseline at scale: the controller's `--concurrency` (128)
 /// and 32. 8 is left out here: it was the slowest at every size, and each run costs two writes
@@ -88,6 +93,9 @@ pub struct ScaleSection {
     pub ratio_vs_raw: f64,
     /// CPU seconds per process during the controller's burst.
     pub cpu_s: std::collections::BTreeMap<String, f64>,
+    /// The controller's counters when the last address was seen: Service, pool and Event
+    /// writes in the burst.
+    pub writes_in_burst: ControllerMetrics,
     /// VmRSS when the last address was seen, MiB.
     pub rss_at_all_ip_mib: f64,
     /// Memory once the controller's writes had been still for 3 s.
@@ -197,21 +205,30 @@ pub async fn run(
     if scale.services + scale.probes > 1_000_000 {
         bail!("the IPv6 Service range (a /108) holds about a million Services; ask for fewer");
     }
+    let bulk = block_in_place(bulk_apiserver::build_if_missing)?;
     let (cp, client) = super::fresh_control_plane(dir).await?;
     setup(&client, scale.pools).await?;
+    let names: Vec<String> = (0..scale.services).map(|i| format!("svc-{i:06}")).collect();
+    eprintln!(
+        "    creating {} Services (on a kube-apiserver without the cluster-IP usage gauges)",
+        scale.services
+    );
+    block_in_place(|| cp.restart_apiserver_as(&bulk))?;
+    let created = Instant::now();
+    let api = Api::namespaced(cp.client().await?, NAMESPACE);
+    create(&api, &names, 0, scale.pools, params.in_flight).await?;
+    let create_s = secs(created.elapsed());
+    eprintln!("      {create_s:.1} s; back to the stock kube-apiserver");
+    block_in_place(|| cp.restart_apiserver_as(&bins::binary("kube-apiserver")?))?;
+    let client = cp.client().await?;
     let run = Run {
         cp: &cp,
         client: client.clone(),
         api: Api::namespaced(client, NAMESPACE),
         scale,
         params,
-        names: (0..scale.services).map(|i| format!("svc-{i:06}")).collect(),
+        names,
     };
-    eprintln!("    creating {} Services", scale.services);
-    let created = Instant::now();
-    run.create(&run.names, 0).await?;
-    let create_s = secs(created.elapsed());
-    eprintln!("      {create_s:.1} s");
 
     let mut raw = Vec::new();
     for in_flight in RAW_IN_FLIGHT {
@@ -245,6 +262,8 @@ pub async fn run(
         .await
         .with_context(|| controller.context())?;
     let cpu_s = CpuSnapshot::take(&processes(Some(&controller))).since(&cpu_before);
+    let writes_in_burst =
+        controller.metrics_snapshot(&dir.join("controller-at-last-address.prom"))?;
     let all_ip = latest(&seen).context("no Services")?.duration_since(start);
     let first_ip = seen
         .iter()
@@ -285,6 +304,7 @@ pub async fn run(
         all_ip_s: secs(all_ip),
         ratio_vs_raw: round3(all_ip.as_secs_f64() / raw_best_s),
         cpu_s,
+        writes_in_burst,
         rss_at_all_ip_mib: rss_near(&timeline, all_ip.as_secs_f64()),
         settled,
         latency_ms,
@@ -317,6 +337,26 @@ async fn setup(client: &Client, pools: usize) -> Result<()> {
     Ok(())
 }
 
+/// Creates `names` (the first being Service number `first`), `in_flight` at once.
+async fn create(
+    api: &Api<Service>,
+    names: &[String],
+    first: usize,
+    pools: usize,
+    in_flight: usize,
+) -> Result<()> {
+    futures::stream::iter(names.iter().enumerate())
+        .map(|(i, name)| async move {
+            api.create(&PostParams::default(), &service(name, first + i, pools))
+                .await
+                .with_context(|| format!("creating Service {name}"))
+        })
+        .buffer_unordered(in_flight)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
 struct Run<'a> {
     cp: &'a ControlPlane,
     client: Client,
@@ -327,20 +367,16 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Creates `names` (the first being Service number `first`), `in_flight` at once.
+    /// Creates `names` (the first being Service number `first`).
     async fn create(&self, names: &[String], first: usize) -> Result<()> {
-        let api = &self.api;
-        let pools = self.scale.pools;
-        futures::stream::iter(names.iter().enumerate())
-            .map(|(i, name)| async move {
-                api.create(&PostParams::default(), &service(name, first + i, pools))
-                    .await
-                    .with_context(|| format!("creating Service {name}"))
-            })
-            .buffer_unordered(self.params.in_flight)
-            .try_collect::<Vec<_>>()
-            .await?;
-        Ok(())
+        create(
+            &self.api,
+            names,
+            first,
+            self.scale.pools,
+            self.params.in_flight,
+        )
+        .await
     }
 
     /// Applies the controller's status body to every Service, `in_flight` at once; returns the
@@ -472,6 +508,17 @@ impl ScaleSection {
                 "all allocated / best raw writer".to_string(),
                 format!("**{:.3} x**", self.ratio_vs_raw),
                 "<= 1.2",
+            ),
+            (
+                "controller's writes by the last address: Service status, pool status, Events"
+                    .to_string(),
+                format!(
+                    "{:.0}, {:.0}, {:.0}",
+                    self.writes_in_burst.service_writes,
+                    self.writes_in_burst.pool_writes,
+                    self.writes_in_burst.event_writes
+                ),
+                "-",
             ),
             (
                 "controller VmRSS settled (RssAnon + RssFile)".to_string(),
