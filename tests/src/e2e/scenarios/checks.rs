@@ -235,17 +235,7 @@ pub fn check_upgrade_keeps_ips(d: &dyn Driver) -> Result<()> {
     let reference = format!("{}:{tag}", ImageKind::Ferrolb.repository());
     d.tag_ferrolb_image(&reference)?;
     step(d, &format!("helm upgrade to {reference}"));
-    d.helm(&[
-        "upgrade",
-        RELEASE,
-        "charts/ferrolb",
-        "-n",
-        NAMESPACE,
-        "--reuse-values",
-        "--set",
-        &format!("image.tag={tag}"),
-    ])?;
-    wait_rollout(d)?;
+    helm_upgrade(d, &["--reuse-values", "--set", &format!("image.tag={tag}")])?;
     // Rollouts finish when the new pods are Ready; the old ones may still be terminating.
     wait_for(
         &format!("every ferrolb pod to run {reference} and no other"),

@@ -82,6 +82,15 @@ pub fn install(d: &dyn Driver) -> Result<Duration> {
     Ok(started.elapsed())
 }
 
+/// `helm upgrade` of the release to the repository's chart with `flags`, then waits for the
+/// rollout.
+pub fn helm_upgrade(d: &dyn Driver, flags: &[&str]) -> Result<()> {
+    let mut args = vec!["upgrade", RELEASE, "charts/ferrolb", "-n", NAMESPACE];
+    args.extend_from_slice(flags);
+    d.helm(&args)?;
+    wait_rollout(d)
+}
+
 /// Waits until the controller Deployment and the speaker DaemonSet are fully rolled out.
 pub fn wait_rollout(d: &dyn Driver) -> Result<()> {
     for object in WORKLOADS {
@@ -168,15 +177,7 @@ pub fn check_missing_image_is_reported(d: &dyn Driver) -> Result<()> {
     eprintln!("    reported: {reported}");
     step(d, "helm upgrade to the chart's own image");
     // --reset-values: without values on its command line, `helm upgrade` reuses the release's.
-    d.helm(&[
-        "upgrade",
-        RELEASE,
-        "charts/ferrolb",
-        "-n",
-        NAMESPACE,
-        "--reset-values",
-    ])?;
-    wait_rollout(d)
+    helm_upgrade(d, &["--reset-values"])
 }
 
 /// What [`everything`] measured.
