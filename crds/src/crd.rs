@@ -3,11 +3,18 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{IPAddressPool, L2Advertisement};
+use crate::{BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
 
 /// Every CRD ferrolb defines, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![IPAddressPool::crd(), L2Advertisement::crd()]
+    vec![
+        IPAddressPool::crd(),
+        L2Advertisement::crd(),
+        BGPPeer::crd(),
+        BGPAdvertisement::crd(),
+        Community::crd(),
+        BFDProfile::crd(),
+    ]
 }
 
 /// One YAML document for `crd`, as written to the chart (a header says it is generated).
@@ -101,7 +108,7 @@ mod tests {
     #[test]
     fn yaml_stream_has_one_document_per_crd() {
         let y = all_yaml().unwrap();
-        assert_eq!(y.matches("kind: CustomResourceDefinition").count(), 2);
+        assert_eq!(y.matches("kind: CustomResourceDefinition").count(), 6);
         assert!(y.contains("name: ipaddresspools.ferrolb.io"));
         assert!(y.contains("name: l2advertisements.ferrolb.io"));
     }

@@ -4,6 +4,8 @@
 //!  IPAddressPool.spec.addresses ──address::parse_entry──> AddressRange (u128 bounds, any size)
 //!  *.selectors ──────────────────selector::LabelSelector::matches──> bool
 //!  types ──schemars + cel rules──> crd::all() ──> charts/ferrolb/charts/crds/templates/*.yaml
+//!  BGPPeer, BGPAdvertisement, Community, BFDProfile: the BGP objects; community::parse_*,
+//!  duration::parse_go_duration read their values as the apiserver's CEL rules check them
 //!  contract: every annotation, label, condition, reason and field manager; ServiceKey
 //! ```
 //!
@@ -11,17 +13,27 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod bfd_profile;
+pub mod bgp_advertisement;
+pub mod bgp_cel;
+pub mod bgp_peer;
 pub mod cel;
+pub mod community;
 pub mod conditions;
 pub mod contract;
 pub mod count;
 pub mod crd;
+pub mod duration;
 pub mod l2advertisement;
 pub mod pool;
 pub mod selector;
 pub mod service_key;
 
 pub use address::{AddressError, AddressListError, AddressRange, Family};
+pub use bfd_profile::{BFDProfile, BFDProfileSpec};
+pub use bgp_advertisement::{BGPAdvertisement, BGPAdvertisementSpec};
+pub use bgp_peer::{BGPPeer, BGPPeerSpec, DynamicAsn};
+pub use community::{Community, CommunityAlias, CommunitySpec, CommunityValue};
 pub use conditions::service_condition;
 pub use contract::GROUP;
 pub use count::AddressCount;

@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use crate::bins;
 use crate::lab;
 use crate::pki::Pki;
-use crate::process::{Supervised, run, wait_for};
+use crate::process::{Supervised, run, run_input, wait_for};
 
 /// IPv4 range for Services' cluster IPs: 198.18.0.0/15 is reserved for benchmarking (RFC 2544)
 /// and never routed; nothing is ever sent to these addresses (there is no kube-proxy).
@@ -417,6 +417,12 @@ impl ControlPlane {
     /// Runs kubectl with `args`, returning stdout or failing with stderr.
     pub fn kubectl_run(&self, args: &[&str]) -> Result<String> {
         run(self.kubectl()?.args(args))
+    }
+
+    /// `kubectl apply -f -` of `manifest`: stdout, or an error carrying kubectl's stderr (the
+    /// apiserver's message).
+    pub fn kubectl_apply(&self, manifest: &str) -> Result<String> {
+        run_input(self.kubectl()?.args(["apply", "-f", "-"]), manifest)
     }
 }
 

@@ -5,35 +5,9 @@
 use ferrolb_crds::address::{AddressError, parse_entry};
 use ferrolb_tests::control_plane::{self, ControlPlane};
 
-/// `kubectl apply` of one manifest; Ok(stdout) or Err(stderr and stdout).
+/// `kubectl apply` of one manifest; Ok(stdout) or Err(kubectl's message).
 fn apply(cp: &ControlPlane, manifest: &str) -> Result<String, String> {
-    use std::io::Write;
-    let mut child = cp
-        .kubectl()
-        .unwrap()
-        .args(["apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(manifest.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(text)
-    }
+    cp.kubectl_apply(manifest).map_err(|e| format!("{e:#}"))
 }
 
 fn pool(name: &str, spec: &str) -> String {
