@@ -23,6 +23,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("containernetworking-plugins", "/usr/lib/cni/bridge"),
     ("iptables", "iptables"),
     ("conntrack", "conntrack"),
+    // BGP peers of the speakers in the lab's router namespace (ferrolb_tests::router).
+    ("frr", "/usr/lib/frr/bgpd"),
+    ("bird2", "bird"),
 ];
 
 fn missing() -> Vec<&'static str> {

@@ -1,0 +1,16 @@
+//! BGP mode: every eligible node announces each Service IP to its routers, with itself as next
+//! hop, so the routers spread flows across the nodes (ECMP) and withdraw a node's routes when it
+//! fails.
+//!
+//! # Pure
+//! - `config.rs`: a `BGPPeer` read into a [`config::PeerConfig`].
+//! - `open.rs`: the OPEN sent and the negotiation with the router's.
+//! - `fsm.rs`: one session's state machine (RFC 4271), time passed in.
+//!
+//! Messages are encoded and decoded by `rustbgpd-wire`, a codec crate with no I/O, no `unsafe`
+//! and no panics on malformed input, covering every message and attribute used here (4-octet
+//! ASNs, MP-BGP, communities, large communities, graceful restart, route refresh).
+
+pub mod config;
+pub mod fsm;
+pub mod open;
