@@ -6,7 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use ferrolb_crds::community::{CommunityEntry, CommunityValue};
 use ferrolb_crds::{AddressRange, LabelSelector};
+
+use crate::bgp::config::{ConfigError, PeerConfig};
 
 use crate::plan::ServiceKey;
 
@@ -54,6 +57,40 @@ pub struct Advertisement {
     pub interfaces: Vec<String>,
 }
 
+/// What the speaker needs of a `BGPAdvertisement`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BgpAdvertisement {
+    /// Object name.
+    pub name: String,
+    /// `spec.ipAddressPools`.
+    pub pools: Vec<String>,
+    /// `spec.ipAddressPoolSelectors`.
+    pub pool_selectors: Vec<LabelSelector>,
+    /// `spec.nodeSelectors` (empty: every node).
+    pub node_selectors: Vec<LabelSelector>,
+    /// `spec.peers` (empty: every peer).
+    pub peers: Vec<String>,
+    /// IPv4 aggregation length in effect (32 unless set).
+    pub aggregation_v4: u8,
+    /// IPv6 aggregation length in effect (128 unless set).
+    pub aggregation_v6: u8,
+    /// `spec.localPref`.
+    pub local_pref: Option<u32>,
+    /// `spec.communities`, read (entries that do not parse are left out and reported).
+    pub communities: Vec<CommunityEntry>,
+}
+
+/// The BGP configuration the speaker reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BgpConfig {
+    /// Every `BGPPeer` by name, read or refused.
+    pub peers: BTreeMap<String, Result<PeerConfig, ConfigError>>,
+    /// Every `BGPAdvertisement`.
+    pub advertisements: Vec<BgpAdvertisement>,
+    /// Community names defined by `Community` objects.
+    pub communities: BTreeMap<String, CommunityValue>,
+}
+
 /// What the speaker needs of a LoadBalancer Service it may announce.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceInfo {
@@ -80,6 +117,8 @@ pub struct Snapshot {
     pub advertisements: Vec<Advertisement>,
     /// Every handled LoadBalancer Service with at least one ingress IP, by key.
     pub services: BTreeMap<ServiceKey, ServiceInfo>,
+    /// BGP peers, advertisements and community names.
+    pub bgp: BgpConfig,
 }
 
 impl Snapshot {

@@ -39,6 +39,7 @@ fn snapshot(nodes: usize) -> Snapshot {
             ..Default::default()
         }],
         services: BTreeMap::new(),
+        ..Default::default()
     }
 }
 

@@ -52,6 +52,7 @@ fn base(edge: bool) -> Snapshot {
             ..Default::default()
         }],
         services: BTreeMap::new(),
+        ..Default::default()
     }
 }
 

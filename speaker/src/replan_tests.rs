@@ -60,6 +60,7 @@ fn snapshot(services: std::ops::Range<u8>) -> Snapshot {
             })
             .map(|svc| (svc.key.clone(), svc))
             .collect(),
+        ..Default::default()
     }
 }
 

@@ -5,7 +5,9 @@ use rustbgpd_wire::notification::{cease_subcode, open_subcode};
 use rustbgpd_wire::{Capability, OpenMessage, RouteRefreshMessage, UpdateMessage};
 
 use super::*;
-use crate::bgp::open::{Family, Restart};
+use ferrolb_crds::Family;
+
+use crate::bgp::open::Restart;
 
 const LOCAL_ASN: u32 = 64512;
 const ROUTER_ASN: u32 = 64513;

@@ -14,3 +14,4 @@
 pub mod config;
 pub mod fsm;
 pub mod open;
+pub mod routes;

@@ -11,6 +11,8 @@ use rustbgpd_wire::{
     Safi,
 };
 
+use ferrolb_crds::Family;
+
 use super::config::RemoteAsn;
 
 /// `AS_TRANS` (RFC 6793): the 2-octet stand-in for an AS number above 65535.
@@ -19,26 +21,11 @@ pub const AS_TRANS: u16 = 23456;
 /// is offered (RFC 4724 "Restart Time"): long enough for a speaker Pod to be restarted.
 pub const RESTART_TIME: u16 = 120;
 
-/// An address family ferrolb announces (unicast only).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Family {
-    /// IPv4 unicast.
-    V4,
-    /// IPv6 unicast.
-    V6,
-}
-
-impl Family {
-    fn afi(self) -> Afi {
-        match self {
-            Family::V4 => Afi::Ipv4,
-            Family::V6 => Afi::Ipv6,
-        }
-    }
-
-    /// The family of `ip`.
-    pub fn of(ip: std::net::IpAddr) -> Family {
-        if ip.is_ipv4() { Family::V4 } else { Family::V6 }
+/// The AFI of `family` (ferrolb announces unicast routes only).
+fn afi(family: Family) -> Afi {
+    match family {
+        Family::V4 => Afi::Ipv4,
+        Family::V6 => Afi::Ipv6,
     }
 }
 
@@ -71,7 +58,7 @@ pub fn build_open(local: &LocalOpen) -> OpenMessage {
         .families
         .iter()
         .map(|f| Capability::MultiProtocol {
-            afi: f.afi(),
+            afi: afi(*f),
             safi: Safi::Unicast,
         })
         .collect();
@@ -88,7 +75,7 @@ pub fn build_open(local: &LocalOpen) -> OpenMessage {
                 .families
                 .iter()
                 .map(|f| GracefulRestartFamily {
-                    afi: f.afi(),
+                    afi: afi(*f),
                     safi: Safi::Unicast,
                     forwarding_preserved: true,
                 })

@@ -145,6 +145,7 @@ impl Sources {
             pools: self.pool_infos(),
             advertisements: self.advertisement_infos(),
             services,
+            bgp: Default::default(),
         }
     }
 

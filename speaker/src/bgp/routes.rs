@@ -1,0 +1,334 @@
+//! The route decision (pure): which prefixes this node announces to which of its peers, with
+//! which attributes, and why a Service's address is not announced.
+//!
+//! A node announces an address of a Service when a `BGPAdvertisement` selects the address's
+//! pool and the node (`nodeSelectors`), the node is not excluded
+//! (`node.kubernetes.io/exclude-from-external-load-balancers`, `NetworkUnavailable`), and, for
+//! `externalTrafficPolicy: Local`, the node has a ready endpoint of the Service. It announces
+//! to each of its peers (a `BGPPeer` whose `nodeSelectors` select the node) that the
+//! advertisement names, or to all of them when it names none. Addresses shared by several
+//! Services are announced when any of them makes the node eligible.
+//!
+//! The prefix is the address's aggregate at the advertisement's `aggregationLength`; an
+//! aggregate that would reach beyond the pool's range is not announced (it would draw traffic
+//! for addresses ferrolb does not hold). Two advertisements giving one prefix to one peer merge:
+//! the union of their communities, the highest `localPref`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use ferrolb_crds::address::{from_u128, to_u128};
+use ferrolb_crds::community::{CommunityEntry, CommunityValue};
+use ferrolb_crds::{Family, selector};
+
+use crate::bgp::config::PeerConfig;
+use crate::eligibility::pool_of;
+use crate::model::{BgpAdvertisement, NodeInfo, PoolInfo, Snapshot};
+use crate::plan::ServiceKey;
+
+/// An IP prefix, its host bits cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Prefix {
+    /// The network address.
+    pub addr: IpAddr,
+    /// The prefix length.
+    pub len: u8,
+}
+
+impl Prefix {
+    /// The prefix of length `len` holding `ip`.
+    pub fn covering(ip: IpAddr, len: u8) -> Prefix {
+        let family = Family::of(ip);
+        let len = len.min(family.max_prefix());
+        let host_bits = u32::from(family.max_prefix() - len);
+        let mask = if host_bits >= 128 {
+            0
+        } else {
+            !((1u128 << host_bits) - 1)
+        };
+        Prefix {
+            addr: from_u128(family, to_u128(ip) & mask),
+            len,
+        }
+    }
+
+    /// Its address family.
+    pub fn family(&self) -> Family {
+        Family::of(self.addr)
+    }
+
+    /// First and last address, as numbers.
+    fn bounds(&self) -> (u128, u128) {
+        let first = to_u128(self.addr);
+        let host_bits = u32::from(self.family().max_prefix() - self.len);
+        let span = if host_bits >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << host_bits) - 1
+        };
+        (first, first | span)
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// The path attributes ferrolb sets on a route (beyond ORIGIN, AS_PATH and NEXT_HOP).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Attributes {
+    /// Standard and large communities.
+    pub communities: BTreeSet<CommunityValue>,
+    /// LOCAL_PREF (sent to iBGP peers only).
+    pub local_pref: Option<u32>,
+}
+
+impl Attributes {
+    fn merge(&mut self, other: &Attributes) {
+        self.communities.extend(other.communities.iter().copied());
+        self.local_pref = self.local_pref.max(other.local_pref);
+    }
+}
+
+/// Why an address is not announced over BGP from this node.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NotAnnounced {
+    /// No `BGPAdvertisement` selects its pool (it may be announced by layer 2 only).
+    PoolNotAdvertised,
+    /// The node carries the exclude label or is `NetworkUnavailable`.
+    NodeExcluded(String),
+    /// No advertisement of the pool selects the node.
+    NodeNotSelected,
+    /// `externalTrafficPolicy: Local` and no ready endpoint here.
+    NoLocalEndpoint,
+    /// The selecting advertisements name no peer this node has.
+    NoPeer,
+}
+
+impl fmt::Display for NotAnnounced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotAnnounced::PoolNotAdvertised => write!(f, "no BGPAdvertisement selects its pool"),
+            NotAnnounced::NodeExcluded(why) => write!(f, "{why}"),
+            NotAnnounced::NodeNotSelected => write!(
+                f,
+                "no BGPAdvertisement of the pool selects the node (spec.nodeSelectors)"
+            ),
+            NotAnnounced::NoLocalEndpoint => write!(
+                f,
+                "externalTrafficPolicy is Local and the node has no ready endpoint"
+            ),
+            NotAnnounced::NoPeer => write!(
+                f,
+                "the BGPAdvertisements of the pool name no BGPPeer this node peers with"
+            ),
+        }
+    }
+}
+
+/// A configuration problem that keeps routes from being announced, naming the object and field.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Problem(pub String);
+
+/// This node's decision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// For each peer (by `BGPPeer` name) the routes to announce.
+    pub routes: BTreeMap<String, BTreeMap<Prefix, Attributes>>,
+    /// For each Service address: the peers it goes to from this node, or why none.
+    pub services: BTreeMap<ServiceKey, BTreeMap<IpAddr, Result<BTreeSet<String>, NotAnnounced>>>,
+    /// Problems found in the configuration.
+    pub problems: BTreeSet<Problem>,
+}
+
+/// This node's peers: the usable `BGPPeer`s whose node selectors select `node`.
+pub fn peers_of<'a>(snapshot: &'a Snapshot, node: &NodeInfo) -> BTreeMap<&'a str, &'a PeerConfig> {
+    snapshot
+        .bgp
+        .peers
+        .iter()
+        .filter_map(|(name, peer)| peer.as_ref().ok().map(|p| (name.as_str(), p)))
+        .filter(|(_, p)| {
+            p.node_selectors.is_empty() || selector::any_matches(&p.node_selectors, &node.labels)
+        })
+        .collect()
+}
+
+impl BgpAdvertisement {
+    fn selects_pool(&self, pool: &PoolInfo) -> bool {
+        (self.pools.is_empty() && self.pool_selectors.is_empty())
+            || self.pools.contains(&pool.name)
+            || (!self.pool_selectors.is_empty()
+                && selector::any_matches(&self.pool_selectors, &pool.labels))
+    }
+
+    fn selects_node(&self, node: &NodeInfo) -> bool {
+        self.node_selectors.is_empty() || selector::any_matches(&self.node_selectors, &node.labels)
+    }
+
+    fn aggregation(&self, family: Family) -> u8 {
+        match family {
+            Family::V4 => self.aggregation_v4,
+            Family::V6 => self.aggregation_v6,
+        }
+    }
+}
+
+/// The advertisement's attributes, its community names looked up; an unknown name is a problem
+/// and the advertisement is not used (announcing without a community the operator asked for,
+/// say `no-export`, could leak the route).
+fn attributes_of(
+    ad: &BgpAdvertisement,
+    names: &BTreeMap<String, CommunityValue>,
+) -> Result<Attributes, Problem> {
+    let mut communities = BTreeSet::new();
+    for entry in &ad.communities {
+        match entry {
+            CommunityEntry::Value(v) => {
+                communities.insert(*v);
+            }
+            CommunityEntry::Name(name) => match names.get(name) {
+                Some(v) => {
+                    communities.insert(*v);
+                }
+                None => {
+                    return Err(Problem(format!(
+                        "BGPAdvertisement {}: spec.communities names {name:?}, which no Community object defines; its routes are not announced",
+                        ad.name
+                    )));
+                }
+            },
+        }
+    }
+    Ok(Attributes {
+        communities,
+        local_pref: ad.local_pref,
+    })
+}
+
+/// The aggregate of `ip` at `len` if it lies inside one of the pool's ranges; otherwise the
+/// aggregate at the shortest length that does, and the problem.
+fn aggregate(ip: IpAddr, len: u8, pool: &PoolInfo, ad: &str) -> (Prefix, Option<Problem>) {
+    let fits = |p: &Prefix| {
+        let (first, last) = p.bounds();
+        pool.ranges
+            .iter()
+            .any(|r| r.family() == p.family() && r.first_bits() <= first && last <= r.last_bits())
+    };
+    let prefix = Prefix::covering(ip, len);
+    if fits(&prefix) {
+        return (prefix, None);
+    }
+    let max = Family::of(ip).max_prefix();
+    let shortest = (len..=max)
+        .find(|&l| fits(&Prefix::covering(ip, l)))
+        .unwrap_or(max);
+    let field = if Family::of(ip) == Family::V4 {
+        "aggregationLength"
+    } else {
+        "aggregationLengthV6"
+    };
+    let problem = Problem(format!(
+        "BGPAdvertisement {ad}: spec.{field} {len} would announce {prefix}, which reaches beyond IPAddressPool {}; {ip} is announced at /{shortest}, the shortest length inside the pool",
+        pool.name
+    ));
+    (Prefix::covering(ip, shortest), Some(problem))
+}
+
+/// Decides what node `node_name` announces.
+pub fn decide(snapshot: &Snapshot, node_name: &str) -> Decision {
+    let mut decision = Decision::default();
+    let Some(node) = snapshot.nodes.get(node_name) else {
+        return decision;
+    };
+    let peers = peers_of(snapshot, node);
+    let all_peer_names: BTreeSet<&str> = snapshot.bgp.peers.keys().map(String::as_str).collect();
+    for ad in &snapshot.bgp.advertisements {
+        for name in &ad.peers {
+            if !all_peer_names.contains(name.as_str()) {
+                decision.problems.insert(Problem(format!(
+                    "BGPAdvertisement {}: spec.peers names BGPPeer {name}, which does not exist",
+                    ad.name
+                )));
+            }
+        }
+    }
+    let mut attributes: Vec<Option<Attributes>> = Vec::new();
+    for ad in &snapshot.bgp.advertisements {
+        match attributes_of(ad, &snapshot.bgp.communities) {
+            Ok(a) => attributes.push(Some(a)),
+            Err(p) => {
+                decision.problems.insert(p);
+                attributes.push(None);
+            }
+        }
+    }
+    let excluded = node.excluded().map(|why| why.to_string());
+    for svc in snapshot.services.values() {
+        let mut per_ip = BTreeMap::new();
+        for &ip in &svc.ips {
+            let Some(pool) = pool_of(ip, svc.pool.as_deref(), &snapshot.pools) else {
+                continue;
+            };
+            let selecting: Vec<usize> = (0..snapshot.bgp.advertisements.len())
+                .filter(|&i| snapshot.bgp.advertisements[i].selects_pool(pool))
+                .collect();
+            let outcome = if selecting.is_empty() {
+                Err(NotAnnounced::PoolNotAdvertised)
+            } else if let Some(why) = &excluded {
+                Err(NotAnnounced::NodeExcluded(why.clone()))
+            } else if svc.local && !svc.endpoint_nodes.contains(node_name) {
+                Err(NotAnnounced::NoLocalEndpoint)
+            } else {
+                let with_node: Vec<usize> = selecting
+                    .into_iter()
+                    .filter(|&i| snapshot.bgp.advertisements[i].selects_node(node))
+                    .collect();
+                if with_node.is_empty() {
+                    Err(NotAnnounced::NodeNotSelected)
+                } else {
+                    let mut to = BTreeSet::new();
+                    for i in with_node {
+                        let ad = &snapshot.bgp.advertisements[i];
+                        let Some(attrs) = &attributes[i] else {
+                            continue;
+                        };
+                        let (prefix, problem) =
+                            aggregate(ip, ad.aggregation(Family::of(ip)), pool, &ad.name);
+                        decision.problems.extend(problem);
+                        for peer in peers.keys() {
+                            if !ad.peers.is_empty() && !ad.peers.iter().any(|p| p == peer) {
+                                continue;
+                            }
+                            to.insert(peer.to_string());
+                            decision
+                                .routes
+                                .entry(peer.to_string())
+                                .or_default()
+                                .entry(prefix)
+                                .and_modify(|a| a.merge(attrs))
+                                .or_insert_with(|| attrs.clone());
+                        }
+                    }
+                    if to.is_empty() {
+                        Err(NotAnnounced::NoPeer)
+                    } else {
+                        Ok(to)
+                    }
+                }
+            };
+            per_ip.insert(ip, outcome);
+        }
+        if !per_ip.is_empty() {
+            decision.services.insert(svc.key.clone(), per_ip);
+        }
+    }
+    decision
+}
+
+#[cfg(test)]
+#[path = "routes_tests.rs"]
+mod tests;
