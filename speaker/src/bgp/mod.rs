@@ -15,3 +15,4 @@ pub mod config;
 pub mod fsm;
 pub mod open;
 pub mod routes;
+pub mod updates;
