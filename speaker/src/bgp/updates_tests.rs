@@ -243,8 +243,7 @@ fn thousands_of_routes_split_into_messages_under_4096_bytes() {
         // Never sent anywhere; 198.18.0.0/15 holds 10,000 host routes.
         let v4 = Ipv4Addr::from(0xC612_0000u32 + i);
         w.insert(Prefix::covering(IpAddr::V4(v4), 32), attrs.clone());
-        let v6 =
-            std::net::Ipv6Addr::from(0x2001_0db8_0001_0000_0000_0000_0000_0000u128 + u128::from(i));
+        let v6 = Ipv6Addr::from(0x2001_0db8_0001_0000_0000_0000_0000_0000u128 + u128::from(i));
         w.insert(Prefix::covering(IpAddr::V6(v6), 128), attrs.clone());
     }
     let out = rib.sync(&session(true), &w);
