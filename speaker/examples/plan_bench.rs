@@ -130,6 +130,10 @@ fn main() {
         nodes: store(node_objects),
         pools: store(vec![pool]),
         advertisements: store(vec![adv]),
+        bgp_peers: store(Vec::new()),
+        bgp_advertisements: store(Vec::new()),
+        communities: store(Vec::new()),
+        bfd_profiles: store(Vec::new()),
         journal: Default::default(),
     };
     let live: BTreeSet<String> = (0..nodes).map(node_name).collect();

@@ -113,6 +113,11 @@ impl Replanner {
         self.snapshot_stale = true;
     }
 
+    /// The snapshot the last step planned on.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
     /// Whether the loop must read a snapshot and hand it to [`Replanner::snapshot_read`].
     pub fn snapshot_stale(&self) -> bool {
         self.snapshot_stale

@@ -23,6 +23,7 @@ use kube::Client;
 use tracing::{error, info, warn};
 
 use crate::announce::{self, Announcer};
+use crate::bgp::speaker::{BgpSpeaker, SECRET_REFRESH};
 use crate::hazard::watch::KernelWatch;
 use crate::membership::{self, Membership};
 use crate::metrics::{CapabilityLabels, Metrics};
@@ -126,12 +127,21 @@ pub async fn run(
     let mut slice_index = crate::sources::SliceIndex::default();
     let mut links_changed = announcer.links_changed();
     let mut fence_lifted = membership.fence_lifted();
+    let mut bgp = BgpSpeaker::new(config.node.clone(), client.clone());
+    // Passwords from Secrets are read again this often, even when nothing else changes.
+    let mut bgp_refresh = tokio::time::interval(SECRET_REFRESH);
+    let mut bgp_due = true;
     loop {
         let view = live.borrow_and_update().clone();
         if replanner.snapshot_stale() {
             replanner.update_snapshot(|snapshot| {
                 sources.refresh(snapshot, &mut slice_index, config.lb_class.as_deref())
             });
+            bgp_due = true;
+        }
+        if bgp_due {
+            bgp.update(replanner.snapshot()).await;
+            bgp_due = false;
         }
         let links = announcer.interface_names();
         let step = replanner.step(&view, &links);
@@ -187,11 +197,13 @@ pub async fn run(
                 if r.is_err() { anyhow::bail!("the announcer stopped"); }
                 replanner.force();
             }
+            _ = bgp_refresh.tick() => bgp_due = true,
             () = &mut shutdown => break,
         }
     }
     info!("leaving: peers take over our addresses now");
     health.set_not_ready("shutting down");
+    bgp.shutdown().await;
     membership.leave().await;
     drop(announcer);
     Ok(())

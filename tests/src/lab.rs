@@ -382,6 +382,7 @@ fn lab_veths() -> Result<Vec<String>> {
 /// one (backends, speakers, leftovers of a crashed run): `ip netns del` only unmounts the name,
 /// and a process inside would keep the namespace alive, unreachable. Leaves the bridge.
 pub fn remove_namespaces() -> Result<()> {
+    crate::router::remove()?;
     let namespaces = lab_namespaces()?;
     for ns in &namespaces {
         kill_processes_in(ns)?;

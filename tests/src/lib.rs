@@ -13,6 +13,7 @@
 //! Used by the integration tests in `tests/tests/` and by `cargo xtask cluster`.
 
 pub mod backend;
+pub mod bgplab;
 pub mod bins;
 pub mod bulk_apiserver;
 pub mod cluster;
@@ -29,6 +30,7 @@ pub mod node;
 pub mod pki;
 pub mod process;
 pub mod rbac;
+pub mod router;
 pub mod scenario;
 pub mod services;
 pub mod speaker;

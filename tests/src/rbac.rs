@@ -397,7 +397,8 @@ pub fn controller_kubeconfig(
 /// The chart's speaker identity in one call, like [`controller_kubeconfig`]: applies the chart's
 /// RBAC for `release` in `namespace`, mints a kubeconfig for the speaker's ServiceAccount into
 /// `dir`, and returns its path once the authorizer grants the speaker's reads (Services,
-/// EndpointSlices, Nodes, pools, L2Advertisements) and its one write (patch Services' status).
+/// EndpointSlices, Nodes, pools, L2Advertisements, BGP objects, Secrets of its namespace by
+/// name) and its one write (patch Services' status).
 ///
 /// Run [`crate::speaker::Speaker`]s with it, so lab tests exercise exactly the chart's RBAC.
 pub fn speaker_kubeconfig(
@@ -422,6 +423,10 @@ pub fn speaker_kubeconfig(
             &["watch", "nodes"],
             &["watch", "ipaddresspools.ferrolb.io"],
             &["watch", "l2advertisements.ferrolb.io"],
+            &["watch", "bgppeers.ferrolb.io"],
+            &["watch", "bgpadvertisements.ferrolb.io"],
+            &["watch", "communities.ferrolb.io"],
+            &["watch", "bfdprofiles.ferrolb.io"],
             &[
                 "patch",
                 "services",

@@ -149,6 +149,12 @@ impl Fsm {
         }
     }
 
+    /// Sets the BGP identifier of the next OPEN (the I/O learns the default, the session's
+    /// local IPv4 address, only once connected).
+    pub fn set_router_id(&mut self, id: std::net::Ipv4Addr) {
+        self.local.router_id = id;
+    }
+
     /// The current state.
     pub fn state(&self) -> State {
         self.state
@@ -210,6 +216,12 @@ impl Fsm {
                 } else {
                     self.fail(now, format!("connection lost: {why}"), None)
                 }
+            }
+            // Bytes read before the connection was dropped belong to a session that is over.
+            Event::Received(_) | Event::Malformed(_)
+                if matches!(self.state, State::Idle | State::Connect) =>
+            {
+                Vec::new()
             }
             Event::Malformed(error) => {
                 let (code, subcode, data) = error.to_notification();

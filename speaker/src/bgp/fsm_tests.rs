@@ -365,3 +365,33 @@ fn events_that_do_not_apply_are_ignored() {
     assert_eq!(f.handle(t0, Event::Connected), vec![Action::Close]);
     assert_eq!(f.state(), State::Idle);
 }
+
+#[test]
+fn messages_after_a_refusal_do_not_replace_its_reason() {
+    let t0 = Instant::now();
+    let mut f = Fsm::new(
+        local(false),
+        RemoteAsn::Fixed(65000),
+        None,
+        Duration::from_secs(8),
+    );
+    f.handle(t0, Event::Start);
+    f.handle(t0, Event::Connected);
+    f.handle(t0, Event::Received(router_open(90, false)));
+    let reason = f.last_error().unwrap().to_string();
+    // The router's NOTIFICATION, read in the same batch, arrives after the session is over.
+    let late = f.handle(
+        t0,
+        Event::Received(Message::Notification(NotificationMessage::new(
+            NotificationCode::FsmError,
+            0,
+            Bytes::new(),
+        ))),
+    );
+    assert!(late.is_empty());
+    assert!(
+        f.handle(t0, Event::Malformed(DecodeError::InvalidMarker))
+            .is_empty()
+    );
+    assert_eq!(f.last_error(), Some(reason.as_str()));
+}

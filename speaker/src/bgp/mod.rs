@@ -15,4 +15,6 @@ pub mod config;
 pub mod fsm;
 pub mod open;
 pub mod routes;
+pub mod session;
+pub mod speaker;
 pub mod updates;

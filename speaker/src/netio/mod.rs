@@ -6,6 +6,7 @@
 //! - [`addresses`]: the node's own addresses and IPv6 proxy-NDP entries (netlink dumps).
 //! - [`link_events`]: a netlink subscription that says when links or addresses change.
 //! - [`multicast`]: solicited-node group memberships for owned IPv6 addresses.
+//! - [`tcp`]: TCP connections to BGP routers (source address, TTL, TCP MD5 keys).
 //! - [`cpus`]: which CPUs the speaker may use, and pinning a responder thread to some of them.
 //!
 //! Everything here needs only `CAP_NET_RAW` (for `AF_PACKET`); netlink notifications and dumps,
@@ -22,6 +23,7 @@ pub mod link_events;
 pub mod links;
 pub mod multicast;
 pub mod packet_socket;
+pub mod tcp;
 
 /// `setsockopt(fd, level, name)` to `value`, passed as the bytes of a `T`: the type the kernel
 /// expects for that option (`c_int`, `timeval`, `sock_fprog`, ...).

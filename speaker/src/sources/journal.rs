@@ -36,6 +36,8 @@ pub struct Journal {
     pub pools: bool,
     /// An advertisement event.
     pub advertisements: bool,
+    /// A `BGPPeer`, `BGPAdvertisement`, `Community` or `BFDProfile` event.
+    pub bgp: bool,
     /// A Service or EndpointSlice watch listed everything again (or nothing was read yet): the
     /// snapshot is read whole.
     pub relisted: bool,
@@ -49,6 +51,7 @@ impl Journal {
             nodes: true,
             pools: true,
             advertisements: true,
+            bgp: true,
             ..Journal::default()
         }
     }
@@ -178,6 +181,10 @@ impl Sources {
         if journal.advertisements {
             let ads = self.advertisement_infos();
             delta.everything |= replace_if_changed(&mut snapshot.advertisements, ads);
+        }
+        if journal.bgp {
+            // BGP is decided apart from layer 2 (crate::bgp): no L2 replan for it.
+            snapshot.bgp = self.bgp_config();
         }
         let mut touched = journal.services;
         for id in journal.slices {

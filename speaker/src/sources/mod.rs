@@ -1,9 +1,10 @@
 //! What the speaker reads from the API: caches (reflectors) of Services, EndpointSlices, Nodes,
-//! IPAddressPools and L2Advertisements, a change counter, a journal of what changed
+//! IPAddressPools, L2Advertisements and the BGP objects (`bgp.rs`), a change counter, a journal of what changed
 //! (`journal.rs`), and their conversion into the [`crate::model`] types ([`Snapshot`],
 //! membership [`Peer`]s) the pure code works on: whole ([`Sources::snapshot`]) or by updating
 //! only what the journal names ([`Sources::refresh`]).
 
+mod bgp;
 mod journal;
 
 pub use journal::{Journal, SliceIndex};
@@ -16,7 +17,9 @@ use std::sync::{Arc, Mutex};
 
 use ferrolb_crds::address::parse_entry;
 use ferrolb_crds::contract::{annotation, label};
-use ferrolb_crds::{IPAddressPool, L2Advertisement, ServiceKey};
+use ferrolb_crds::{
+    BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement, ServiceKey,
+};
 use ferrolb_runtime::health::HealthState;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -44,6 +47,14 @@ pub struct Sources {
     pub pools: Store<IPAddressPool>,
     /// Advertisements.
     pub advertisements: Store<L2Advertisement>,
+    /// BGP peers.
+    pub bgp_peers: Store<BGPPeer>,
+    /// BGP advertisements.
+    pub bgp_advertisements: Store<BGPAdvertisement>,
+    /// Community names.
+    pub communities: Store<Community>,
+    /// BFD profiles.
+    pub bfd_profiles: Store<BFDProfile>,
     /// What the watches changed since [`Sources::refresh`] last read it.
     pub journal: Arc<Mutex<Journal>>,
 }
@@ -88,6 +99,10 @@ impl Sources {
             pools: spawner.watch(all(), "IPAddressPools", |j, _| j.pools = true),
             advertisements: spawner
                 .watch(all(), "L2Advertisements", |j, _| j.advertisements = true),
+            bgp_peers: spawner.watch(all(), "BGPPeers", |j, _| j.bgp = true),
+            bgp_advertisements: spawner.watch(all(), "BGPAdvertisements", |j, _| j.bgp = true),
+            communities: spawner.watch(all(), "Communities", |j, _| j.bgp = true),
+            bfd_profiles: spawner.watch(all(), "BFDProfiles", |j, _| j.bgp = true),
             journal,
         };
         (sources, rx, Watches(spawner.tasks))
@@ -100,6 +115,10 @@ impl Sources {
         let _ = self.nodes.wait_until_ready().await;
         let _ = self.pools.wait_until_ready().await;
         let _ = self.advertisements.wait_until_ready().await;
+        let _ = self.bgp_peers.wait_until_ready().await;
+        let _ = self.bgp_advertisements.wait_until_ready().await;
+        let _ = self.communities.wait_until_ready().await;
+        let _ = self.bfd_profiles.wait_until_ready().await;
     }
 
     /// The current state as election input, for Services of `lb_class`.
@@ -145,7 +164,7 @@ impl Sources {
             pools: self.pool_infos(),
             advertisements: self.advertisement_infos(),
             services,
-            bgp: Default::default(),
+            bgp: self.bgp_config(),
         }
     }
 
@@ -505,6 +524,10 @@ mod tests {
             nodes: store(Vec::new()),
             pools: store(Vec::new()),
             advertisements: store(Vec::new()),
+            bgp_peers: store(Vec::new()),
+            bgp_advertisements: store(Vec::new()),
+            communities: store(Vec::new()),
+            bfd_profiles: store(Vec::new()),
             journal: Default::default(),
         };
         let snap = sources.snapshot(None);

@@ -403,6 +403,11 @@ async fn speaker_service_account_has_least_privilege_on_a_real_apiserver() {
         &["watch", "ipaddresspools.ferrolb.io"],
         &["list", "l2advertisements.ferrolb.io"],
         &["watch", "l2advertisements.ferrolb.io"],
+        &["watch", "bgppeers.ferrolb.io"],
+        &["watch", "bgpadvertisements.ferrolb.io"],
+        &["watch", "communities.ferrolb.io"],
+        &["watch", "bfdprofiles.ferrolb.io"],
+        &["get", "secrets", "-n", &ns],
         &["create", "events.events.k8s.io", "-n", &other],
         &["create", "events", "-n", &other],
     ];
@@ -413,8 +418,10 @@ async fn speaker_service_account_has_least_privilege_on_a_real_apiserver() {
         &["patch", "services", "-n", &other],
         &["delete", "services", "-n", &other],
         &["update", "services", "--subresource=status", "-n", &other],
-        // Its key is a mounted file.
-        &["get", "secrets", "-n", &ns],
+        // Secrets: by name in its own namespace only (BGP passwords); its key is a file.
+        &["list", "secrets", "-n", &ns],
+        &["watch", "secrets", "-n", &ns],
+        &["get", "secrets", "-n", &other],
         &["list", "secrets", "-A"],
         &["create", "pods", "-n", &ns],
         &["list", "pods", "-A"],
@@ -428,6 +435,8 @@ async fn speaker_service_account_has_least_privilege_on_a_real_apiserver() {
         &["patch", "ipaddresspools.ferrolb.io", "--subresource=status"],
         &["create", "l2advertisements.ferrolb.io"],
         &["patch", "l2advertisements.ferrolb.io"],
+        &["create", "bgppeers.ferrolb.io"],
+        &["patch", "bgpadvertisements.ferrolb.io"],
         &["list", "events", "-A"],
         &["list", "namespaces"],
         &["create", "leases.coordination.k8s.io", "-n", &ns],

@@ -222,7 +222,14 @@ fn rendered_speaker_rbac_is_exactly_the_least_privilege_rules() {
         rule(&[""], &["nodes"], &[], &["get", "list", "watch"]),
         rule(
             &["ferrolb.io"],
-            &["ipaddresspools", "l2advertisements"],
+            &[
+                "ipaddresspools",
+                "l2advertisements",
+                "bgppeers",
+                "bgpadvertisements",
+                "communities",
+                "bfdprofiles",
+            ],
             &[],
             &["get", "list", "watch"],
         ),
@@ -232,11 +239,16 @@ fn rendered_speaker_rbac_is_exactly_the_least_privilege_rules() {
     want.extend(review_rules());
     want.sort();
     assert_eq!(rules(speaker_doc(&docs, "ClusterRole")), want);
-    // No namespaced rights at all.
-    assert!(!docs.iter().any(|d| {
-        matches!(d["kind"].as_str(), Some("Role" | "RoleBinding"))
-            && d["metadata"]["labels"]["app.kubernetes.io/component"] == "speaker"
-    }));
+    // In its own namespace: get Secrets by name (BGP passwords), nothing else.
+    let role = speaker_doc(&docs, "Role");
+    assert_eq!(role["metadata"]["namespace"], "lb-system");
+    assert_eq!(rules(role), vec![rule(&[""], &["secrets"], &[], &["get"])]);
+    let role_binding = speaker_doc(&docs, "RoleBinding");
+    assert_eq!(role_binding["roleRef"]["kind"], "Role");
+    assert_eq!(
+        role_binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "rules-ferrolb-speaker", "namespace": "lb-system"}])
+    );
     let binding = speaker_doc(&docs, "ClusterRoleBinding");
     assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
     assert_eq!(

@@ -24,6 +24,10 @@ impl Caches {
             nodes: reflector::store().0,
             pools: reflector::store().0,
             advertisements: reflector::store().0,
+            bgp_peers: reflector::store().0,
+            bgp_advertisements: reflector::store().0,
+            communities: reflector::store().0,
+            bfd_profiles: reflector::store().0,
             journal: Default::default(),
         };
         Caches {

@@ -1,0 +1,252 @@
+//! One BGP session of the speaker (in this process, from the host's lab address 198.51.100.1)
+//! against real routers in the lab's `router` namespace: FRR and BIRD take the routes with the
+//! right next hops and attributes, withdraw them when told, and every refusal (wrong AS,
+//! wrong password) ends in a clear error and retries, never a crash.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrolb_crds::BGPPeerSpec;
+use ferrolb_crds::community::CommunityValue;
+use ferrolb_speaker::bgp::config::peer_config;
+use ferrolb_speaker::bgp::fsm::State;
+use ferrolb_speaker::bgp::routes::{Attributes, Prefix};
+use ferrolb_speaker::bgp::session::{Session, SessionConfig, SessionStatus};
+use ferrolb_tests::lab::{BRIDGE_IPV4, BRIDGE_IPV6, Lab};
+use ferrolb_tests::router::{
+    Kind, NODE_ASN, ROUTER_ASN, ROUTER_IPV4, ROUTER_IPV6, Router, RouterConfig,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn host(s: &str) -> Prefix {
+    let a = ip(s);
+    Prefix::covering(a, if a.is_ipv4() { 32 } else { 128 })
+}
+
+fn session_config(peer: IpAddr, peer_asn: u32, password: Option<&str>) -> SessionConfig {
+    let spec = BGPPeerSpec {
+        my_asn: NODE_ASN,
+        peer_asn: Some(peer_asn),
+        peer_address: peer.to_string(),
+        peer_port: 179,
+        hold_time: Some("9s".into()),
+        connect_time: Some("2s".into()),
+        password: password.map(str::to_string),
+        ..Default::default()
+    };
+    SessionConfig {
+        peer: peer_config("router", &spec).unwrap(),
+        md5_key: password.map(|p| p.as_bytes().to_vec()),
+        node: "lab-host".into(),
+    }
+}
+
+async fn wait_status(
+    session: &Session,
+    what: &str,
+    mut ok: impl FnMut(&SessionStatus) -> bool,
+) -> SessionStatus {
+    let mut rx = session.status();
+    let result = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            if ok(&rx.borrow_and_update()) {
+                return rx.borrow().clone();
+            }
+            rx.changed().await.unwrap();
+        }
+    })
+    .await;
+    result.unwrap_or_else(|_| panic!("{what}: last status {:?}", session.status().borrow()))
+}
+
+async fn wait_rib(
+    router: &Router,
+    what: &str,
+    mut ok: impl FnMut(&BTreeMap<String, ferrolb_tests::router::RibEntry>) -> bool,
+) -> BTreeMap<String, ferrolb_tests::router::RibEntry> {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let rib = router.rib().unwrap_or_default();
+        if ok(&rib) {
+            return rib;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let raw = match router.config.kind {
+                Kind::Frr => router
+                    .vtysh("show bgp ipv4 unicast json")
+                    .unwrap_or_default(),
+                Kind::Bird => router.birdc("show route all").unwrap_or_default(),
+            };
+            panic!("{what}: router RIB {rib:?}\n{raw}\n{}", router.log_tail());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn routes(entries: &[(&str, Attributes)]) -> Arc<BTreeMap<Prefix, Attributes>> {
+    Arc::new(entries.iter().map(|(p, a)| (host(p), a.clone())).collect())
+}
+
+async fn announce_and_withdraw(kind: Kind, ibgp: bool, over_ipv6: bool) {
+    let _lab = tokio::task::spawn_blocking(|| Lab::create(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut config = RouterConfig::new(kind);
+    if ibgp {
+        config.asn = NODE_ASN;
+    }
+    let router_asn = config.asn;
+    let router = Router::start(config).unwrap();
+    let peer = if over_ipv6 {
+        IpAddr::V6(ROUTER_IPV6)
+    } else {
+        IpAddr::V4(ROUTER_IPV4)
+    };
+    let attrs = Attributes {
+        communities: [
+            CommunityValue::Standard(65535, 65282),
+            CommunityValue::Large(64512, 7, 8),
+        ]
+        .into_iter()
+        .collect(),
+        local_pref: Some(150),
+    };
+    let session = Session::start(
+        session_config(peer, router_asn, None),
+        routes(&[
+            ("198.51.100.200", attrs.clone()),
+            ("2001:db8:1::200", Attributes::default()),
+        ]),
+    );
+    let status = wait_status(&session, "established", |s| s.state == State::Established).await;
+    assert_eq!(status.router.map(|r| r.0), Some(router_asn));
+    let rib = wait_rib(&router, "both routes in the RIB", |rib| {
+        rib.contains_key("198.51.100.200/32") && rib.contains_key("2001:db8:1::200/128")
+    })
+    .await;
+    // The host's lab addresses are the next hops, whichever family the session runs over.
+    assert!(
+        rib["198.51.100.200/32"]
+            .next_hops
+            .contains(&IpAddr::V4(BRIDGE_IPV4)),
+        "{rib:?} {}",
+        router
+            .vtysh("show bgp ipv4 unicast json")
+            .unwrap_or_default()
+    );
+    assert!(
+        rib["2001:db8:1::200/128"]
+            .next_hops
+            .contains(&IpAddr::V6(BRIDGE_IPV6)),
+        "{rib:?}"
+    );
+    if kind == Kind::Bird || ibgp {
+        // BIRD shows every attribute; FRR's summary JSON carries localPref (iBGP) only.
+        if ibgp {
+            assert_eq!(rib["198.51.100.200/32"].local_pref, Some(150));
+        }
+        if kind == Kind::Bird {
+            assert!(rib["198.51.100.200/32"].communities.contains("65535:65282"));
+            assert!(
+                rib["198.51.100.200/32"]
+                    .communities
+                    .contains("large:64512:7:8")
+            );
+        }
+    }
+    session.set_routes(routes(&[("2001:db8:1::200", Attributes::default())]));
+    wait_rib(&router, "the IPv4 route withdrawn", |rib| {
+        !rib.contains_key("198.51.100.200/32") && rib.contains_key("2001:db8:1::200/128")
+    })
+    .await;
+    let status = wait_status(&session, "one route sent", |s| s.routes_sent == 1).await;
+    assert_eq!(status.state, State::Established);
+    drop(session);
+    wait_rib(&router, "routes gone after a Cease", |rib| rib.is_empty()).await;
+}
+
+#[tokio::test]
+async fn frr_ebgp_over_ipv4_takes_both_families() {
+    announce_and_withdraw(Kind::Frr, false, false).await;
+}
+
+#[tokio::test]
+async fn frr_ibgp_over_ipv6_takes_both_families_and_local_pref() {
+    announce_and_withdraw(Kind::Frr, true, true).await;
+}
+
+#[tokio::test]
+async fn bird_ebgp_over_ipv4_takes_both_families_and_communities() {
+    announce_and_withdraw(Kind::Bird, false, false).await;
+}
+
+#[tokio::test]
+async fn bird_ibgp_over_ipv6_takes_both_families() {
+    announce_and_withdraw(Kind::Bird, true, true).await;
+}
+
+#[tokio::test]
+async fn a_wrong_asn_is_refused_clearly_and_retried() {
+    let _lab = tokio::task::spawn_blocking(|| Lab::create(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let router = Router::start(RouterConfig::new(Kind::Frr)).unwrap();
+    let session = Session::start(
+        session_config(IpAddr::V4(ROUTER_IPV4), 65000, None),
+        routes(&[]),
+    );
+    let status = wait_status(&session, "refused", |s| s.last_error.is_some()).await;
+    let error = status.last_error.unwrap();
+    // Either side may notice first: our check of the router's OPEN, or the router's NOTIFICATION.
+    assert!(
+        error.contains(&format!(
+            "the router says it is in AS {ROUTER_ASN}, expected AS 65000"
+        )) || error.contains("Bad Peer AS"),
+        "{error}\n{}",
+        router.log_tail()
+    );
+    assert!(router.established().unwrap().is_empty());
+    // It keeps trying (the state leaves Idle again) and never comes up.
+    wait_status(&session, "retrying", |s| s.state != State::Idle).await;
+}
+
+#[tokio::test]
+async fn passwords_must_match_the_routers() {
+    let _lab = tokio::task::spawn_blocking(|| Lab::create(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut config = RouterConfig::new(Kind::Frr);
+    config.password = Some("lab-secret".into());
+    let router = Router::start(config).unwrap();
+    let wrong = Session::start(
+        session_config(IpAddr::V4(ROUTER_IPV4), ROUTER_ASN, Some("not-it")),
+        routes(&[("198.51.100.201", Attributes::default())]),
+    );
+    let status = wait_status(&wrong, "wrong password fails", |s| {
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("cannot connect"))
+    })
+    .await;
+    assert_ne!(status.state, State::Established);
+    drop(wrong);
+    let right = Session::start(
+        session_config(IpAddr::V4(ROUTER_IPV4), ROUTER_ASN, Some("lab-secret")),
+        routes(&[("198.51.100.201", Attributes::default())]),
+    );
+    wait_status(&right, "right password", |s| s.state == State::Established).await;
+    wait_rib(&router, "route in", |rib| {
+        rib.contains_key("198.51.100.201/32")
+    })
+    .await;
+}

@@ -1,0 +1,170 @@
+//! BGP mode end to end: real speakers in lab node namespaces peer with a real router (FRR or
+//! BIRD) and announce each LoadBalancer IP with every eligible node as next hop; the remote
+//! client behind the router reaches the IP through them, spread by ECMP.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use anyhow::Result;
+use ferrolb_crds::contract::label::SERVICE_NAME;
+use ferrolb_tests::bgplab::BgpRig;
+use ferrolb_tests::router::{Kind, NODE_ASN, ROUTER_ASN, ROUTER_IPV4, ROUTER_IPV6, RouterConfig};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+const NODES: [&str; 3] = ["node1", "node2", "node3"];
+
+fn node_ip(name: &str) -> IpAddr {
+    let i: u8 = name.trim_start_matches("node").parse().unwrap();
+    IpAddr::from([198, 51, 100, 10 + i])
+}
+
+fn node_ip6(name: &str) -> IpAddr {
+    let i: u16 = name.trim_start_matches("node").parse().unwrap();
+    format!("2001:db8:1::{}", 10 + i).parse().unwrap()
+}
+
+async fn ecmp(kind: Kind, over_ipv6: bool) -> Result<()> {
+    let name = format!("bgp-{}", kind.name());
+    let b = BgpRig::start(&name, 3, &[], RouterConfig::new(kind)).await?;
+    b.rig
+        .scenario
+        .pool("bgp", json!({"addresses": ["198.51.100.200-198.51.100.210", "2001:db8:1::200-2001:db8:1::20f"]}))
+        .await?;
+    let peer_address = if over_ipv6 {
+        ROUTER_IPV6.to_string()
+    } else {
+        ROUTER_IPV4.to_string()
+    };
+    b.peer("router", json!({"myASN": NODE_ASN, "peerASN": ROUTER_ASN, "peerAddress": peer_address, "holdTime": "9s"}))
+        .await?;
+    b.advertisement("bgp", json!({"ipAddressPools": ["bgp"]}))
+        .await?;
+    b.rig
+        .scenario
+        .service(
+            "web",
+            json!({"spec": {"ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv4", "IPv6"]}}),
+        )
+        .await?;
+    let ips = b.rig.scenario.wait_any_ip("web").await?;
+    let vip4: IpAddr = ips.iter().find(|i| !i.contains(':')).unwrap().parse()?;
+    let all4: Vec<IpAddr> = NODES.iter().map(|n| node_ip(n)).collect();
+    b.wait_next_hops(&format!("{vip4}/32"), &all4).await?;
+    if let Some(vip6) = ips.iter().find(|i| i.contains(':')) {
+        let all6: Vec<IpAddr> = NODES.iter().map(|n| node_ip6(n)).collect();
+        b.wait_next_hops(&format!("{vip6}/128"), &all6).await?;
+    }
+    assert_eq!(b.router.established()?.len(), 3, "one session per node");
+
+    // The remote client's requests are spread over the nodes.
+    let mut answered = BTreeSet::new();
+    for _ in 0..40 {
+        let node = b.remote_curl(vip4)?;
+        assert!(NODES.contains(&node.as_str()), "answer {node:?}");
+        answered.insert(node);
+    }
+    assert!(answered.len() >= 2, "ECMP used only {answered:?}");
+
+    // No advertisement, no route.
+    b.delete_advertisement("bgp").await?;
+    b.wait_route(&format!("{vip4}/32"), "withdrawn", |e| e.is_none())
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frr_spreads_the_remote_client_over_every_node() -> Result<()> {
+    ecmp(Kind::Frr, false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bird_over_ipv6_sessions_spreads_the_remote_client_over_every_node() -> Result<()> {
+    ecmp(Kind::Bird, true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_policy_routes_follow_the_endpoints() -> Result<()> {
+    let b = BgpRig::start("bgp-local", 3, &[], RouterConfig::new(Kind::Frr)).await?;
+    b.rig
+        .scenario
+        .pool(
+            "bgp-local",
+            json!({"addresses": ["198.51.100.220-198.51.100.225"]}),
+        )
+        .await?;
+    b.peer(
+        "router",
+        json!({"myASN": NODE_ASN, "peerASN": ROUTER_ASN, "peerAddress": ROUTER_IPV4.to_string()}),
+    )
+    .await?;
+    b.advertisement("bgp-local", json!({"ipAddressPools": ["bgp-local"]}))
+        .await?;
+    b.rig
+        .scenario
+        .service("web", json!({"spec": {"externalTrafficPolicy": "Local"}}))
+        .await?;
+    let vip: IpAddr = b.rig.scenario.wait_any_ip("web").await?[0].parse()?;
+    let prefix = format!("{vip}/32");
+    // No endpoint: no node may announce.
+    let slices: Api<EndpointSlice> =
+        Api::namespaced(b.rig.scenario.client.clone(), &b.rig.scenario.ns);
+    let slice = |node: &str| -> EndpointSlice {
+        serde_json::from_value(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "web-1", "labels": {SERVICE_NAME: "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [node_ip(node).to_string()], "nodeName": node,
+                           "conditions": {"ready": true, "serving": true, "terminating": false}}],
+        }))
+        .unwrap()
+    };
+    slices
+        .create(&PostParams::default(), &slice("node2"))
+        .await?;
+    b.wait_next_hops(&prefix, &[node_ip("node2")]).await?;
+    assert_eq!(b.remote_curl(vip)?, "node2");
+    // The endpoint moves: so does the route.
+    slices
+        .patch(
+            "web-1",
+            &PatchParams::apply("ferrolb-tests").force(),
+            &Patch::Apply(&slice("node3")),
+        )
+        .await?;
+    b.wait_next_hops(&prefix, &[node_ip("node3")]).await?;
+    assert_eq!(b.remote_curl(vip)?, "node3");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selectors_pick_who_peers_and_who_announces() -> Result<()> {
+    let b = BgpRig::start("bgp-selectors", 3, &[], RouterConfig::new(Kind::Frr)).await?;
+    b.rig
+        .scenario
+        .pool(
+            "bgp-sel",
+            json!({"addresses": ["198.51.100.230-198.51.100.235"]}),
+        )
+        .await?;
+    // Only node1 and node2 peer; only node2 and node3 announce: node2 alone is next hop.
+    b.peer("router", json!({"myASN": NODE_ASN, "peerASN": ROUTER_ASN, "peerAddress": ROUTER_IPV4.to_string(),
+        "nodeSelectors": [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["node1", "node2"]}]}]}))
+        .await?;
+    b.advertisement("bgp-sel", json!({"ipAddressPools": ["bgp-sel"],
+        "nodeSelectors": [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "NotIn", "values": ["node1"]}]}]}))
+        .await?;
+    b.rig.scenario.service("web", json!({})).await?;
+    let vip: IpAddr = b.rig.scenario.wait_any_ip("web").await?[0].parse()?;
+    b.wait_next_hops(&format!("{vip}/32"), &[node_ip("node2")])
+        .await?;
+    let sessions = b.router.established()?;
+    assert_eq!(
+        sessions,
+        BTreeSet::from([node_ip("node1"), node_ip("node2")]),
+        "node3 never peers"
+    );
+    Ok(())
+}
