@@ -114,12 +114,11 @@ impl BgpRig {
     /// Waits until the router's route for `prefix` has exactly the next hops `hops`.
     pub async fn wait_next_hops(&self, prefix: &str, hops: &[IpAddr]) -> Result<RibEntry> {
         let want: BTreeSet<IpAddr> = hops.iter().copied().collect();
-        Ok(self
-            .wait_route(prefix, &format!("next hops {want:?}"), |e| {
-                e.is_some_and(|e| e.next_hops == want)
-            })
-            .await?
-            .context("route present")?)
+        self.wait_route(prefix, &format!("next hops {want:?}"), |e| {
+            e.is_some_and(|e| e.next_hops == want)
+        })
+        .await?
+        .context("route present")
     }
 
     /// `curl http://ip/` from the remote client: the answering node's name.
