@@ -43,6 +43,7 @@
 //!   sockets are refused. [`metrics`]: the Prometheus metrics.
 
 // Pure.
+pub mod bfd;
 pub mod bgp;
 pub mod election;
 pub mod eligibility;

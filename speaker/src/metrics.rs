@@ -87,6 +87,8 @@ pub struct Metrics {
     pub kernel_check_errors: Counter,
     /// 1 while the speaker lacks a capability it needs (and so answers nothing).
     pub missing_capability: Family<CapabilityLabels, Gauge>,
+    /// BGP sessions (`ferrolb_speaker_bgp_*`).
+    pub bgp: crate::bgp::metrics::BgpMetrics,
 }
 
 impl Metrics {
@@ -167,7 +169,8 @@ impl Metrics {
             "1 while the speaker lacks a capability it needs and answers nothing",
             m.missing_capability.clone(),
         );
-        m
+        let bgp = crate::bgp::metrics::BgpMetrics::register(r);
+        Metrics { bgp, ..m }
     }
 
     /// The per-address counters for `ip`, resolved once so the packet path does not hash labels.

@@ -89,6 +89,8 @@ pub struct BgpConfig {
     pub advertisements: Vec<BgpAdvertisement>,
     /// Community names defined by `Community` objects.
     pub communities: BTreeMap<String, CommunityValue>,
+    /// BFD timers of every `BFDProfile`, by name.
+    pub bfd_profiles: BTreeMap<String, crate::bfd::session::BfdConfig>,
 }
 
 /// What the speaker needs of a LoadBalancer Service it may announce.

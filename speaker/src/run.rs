@@ -127,7 +127,7 @@ pub async fn run(
     let mut slice_index = crate::sources::SliceIndex::default();
     let mut links_changed = announcer.links_changed();
     let mut fence_lifted = membership.fence_lifted();
-    let mut bgp = BgpSpeaker::new(config.node.clone(), client.clone());
+    let mut bgp = BgpSpeaker::new(config.node.clone(), client.clone(), metrics.bgp.clone());
     // Passwords from Secrets are read again this often, even when nothing else changes.
     let mut bgp_refresh = tokio::time::interval(SECRET_REFRESH);
     let mut bgp_due = true;

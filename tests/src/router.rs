@@ -282,9 +282,8 @@ impl Router {
                 .arg(&self.dir)
                 .arg("--log")
                 .arg(format!("file:{}/{daemon}.log", self.dir.display()));
-            if daemon != "bfdd" {
-                cmd.arg("-z").arg(&sock);
-            }
+            // bgpd asks bfdd for sessions through zebra, so every daemon talks to zebra.
+            cmd.arg("-z").arg(&sock);
             run(&mut cmd).with_context(|| format!("starting FRR's {daemon}"))?;
             let vty = self.dir.join(format!("{daemon}.vty"));
             wait_for(&format!("FRR {daemon} up"), Duration::from_secs(10), || {
@@ -389,6 +388,18 @@ impl Router {
             }
             Kind::Bird => Ok(bird_established(&self.birdc("show protocols all")?)),
         }
+    }
+
+    /// The peers whose BFD session is up (FRR).
+    pub fn bfd_up(&self) -> Result<BTreeSet<IpAddr>> {
+        let json: Value = serde_json::from_str(&self.vtysh("show bfd peers json")?)?;
+        Ok(json
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["status"] == "up")
+            .filter_map(|p| p["peer"].as_str()?.parse().ok())
+            .collect())
     }
 
     /// The router's log so far (for failure messages).

@@ -45,6 +45,7 @@ fn session_config(peer: IpAddr, peer_asn: u32, password: Option<&str>) -> Sessio
         peer: peer_config("router", &spec).unwrap(),
         md5_key: password.map(|p| p.as_bytes().to_vec()),
         node: "lab-host".into(),
+        bfd: None,
     }
 }
 
@@ -125,6 +126,8 @@ async fn announce_and_withdraw(kind: Kind, ibgp: bool, over_ipv6: bool) {
             ("198.51.100.200", attrs.clone()),
             ("2001:db8:1::200", Attributes::default()),
         ]),
+        Default::default(),
+        None,
     );
     let status = wait_status(&session, "established", |s| s.state == State::Established).await;
     assert_eq!(status.router.map(|r| r.0), Some(router_asn));
@@ -203,6 +206,8 @@ async fn a_wrong_asn_is_refused_clearly_and_retried() {
     let session = Session::start(
         session_config(IpAddr::V4(ROUTER_IPV4), 65000, None),
         routes(&[]),
+        Default::default(),
+        None,
     );
     let status = wait_status(&session, "refused", |s| s.last_error.is_some()).await;
     let error = status.last_error.unwrap();
@@ -231,6 +236,8 @@ async fn passwords_must_match_the_routers() {
     let wrong = Session::start(
         session_config(IpAddr::V4(ROUTER_IPV4), ROUTER_ASN, Some("not-it")),
         routes(&[("198.51.100.201", Attributes::default())]),
+        Default::default(),
+        None,
     );
     let status = wait_status(&wrong, "wrong password fails", |s| {
         s.last_error
@@ -243,6 +250,8 @@ async fn passwords_must_match_the_routers() {
     let right = Session::start(
         session_config(IpAddr::V4(ROUTER_IPV4), ROUTER_ASN, Some("lab-secret")),
         routes(&[("198.51.100.201", Attributes::default())]),
+        Default::default(),
+        None,
     );
     wait_status(&right, "right password", |s| s.state == State::Established).await;
     wait_rib(&router, "route in", |rib| {

@@ -57,6 +57,24 @@ async fn ecmp(kind: Kind, over_ipv6: bool) -> Result<()> {
         b.wait_next_hops(&format!("{vip6}/128"), &all6).await?;
     }
     assert_eq!(b.router.established()?.len(), 3, "one session per node");
+    let mut b = b;
+    for i in 0..3 {
+        assert_eq!(
+            b.rig
+                .metric(i, "ferrolb_speaker_bgp_session_up{peer=\"router\"}")?,
+            1.0
+        );
+        assert!(
+            b.rig
+                .metric(i, "ferrolb_speaker_bgp_announced_prefixes{peer=\"router\"}")?
+                >= 1.0
+        );
+        assert!(
+            b.rig
+                .metric(i, "ferrolb_speaker_bgp_updates_sent_total{peer=\"router\"}")?
+                >= 1.0
+        );
+    }
 
     // The remote client's requests are spread over the nodes.
     let mut answered = BTreeSet::new();
@@ -165,6 +183,142 @@ async fn selectors_pick_who_peers_and_who_announces() -> Result<()> {
         sessions,
         BTreeSet::from([node_ip("node1"), node_ip("node2")]),
         "node3 never peers"
+    );
+    Ok(())
+}
+
+/// One Service on a 3-node rig with FRR, BGPPeer `peer_extra` merged in; returns the rig and
+/// the VIP once every node is its next hop.
+async fn three_next_hops(
+    name: &str,
+    router: RouterConfig,
+    peer_extra: serde_json::Value,
+    bfd_profile: bool,
+) -> Result<(BgpRig, IpAddr)> {
+    let b = BgpRig::start(name, 3, &[], router).await?;
+    if bfd_profile {
+        // MetalLB's documented order: the profile first, then the peer naming it.
+        let profiles: Api<ferrolb_crds::BFDProfile> = Api::all(b.rig.scenario.client.clone());
+        let profile: ferrolb_crds::BFDProfile = serde_json::from_value(json!({
+            "apiVersion": "ferrolb.io/v1beta1", "kind": "BFDProfile",
+            "metadata": {"name": "fast"},
+            "spec": {"receiveInterval": 300, "transmitInterval": 300, "detectMultiplier": 3},
+        }))?;
+        profiles
+            .patch(
+                "fast",
+                &PatchParams::apply("ferrolb-tests").force(),
+                &Patch::Apply(&profile),
+            )
+            .await?;
+    }
+    b.rig
+        .scenario
+        .pool(
+            name,
+            json!({"addresses": ["198.51.100.240-198.51.100.245"]}),
+        )
+        .await?;
+    let mut peer = json!({"myASN": NODE_ASN, "peerASN": ROUTER_ASN, "peerAddress": ROUTER_IPV4.to_string(), "holdTime": "9s"});
+    ferrolb_tests::scenario::merge(&mut peer, peer_extra);
+    b.peer("router", peer).await?;
+    b.advertisement(name, json!({"ipAddressPools": [name]}))
+        .await?;
+    b.rig.scenario.service("web", json!({})).await?;
+    let vip: IpAddr = b.rig.scenario.wait_any_ip("web").await?[0].parse()?;
+    let all: Vec<IpAddr> = NODES.iter().map(|n| node_ip(n)).collect();
+    b.wait_next_hops(&format!("{vip}/32"), &all).await?;
+    Ok((b, vip))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_bfd_a_dead_node_is_withdrawn_within_a_second() -> Result<()> {
+    let mut router = RouterConfig::new(Kind::Frr);
+    router.bfd = true;
+    // A 9 s hold time: only BFD can explain a withdrawal in under a second.
+    let (b, vip) = three_next_hops("bgp-bfd", router, json!({"bfdProfile": "fast"}), true).await?;
+    let all: BTreeSet<IpAddr> = NODES.iter().map(|n| node_ip(n)).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while b.router.bfd_up()? != all {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "BFD up with {:?}\n{}\n{}",
+            b.router.bfd_up()?,
+            b.router.vtysh("show bfd peers").unwrap_or_default(),
+            b.router
+                .vtysh("show bgp neighbors 198.51.100.11")
+                .unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // node1 drops off the network (its link goes down; the router's side stays up).
+    b.rig.lab.nodes()[0].exec("ip", &["link", "set", "eth0", "down"])?;
+    let cut = std::time::Instant::now();
+    b.wait_next_hops(&format!("{vip}/32"), &[node_ip("node2"), node_ip("node3")])
+        .await?;
+    let took = cut.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "withdrawn after {took:?}, not by BFD"
+    );
+    for _ in 0..10 {
+        assert!(["node2", "node3"].contains(&b.remote_curl(vip)?.as_str()));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_graceful_restart_a_speaker_restart_withdraws_nothing() -> Result<()> {
+    let (mut b, vip) = three_next_hops(
+        "bgp-gr",
+        RouterConfig::new(Kind::Frr),
+        json!({"enableGracefulRestart": true}),
+        false,
+    )
+    .await?;
+    let prefix = format!("{vip}/32");
+    let all: BTreeSet<IpAddr> = NODES.iter().map(|n| node_ip(n)).collect();
+    // Stop node1's speaker the way Kubernetes does (SIGTERM), then start it again, watching
+    // the router's RIB all along.
+    b.rig
+        .speaker(0)?
+        .terminate(std::time::Duration::from_secs(10))?;
+    let stopped = std::time::Instant::now();
+    let mut seen_without = false;
+    while std::time::Instant::now() - stopped < std::time::Duration::from_secs(3) {
+        let hops = b
+            .router
+            .rib()?
+            .get(&prefix)
+            .map(|e| e.next_hops.clone())
+            .unwrap_or_default();
+        seen_without |= hops != all;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    b.rig.start_speaker(0)?;
+    b.rig
+        .speaker(0)?
+        .wait_ready(ferrolb_tests::l2lab::TIMEOUT)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while b.router.established()?.len() < 3 {
+        let hops = b
+            .router
+            .rib()?
+            .get(&prefix)
+            .map(|e| e.next_hops.clone())
+            .unwrap_or_default();
+        seen_without |= hops != all;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node1 never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    b.wait_next_hops(&prefix, &all.iter().copied().collect::<Vec<_>>())
+        .await?;
+    assert!(
+        !seen_without,
+        "the router dropped node1's route during the restart"
     );
     Ok(())
 }

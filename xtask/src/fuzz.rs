@@ -22,8 +22,9 @@ use anyhow::{Context, Result, bail};
 /// The cargo-fuzz release used.
 pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// Every fuzz target, as named in fuzz/Cargo.toml.
-pub const TARGETS: [&str; 6] = [
+pub const TARGETS: [&str; 7] = [
     "wire_frame",
+    "bgp_stream",
     "membership_datagram",
     "address_entry",
     "service_request",

@@ -7,11 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use ferrolb_crds::Family;
-use rustbgpd_wire::{
-    MAX_MESSAGE_LEN, Message, decode_message, encode_message, peek_message_length,
-};
+use rustbgpd_wire::{Message, encode_message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -19,10 +17,15 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::config::{PeerConfig, RemoteAsn};
+use super::framing::split_messages;
 use super::fsm::{Action, Event, Fsm, State, StopReason};
+use super::metrics::SessionMetrics;
 use super::open::{LocalOpen, Negotiated, Restart};
 use super::routes::{Attributes, Prefix};
 use super::updates::{AdjRibOut, SessionView, end_of_rib};
+use crate::bfd::packet::BfdState;
+use crate::bfd::session::BfdConfig;
+use crate::bfd::task::{Bfd, Registration, SessionKey};
 use crate::netio;
 
 /// The routes one session should announce.
@@ -45,19 +48,6 @@ pub struct SessionStatus {
     pub local_address: Option<IpAddr>,
 }
 
-/// Counters the session bumps (kept by the caller, e.g. for metrics).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// UPDATE messages sent.
-    pub updates_sent: u64,
-    /// UPDATE messages received.
-    pub updates_received: u64,
-    /// NOTIFICATION messages sent.
-    pub notifications_sent: u64,
-    /// NOTIFICATION messages received.
-    pub notifications_received: u64,
-}
-
 /// What a session needs to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionConfig {
@@ -67,6 +57,8 @@ pub struct SessionConfig {
     pub md5_key: Option<Vec<u8>>,
     /// The node's name (for a router identifier on IPv6-only nodes and in logs).
     pub node: String,
+    /// BFD timers, when the peer names a `BFDProfile`.
+    pub bfd: Option<BfdConfig>,
 }
 
 enum Command {
@@ -80,7 +72,6 @@ enum Command {
 pub struct Session {
     commands: mpsc::UnboundedSender<Command>,
     status: watch::Receiver<SessionStatus>,
-    counters: watch::Receiver<Counters>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -94,8 +85,14 @@ impl std::fmt::Debug for Command {
 }
 
 impl Session {
-    /// Starts connecting at once, announcing `routes` once up.
-    pub fn start(config: SessionConfig, routes: Routes) -> Session {
+    /// Starts connecting at once, announcing `routes` once up; counts into `metrics`; runs BFD
+    /// through `bfd` when the config asks for it.
+    pub fn start(
+        config: SessionConfig,
+        routes: Routes,
+        metrics: SessionMetrics,
+        bfd: Option<Bfd>,
+    ) -> Session {
         let (commands, rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(SessionStatus {
             state: State::Idle,
@@ -105,12 +102,10 @@ impl Session {
             router: None,
             local_address: None,
         });
-        let (counters_tx, counters) = watch::channel(Counters::default());
-        let task = tokio::spawn(run(config, routes, rx, status_tx, counters_tx));
+        let task = tokio::spawn(run(config, routes, rx, status_tx, metrics, bfd));
         Session {
             commands,
             status,
-            counters,
             task,
         }
     }
@@ -128,11 +123,6 @@ impl Session {
     /// The session's status, as it changes.
     pub fn status(&self) -> watch::Receiver<SessionStatus> {
         self.status.clone()
-    }
-
-    /// The message counters, as they change.
-    pub fn counters(&self) -> watch::Receiver<Counters> {
-        self.counters.clone()
     }
 
     /// Waits for the task to end (after [`Session::stop`]).
@@ -211,7 +201,8 @@ async fn run(
     routes: Routes,
     mut commands: mpsc::UnboundedReceiver<Command>,
     status: watch::Sender<SessionStatus>,
-    counters: watch::Sender<Counters>,
+    metrics: SessionMetrics,
+    bfd: Option<Bfd>,
 ) {
     let peer = &config.peer;
     let target = SocketAddr::new(peer.address, peer.port);
@@ -236,6 +227,9 @@ async fn run(
     > = None;
     let mut pending = fsm.handle(Instant::now(), Event::Start);
     let mut stopped = false;
+    // The BFD session beside this one, once the local address is known.
+    let mut bfd_session: Option<Registration> = None;
+    let mut bfd_was_up = false;
     loop {
         // Carry out the actions; each may produce more events (a failed write).
         while !pending.is_empty() {
@@ -249,7 +243,7 @@ async fn run(
                     }
                     Action::Send(message) => {
                         if let Message::Notification(_) = &message {
-                            counters.send_modify(|c| c.notifications_sent += 1);
+                            metrics.notifications_sent.inc();
                         }
                         if let Err(e) = send(&mut connection, &message).await {
                             pending
@@ -274,7 +268,7 @@ async fn run(
                             .collect();
                         messages.extend(end_of_rib(&v.families).into_iter().map(Message::Update));
                         view = Some(v);
-                        if let Err(e) = send_all(&mut connection, &messages, &counters).await {
+                        if let Err(e) = send_all(&mut connection, &messages, &metrics).await {
                             pending
                                 .extend(fsm.handle(Instant::now(), Event::Closed(e.to_string())));
                         }
@@ -287,7 +281,7 @@ async fn run(
                                 .into_iter()
                                 .map(Message::Update)
                                 .collect();
-                            if let Err(e) = send_all(&mut connection, &messages, &counters).await {
+                            if let Err(e) = send_all(&mut connection, &messages, &metrics).await {
                                 pending.extend(
                                     fsm.handle(Instant::now(), Event::Closed(e.to_string())),
                                 );
@@ -323,7 +317,7 @@ async fn run(
                     if let (Some(v), State::Established) = (&view, fsm.state()) {
                         let messages: Vec<Message> =
                             rib.sync(v, &wanted).into_iter().map(Message::Update).collect();
-                        if let Err(e) = send_all(&mut connection, &messages, &counters).await {
+                        if let Err(e) = send_all(&mut connection, &messages, &metrics).await {
                             pending.extend(fsm.handle(Instant::now(), Event::Closed(e.to_string())));
                         }
                     }
@@ -346,6 +340,13 @@ async fn run(
                         if peer.router_id.is_none() {
                             fsm.set_router_id(default_router_id(local, &config.node));
                         }
+                        if let (Some(bfd), Some(timers)) = (&bfd, config.bfd) {
+                            let key = SessionKey { peer: peer.address, local };
+                            if bfd_session.as_ref().is_none_or(|r| r.key() != key) {
+                                bfd_session = Some(bfd.add(key, timers));
+                                bfd_was_up = false;
+                            }
+                        }
                         let (reader, writer) = stream.into_split();
                         connection = Some(Connection { reader, writer, buffer: BytesMut::with_capacity(8192), local });
                         pending = fsm.handle(Instant::now(), Event::Connected);
@@ -356,8 +357,8 @@ async fn run(
             events = read(&mut connection), if connection.is_some() => {
                 for event in events {
                     match &event {
-                        Event::Received(Message::Update(_)) => counters.send_modify(|c| c.updates_received += 1),
-                        Event::Received(Message::Notification(_)) => counters.send_modify(|c| c.notifications_received += 1),
+                        Event::Received(Message::Update(_)) => { metrics.updates_received.inc(); }
+                        Event::Received(Message::Notification(_)) => { metrics.notifications_received.inc(); }
                         _ => {}
                     }
                     pending.extend(fsm.handle(Instant::now(), event));
@@ -365,6 +366,18 @@ async fn run(
             },
             () = sleep_until(deadline), if deadline.is_some() => {
                 pending = fsm.handle(Instant::now(), Event::Timer);
+            },
+            r = async { bfd_session.as_mut().expect("guarded").state.changed().await }, if bfd_session.is_some() => {
+                if r.is_err() {
+                    bfd_session = None;
+                    continue;
+                }
+                let up = *bfd_session.as_ref().expect("guarded").state.borrow() == BfdState::Up;
+                metrics.bfd_up.set(i64::from(up));
+                if bfd_was_up && !up && fsm.state() != State::Idle {
+                    pending = fsm.handle(Instant::now(), Event::Stop(StopReason::BfdDown));
+                }
+                bfd_was_up = up;
             },
         }
     }
@@ -424,7 +437,7 @@ async fn send(connection: &mut Option<Connection>, message: &Message) -> std::io
 async fn send_all(
     connection: &mut Option<Connection>,
     messages: &[Message],
-    counters: &watch::Sender<Counters>,
+    metrics: &SessionMetrics,
 ) -> std::io::Result<()> {
     let Some(c) = connection.as_mut() else {
         return Ok(());
@@ -441,7 +454,7 @@ async fn send_all(
         .iter()
         .filter(|m| matches!(m, Message::Update(_)))
         .count() as u64;
-    counters.send_modify(|c| c.updates_sent += updates);
+    metrics.updates_sent.inc_by(updates);
     Ok(())
 }
 
@@ -456,25 +469,8 @@ async fn read(connection: &mut Option<Connection>) -> Vec<Event> {
         Ok(_) => {}
         Err(e) => return vec![Event::Closed(e.to_string())],
     }
-    let mut events = Vec::new();
-    loop {
-        match peek_message_length(&c.buffer, MAX_MESSAGE_LEN) {
-            Ok(Some(len)) if c.buffer.len() >= usize::from(len) => {
-                let mut frame = c.buffer.split_to(usize::from(len)).freeze();
-                match decode_message(&mut frame, MAX_MESSAGE_LEN) {
-                    Ok(m) => events.push(Event::Received(m)),
-                    Err(e) => {
-                        events.push(Event::Malformed(e));
-                        return events;
-                    }
-                }
-            }
-            Ok(_) => return events,
-            Err(e) => {
-                c.buffer.advance(c.buffer.len());
-                events.push(Event::Malformed(e));
-                return events;
-            }
-        }
-    }
+    let (messages, error) = split_messages(&mut c.buffer);
+    let mut events: Vec<Event> = messages.into_iter().map(Event::Received).collect();
+    events.extend(error.map(Event::Malformed));
+    events
 }

@@ -1,18 +1,20 @@
 //! This node's BGP sessions (I/O): one [`Session`] per `BGPPeer` that selects the node, started,
 //! restarted and stopped as the peers change, each handed the routes the decision gives it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use super::config::PasswordSource;
 use super::fsm::StopReason;
+use super::metrics::BgpMetrics;
 use super::routes::{Decision, decide, peers_of};
-use super::session::{Counters, Routes, Session, SessionConfig, SessionStatus};
+use super::session::{Routes, Session, SessionConfig, SessionStatus};
+use crate::bfd::task::Bfd;
 use crate::model::Snapshot;
 
 /// How long a password read from a Secret is used before it is read again.
@@ -28,7 +30,10 @@ pub struct BgpSpeaker {
     sessions: BTreeMap<String, (SessionConfig, Session)>,
     secrets: HashMap<(String, String), ReadSecret>,
     decision: Decision,
-    reported: Vec<String>,
+    reported: BTreeSet<String>,
+    metrics: BgpMetrics,
+    /// The node's BFD task, started when a peer first asks for BFD.
+    bfd: Option<Bfd>,
 }
 
 impl std::fmt::Debug for BgpSpeaker {
@@ -42,14 +47,16 @@ impl std::fmt::Debug for BgpSpeaker {
 
 impl BgpSpeaker {
     /// No sessions yet; `client` reads `passwordSecret`s.
-    pub fn new(node: impl Into<String>, client: Client) -> BgpSpeaker {
+    pub fn new(node: impl Into<String>, client: Client, metrics: BgpMetrics) -> BgpSpeaker {
         BgpSpeaker {
             node: node.into(),
             client,
             sessions: BTreeMap::new(),
             secrets: HashMap::new(),
             decision: Decision::default(),
-            reported: Vec::new(),
+            reported: BTreeSet::new(),
+            metrics,
+            bfd: None,
         }
     }
 
@@ -66,31 +73,15 @@ impl BgpSpeaker {
             .collect()
     }
 
-    /// Each session's counters, by peer.
-    pub fn counters(&self) -> BTreeMap<String, Counters> {
-        self.sessions
-            .iter()
-            .map(|(name, (_, s))| (name.clone(), *s.counters().borrow()))
-            .collect()
-    }
-
     /// Brings the sessions and their routes in line with `snapshot`.
     pub async fn update(&mut self, snapshot: &Snapshot) {
         let decision = decide(snapshot, &self.node);
-        let problems: Vec<String> = decision.problems.iter().map(|p| p.0.clone()).collect();
-        if problems != self.reported {
-            for p in problems.iter().filter(|p| !self.reported.contains(p)) {
-                warn!(node = %self.node, problem = %p, "BGP configuration problem");
-            }
-            self.reported = problems;
-        }
+        // Every problem seen in this pass; each is logged once, when it first appears.
+        let mut problems: BTreeSet<String> =
+            decision.problems.iter().map(|p| p.0.clone()).collect();
         for (name, peer) in &snapshot.bgp.peers {
             if let Err(e) = peer {
-                let line = e.to_string();
-                if !self.reported.contains(&line) {
-                    error!(peer = %name, error = %e, "BGPPeer refused");
-                    self.reported.push(line);
-                }
+                problems.insert(format!("BGPPeer {name} refused: {e}"));
             }
         }
         let wanted: BTreeMap<String, SessionConfig> = match snapshot.nodes.get(&self.node) {
@@ -111,12 +102,23 @@ impl BgpSpeaker {
                             }
                         },
                     };
+                    let bfd = match &peer.bfd_profile {
+                        None => None,
+                        Some(profile) => match snapshot.bgp.bfd_profiles.get(profile) {
+                            Some(timers) => Some(*timers),
+                            None => {
+                                problems.insert(format!("BGPPeer {name}: spec.bfdProfile names BFDProfile {profile}, which does not exist; the session runs without BFD"));
+                                None
+                            }
+                        },
+                    };
                     out.insert(
                         name.to_string(),
                         SessionConfig {
                             peer: peer.clone(),
                             md5_key,
                             node: self.node.clone(),
+                            bfd,
                         },
                     );
                 }
@@ -124,6 +126,10 @@ impl BgpSpeaker {
             }
             None => BTreeMap::new(),
         };
+        for p in problems.difference(&self.reported) {
+            error!(node = %self.node, "{p}");
+        }
+        self.reported = problems;
         let gone: Vec<String> = self
             .sessions
             .keys()
@@ -135,6 +141,7 @@ impl BgpSpeaker {
                 info!(peer = %name, "BGP peer no longer applies to this node; closing its session");
                 session.stop(StopReason::Deconfigured);
                 tokio::spawn(session.finished());
+                self.metrics.forget(&name);
             }
         }
         let empty: Routes = Arc::new(BTreeMap::new());
@@ -157,7 +164,20 @@ impl BgpSpeaker {
                         tokio::spawn(old.finished());
                     }
                     info!(peer = %name, router = %config.peer.address, "starting BGP session");
-                    let session = Session::start(config.clone(), routes);
+                    if config.bfd.is_some() && self.bfd.is_none() {
+                        match Bfd::start() {
+                            Ok(bfd) => self.bfd = Some(bfd),
+                            Err(e) => {
+                                error!(error = %e, "cannot listen for BFD on UDP port {}; sessions run without BFD", crate::bfd::task::CONTROL_PORT)
+                            }
+                        }
+                    }
+                    let session = Session::start(
+                        config.clone(),
+                        routes,
+                        self.metrics.session(&name),
+                        self.bfd.clone(),
+                    );
                     self.sessions.insert(name, (config, session));
                 }
             }

@@ -7,6 +7,7 @@
 //! - [`link_events`]: a netlink subscription that says when links or addresses change.
 //! - [`multicast`]: solicited-node group memberships for owned IPv6 addresses.
 //! - [`tcp`]: TCP connections to BGP routers (source address, TTL, TCP MD5 keys).
+//! - [`udp_ttl`]: UDP datagrams with their TTL, for BFD's single-hop check.
 //! - [`cpus`]: which CPUs the speaker may use, and pinning a responder thread to some of them.
 //!
 //! Everything here needs only `CAP_NET_RAW` (for `AF_PACKET`); netlink notifications and dumps,
@@ -24,6 +25,7 @@ pub mod links;
 pub mod multicast;
 pub mod packet_socket;
 pub mod tcp;
+pub mod udp_ttl;
 
 /// `setsockopt(fd, level, name)` to `value`, passed as the bytes of a `T`: the type the kernel
 /// expects for that option (`c_int`, `timeval`, `sock_fprog`, ...).

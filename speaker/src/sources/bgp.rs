@@ -8,6 +8,7 @@ use kube::ResourceExt;
 use tracing::warn;
 
 use super::Sources;
+use crate::bfd::session::BfdConfig;
 use crate::bgp::config::peer_config;
 use crate::model::{BgpAdvertisement, BgpConfig};
 
@@ -29,10 +30,26 @@ impl Sources {
         advertisements.sort_by(|a, b| a.name.cmp(&b.name));
         let mut objects = self.communities.state();
         objects.sort_by_key(|c| c.name_any());
+        let bfd_profiles = self
+            .bfd_profiles
+            .state()
+            .iter()
+            .map(|p| {
+                let spec = &p.spec;
+                let config = BfdConfig {
+                    desired_min_tx: spec.transmit(),
+                    required_min_rx: spec.receive(),
+                    detect_mult: spec.multiplier(),
+                    passive: spec.passive_mode.unwrap_or(false),
+                };
+                (p.name_any(), config)
+            })
+            .collect();
         BgpConfig {
             peers,
             advertisements,
             communities: community_names(objects.iter().map(|c| c.as_ref())),
+            bfd_profiles,
         }
     }
 }
