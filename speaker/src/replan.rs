@@ -26,6 +26,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use crate::bgp;
 use crate::eligibility::Interfaces;
 use crate::hazard::watch::HandledChange;
 use crate::membership::{LiveView, Peer, ViewSource};
@@ -131,6 +132,7 @@ impl Replanner {
         if old.nodes != new.nodes
             || old.pools != new.pools
             || old.advertisements != new.advertisements
+            || old.bgp != new.bgp
         {
             self.changed_everything = true;
         }
@@ -240,7 +242,14 @@ impl Replanner {
             for ip in &d.group.ips {
                 handled.added(*ip, &d.group.services);
             }
-            add_own(&self.me, d, links, &mut self.desired, &mut self.wanted);
+            add_own(
+                &self.me,
+                d,
+                links,
+                &self.snapshot,
+                &mut self.desired,
+                &mut self.wanted,
+            );
         }
     }
 
@@ -254,7 +263,14 @@ impl Replanner {
             .filter_map(|k| self.planner.decision(k))
             .collect();
         for d in mine {
-            add_own(&self.me, d, links, &mut self.desired, &mut self.wanted);
+            add_own(
+                &self.me,
+                d,
+                links,
+                &self.snapshot,
+                &mut self.desired,
+                &mut self.wanted,
+            );
         }
     }
 }
@@ -309,6 +325,7 @@ fn add_own(
     me: &str,
     d: &Decision,
     links: &[String],
+    snapshot: &Snapshot,
     desired: &mut BTreeMap<IpAddr, Interfaces>,
     wanted: &mut BTreeMap<ServiceKey, Wanted>,
 ) {
@@ -319,12 +336,20 @@ fn add_own(
             desired.insert(*ip, allowed.clone());
         }
     }
-    wanted.extend(report::wanted([d], me, |d| {
-        d.owner
-            .as_ref()
-            .map(|(_, allowed)| names_allowed(links, allowed))
-            .unwrap_or_default()
-    }));
+    wanted.extend(report::wanted(
+        [d],
+        me,
+        |d| {
+            d.owner
+                .as_ref()
+                .map(|(_, allowed)| names_allowed(links, allowed))
+                .unwrap_or_default()
+        },
+        |d| {
+            let by = bgp::routes::announcers(snapshot, &d.group.ips, &d.group.services);
+            bgp::routes::describe_announcers(&d.group.ips, &by)
+        },
+    ));
 }
 
 /// The names among `links` that `allowed` lets this node announce on.

@@ -293,7 +293,7 @@ fn every_step_agrees_with_a_plan_from_scratch() {
             mine,
             "{services:?} {live:?}"
         );
-        let wanted = report::wanted(&p.decisions, ME, |_| links.clone());
+        let wanted = report::wanted(&p.decisions, ME, |_| links.clone(), |_| None);
         assert_eq!(r.wanted(), &wanted, "{services:?} {live:?}");
     }
 }

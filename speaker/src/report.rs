@@ -12,7 +12,7 @@ use ferrolb_crds::contract::{condition, reason};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use crate::eligibility::Interfaces;
+use crate::eligibility::{Ineligible, Interfaces};
 use crate::plan::{Decision, ServiceKey};
 
 /// What the condition should say.
@@ -28,11 +28,14 @@ pub struct Wanted {
 
 /// The conditions this speaker (`me`) is responsible for, given the plan's decisions:
 /// the groups it owns, and the unowned groups it is the reporter of. `interfaces` resolves an
-/// owned group's interface allowance to names on this node.
+/// owned group's interface allowance to names on this node; `bgp` says which nodes announce the
+/// group over BGP, if any (layer 2 and BGP both apply; the layer-2 owner, or the reporter when
+/// no node answers ARP/NDP, tells both).
 pub fn wanted<'a>(
     decisions: impl IntoIterator<Item = &'a Decision>,
     me: &str,
     interfaces: impl Fn(&Decision) -> Vec<String>,
+    bgp: impl Fn(&Decision) -> Option<String>,
 ) -> BTreeMap<ServiceKey, Wanted> {
     let mut out = BTreeMap::new();
     for d in decisions {
@@ -57,22 +60,49 @@ pub fn wanted<'a>(
                         ),
                     }
                 } else {
+                    let mut message =
+                        format!("{me} announces {} on {}", ips.join(", "), names.join(", "));
+                    if let Some(over_bgp) = bgp(d) {
+                        message.push_str(&format!("; {over_bgp}"));
+                    }
                     Wanted {
                         status: "True",
                         reason: reason::ANNOUNCED,
-                        message: format!(
-                            "{me} announces {} on {}",
-                            ips.join(", "),
-                            names.join(", ")
-                        ),
+                        message,
                     }
                 }
             }
-            Err(no_owner) if d.reporter.as_deref() == Some(me) => Wanted {
-                status: "False",
-                reason: reason::NOT_ANNOUNCED,
-                message: format!("nobody announces {}: {no_owner}", ips.join(", ")),
-            },
+            Err(no_owner) if d.reporter.as_deref() == Some(me) => {
+                let layer2_unused = no_owner
+                    .reasons
+                    .values()
+                    .all(|r| matches!(r, Ineligible::PoolNotAdvertised(_)));
+                match bgp(d) {
+                    Some(over_bgp) if layer2_unused => Wanted {
+                        status: "True",
+                        reason: reason::ANNOUNCED,
+                        message: over_bgp,
+                    },
+                    Some(over_bgp) => Wanted {
+                        status: "True",
+                        reason: reason::ANNOUNCED,
+                        message: format!("{over_bgp}; nobody answers ARP/NDP for them: {no_owner}"),
+                    },
+                    None if layer2_unused => Wanted {
+                        status: "False",
+                        reason: reason::NOT_ANNOUNCED,
+                        message: format!(
+                            "nobody announces {}: {no_owner}, and no BGPAdvertisement announces it from a node with a BGPPeer",
+                            ips.join(", ")
+                        ),
+                    },
+                    None => Wanted {
+                        status: "False",
+                        reason: reason::NOT_ANNOUNCED,
+                        message: format!("nobody announces {}: {no_owner}", ips.join(", ")),
+                    },
+                }
+            }
             _ => continue,
         };
         for key in &d.group.services {
@@ -113,7 +143,6 @@ pub fn patch(namespace: &str, name: &str, wanted: &Wanted, now: &str) -> serde_j
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eligibility::Ineligible;
     use crate::plan::{Group, NoOwner};
 
     fn key(namespaced: &str) -> ServiceKey {
@@ -142,9 +171,12 @@ mod tests {
 
     #[test]
     fn the_owner_reports_every_service_of_its_groups() {
-        let w = wanted(&[decision(Ok("node2"), None)], "node2", |_| {
-            vec!["eth0".into()]
-        });
+        let w = wanted(
+            &[decision(Ok("node2"), None)],
+            "node2",
+            |_| vec!["eth0".into()],
+            |_| None,
+        );
         assert_eq!(w.len(), 2);
         assert_eq!(
             w[&key("ns/a")].message,
@@ -152,12 +184,25 @@ mod tests {
         );
         assert_eq!(w[&key("ns/a")].status, "True");
         // Others write nothing about it.
-        assert!(wanted(&[decision(Ok("node2"), None)], "node1", |_| vec![]).is_empty());
+        assert!(
+            wanted(
+                &[decision(Ok("node2"), None)],
+                "node1",
+                |_| vec![],
+                |_| None
+            )
+            .is_empty()
+        );
     }
 
     #[test]
     fn an_owner_without_a_usable_interface_says_so() {
-        let w = wanted(&[decision(Ok("node2"), None)], "node2", |_| vec![]);
+        let w = wanted(
+            &[decision(Ok("node2"), None)],
+            "node2",
+            |_| vec![],
+            |_| None,
+        );
         assert_eq!(w[&key("ns/a")].status, "False");
         assert_eq!(w[&key("ns/a")].reason, reason::NO_INTERFACE);
         assert!(w[&key("ns/a")].message.starts_with(
@@ -168,8 +213,8 @@ mod tests {
     #[test]
     fn only_the_reporter_says_why_nobody_announces() {
         let d = decision(Err(()), Some("node3"));
-        assert!(wanted(std::slice::from_ref(&d), "node1", |_| vec![]).is_empty());
-        let w = wanted(&[d], "node3", |_| vec![]);
+        assert!(wanted(std::slice::from_ref(&d), "node1", |_| vec![], |_| None).is_empty());
+        let w = wanted(&[d], "node3", |_| vec![], |_| None);
         assert_eq!(w[&key("ns/b")].status, "False");
         assert!(w[&key("ns/b")].message.contains("no ready endpoint"));
     }
@@ -191,5 +236,65 @@ mod tests {
         assert!(!shows(&svc, &other));
         svc.status = None;
         assert!(!shows(&svc, &want));
+    }
+}
+
+#[cfg(test)]
+mod bgp_tests {
+    use super::*;
+    use crate::plan::{Group, NoOwner};
+
+    fn unowned(reason: Ineligible) -> Decision {
+        Decision {
+            group: Group {
+                key: "198.51.100.200".parse().unwrap(),
+                ips: ["198.51.100.200".parse().unwrap()].into(),
+                services: ["ns/a".parse().unwrap()].into(),
+            },
+            owner: Err(NoOwner {
+                reasons: [("node1".to_string(), reason)].into(),
+            }),
+            reporter: Some("node1".into()),
+        }
+    }
+
+    fn bgp(d: &Decision) -> Option<String> {
+        Some(format!(
+            "node1, node2 announce {} over BGP to router",
+            d.group.key
+        ))
+    }
+
+    #[test]
+    fn a_bgp_only_pool_is_reported_announced_by_its_bgp_nodes() {
+        let d = unowned(Ineligible::PoolNotAdvertised("bgp".into()));
+        let w = &wanted([&d], "node1", |_| vec![], bgp)[&"ns/a".parse::<ServiceKey>().unwrap()];
+        assert_eq!((w.status, w.reason), ("True", reason::ANNOUNCED));
+        assert_eq!(
+            w.message,
+            "node1, node2 announce 198.51.100.200 over BGP to router"
+        );
+        // Neither layer 2 nor BGP: both named.
+        let w =
+            &wanted([&d], "node1", |_| vec![], |_| None)[&"ns/a".parse::<ServiceKey>().unwrap()];
+        assert_eq!(w.status, "False");
+        assert!(
+            w.message
+                .ends_with("and no BGPAdvertisement announces it from a node with a BGPPeer"),
+            "{}",
+            w.message
+        );
+    }
+
+    #[test]
+    fn layer_2_and_bgp_together_name_both() {
+        let d = unowned(Ineligible::NoLocalEndpoint);
+        let w = &wanted([&d], "node1", |_| vec![], bgp)[&"ns/a".parse::<ServiceKey>().unwrap()];
+        assert_eq!(w.status, "True");
+        assert!(
+            w.message.contains("; nobody answers ARP/NDP for them: "),
+            "{}",
+            w.message
+        );
     }
 }

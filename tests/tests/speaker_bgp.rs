@@ -57,22 +57,42 @@ async fn ecmp(kind: Kind, over_ipv6: bool) -> Result<()> {
         b.wait_next_hops(&format!("{vip6}/128"), &all6).await?;
     }
     assert_eq!(b.router.established()?.len(), 3, "one session per node");
+    // The Service's condition names the announcing nodes and the peer.
+    let c = b
+        .rig
+        .scenario
+        .wait("web", "Announced over BGP", |svc| {
+            ferrolb_tests::l2lab::announced(svc)
+                .filter(|c| c.status == "True" && c.message.contains("over BGP"))
+                .cloned()
+        })
+        .await?;
+    assert!(
+        c.message.starts_with("node1, node2, node3 announce "),
+        "{}",
+        c.message
+    );
+    assert!(c.message.ends_with(" over BGP to router"), "{}", c.message);
     let mut b = b;
     for i in 0..3 {
-        assert_eq!(
-            b.rig
-                .metric(i, "ferrolb_speaker_bgp_session_up{peer=\"router\"}")?,
-            1.0
+        let text = b.rig.speaker(i)?.metrics()?;
+        let sample = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("ferrolb_speaker_bgp_{name}{{peer=\"router\"}} ")))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        };
+        let bgp: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("ferrolb_speaker_bgp"))
+            .collect();
+        assert_eq!(sample("session_up"), Some(1.0), "{bgp:#?}");
+        assert!(
+            sample("announced_prefixes").unwrap_or(0.0) >= 1.0,
+            "{bgp:#?}"
         );
         assert!(
-            b.rig
-                .metric(i, "ferrolb_speaker_bgp_announced_prefixes{peer=\"router\"}")?
-                >= 1.0
-        );
-        assert!(
-            b.rig
-                .metric(i, "ferrolb_speaker_bgp_updates_sent_total{peer=\"router\"}")?
-                >= 1.0
+            sample("updates_sent_total").unwrap_or(0.0) >= 1.0,
+            "{bgp:#?}"
         );
     }
 

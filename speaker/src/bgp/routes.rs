@@ -24,7 +24,7 @@ use ferrolb_crds::{Family, selector};
 
 use crate::bgp::config::PeerConfig;
 use crate::eligibility::pool_of;
-use crate::model::{BgpAdvertisement, NodeInfo, PoolInfo, Snapshot};
+use crate::model::{BgpAdvertisement, NodeInfo, PoolInfo, ServiceInfo, Snapshot};
 use crate::plan::ServiceKey;
 
 /// An IP prefix, its host bits cleared.
@@ -238,95 +238,222 @@ fn aggregate(ip: IpAddr, len: u8, pool: &PoolInfo, ad: &str) -> (Prefix, Option<
     (Prefix::covering(ip, shortest), Some(problem))
 }
 
-/// Decides what node `node_name` announces.
-pub fn decide(snapshot: &Snapshot, node_name: &str) -> Decision {
-    let mut decision = Decision::default();
-    let Some(node) = snapshot.nodes.get(node_name) else {
-        return decision;
-    };
-    let peers = peers_of(snapshot, node);
-    let all_peer_names: BTreeSet<&str> = snapshot.bgp.peers.keys().map(String::as_str).collect();
+/// The advertisements' attributes (`None` where a community name is unknown) and the problems
+/// found in them and in their peer names.
+fn advertisement_attributes(snapshot: &Snapshot) -> (Vec<Option<Attributes>>, BTreeSet<Problem>) {
+    let mut problems = BTreeSet::new();
+    let peer_names: BTreeSet<&str> = snapshot.bgp.peers.keys().map(String::as_str).collect();
+    let mut attributes = Vec::new();
     for ad in &snapshot.bgp.advertisements {
         for name in &ad.peers {
-            if !all_peer_names.contains(name.as_str()) {
-                decision.problems.insert(Problem(format!(
+            if !peer_names.contains(name.as_str()) {
+                problems.insert(Problem(format!(
                     "BGPAdvertisement {}: spec.peers names BGPPeer {name}, which does not exist",
                     ad.name
                 )));
             }
         }
-    }
-    let mut attributes: Vec<Option<Attributes>> = Vec::new();
-    for ad in &snapshot.bgp.advertisements {
         match attributes_of(ad, &snapshot.bgp.communities) {
             Ok(a) => attributes.push(Some(a)),
             Err(p) => {
-                decision.problems.insert(p);
+                problems.insert(p);
                 attributes.push(None);
             }
         }
     }
-    let excluded = node.excluded().map(|why| why.to_string());
+    (attributes, problems)
+}
+
+/// One address of one Service on one node: the peers it goes to and, for each, the prefix and
+/// attributes; or why it is not announced.
+type Outcome = Result<Vec<(String, Prefix, Attributes)>, NotAnnounced>;
+
+/// Whether `node` (with `peers`) announces `ip` of `svc`, and how.
+fn outcome(
+    snapshot: &Snapshot,
+    node: &NodeInfo,
+    peers: &BTreeMap<&str, &PeerConfig>,
+    attributes: &[Option<Attributes>],
+    svc: &ServiceInfo,
+    ip: IpAddr,
+    problems: &mut BTreeSet<Problem>,
+) -> Option<Outcome> {
+    let pool = pool_of(ip, svc.pool.as_deref(), &snapshot.pools)?;
+    let ads = &snapshot.bgp.advertisements;
+    let selecting: Vec<usize> = (0..ads.len())
+        .filter(|&i| ads[i].selects_pool(pool))
+        .collect();
+    if selecting.is_empty() {
+        return Some(Err(NotAnnounced::PoolNotAdvertised));
+    }
+    if let Some(why) = node.excluded() {
+        return Some(Err(NotAnnounced::NodeExcluded(why.to_string())));
+    }
+    if svc.local && !svc.endpoint_nodes.contains(&node.name) {
+        return Some(Err(NotAnnounced::NoLocalEndpoint));
+    }
+    let with_node: Vec<usize> = selecting
+        .into_iter()
+        .filter(|&i| ads[i].selects_node(node))
+        .collect();
+    if with_node.is_empty() {
+        return Some(Err(NotAnnounced::NodeNotSelected));
+    }
+    let mut routes = Vec::new();
+    for i in with_node {
+        let ad = &ads[i];
+        let Some(attrs) = &attributes[i] else {
+            continue;
+        };
+        let (prefix, problem) = aggregate(ip, ad.aggregation(Family::of(ip)), pool, &ad.name);
+        problems.extend(problem);
+        for peer in peers.keys() {
+            if ad.peers.is_empty() || ad.peers.iter().any(|p| p == peer) {
+                routes.push((peer.to_string(), prefix, attrs.clone()));
+            }
+        }
+    }
+    Some(if routes.is_empty() {
+        Err(NotAnnounced::NoPeer)
+    } else {
+        Ok(routes)
+    })
+}
+
+/// Decides what node `node_name` announces.
+pub fn decide(snapshot: &Snapshot, node_name: &str) -> Decision {
+    let (attributes, problems) = advertisement_attributes(snapshot);
+    let mut decision = Decision {
+        problems,
+        ..Decision::default()
+    };
+    let Some(node) = snapshot.nodes.get(node_name) else {
+        return decision;
+    };
+    let peers = peers_of(snapshot, node);
     for svc in snapshot.services.values() {
         let mut per_ip = BTreeMap::new();
         for &ip in &svc.ips {
-            let Some(pool) = pool_of(ip, svc.pool.as_deref(), &snapshot.pools) else {
+            let Some(result) = outcome(
+                snapshot,
+                node,
+                &peers,
+                &attributes,
+                svc,
+                ip,
+                &mut decision.problems,
+            ) else {
                 continue;
             };
-            let selecting: Vec<usize> = (0..snapshot.bgp.advertisements.len())
-                .filter(|&i| snapshot.bgp.advertisements[i].selects_pool(pool))
-                .collect();
-            let outcome = if selecting.is_empty() {
-                Err(NotAnnounced::PoolNotAdvertised)
-            } else if let Some(why) = &excluded {
-                Err(NotAnnounced::NodeExcluded(why.clone()))
-            } else if svc.local && !svc.endpoint_nodes.contains(node_name) {
-                Err(NotAnnounced::NoLocalEndpoint)
-            } else {
-                let with_node: Vec<usize> = selecting
-                    .into_iter()
-                    .filter(|&i| snapshot.bgp.advertisements[i].selects_node(node))
-                    .collect();
-                if with_node.is_empty() {
-                    Err(NotAnnounced::NodeNotSelected)
-                } else {
-                    let mut to = BTreeSet::new();
-                    for i in with_node {
-                        let ad = &snapshot.bgp.advertisements[i];
-                        let Some(attrs) = &attributes[i] else {
-                            continue;
-                        };
-                        let (prefix, problem) =
-                            aggregate(ip, ad.aggregation(Family::of(ip)), pool, &ad.name);
-                        decision.problems.extend(problem);
-                        for peer in peers.keys() {
-                            if !ad.peers.is_empty() && !ad.peers.iter().any(|p| p == peer) {
-                                continue;
-                            }
-                            to.insert(peer.to_string());
-                            decision
-                                .routes
-                                .entry(peer.to_string())
-                                .or_default()
-                                .entry(prefix)
-                                .and_modify(|a| a.merge(attrs))
-                                .or_insert_with(|| attrs.clone());
-                        }
-                    }
-                    if to.is_empty() {
-                        Err(NotAnnounced::NoPeer)
-                    } else {
-                        Ok(to)
-                    }
+            let result = result.map(|routes| {
+                let mut to = BTreeSet::new();
+                for (peer, prefix, attrs) in routes {
+                    decision
+                        .routes
+                        .entry(peer.clone())
+                        .or_default()
+                        .entry(prefix)
+                        .and_modify(|a| a.merge(&attrs))
+                        .or_insert(attrs);
+                    to.insert(peer);
                 }
-            };
-            per_ip.insert(ip, outcome);
+                to
+            });
+            per_ip.insert(ip, result);
         }
         if !per_ip.is_empty() {
             decision.services.insert(svc.key.clone(), per_ip);
         }
     }
     decision
+}
+
+/// For a group of addresses shared by `services`: every node that announces one of them over
+/// BGP, with the peers it announces to (a node counts when any of the Services lets it).
+pub fn announcers(
+    snapshot: &Snapshot,
+    ips: &BTreeSet<IpAddr>,
+    services: &BTreeSet<ServiceKey>,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let (attributes, _) = advertisement_attributes(snapshot);
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut ignored = BTreeSet::new();
+    for node in snapshot.nodes.values() {
+        let peers = peers_of(snapshot, node);
+        if peers.is_empty() {
+            continue;
+        }
+        for key in services {
+            let Some(svc) = snapshot.services.get(key) else {
+                continue;
+            };
+            for &ip in ips {
+                if let Some(Ok(routes)) =
+                    outcome(snapshot, node, &peers, &attributes, svc, ip, &mut ignored)
+                {
+                    out.entry(node.name.clone())
+                        .or_default()
+                        .extend(routes.into_iter().map(|(peer, _, _)| peer));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `announcers` in a sentence for the Service's condition, at most ten nodes named.
+pub fn describe_announcers(
+    ips: &BTreeSet<IpAddr>,
+    announcers: &BTreeMap<String, BTreeSet<String>>,
+) -> Option<String> {
+    if announcers.is_empty() {
+        return None;
+    }
+    let ips: Vec<String> = ips.iter().map(|ip| ip.to_string()).collect();
+    let listed = |names: Vec<&String>| {
+        let more = names.len().saturating_sub(10);
+        let mut text: Vec<String> = names.into_iter().take(10).cloned().collect();
+        if more > 0 {
+            text.push(format!("{more} more"));
+        }
+        text.join(", ")
+    };
+    let peer_sets: BTreeSet<&BTreeSet<String>> = announcers.values().collect();
+    Some(if peer_sets.len() == 1 {
+        let peers: Vec<&str> = announcers
+            .values()
+            .next()
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        format!(
+            "{} announce {} over BGP to {}",
+            listed(announcers.keys().collect()),
+            ips.join(", "),
+            peers.join(", ")
+        )
+    } else {
+        let per_node: Vec<String> = announcers
+            .iter()
+            .map(|(node, peers)| {
+                format!(
+                    "{node} to {}",
+                    peers.iter().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })
+            .collect();
+        let more = per_node.len().saturating_sub(10);
+        let mut shown: Vec<String> = per_node.into_iter().take(10).collect();
+        if more > 0 {
+            shown.push(format!("{more} more"));
+        }
+        format!(
+            "{} announced over BGP by {}",
+            ips.join(", "),
+            shown.join("; ")
+        )
+    })
 }
 
 #[cfg(test)]

@@ -417,3 +417,44 @@ fn prefixes_clear_host_bits_at_every_length() {
         (0, u128::MAX)
     );
 }
+
+#[test]
+fn announcers_are_every_node_that_announces_and_their_peers() {
+    let mut s = snapshot(vec![service("web", &["198.51.100.10"])]);
+    let ips = BTreeSet::from([ip("198.51.100.10")]);
+    let services = BTreeSet::from([ServiceKey::new("default", "web")]);
+    let all = announcers(&s, &ips, &services);
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        describe_announcers(&ips, &all).unwrap(),
+        "node1, node2 announce 198.51.100.10 over BGP to r1, r2"
+    );
+    // r1 only on node2: the peers differ per node.
+    s.bgp.peers = [
+        peer("r1", vec![select(&[("rack", "b")])]),
+        peer("r2", vec![]),
+    ]
+    .into_iter()
+    .collect();
+    let all = announcers(&s, &ips, &services);
+    assert_eq!(
+        describe_announcers(&ips, &all).unwrap(),
+        "198.51.100.10 announced over BGP by node1 to r2; node2 to r1, r2"
+    );
+    s.bgp.advertisements.clear();
+    assert_eq!(
+        describe_announcers(&ips, &announcers(&s, &ips, &services)),
+        None
+    );
+}
+
+#[test]
+fn long_lists_name_ten_nodes() {
+    let ips = BTreeSet::from([ip("198.51.100.10")]);
+    let many: BTreeMap<String, BTreeSet<String>> = (0..25)
+        .map(|i| (format!("n{i:02}"), BTreeSet::from(["r".to_string()])))
+        .collect();
+    let text = describe_announcers(&ips, &many).unwrap();
+    assert!(text.starts_with("n00, n01,"));
+    assert!(text.contains("n09, 15 more announce"), "{text}");
+}

@@ -306,6 +306,11 @@ async fn run(
             view.as_ref(),
             connection.as_ref(),
         );
+        // A stopped session leaves the gauges to the session that replaces it (same peer).
+        if !stopped {
+            metrics.up.set(i64::from(fsm.state() == State::Established));
+            metrics.announced.set(rib.sent().len() as i64);
+        }
         if stopped && fsm.state() == State::Idle && fsm.next_deadline().is_none() {
             return;
         }
@@ -373,7 +378,9 @@ async fn run(
                     continue;
                 }
                 let up = *bfd_session.as_ref().expect("guarded").state.borrow() == BfdState::Up;
-                metrics.bfd_up.set(i64::from(up));
+                if !stopped {
+                    metrics.bfd_up.set(i64::from(up));
+                }
                 if bfd_was_up && !up && fsm.state() != State::Idle {
                     pending = fsm.handle(Instant::now(), Event::Stop(StopReason::BfdDown));
                 }

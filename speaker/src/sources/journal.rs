@@ -183,8 +183,9 @@ impl Sources {
             delta.everything |= replace_if_changed(&mut snapshot.advertisements, ads);
         }
         if journal.bgp {
-            // BGP is decided apart from layer 2 (crate::bgp): no L2 replan for it.
-            snapshot.bgp = self.bgp_config();
+            // Routes are decided apart from layer 2 (crate::bgp), but the Services' condition
+            // tells both: a BGP change is reported through a full replan.
+            delta.everything |= replace_if_changed(&mut snapshot.bgp, self.bgp_config());
         }
         let mut touched = journal.services;
         for id in journal.slices {
