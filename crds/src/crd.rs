@@ -9,12 +9,38 @@ use crate::{BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2A
 pub fn all() -> Vec<CustomResourceDefinition> {
     vec![
         IPAddressPool::crd(),
-        L2Advertisement::crd(),
+        spec_optional(L2Advertisement::crd()),
         BGPPeer::crd(),
-        BGPAdvertisement::crd(),
-        Community::crd(),
-        BFDProfile::crd(),
+        spec_optional(BGPAdvertisement::crd()),
+        spec_optional(Community::crd()),
+        spec_optional(BFDProfile::crd()),
     ]
+}
+
+/// The CRD with `spec` optional and defaulted to `{}` by the apiserver: every field of these
+/// kinds is optional, and MetalLB's documented manifests leave `spec` out entirely (an
+/// advertisement of every pool from every node).
+fn spec_optional(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        if let Some(required) = schema.required.as_mut() {
+            required.retain(|r| r != "spec");
+        }
+        if let Some(spec) = schema.properties.as_mut().and_then(|p| p.get_mut("spec")) {
+            spec.default = Some(
+                k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON(
+                    serde_json::json!({}),
+                ),
+            );
+        }
+    }
+    crd
 }
 
 /// One YAML document for `crd`, as written to the chart (a header says it is generated).

@@ -21,6 +21,7 @@ use crate::control_plane::{ControlPlane, Options};
 use crate::controller::{self, Controller};
 use crate::image::ImageKind;
 use crate::node::{self, ProxyMode, RealNodes};
+use crate::router::{self, Router, RouterConfig};
 use crate::speaker::{self, Speaker, SpeakerOptions};
 use crate::{Lab, bins, lab};
 
@@ -48,6 +49,9 @@ pub struct UpOptions {
     /// Also run ferrolb: on real nodes `helm install` of the chart as the README says; else
     /// the CRDs, the controller, a speaker per node and the lab backends as host processes.
     pub run_ferrolb: bool,
+    /// A BGP router (FRR or BIRD) in a `router` namespace on the nodes' LAN, with the `remote`
+    /// client behind it ([`crate::router`]).
+    pub router: Option<router::Kind>,
 }
 
 /// What `up` started.
@@ -69,6 +73,8 @@ pub struct Up {
     pub ferrolb: Option<Ferrolb>,
     /// Whether the nodes are real (kubelet, containerd, kube-proxy): pods run.
     pub real_nodes: bool,
+    /// The router running beside the lab, if any.
+    pub router: Option<router::Kind>,
 }
 
 /// A detached process `up` started, as listed in the env file.
@@ -122,6 +128,7 @@ pub fn up(dir: &Path, nodes: usize, port: u16) -> Result<Up> {
             port,
             real_nodes: None,
             run_ferrolb: false,
+            router: None,
         },
     )
 }
@@ -178,6 +185,17 @@ pub fn up_with(dir: &Path, opts: &UpOptions) -> Result<Up> {
             None
         }
     };
+    let router = match opts.router {
+        Some(kind) => {
+            eprintln!("==> starting the {} router", kind.name());
+            let router = Router::start(RouterConfig::new(kind))?;
+            for node in lab.nodes() {
+                Router::route_from(node)?;
+            }
+            Some(router)
+        }
+        None => None,
+    };
     let running = if opts.run_ferrolb && real_nodes.is_none() {
         Some(start_ferrolb(dir, &cp, &lab)?)
     } else {
@@ -198,6 +216,19 @@ pub fn up_with(dir: &Path, opts: &UpOptions) -> Result<Up> {
     writeln!(env, "export FERROLB_LAB_CLIENT={}", lab.client().name)?;
     writeln!(env, "export FERROLB_LAB_BRIDGE={}", lab::BRIDGE)?;
     writeln!(env, "export FERROLB_CLUSTER_LOGS={}", dir.display())?;
+    if let Some(r) = &router {
+        writeln!(env, "export FERROLB_ROUTER={}", r.config.kind.name())?;
+        writeln!(env, "export FERROLB_ROUTER_ADDRESS={}", router::ROUTER_IPV4)?;
+        writeln!(
+            env,
+            "export FERROLB_ROUTER_ADDRESS_V6={}",
+            router::ROUTER_IPV6
+        )?;
+        writeln!(env, "export FERROLB_ROUTER_ASN={}", r.config.asn)?;
+        writeln!(env, "export FERROLB_NODE_ASN={}", r.config.node_asn)?;
+        writeln!(env, "export FERROLB_ROUTER_CLI=\"{}\"", r.cli())?;
+        writeln!(env, "export FERROLB_REMOTE_CLIENT={}", router::REMOTE)?;
+    }
     if real_nodes.is_some() {
         writeln!(
             env,
@@ -272,6 +303,11 @@ pub fn up_with(dir: &Path, opts: &UpOptions) -> Result<Up> {
     let released = cp.release();
     let (nodes, client) = (lab.nodes().to_vec(), lab.client().clone());
     lab.release();
+    let router = router.map(|r| {
+        let kind = r.config.kind;
+        r.release();
+        kind
+    });
     Ok(Up {
         env_file,
         kubeconfig,
@@ -281,6 +317,7 @@ pub fn up_with(dir: &Path, opts: &UpOptions) -> Result<Up> {
         client,
         ferrolb,
         real_nodes: opts.real_nodes.is_some(),
+        router,
     })
 }
 

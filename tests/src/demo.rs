@@ -56,6 +56,7 @@ pub fn run_demo(dir: &Path, keep: bool) -> Result<()> {
             port: PORT,
             real_nodes: Some(ProxyMode::Nftables),
             run_ferrolb: true,
+            router: None,
         },
     )?;
     let shown = show(&up).map(|_| ());

@@ -126,6 +126,8 @@ pub struct Router {
     /// The remote client namespace.
     pub remote: Host,
     dir: PathBuf,
+    /// Left running on drop (`cargo xtask cluster up`; `down` removes it).
+    released: bool,
 }
 
 impl Router {
@@ -152,6 +154,7 @@ impl Router {
             },
             config,
             dir,
+            released: false,
         };
         router
             .plumb()
@@ -414,8 +417,59 @@ impl Router {
     }
 }
 
+impl Router {
+    /// Keeps the router running after this handle is gone (`cargo xtask cluster up`).
+    pub fn release(mut self) {
+        self.released = true;
+    }
+
+    /// Routes the remote network from `node` through the router, as a node's default route
+    /// would in a real network.
+    pub fn route_from(node: &Host) -> Result<()> {
+        node.exec(
+            "ip",
+            &[
+                "route",
+                "replace",
+                "203.0.113.0/24",
+                "via",
+                "198.51.100.254",
+            ],
+        )?;
+        node.exec(
+            "ip",
+            &[
+                "-6",
+                "route",
+                "replace",
+                "2001:db8:2::/64",
+                "via",
+                "2001:db8:1::fe",
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The command line that queries the router (`vtysh ...` or `birdc ...`).
+    pub fn cli(&self) -> String {
+        match self.config.kind {
+            Kind::Frr => format!(
+                "ip netns exec {ROUTER} vtysh --vty_socket {}",
+                self.dir.display()
+            ),
+            Kind::Bird => format!(
+                "ip netns exec {ROUTER} birdc -s {}",
+                self.dir.join("bird.ctl").display()
+            ),
+        }
+    }
+}
+
 impl Drop for Router {
     fn drop(&mut self) {
+        if self.released {
+            return;
+        }
         if let Err(e) = remove() {
             eprintln!("router teardown: {e:#}");
         }

@@ -3,6 +3,7 @@
 
 use std::sync::Mutex;
 
+use ferrolb_tests::router;
 use ferrolb_tests::{bins, cluster, control_plane, demo, lab, process::run};
 
 /// One `cluster up` at a time: they share the lab names and the marker.
@@ -107,6 +108,7 @@ fn cluster_up_runs_ferrolb_whose_vip_answers_and_down_stops_every_process() {
             port: 0,
             real_nodes: None,
             run_ferrolb: true,
+            router: Some(router::Kind::Frr),
         },
     )
     .unwrap();
@@ -159,11 +161,58 @@ fn cluster_up_runs_ferrolb_whose_vip_answers_and_down_stops_every_process() {
         assert_eq!(a.body, format!("{node}\n"), "{a:?}");
     }
 
+    // --router frr: the env file says how to peer; a BGPPeer and BGPAdvertisement built from it
+    // make the remote client behind the router reach the IPv4 address through the nodes.
+    for line in [
+        "export FERROLB_ROUTER=frr",
+        "export FERROLB_ROUTER_ADDRESS=198.51.100.254",
+        "export FERROLB_ROUTER_ADDRESS_V6=2001:db8:1::fe",
+        "export FERROLB_ROUTER_ASN=64513",
+        "export FERROLB_NODE_ASN=64512",
+    ] {
+        assert!(env.contains(line), "{line} missing from:\n{env}");
+    }
+    let manifest = "apiVersion: ferrolb.io/v1beta1\nkind: BGPPeer\nmetadata:\n  name: router\nspec:\n  myASN: 64512\n  peerASN: 64513\n  peerAddress: 198.51.100.254\n---\napiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata:\n  name: all\n";
+    ferrolb_tests::process::run_input(
+        std::process::Command::new(bins::binary("kubectl").unwrap())
+            .env("KUBECONFIG", &up.kubeconfig)
+            .args(["apply", "-f", "-"]),
+        manifest,
+    )
+    .unwrap();
+    let vip = answers.iter().find(|a| a.ip.is_ipv4()).unwrap().ip;
+    let remote = lab::Host {
+        name: router::REMOTE.into(),
+        ipv4: router::REMOTE_IPV4,
+        ipv6: router::REMOTE_IPV6,
+        mac: String::new(),
+        host_veth: String::new(),
+    };
+    let body = ferrolb_tests::process::wait_for(
+        "the remote client reaches the VIP through the router",
+        std::time::Duration::from_secs(30),
+        || {
+            Ok(remote
+                .exec(
+                    "curl",
+                    &["-sS", "--max-time", "2", &format!("http://{vip}/")],
+                )
+                .ok()
+                .filter(|b| b.starts_with("node")))
+        },
+    )
+    .unwrap();
+    assert!(["node1\n", "node2\n"].contains(&body.as_str()), "{body:?}");
+
     cluster::down().unwrap();
     for pid in &ours {
         assert!(!running(*pid), "pid {pid} still runs after down");
     }
     assert!(!namespaces().lines().any(|l| l.starts_with("node")));
+    assert!(
+        !namespaces().lines().any(|l| l.starts_with("router")),
+        "down removes the router"
+    );
 }
 
 /// `cluster up --run-ferrolb` on real nodes is what `cargo xtask demo` runs: every node a kubelet
@@ -181,6 +230,7 @@ fn cluster_up_on_real_nodes_installs_with_helm_serves_the_demo_and_down_leaves_n
             port: 0,
             real_nodes: Some(ferrolb_tests::node::ProxyMode::Nftables),
             run_ferrolb: true,
+            router: None,
         },
     )
     .unwrap();

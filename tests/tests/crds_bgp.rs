@@ -48,6 +48,20 @@ spec:
   - first-pool
   aggregationLength: 24
 ",
+    // The basic BGP configuration: an advertisement with no spec (every pool, every node, every
+    // peer), and the layer-2 one the same way.
+    "apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata:
+  name: plain
+  namespace: metallb-system
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata:
+  name: plain-l2
+  namespace: metallb-system
+",
     // Limiting peers to certain nodes.
     "apiVersion: metallb.io/v1beta2
 kind: BGPPeer
@@ -249,6 +263,12 @@ fn metallb_bgp_manifests_apply_with_only_the_api_version_changed() {
     );
     assert_eq!(full.spec.peer_port, 179, "defaulted");
     assert!(full.spec.disable_mp && full.spec.ebgp_multi_hop);
+    let plain: ferrolb_crds::BGPAdvertisement = serde_json::from_str(
+        &cp.kubectl_run(&["get", "bgpadvertisement", "plain", "-o", "json"])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(plain.spec, Default::default(), "spec defaulted to {{}}");
     let columns = cp.kubectl_run(&["get", "bgppeers"]).unwrap();
     for col in ["ADDRESS", "ASN", "MY ASN", "BFD PROFILE"] {
         assert!(columns.contains(col), "column {col}: {columns}");

@@ -27,6 +27,12 @@ pub enum Action {
         /// processes and a DNAT rule per node standing in for kube-proxy.
         #[arg(long)]
         host_processes: bool,
+        /// Add a BGP router (frr or bird) in a `router` namespace on the nodes' LAN with a
+        /// `remote` client namespace behind it; the env file names its address and ASNs
+        /// (FERROLB_ROUTER_ADDRESS, FERROLB_ROUTER_ASN, FERROLB_NODE_ASN). The router accepts
+        /// a session from every node; apply your own BGPPeer and BGPAdvertisement.
+        #[arg(long, value_parser = ["frr", "bird"])]
+        router: Option<String>,
     },
     /// Stop every process and remove every namespace and link `up` made.
     Down,
@@ -63,7 +69,12 @@ pub fn run(action: Action) -> Result<()> {
             run_ferrolb,
             proxy_mode,
             host_processes,
+            router,
         } => {
+            let router = router
+                .as_deref()
+                .map(ferrolb_tests::router::Kind::parse)
+                .transpose()?;
             crate::deps::ensure_testbed(true)?;
             if run_ferrolb && host_processes {
                 cluster::build_ferrolb()?;
@@ -76,6 +87,7 @@ pub fn run(action: Action) -> Result<()> {
                     port: 6443,
                     real_nodes,
                     run_ferrolb,
+                    router,
                 },
             )?;
             println!(
@@ -94,6 +106,16 @@ pub fn run(action: Action) -> Result<()> {
                 }
                 println!(
                     "  lab backends: port 80 of 198.51.100.192/26 and 2001:db8:1::200/120 on each node"
+                );
+            }
+            if let Some(kind) = up.router {
+                println!(
+                    "  router ({}): {} AS {}, nodes AS {}; remote client namespace `{}`",
+                    kind.name(),
+                    ferrolb_tests::router::ROUTER_IPV4,
+                    ferrolb_tests::router::ROUTER_ASN,
+                    ferrolb_tests::router::NODE_ASN,
+                    ferrolb_tests::router::REMOTE
                 );
             }
             println!(
