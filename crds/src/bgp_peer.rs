@@ -19,12 +19,14 @@ use crate::selector::LabelSelector;
     shortname = "bgppeer",
     category = "ferrolb",
     derive = "PartialEq",
+    status = "BGPPeerStatus",
     doc = "A BGP router that the speakers on the selected nodes peer with and announce LoadBalancer IPs to.",
     printcolumn = r#"{"name":"Address","type":"string","jsonPath":".spec.peerAddress"}"#,
     printcolumn = r#"{"name":"ASN","type":"string","jsonPath":".spec.peerASN"}"#,
     printcolumn = r#"{"name":"My ASN","type":"string","jsonPath":".spec.myASN"}"#,
     printcolumn = r#"{"name":"BFD Profile","type":"string","jsonPath":".spec.bfdProfile"}"#,
     printcolumn = r#"{"name":"Multi Hops","type":"string","jsonPath":".spec.ebgpMultiHop","priority":1}"#,
+    printcolumn = r#"{"name":"Sessions","type":"string","jsonPath":".status.sessions[*].state"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -110,6 +112,41 @@ pub struct BGPPeerSpec {
 
 fn default_port() -> u16 {
     179
+}
+
+/// Observed state of a `BGPPeer`: one entry per node that peers, each written by that node's
+/// speaker.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BGPPeerStatus {
+    /// Each node's session.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["node"]))]
+    pub sessions: Vec<BGPSessionStatus>,
+}
+
+/// One node's session with the router.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BGPSessionStatus {
+    /// The node.
+    pub node: String,
+    /// RFC 4271 state: Idle, Connect, OpenSent, OpenConfirm or Established.
+    pub state: String,
+    /// When the session entered this state (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// The node's address on the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_address: Option<String>,
+    /// Prefixes the router holds from this node.
+    #[serde(default)]
+    pub prefixes: u32,
+    /// BFD state (Up, Down, Init), when the peer uses BFD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<String>,
+    /// Why the session last went down or failed to come up, until it is up again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// How the router's AS number is learnt when `peerASN` is not set.

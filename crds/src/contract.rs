@@ -130,6 +130,9 @@ pub mod field_manager {
     pub const CONTROLLER: &str = "ferrolb-controller";
     /// The speakers: the Announced condition.
     pub const SPEAKER: &str = "ferrolb-speaker";
+    /// Prefix of the manager a speaker writes its own entry of `BGPPeer.status.sessions` with
+    /// (`ferrolb-speaker/<node>`): one manager per node, so each owns only its entry.
+    pub const SPEAKER_NODE_PREFIX: &str = "ferrolb-speaker/";
 }
 
 #[cfg(test)]

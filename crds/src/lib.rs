@@ -32,7 +32,7 @@ pub mod service_key;
 pub use address::{AddressError, AddressListError, AddressRange, Family};
 pub use bfd_profile::{BFDProfile, BFDProfileSpec};
 pub use bgp_advertisement::{BGPAdvertisement, BGPAdvertisementSpec};
-pub use bgp_peer::{BGPPeer, BGPPeerSpec, DynamicAsn};
+pub use bgp_peer::{BGPPeer, BGPPeerSpec, BGPPeerStatus, BGPSessionStatus, DynamicAsn};
 pub use community::{Community, CommunityAlias, CommunitySpec, CommunityValue};
 pub use conditions::service_condition;
 pub use contract::GROUP;

@@ -131,6 +131,8 @@ pub async fn run(
     // Passwords from Secrets are read again this often, even when nothing else changes.
     let mut bgp_refresh = tokio::time::interval(SECRET_REFRESH);
     let mut bgp_due = true;
+    // Each node's entry in BGPPeer.status.sessions follows its sessions within a second.
+    let mut bgp_report = tokio::time::interval(Duration::from_secs(1));
     loop {
         let view = live.borrow_and_update().clone();
         if replanner.snapshot_stale() {
@@ -198,6 +200,7 @@ pub async fn run(
                 replanner.force();
             }
             _ = bgp_refresh.tick() => bgp_due = true,
+            _ = bgp_report.tick() => bgp.report().await,
             () = &mut shutdown => break,
         }
     }

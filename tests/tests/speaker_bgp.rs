@@ -96,6 +96,26 @@ async fn ecmp(kind: Kind, over_ipv6: bool) -> Result<()> {
         );
     }
 
+    // Each node's session is in the BGPPeer's status, written by that node.
+    let peers: Api<ferrolb_crds::BGPPeer> = Api::all(b.rig.scenario.client.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let peer = peers.get("router").await?;
+        let sessions = peer.status.map(|s| s.sessions).unwrap_or_default();
+        let up: BTreeSet<&str> = sessions
+            .iter()
+            .filter(|s| s.state == "Established" && s.prefixes >= 1)
+            .map(|s| s.node.as_str())
+            .collect();
+        if up == BTreeSet::from(NODES) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status.sessions {sessions:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     // The remote client's requests are spread over the nodes.
     let mut answered = BTreeSet::new();
     for _ in 0..40 {

@@ -23,6 +23,7 @@
 //! This command only measures; tests never assert times. What each figure means is written into
 //! the report itself ([`report::definitions`]) and into `docs/benchmarks.md`.
 
+mod bgp;
 mod cluster;
 mod figure;
 mod in_cluster;
@@ -109,6 +110,19 @@ pub struct Args {
     /// is none, the speaker's own defaults.
     #[arg(long)]
     pub speaker_args: Option<String>,
+    /// Skip the BGP figures (failover with BFD through FRR, the hold-timer baseline, 10,000
+    /// routes).
+    #[arg(long)]
+    pub skip_bgp: bool,
+    /// Failover trials with BFD (default 20; 5 with --quick).
+    #[arg(long)]
+    pub bgp_trials: Option<usize>,
+    /// Failover trials of the no-BFD baseline (default 5; 2 with --quick).
+    #[arg(long)]
+    pub bgp_baseline_trials: Option<usize>,
+    /// Service IPs announced to FRR for the route figure (default 10,000; 1,000 with --quick).
+    #[arg(long)]
+    pub bgp_routes: Option<usize>,
     /// Skip the in-cluster figures (the chart on real nodes: install time, failover after a
     /// node power-off, pod memory).
     #[arg(long)]
@@ -242,7 +256,7 @@ pub fn run(args: Args) -> Result<()> {
             ],
         )?;
     }
-    if !args.no_build && !args.skip_speaker {
+    if !args.no_build && (!args.skip_speaker || !args.skip_bgp) {
         build_release(
             &root,
             "cargo build --release: ferrolb-speaker (and examples plan_bench, membership_scale), ferrolb-lab-backend, ferrolb-bench-prober, ferrolb-bench-arp",
@@ -354,12 +368,35 @@ pub fn run(args: Args) -> Result<()> {
                 let partial_sections = Sections {
                     scale: sections.scale.clone(),
                     speaker: Some(partial.clone()),
+                    bgp: None,
                     in_cluster: None,
                 };
                 write_report(&report, &partial_sections, &out_dir)
             },
         ))?;
         sections.speaker = Some(section);
+        write_report(&report, &sections, &out_dir)?;
+    }
+    if !args.skip_bgp {
+        bins::build_if_missing()?;
+        crate::deps::ensure_testbed(true)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let params = bgp::Params {
+            trials: args.bgp_trials.unwrap_or(if args.quick { 5 } else { 20 }),
+            baseline_trials: args
+                .bgp_baseline_trials
+                .unwrap_or(if args.quick { 2 } else { 5 }),
+            routes: args
+                .bgp_routes
+                .unwrap_or(if args.quick { 1_000 } else { 10_000 }),
+        };
+        let section = runtime.block_on(bgp::run(
+            &params,
+            &root.join("target/release/ferrolb-bench-prober"),
+        ))?;
+        sections.bgp = Some(section);
         write_report(&report, &sections, &out_dir)?;
     }
     if !args.skip_in_cluster {
@@ -402,6 +439,7 @@ fn rerun_in_release() -> Result<()> {
 struct Sections {
     scale: Option<cluster::scale::ScaleSection>,
     speaker: Option<speaker::SpeakerSection>,
+    bgp: Option<bgp::BgpSection>,
     in_cluster: Option<in_cluster::InClusterSection>,
 }
 
@@ -411,6 +449,7 @@ fn markdown(report: &Report, sections: &Sections) -> String {
     let extra: Vec<String> = [
         sections.scale.as_ref().map(|s| s.markdown()),
         sections.speaker.as_ref().map(|s| s.markdown()),
+        sections.bgp.as_ref().map(|s| s.markdown()),
         sections.in_cluster.as_ref().map(|s| s.markdown()),
     ]
     .into_iter()
@@ -426,7 +465,11 @@ fn markdown(report: &Report, sections: &Sections) -> String {
 /// Writes `report.json` (with `scale`, `speaker` and `in_cluster` members) and `report.md` into `dir`.
 fn write_report(report: &Report, sections: &Sections, dir: &Path) -> Result<()> {
     report.write(dir)?;
-    if sections.scale.is_none() && sections.speaker.is_none() && sections.in_cluster.is_none() {
+    if sections.scale.is_none()
+        && sections.speaker.is_none()
+        && sections.bgp.is_none()
+        && sections.in_cluster.is_none()
+    {
         return Ok(());
     }
     let mut json = serde_json::to_value(report)?;
@@ -436,6 +479,9 @@ fn write_report(report: &Report, sections: &Sections, dir: &Path) -> Result<()> 
         }
         if let Some(section) = &sections.speaker {
             object.insert("speaker".into(), serde_json::to_value(section)?);
+        }
+        if let Some(section) = &sections.bgp {
+            object.insert("bgp".into(), serde_json::to_value(section)?);
         }
         if let Some(section) = &sections.in_cluster {
             object.insert("in_cluster".into(), serde_json::to_value(section)?);

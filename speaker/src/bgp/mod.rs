@@ -8,6 +8,7 @@
 //! - `framing.rs`: bytes from the router split into messages.
 //! - `fsm.rs`: one session's state machine (RFC 4271), time passed in.
 //! - `routes.rs`: the route decision: which prefixes to which peer, with which attributes.
+//! - `status.rs`: this node's entry in `BGPPeer.status.sessions`.
 //! - `updates.rs`: the Adj-RIB-Out of a session and the UPDATEs that bring it up to date.
 //!
 //! # I/O
@@ -26,4 +27,5 @@ pub mod open;
 pub mod routes;
 pub mod session;
 pub mod speaker;
+pub mod status;
 pub mod updates;

@@ -46,6 +46,23 @@ pub struct SessionStatus {
     pub router: Option<(u32, Ipv4Addr)>,
     /// The local address of the connection, while connected.
     pub local_address: Option<IpAddr>,
+    /// The BFD session's state, when the peer uses BFD and the session has a local address.
+    pub bfd: Option<BfdState>,
+}
+
+impl SessionStatus {
+    /// A session that has not started.
+    pub fn idle() -> SessionStatus {
+        SessionStatus {
+            state: State::Idle,
+            last_error: None,
+            routes_sent: 0,
+            held_back: 0,
+            router: None,
+            local_address: None,
+            bfd: None,
+        }
+    }
 }
 
 /// What a session needs to run.
@@ -94,14 +111,7 @@ impl Session {
         bfd: Option<Bfd>,
     ) -> Session {
         let (commands, rx) = mpsc::unbounded_channel();
-        let (status_tx, status) = watch::channel(SessionStatus {
-            state: State::Idle,
-            last_error: None,
-            routes_sent: 0,
-            held_back: 0,
-            router: None,
-            local_address: None,
-        });
+        let (status_tx, status) = watch::channel(SessionStatus::idle());
         let task = tokio::spawn(run(config, routes, rx, status_tx, metrics, bfd));
         Session {
             commands,
@@ -230,6 +240,7 @@ async fn run(
     // The BFD session beside this one, once the local address is known.
     let mut bfd_session: Option<Registration> = None;
     let mut bfd_was_up = false;
+    let mut bfd_state: Option<BfdState> = None;
     loop {
         // Carry out the actions; each may produce more events (a failed write).
         while !pending.is_empty() {
@@ -305,6 +316,7 @@ async fn run(
             &wanted,
             view.as_ref(),
             connection.as_ref(),
+            bfd_state,
         );
         // A stopped session leaves the gauges to the session that replaces it (same peer).
         if !stopped {
@@ -350,6 +362,7 @@ async fn run(
                             if bfd_session.as_ref().is_none_or(|r| r.key() != key) {
                                 bfd_session = Some(bfd.add(key, timers));
                                 bfd_was_up = false;
+                                bfd_state = Some(BfdState::Down);
                             }
                         }
                         let (reader, writer) = stream.into_split();
@@ -377,7 +390,9 @@ async fn run(
                     bfd_session = None;
                     continue;
                 }
-                let up = *bfd_session.as_ref().expect("guarded").state.borrow() == BfdState::Up;
+                let state = *bfd_session.as_ref().expect("guarded").state.borrow();
+                bfd_state = Some(state);
+                let up = state == BfdState::Up;
                 if !stopped {
                     metrics.bfd_up.set(i64::from(up));
                 }
@@ -413,6 +428,7 @@ fn publish(
     wanted: &Routes,
     view: Option<&SessionView>,
     connection: Option<&Connection>,
+    bfd: Option<BfdState>,
 ) {
     let held_back = view.map_or(0, |v| {
         wanted.keys().filter(|p| !v.carries(p.family())).count()
@@ -424,6 +440,7 @@ fn publish(
         held_back,
         router: fsm.negotiated().map(|n| (n.peer_asn, n.peer_id)),
         local_address: connection.map(|c| c.local),
+        bfd,
     };
     status.send_if_modified(|s| {
         let changed = *s != next;

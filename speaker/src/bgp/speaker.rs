@@ -5,15 +5,18 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferrolb_crds::{BGPPeer, BGPSessionStatus};
 use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::config::PasswordSource;
-use super::fsm::StopReason;
+use super::fsm::{State, StopReason};
 use super::metrics::BgpMetrics;
 use super::routes::{Decision, decide, peers_of};
 use super::session::{Routes, Session, SessionConfig, SessionStatus};
+use super::status;
 use crate::bfd::task::Bfd;
 use crate::model::Snapshot;
 
@@ -34,6 +37,10 @@ pub struct BgpSpeaker {
     metrics: BgpMetrics,
     /// The node's BFD task, started when a peer first asks for BFD.
     bfd: Option<Bfd>,
+    /// Each peer's session state and when it was entered.
+    since: BTreeMap<String, (State, String)>,
+    /// This node's entry as last written to each peer's status.
+    written: BTreeMap<String, Option<BGPSessionStatus>>,
 }
 
 impl std::fmt::Debug for BgpSpeaker {
@@ -57,6 +64,8 @@ impl BgpSpeaker {
             reported: BTreeSet::new(),
             metrics,
             bfd: None,
+            since: BTreeMap::new(),
+            written: BTreeMap::new(),
         }
     }
 
@@ -212,6 +221,67 @@ impl BgpSpeaker {
         };
         self.secrets.insert(key, (Instant::now(), value.clone()));
         value
+    }
+
+    /// Writes this node's entry of each peer's `status.sessions` that changed since the last
+    /// call, and removes its entry from peers it no longer has. Failed writes are retried on
+    /// the next call.
+    pub async fn report(&mut self) {
+        let now = std::time::SystemTime::now();
+        let stamp = k8s_openapi::jiff::Timestamp::try_from(now)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let mut wanted: BTreeMap<String, Option<BGPSessionStatus>> = BTreeMap::new();
+        for (name, (_, session)) in &self.sessions {
+            let status = session.status().borrow().clone();
+            let since = match self.since.get(name) {
+                Some((state, at)) if *state == status.state => at.clone(),
+                _ => {
+                    self.since
+                        .insert(name.clone(), (status.state, stamp.clone()));
+                    stamp.clone()
+                }
+            };
+            wanted.insert(
+                name.clone(),
+                Some(status::entry(&self.node, &status, &since)),
+            );
+        }
+        for name in self.written.keys() {
+            wanted.entry(name.clone()).or_insert(None);
+        }
+        self.since
+            .retain(|name, _| self.sessions.contains_key(name));
+        let api: Api<BGPPeer> = Api::all(self.client.clone());
+        let params = PatchParams::apply(&status::manager(&self.node)).force();
+        for (name, entry) in wanted {
+            if self.written.get(&name) == Some(&entry) {
+                continue;
+            }
+            match api
+                .patch_status(
+                    &name,
+                    &params,
+                    &Patch::Apply(&status::body(&name, entry.as_ref())),
+                )
+                .await
+            {
+                Ok(_) => {
+                    if entry.is_some() {
+                        self.written.insert(name, entry);
+                    } else {
+                        self.written.remove(&name);
+                    }
+                }
+                // The peer is gone, and its status with it.
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    self.written.remove(&name);
+                }
+                Err(e) => {
+                    warn!(peer = %name, error = %e, "writing BGPPeer {name} status.sessions failed; retrying")
+                }
+            }
+        }
     }
 
     /// Stops every session: with graceful restart the routers keep the routes; otherwise they

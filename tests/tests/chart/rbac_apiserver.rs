@@ -407,6 +407,7 @@ async fn speaker_service_account_has_least_privilege_on_a_real_apiserver() {
         &["watch", "bgpadvertisements.ferrolb.io"],
         &["watch", "communities.ferrolb.io"],
         &["watch", "bfdprofiles.ferrolb.io"],
+        &["patch", "bgppeers.ferrolb.io", "--subresource=status"],
         &["get", "secrets", "-n", &ns],
         &["create", "events.events.k8s.io", "-n", &other],
         &["create", "events", "-n", &other],

@@ -233,6 +233,7 @@ fn rendered_speaker_rbac_is_exactly_the_least_privilege_rules() {
             &[],
             &["get", "list", "watch"],
         ),
+        rule(&["ferrolb.io"], &["bgppeers/status"], &[], &["patch"]),
         rule(&["events.k8s.io"], &["events"], &[], &["create"]),
         rule(&[""], &["events"], &[], &["create"]),
     ];

@@ -548,6 +548,11 @@ impl Prober {
         }
     }
 
+    /// Every line so far.
+    pub(crate) fn lines(&self) -> Vec<ProbeLine> {
+        self.lines.lock().unwrap().clone()
+    }
+
     /// Stops the prober; every line it printed.
     pub(crate) fn stop(mut self) -> Vec<ProbeLine> {
         let _ = self.child.kill();
