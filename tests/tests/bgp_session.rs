@@ -259,3 +259,155 @@ async fn passwords_must_match_the_routers() {
     })
     .await;
 }
+
+/// A session to a fake router on loopback, port `port`.
+fn loopback_config(port: u16) -> SessionConfig {
+    let mut config = session_config(IpAddr::from([127, 0, 0, 1]), ROUTER_ASN, None);
+    config.peer.port = port;
+    config
+}
+
+#[tokio::test]
+async fn an_unreachable_peer_is_retried_with_backoff_and_says_why() {
+    // A port nothing listens on (bound, then closed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let session = Session::start(loopback_config(port), routes(&[]), Default::default(), None);
+    let status = wait_status(&session, "refused", |s| s.last_error.is_some()).await;
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("cannot connect: "),
+        "{status:?}"
+    );
+    assert_eq!(status.state, State::Idle);
+    // Once something listens there, a retry connects (and waits for the OPEN that never comes).
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let _accepted = tokio::spawn(async move {
+        let held = listener.accept().await;
+        tokio::time::sleep(TIMEOUT).await;
+        drop(held);
+    });
+    wait_status(&session, "retried and connected", |s| {
+        s.state == State::OpenSent
+    })
+    .await;
+}
+
+/// A fake router: accepts one connection at a time and answers our OPEN with `reply`.
+async fn fake_router(reply: Vec<u8>) -> (u16, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let reply = reply.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                // Our OPEN first, then the reply, then whatever we send back until we close.
+                if let Ok(n) = stream.read(&mut buf).await {
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let _ = stream.write_all(&reply).await;
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let _ = tx.send(got);
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// The BGP messages in `bytes`, by type code (1 OPEN, 3 NOTIFICATION, 4 KEEPALIVE, ...), with
+/// the NOTIFICATION's code and subcode.
+fn message_types(bytes: &[u8]) -> Vec<(u8, Option<(u8, u8)>)> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while rest.len() >= 19 {
+        let len = usize::from(u16::from_be_bytes([rest[16], rest[17]]));
+        if len < 19 || len > rest.len() {
+            break;
+        }
+        let notification = (rest[18] == 3 && len >= 21).then(|| (rest[19], rest[20]));
+        out.push((rest[18], notification));
+        rest = &rest[len..];
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_router_that_sends_garbage_gets_a_notification_and_a_retry() {
+    let (port, mut seen) = fake_router(vec![0x42; 64]).await;
+    let session = Session::start(loopback_config(port), routes(&[]), Default::default(), None);
+    let status = wait_status(&session, "garbage refused", |s| s.last_error.is_some()).await;
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("the router sent a malformed message"),
+        "{status:?}"
+    );
+    let first = tokio::time::timeout(TIMEOUT, seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    // Our OPEN, then a NOTIFICATION: Message Header Error, Connection Not Synchronized (1/1).
+    assert_eq!(message_types(&first), vec![(1, None), (3, Some((1, 1)))]);
+    // And it comes back for more.
+    let second = tokio::time::timeout(TIMEOUT, seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(message_types(&second)[0].0, 1);
+}
+
+#[tokio::test]
+async fn a_router_notification_is_reported_and_retried() {
+    // NOTIFICATION Cease / Administrative Shutdown with a Shutdown Communication.
+    let mut reply = vec![0xff; 16];
+    let text = b"maintenance";
+    reply.extend_from_slice(&((21 + 1 + text.len()) as u16).to_be_bytes());
+    reply.extend_from_slice(&[3, 6, 2, text.len() as u8]);
+    reply.extend_from_slice(text);
+    let (port, mut seen) = fake_router(reply).await;
+    let session = Session::start(loopback_config(port), routes(&[]), Default::default(), None);
+    let status = wait_status(&session, "notification", |s| s.last_error.is_some()).await;
+    assert_eq!(
+        status.last_error.as_deref(),
+        Some("the router sent NOTIFICATION Cease, Administrative Shutdown (6/2): \"maintenance\"")
+    );
+    let first = tokio::time::timeout(TIMEOUT, seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        message_types(&first),
+        vec![(1, None)],
+        "no NOTIFICATION answers a NOTIFICATION"
+    );
+    assert!(
+        tokio::time::timeout(TIMEOUT, seen.recv())
+            .await
+            .unwrap()
+            .is_some(),
+        "retried"
+    );
+}
