@@ -84,8 +84,10 @@ pub struct RouterConfig {
     pub node_asn: u32,
     /// TCP MD5 password the router requires.
     pub password: Option<String>,
-    /// Run BFD with every node (FRR only): 300 ms x 3.
+    /// Run BFD with every node (FRR only), at `bfd_interval_ms` x 3.
     pub bfd: bool,
+    /// BFD receive and transmit interval, milliseconds.
+    pub bfd_interval_ms: u32,
     /// Hold time the router offers, in seconds.
     pub hold_time: u16,
 }
@@ -99,6 +101,7 @@ impl RouterConfig {
             node_asn: NODE_ASN,
             password: None,
             bfd: false,
+            bfd_interval_ms: 300,
             hold_time: 9,
         }
     }
@@ -254,9 +257,12 @@ impl Router {
             })
             .collect();
         let bfd = if c.bfd {
-            "bfd\n profile nodes\n  detect-multiplier 3\n  receive-interval 300\n  transmit-interval 300\n !\n!\n"
+            format!(
+                "bfd\n profile nodes\n  detect-multiplier 3\n  receive-interval {ms}\n  transmit-interval {ms}\n !\n!\n",
+                ms = c.bfd_interval_ms
+            )
         } else {
-            ""
+            String::new()
         };
         format!(
             "frr defaults datacenter\nhostname router\nlog file {dir}/frr.log debugging\n!\n{bfd}router bgp {asn}\n bgp router-id {ROUTER_IPV4}\n no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n bgp bestpath as-path multipath-relax\n bgp graceful-restart\n{groups} bgp listen range 198.51.100.0/24 peer-group NODES\n bgp listen range 2001:db8:1::/64 peer-group NODES6\n{families}!\n",

@@ -225,12 +225,21 @@ async fn a_wrong_asn_is_refused_clearly_and_retried() {
 }
 
 #[tokio::test]
-async fn passwords_must_match_the_routers() {
+async fn passwords_must_match_frr() {
+    passwords_must_match(Kind::Frr).await;
+}
+
+#[tokio::test]
+async fn passwords_must_match_bird() {
+    passwords_must_match(Kind::Bird).await;
+}
+
+async fn passwords_must_match(kind: Kind) {
     let _lab = tokio::task::spawn_blocking(|| Lab::create(1))
         .await
         .unwrap()
         .unwrap();
-    let mut config = RouterConfig::new(Kind::Frr);
+    let mut config = RouterConfig::new(kind);
     config.password = Some("lab-secret".into());
     let router = Router::start(config).unwrap();
     let wrong = Session::start(

@@ -362,3 +362,64 @@ async fn with_graceful_restart_a_speaker_restart_withdraws_nothing() -> Result<(
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn communities_local_pref_and_aggregation_reach_the_router() -> Result<()> {
+    // iBGP with BIRD: its RIB shows every attribute, LOCAL_PREF included.
+    let mut router = RouterConfig::new(Kind::Bird);
+    router.asn = NODE_ASN;
+    let b = BgpRig::start("bgp-attributes", 3, &[], router).await?;
+    b.rig
+        .scenario
+        .pool("bgp-attr", json!({"addresses": ["198.51.100.224/28"]}))
+        .await?;
+    let communities: Api<ferrolb_crds::Community> = Api::all(b.rig.scenario.client.clone());
+    let names: ferrolb_crds::Community = serde_json::from_value(json!({
+        "apiVersion": "ferrolb.io/v1beta1", "kind": "Community",
+        "metadata": {"name": "names"},
+        "spec": {"communities": [{"name": "vpn-only", "value": "1234:1"}]},
+    }))?;
+    communities
+        .patch(
+            "names",
+            &PatchParams::apply("ferrolb-tests").force(),
+            &Patch::Apply(&names),
+        )
+        .await?;
+    b.peer(
+        "router",
+        json!({"myASN": NODE_ASN, "peerASN": NODE_ASN, "peerAddress": ROUTER_IPV4.to_string()}),
+    )
+    .await?;
+    b.advertisement(
+        "hosts",
+        json!({"ipAddressPools": ["bgp-attr"], "localPref": 250,
+        "communities": ["65535:65282", "large:64512:1:2", "vpn-only"]}),
+    )
+    .await?;
+    b.advertisement(
+        "aggregate",
+        json!({"ipAddressPools": ["bgp-attr"], "aggregationLength": 28}),
+    )
+    .await?;
+    b.rig.scenario.service("web", json!({})).await?;
+    let vip: IpAddr = b.rig.scenario.wait_any_ip("web").await?[0].parse()?;
+    let all: Vec<IpAddr> = NODES.iter().map(|n| node_ip(n)).collect();
+    let host = b.wait_next_hops(&format!("{vip}/32"), &all).await?;
+    assert_eq!(host.local_pref, Some(250));
+    assert_eq!(
+        host.communities,
+        ["1234:1", "65535:65282", "large:64512:1:2"]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
+    let aggregate = b.wait_next_hops("198.51.100.224/28", &all).await?;
+    assert_eq!(
+        aggregate.local_pref,
+        Some(100),
+        "the aggregate's advertisement sets none"
+    );
+    assert!(aggregate.communities.is_empty());
+    Ok(())
+}

@@ -375,6 +375,10 @@ pub fn announcers(
     ips: &BTreeSet<IpAddr>,
     services: &BTreeSet<ServiceKey>,
 ) -> BTreeMap<String, BTreeSet<String>> {
+    // Layer-2-only clusters pay nothing for this in their full replans.
+    if snapshot.bgp.peers.is_empty() || snapshot.bgp.advertisements.is_empty() {
+        return BTreeMap::new();
+    }
     let (attributes, _) = advertisement_attributes(snapshot);
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut ignored = BTreeSet::new();
