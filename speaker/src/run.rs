@@ -23,7 +23,7 @@ use kube::Client;
 use tracing::{error, info, warn};
 
 use crate::announce::{self, Announcer};
-use crate::bgp::speaker::{BgpSpeaker, SECRET_REFRESH};
+use crate::bgp::speaker::BgpSpeaker;
 use crate::hazard::watch::KernelWatch;
 use crate::membership::{self, Membership};
 use crate::metrics::{CapabilityLabels, Metrics};
@@ -129,7 +129,8 @@ pub async fn run(
     let mut fence_lifted = membership.fence_lifted();
     let mut bgp = BgpSpeaker::new(config.node.clone(), client.clone(), metrics.bgp.clone());
     // Passwords from Secrets are read again this often, even when nothing else changes.
-    let mut bgp_refresh = tokio::time::interval(SECRET_REFRESH);
+    let mut bgp_refresh = tokio::time::interval(crate::bgp::secrets::REFRESH);
+    let mut secrets_read = bgp.secrets_read();
     let mut bgp_due = true;
     // Each node's entry in BGPPeer.status.sessions follows its sessions within a second.
     let mut bgp_report = tokio::time::interval(Duration::from_secs(1));
@@ -200,7 +201,10 @@ pub async fn run(
                 replanner.force();
             }
             _ = bgp_refresh.tick() => bgp_due = true,
-            _ = bgp_report.tick() => bgp.report().await,
+            r = secrets_read.changed() => {
+                if r.is_ok() { bgp_due = true; }
+            }
+            _ = bgp_report.tick() => bgp.report(),
             () = &mut shutdown => break,
         }
     }

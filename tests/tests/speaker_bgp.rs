@@ -423,3 +423,43 @@ async fn communities_local_pref_and_aggregation_reach_the_router() -> Result<()>
     assert!(aggregate.communities.is_empty());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_from_a_secret_in_the_speakers_namespace_brings_sessions_up() -> Result<()> {
+    let mut router = RouterConfig::new(Kind::Frr);
+    router.password = Some("from-a-secret".into());
+    let b = BgpRig::start("bgp-secret", 3, &[], router).await?;
+    // The rig's speakers run as the chart's ServiceAccount in ferrolb-system.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(b.rig.scenario.client.clone(), "ferrolb-system");
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "bgp-md5", "namespace": "ferrolb-system"},
+        "type": "kubernetes.io/basic-auth",
+        "stringData": {"password": "from-a-secret"},
+    }))?;
+    secrets
+        .patch(
+            "bgp-md5",
+            &PatchParams::apply("ferrolb-tests").force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    b.peer(
+        "router",
+        json!({"myASN": NODE_ASN, "peerASN": ROUTER_ASN, "peerAddress": ROUTER_IPV4.to_string(),
+        "passwordSecret": {"name": "bgp-md5"}}),
+    )
+    .await?;
+    let all: BTreeSet<IpAddr> = NODES.iter().map(|n| node_ip(n)).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while b.router.established()? != all {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sessions {:?}",
+            b.router.established()?
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
+}

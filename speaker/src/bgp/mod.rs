@@ -13,6 +13,7 @@
 //!
 //! # I/O
 //! - `session.rs`: one session's task (TCP via [`crate::netio::tcp`], timers, the FSM).
+//! - `secrets.rs`: TCP MD5 keys read from Secrets off the main loop.
 //! - `speaker.rs`: this node's sessions, started and stopped as `BGPPeer`s change, fed routes.
 //!
 //! Messages are encoded and decoded by `rustbgpd-wire`, a codec crate with no I/O, no `unsafe`
@@ -25,6 +26,7 @@ pub mod fsm;
 pub mod metrics;
 pub mod open;
 pub mod routes;
+pub mod secrets;
 pub mod session;
 pub mod speaker;
 pub mod status;

@@ -1,37 +1,30 @@
 //! This node's BGP sessions (I/O): one [`Session`] per `BGPPeer` that selects the node, started,
 //! restarted and stopped as the peers change, each handed the routes the decision gives it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ferrolb_crds::{BGPPeer, BGPSessionStatus};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
-use tracing::{error, info, warn};
+use ferrolb_crds::BGPSessionStatus;
+use kube::Client;
+use tracing::{error, info};
 
 use super::config::PasswordSource;
 use super::fsm::{State, StopReason};
 use super::metrics::BgpMetrics;
 use super::routes::{Decision, decide, peers_of};
+use super::secrets::Secrets;
 use super::session::{Routes, Session, SessionConfig, SessionStatus};
 use super::status;
 use crate::bfd::task::Bfd;
 use crate::model::Snapshot;
-
-/// How long a password read from a Secret is used before it is read again.
-pub const SECRET_REFRESH: Duration = Duration::from_secs(60);
-
-/// A password read from a Secret (namespace, name), and when.
-type ReadSecret = (Instant, Result<Vec<u8>, String>);
 
 /// The sessions of this node.
 pub struct BgpSpeaker {
     node: String,
     client: Client,
     sessions: BTreeMap<String, (SessionConfig, Session)>,
-    secrets: HashMap<(String, String), ReadSecret>,
+    secrets: Secrets,
     decision: Decision,
     reported: BTreeSet<String>,
     metrics: BgpMetrics,
@@ -39,8 +32,8 @@ pub struct BgpSpeaker {
     bfd: Option<Bfd>,
     /// Each peer's session state and when it was entered.
     since: BTreeMap<String, (State, String)>,
-    /// This node's entry as last written to each peer's status.
-    written: BTreeMap<String, Option<BGPSessionStatus>>,
+    /// This node's entry for each of its peers, for the status writer task.
+    status_out: tokio::sync::watch::Sender<BTreeMap<String, BGPSessionStatus>>,
 }
 
 impl std::fmt::Debug for BgpSpeaker {
@@ -55,17 +48,21 @@ impl std::fmt::Debug for BgpSpeaker {
 impl BgpSpeaker {
     /// No sessions yet; `client` reads `passwordSecret`s.
     pub fn new(node: impl Into<String>, client: Client, metrics: BgpMetrics) -> BgpSpeaker {
+        let node: String = node.into();
+        let secrets = Secrets::start(client.clone());
+        let (status_out, status_in) = tokio::sync::watch::channel(BTreeMap::new());
+        tokio::spawn(status::writer(client.clone(), node.clone(), status_in));
         BgpSpeaker {
-            node: node.into(),
+            node,
             client,
             sessions: BTreeMap::new(),
-            secrets: HashMap::new(),
+            secrets,
             decision: Decision::default(),
             reported: BTreeSet::new(),
             metrics,
             bfd: None,
             since: BTreeMap::new(),
-            written: BTreeMap::new(),
+            status_out,
         }
     }
 
@@ -103,10 +100,12 @@ impl BgpSpeaker {
                         Some(PasswordSource::Secret {
                             namespace,
                             name: secret,
-                        }) => match self.secret(namespace.as_deref(), secret).await {
-                            Ok(key) => Some(key),
-                            Err(e) => {
-                                error!(peer = %name, error = %e, "BGPPeer {name}: spec.passwordSecret cannot be read; no session until it can");
+                        }) => match self.secret(namespace.as_deref(), secret) {
+                            Some(Ok(key)) => Some(key),
+                            // Asked for; the loop runs again once it is read.
+                            None => continue,
+                            Some(Err(e)) => {
+                                problems.insert(format!("BGPPeer {name}: spec.passwordSecret cannot be read ({e}); no session until it can"));
                                 continue;
                             }
                         },
@@ -194,39 +193,28 @@ impl BgpSpeaker {
         self.decision = decision;
     }
 
-    /// The `password` key of Secret `namespace/name` (the speaker's namespace when `None`; no
-    /// other is allowed, its RBAC grants only that one), read again after [`SECRET_REFRESH`].
-    async fn secret(&mut self, namespace: Option<&str>, name: &str) -> Result<Vec<u8>, String> {
+    /// The key of `namespace/name` (the speaker's namespace when `None`; no other is allowed,
+    /// its RBAC grants only that one), as cached; `None` until it has been read.
+    fn secret(&self, namespace: Option<&str>, name: &str) -> Option<Result<Vec<u8>, String>> {
         let own = self.client.default_namespace().to_string();
         let namespace = namespace.unwrap_or(&own).to_string();
         if namespace != own {
-            return Err(format!(
+            return Some(Err(format!(
                 "Secret {namespace}/{name} is outside the speaker's namespace {own}; the speaker reads Secrets only there (move the Secret, or leave spec.passwordSecret.namespace empty)"
-            ));
+            )));
         }
-        let key = (namespace.clone(), name.to_string());
-        if let Some((at, value)) = self.secrets.get(&key)
-            && at.elapsed() < SECRET_REFRESH
-        {
-            return value.clone();
-        }
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
-        let value = match api.get(name).await {
-            Ok(secret) => secret
-                .data
-                .and_then(|d| d.get("password").map(|v| v.0.clone()))
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| format!("Secret {namespace}/{name} has no key \"password\"")),
-            Err(e) => Err(format!("reading Secret {namespace}/{name}: {e}")),
-        };
-        self.secrets.insert(key, (Instant::now(), value.clone()));
-        value
+        self.secrets.get(&(namespace, name.to_string()))
     }
 
-    /// Writes this node's entry of each peer's `status.sessions` that changed since the last
-    /// call, and removes its entry from peers it no longer has. Failed writes are retried on
-    /// the next call.
-    pub async fn report(&mut self) {
+    /// Changes when a Secret read finished: call [`BgpSpeaker::update`] again.
+    pub fn secrets_read(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.secrets.read()
+    }
+
+    /// Hands this node's entries of the peers' `status.sessions` to the status writer task
+    /// (which writes what changed, removes entries of peers this node no longer has, and
+    /// retries failures), so the main loop never waits on the apiserver.
+    pub fn report(&mut self) {
         let now = std::time::SystemTime::now();
         let stamp = k8s_openapi::jiff::Timestamp::try_from(now)
             .map(|t| t.to_string())
@@ -247,41 +235,14 @@ impl BgpSpeaker {
                 Some(status::entry(&self.node, &status, &since)),
             );
         }
-        for name in self.written.keys() {
-            wanted.entry(name.clone()).or_insert(None);
-        }
         self.since
             .retain(|name, _| self.sessions.contains_key(name));
-        let api: Api<BGPPeer> = Api::all(self.client.clone());
-        let params = PatchParams::apply(&status::manager(&self.node)).force();
-        for (name, entry) in wanted {
-            if self.written.get(&name) == Some(&entry) {
-                continue;
-            }
-            match api
-                .patch_status(
-                    &name,
-                    &params,
-                    &Patch::Apply(&status::body(&name, entry.as_ref())),
-                )
-                .await
-            {
-                Ok(_) => {
-                    if entry.is_some() {
-                        self.written.insert(name, entry);
-                    } else {
-                        self.written.remove(&name);
-                    }
-                }
-                // The peer is gone, and its status with it.
-                Err(kube::Error::Api(e)) if e.code == 404 => {
-                    self.written.remove(&name);
-                }
-                Err(e) => {
-                    warn!(peer = %name, error = %e, "writing BGPPeer {name} status.sessions failed; retrying")
-                }
-            }
-        }
+        self.status_out.send_replace(
+            wanted
+                .into_iter()
+                .filter_map(|(name, entry)| Some((name, entry?)))
+                .collect(),
+        );
     }
 
     /// Stops every session: with graceful restart the routers keep the routes; otherwise they
