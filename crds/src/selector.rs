@@ -90,6 +90,22 @@ pub fn any_matches(selectors: &[LabelSelector], labels: &BTreeMap<String, String
     selectors.is_empty() || selectors.iter().any(|s| s.matches(labels))
 }
 
+/// Whether an object that lists `names` and `selectors` (an advertisement's `ipAddressPools`
+/// and `ipAddressPoolSelectors`) picks the object `name` with `labels`: named, selected, or,
+/// naming and selecting nothing, every object.
+pub fn named_or_selected(
+    names: &[String],
+    selectors: &[LabelSelector],
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    if names.is_empty() && selectors.is_empty() {
+        return true;
+    }
+    // `any_matches` treats an empty list as "everything": only ask it when there are terms.
+    names.iter().any(|n| n == name) || (!selectors.is_empty() && any_matches(selectors, labels))
+}
+
 /// A label map from `(key, value)` pairs, for building labels and selectors in code and tests.
 pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -101,6 +117,25 @@ pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn named_or_selected_takes_either_and_nothing_means_all() {
+        let l = labels(&[("tier", "edge")]);
+        let sel = vec![LabelSelector {
+            match_labels: labels(&[("tier", "edge")]),
+            ..Default::default()
+        }];
+        assert!(named_or_selected(&[], &[], "a", &l));
+        assert!(named_or_selected(&["a".into()], &[], "a", &l));
+        assert!(!named_or_selected(&["b".into()], &[], "a", &l));
+        assert!(named_or_selected(&["b".into()], &sel, "a", &l));
+        assert!(!named_or_selected(
+            &["b".into()],
+            &sel,
+            "a",
+            &BTreeMap::new()
+        ));
+    }
 
     fn req(key: &str, operator: SelectorOperator, values: &[&str]) -> LabelSelectorRequirement {
         LabelSelectorRequirement {

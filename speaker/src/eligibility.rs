@@ -36,18 +36,12 @@ impl Advertisement {
     /// Whether this advertisement announces `pool`: named, selected, or (naming and selecting
     /// nothing) every pool.
     pub fn selects_pool(&self, pool: &PoolInfo) -> bool {
-        if self.pools.is_empty() && self.pool_selectors.is_empty() {
-            return true;
-        }
-        // `any_matches` treats an empty list as "everything": only ask it when there are terms.
-        self.pools.contains(&pool.name)
-            || (!self.pool_selectors.is_empty()
-                && selector::any_matches(&self.pool_selectors, &pool.labels))
+        selector::named_or_selected(&self.pools, &self.pool_selectors, &pool.name, &pool.labels)
     }
 
     /// Whether this advertisement lets `node` announce.
     pub fn selects_node(&self, node: &NodeInfo) -> bool {
-        self.node_selectors.is_empty() || selector::any_matches(&self.node_selectors, &node.labels)
+        selector::any_matches(&self.node_selectors, &node.labels)
     }
 }
 

@@ -151,22 +151,17 @@ pub fn peers_of<'a>(snapshot: &'a Snapshot, node: &NodeInfo) -> BTreeMap<&'a str
         .peers
         .iter()
         .filter_map(|(name, peer)| peer.as_ref().ok().map(|p| (name.as_str(), p)))
-        .filter(|(_, p)| {
-            p.node_selectors.is_empty() || selector::any_matches(&p.node_selectors, &node.labels)
-        })
+        .filter(|(_, p)| selector::any_matches(&p.node_selectors, &node.labels))
         .collect()
 }
 
 impl BgpAdvertisement {
     fn selects_pool(&self, pool: &PoolInfo) -> bool {
-        (self.pools.is_empty() && self.pool_selectors.is_empty())
-            || self.pools.contains(&pool.name)
-            || (!self.pool_selectors.is_empty()
-                && selector::any_matches(&self.pool_selectors, &pool.labels))
+        selector::named_or_selected(&self.pools, &self.pool_selectors, &pool.name, &pool.labels)
     }
 
     fn selects_node(&self, node: &NodeInfo) -> bool {
-        self.node_selectors.is_empty() || selector::any_matches(&self.node_selectors, &node.labels)
+        selector::any_matches(&self.node_selectors, &node.labels)
     }
 
     fn aggregation(&self, family: Family) -> u8 {

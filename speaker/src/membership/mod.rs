@@ -105,6 +105,24 @@ pub struct Membership {
 
 // === impl Membership ===
 
+/// The heartbeat socket (UDP) and the lifelines' listener (TCP) on the same port. With an
+/// ephemeral port (0, as tests bind), the port the kernel picked for UDP may be taken for TCP
+/// (another socket's ephemeral end): then both are bound again on a new port.
+async fn bind_both(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+    let mut attempts = 0;
+    loop {
+        let socket = UdpSocket::bind(addr).await?;
+        let local = socket.local_addr()?;
+        match TcpListener::bind(local).await {
+            Ok(listener) => return Ok((socket, listener)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && addr.port() == 0 && attempts < 20 => {
+                attempts += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl Membership {
     /// Binds the UDP socket and spawns the membership task. The receiver holds the current
     /// [`LiveView`] (at first: this speaker only) and changes only when the view changes; it is
@@ -132,10 +150,8 @@ impl Membership {
                 (Socket::Simulated(socket), addr, None, ended)
             }
             None => {
-                let socket = UdpSocket::bind(cfg.bind).await?;
+                let (socket, listener) = bind_both(cfg.bind).await?;
                 let local_addr = socket.local_addr()?;
-                // The lifelines listen on the same port, over TCP.
-                let listener = TcpListener::bind(local_addr).await?;
                 let (lifelines, ended) = Lifelines::start(
                     listener,
                     &cfg.node,
