@@ -141,6 +141,11 @@ pub struct BGPSessionStatus {
     /// Prefixes the router holds from this node.
     #[serde(default)]
     pub prefixes: u32,
+    /// Routes this node should announce to the router that the session cannot carry: their
+    /// family was not negotiated, or the node has no address of that family on the link to
+    /// use as next hop.
+    #[serde(default)]
+    pub held_back: u32,
     /// BFD state (Up, Down, Init), when the peer uses BFD.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd: Option<String>,

@@ -143,7 +143,7 @@ pub async fn run(
             bgp_due = true;
         }
         if bgp_due {
-            bgp.update(replanner.snapshot()).await;
+            bgp.update(replanner.snapshot());
             bgp_due = false;
         }
         let links = announcer.interface_names();

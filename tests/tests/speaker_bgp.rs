@@ -104,7 +104,7 @@ async fn ecmp(kind: Kind, over_ipv6: bool) -> Result<()> {
         let sessions = peer.status.map(|s| s.sessions).unwrap_or_default();
         let up: BTreeSet<&str> = sessions
             .iter()
-            .filter(|s| s.state == "Established" && s.prefixes >= 1)
+            .filter(|s| s.state == "Established" && s.prefixes >= 1 && s.held_back == 0)
             .map(|s| s.node.as_str())
             .collect();
         if up == BTreeSet::from(NODES) {

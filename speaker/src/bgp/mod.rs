@@ -15,6 +15,7 @@
 //! - `session.rs`: one session's task (TCP via [`crate::netio::tcp`], timers, the FSM).
 //! - `secrets.rs`: TCP MD5 keys read from Secrets off the main loop.
 //! - `speaker.rs`: this node's sessions, started and stopped as `BGPPeer`s change, fed routes.
+//! - `status_writer.rs`: writes this node's `BGPPeer.status.sessions` entries.
 //!
 //! Messages are encoded and decoded by `rustbgpd-wire`, a codec crate with no I/O, no `unsafe`
 //! and no panics on malformed input, covering every message and attribute used here (4-octet
@@ -30,4 +31,5 @@ pub mod secrets;
 pub mod session;
 pub mod speaker;
 pub mod status;
+pub mod status_writer;
 pub mod updates;

@@ -14,8 +14,8 @@ use super::fsm::{State, StopReason};
 use super::metrics::BgpMetrics;
 use super::routes::{Decision, decide, peers_of};
 use super::secrets::Secrets;
-use super::session::{Routes, Session, SessionConfig, SessionStatus};
-use super::status;
+use super::session::{Routes, Session, SessionConfig};
+use super::{status, status_writer};
 use crate::bfd::task::Bfd;
 use crate::model::Snapshot;
 
@@ -51,7 +51,11 @@ impl BgpSpeaker {
         let node: String = node.into();
         let secrets = Secrets::start(client.clone());
         let (status_out, status_in) = tokio::sync::watch::channel(BTreeMap::new());
-        tokio::spawn(status::writer(client.clone(), node.clone(), status_in));
+        tokio::spawn(status_writer::writer(
+            client.clone(),
+            node.clone(),
+            status_in,
+        ));
         BgpSpeaker {
             node,
             client,
@@ -66,21 +70,8 @@ impl BgpSpeaker {
         }
     }
 
-    /// The latest decision.
-    pub fn decision(&self) -> &Decision {
-        &self.decision
-    }
-
-    /// Each session's status, by peer.
-    pub fn statuses(&self) -> BTreeMap<String, SessionStatus> {
-        self.sessions
-            .iter()
-            .map(|(name, (_, s))| (name.clone(), s.status().borrow().clone()))
-            .collect()
-    }
-
     /// Brings the sessions and their routes in line with `snapshot`.
-    pub async fn update(&mut self, snapshot: &Snapshot) {
+    pub fn update(&mut self, snapshot: &Snapshot) {
         let decision = decide(snapshot, &self.node);
         // Every problem seen in this pass; each is logged once, when it first appears.
         let mut problems: BTreeSet<String> =
