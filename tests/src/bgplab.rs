@@ -12,7 +12,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use crate::l2lab::Rig;
-use crate::router::{RibEntry, Router, RouterConfig};
+use crate::router::{NODE_ASN, ROUTER_IPV4, RibEntry, Router, RouterConfig};
 
 /// How long BGP changes may take to reach the router.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,23 +50,30 @@ impl BgpRig {
         delete_all::<BGPAdvertisement>(&client).await?;
         let router = tokio::task::spawn_blocking(move || Router::start(router)).await??;
         for host in rig.lab.nodes() {
-            host.exec(
-                "ip",
-                &["route", "add", "203.0.113.0/24", "via", "198.51.100.254"],
-            )?;
-            host.exec(
-                "ip",
-                &[
-                    "-6",
-                    "route",
-                    "add",
-                    "2001:db8:2::/64",
-                    "via",
-                    "2001:db8:1::fe",
-                ],
-            )?;
+            Router::route_from(host)?;
         }
         Ok(BgpRig { rig, router })
+    }
+
+    /// The usual setup: pool `pool` with `addresses`, BGPPeer `router` (the nodes' AS, the
+    /// router's AS and IPv4 address, with `peer_extra` merged over them) and a BGPAdvertisement
+    /// `pool` of the pool.
+    pub async fn announce_pool(
+        &self,
+        pool: &str,
+        addresses: Value,
+        peer_extra: Value,
+    ) -> Result<()> {
+        self.rig
+            .scenario
+            .pool(pool, json!({"addresses": addresses}))
+            .await?;
+        let mut peer = json!({"myASN": NODE_ASN, "peerASN": self.router.config.asn,
+                              "peerAddress": ROUTER_IPV4.to_string()});
+        crate::scenario::merge(&mut peer, peer_extra);
+        self.peer("router", peer).await?;
+        self.advertisement(pool, json!({"ipAddressPools": [pool]}))
+            .await
     }
 
     /// Applies `BGPPeer` `name` with `spec`.

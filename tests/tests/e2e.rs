@@ -1,7 +1,8 @@
 //! ferrolb as users run it: the chart installed with `helm install` on real nodes (kubelet,
 //! containerd, kube-proxy), locally built images, traffic from the LAN's client through the real
 //! kube-proxy. The scenarios live in `ferrolb_tests::e2e::scenarios`; this file runs them on the
-//! testbed in each kube-proxy mode this kernel has (iptables, nftables; no IPVS here).
+//! testbed in each kube-proxy mode this kernel has (iptables, nftables; no IPVS here), and BGP
+//! mode with a real router ([`ferrolb_tests::e2e::bgp`]).
 
 use ferrolb_tests::control_plane::process_dir;
 use ferrolb_tests::e2e::scenarios::{self, Families};
@@ -47,5 +48,20 @@ fn helm_install_serves_services_through_kube_proxy_iptables() {
             scenarios::pods_summary(&tb),
             tb.diagnostics()
         );
+    }
+}
+
+/// BGP mode on the same kind of cluster: speaker pods peer with a real FRR router (BFD,
+/// graceful restart) and the remote client behind it reaches the Services through the nodes.
+#[test]
+fn helm_install_announces_services_to_a_router_over_bgp() {
+    let mut tb = testbed(ProxyMode::Nftables);
+    match ferrolb_tests::e2e::bgp::journey(&mut tb) {
+        Ok(report) => eprintln!("e2e BGP report: {report:?}"),
+        Err(e) => panic!(
+            "{e:#}\n{}\n{}",
+            scenarios::pods_summary(&tb),
+            tb.diagnostics()
+        ),
     }
 }

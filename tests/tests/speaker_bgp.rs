@@ -28,19 +28,20 @@ fn node_ip6(name: &str) -> IpAddr {
 async fn ecmp(kind: Kind, over_ipv6: bool) -> Result<()> {
     let name = format!("bgp-{}", kind.name());
     let b = BgpRig::start(&name, 3, &[], RouterConfig::new(kind)).await?;
-    b.rig
-        .scenario
-        .pool("bgp", json!({"addresses": ["198.51.100.200-198.51.100.210", "2001:db8:1::200-2001:db8:1::20f"]}))
-        .await?;
     let peer_address = if over_ipv6 {
         ROUTER_IPV6.to_string()
     } else {
         ROUTER_IPV4.to_string()
     };
-    b.peer("router", json!({"myASN": NODE_ASN, "peerASN": ROUTER_ASN, "peerAddress": peer_address, "holdTime": "9s"}))
-        .await?;
-    b.advertisement("bgp", json!({"ipAddressPools": ["bgp"]}))
-        .await?;
+    b.announce_pool(
+        "bgp",
+        json!([
+            "198.51.100.200-198.51.100.210",
+            "2001:db8:1::200-2001:db8:1::20f"
+        ]),
+        json!({"peerAddress": peer_address, "holdTime": "9s"}),
+    )
+    .await?;
     b.rig
         .scenario
         .service(
@@ -145,20 +146,12 @@ async fn bird_over_ipv6_sessions_spreads_the_remote_client_over_every_node() -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_policy_routes_follow_the_endpoints() -> Result<()> {
     let b = BgpRig::start("bgp-local", 3, &[], RouterConfig::new(Kind::Frr)).await?;
-    b.rig
-        .scenario
-        .pool(
-            "bgp-local",
-            json!({"addresses": ["198.51.100.220-198.51.100.225"]}),
-        )
-        .await?;
-    b.peer(
-        "router",
-        json!({"myASN": NODE_ASN, "peerASN": ROUTER_ASN, "peerAddress": ROUTER_IPV4.to_string()}),
+    b.announce_pool(
+        "bgp-local",
+        json!(["198.51.100.220-198.51.100.225"]),
+        json!({}),
     )
     .await?;
-    b.advertisement("bgp-local", json!({"ipAddressPools": ["bgp-local"]}))
-        .await?;
     b.rig
         .scenario
         .service("web", json!({"spec": {"externalTrafficPolicy": "Local"}}))
@@ -252,17 +245,9 @@ async fn three_next_hops(
             )
             .await?;
     }
-    b.rig
-        .scenario
-        .pool(
-            name,
-            json!({"addresses": ["198.51.100.240-198.51.100.245"]}),
-        )
-        .await?;
-    let mut peer = json!({"myASN": NODE_ASN, "peerASN": ROUTER_ASN, "peerAddress": ROUTER_IPV4.to_string(), "holdTime": "9s"});
+    let mut peer = json!({"holdTime": "9s"});
     ferrolb_tests::scenario::merge(&mut peer, peer_extra);
-    b.peer("router", peer).await?;
-    b.advertisement(name, json!({"ipAddressPools": [name]}))
+    b.announce_pool(name, json!(["198.51.100.240-198.51.100.245"]), peer)
         .await?;
     b.rig.scenario.service("web", json!({})).await?;
     let vip: IpAddr = b.rig.scenario.wait_any_ip("web").await?[0].parse()?;

@@ -9,6 +9,7 @@
 //!                      └─ nodes: names, MACs, power off
 //! ```
 
+pub mod bgp;
 pub mod kind;
 pub mod probes;
 pub mod scenarios;

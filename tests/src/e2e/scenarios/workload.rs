@@ -39,13 +39,37 @@ pub fn apply_pool(d: &dyn Driver) -> Result<()> {
 /// waits until it is available.
 pub fn deploy_echo(d: &dyn Driver, name: &str, replicas: u32, node: Option<&str>) -> Result<()> {
     step(d, &format!("deploy {replicas} echo pod(s) as {name}"));
-    d.kubectl_input(
-        &["apply", "-f", "-"],
-        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP_NAMESPACE}})
-            .to_string(),
-    )?;
+    let mut spec = echo_pod_spec()?;
+    if let Some(node) = node {
+        spec["nodeSelector"] = json!({"kubernetes.io/hostname": node});
+    }
+    apply_echo_deployment(d, name, replicas, spec)
+}
+
+/// A Deployment of echo pods labelled `app: <name>`, one on each of `nodes` (required node
+/// affinity to them, required anti-affinity between the pods); waits until it is available.
+pub fn deploy_echo_on_each(d: &dyn Driver, name: &str, nodes: &[&str]) -> Result<()> {
+    step(
+        d,
+        &format!("deploy echo pods as {name}, one on each of {nodes:?}"),
+    );
+    let mut spec = echo_pod_spec()?;
+    spec["affinity"] = json!({
+        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": nodes}]},
+        ]}},
+        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": name}}, "topologyKey": "kubernetes.io/hostname"},
+        ]},
+    });
+    apply_echo_deployment(d, name, nodes.len() as u32, spec)
+}
+
+/// The echo container's pod spec: its name and node in the environment, a readiness probe,
+/// and no privileges.
+fn echo_pod_spec() -> Result<Value> {
     let image = ImageKind::Echo.reference()?;
-    let mut spec = json!({
+    Ok(json!({
         "terminationGracePeriodSeconds": 2,
         "containers": [{
             "name": "echo",
@@ -64,10 +88,17 @@ pub fn deploy_echo(d: &dyn Driver, name: &str, replicas: u32, node: Option<&str>
                 "capabilities": {"drop": ["ALL"]},
             },
         }],
-    });
-    if let Some(node) = node {
-        spec["nodeSelector"] = json!({"kubernetes.io/hostname": node});
-    }
+    }))
+}
+
+/// Applies the Deployment `name` of `replicas` pods with `spec` in the app namespace (creating
+/// the namespace) and waits for its rollout.
+fn apply_echo_deployment(d: &dyn Driver, name: &str, replicas: u32, spec: Value) -> Result<()> {
+    d.kubectl_input(
+        &["apply", "-f", "-"],
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP_NAMESPACE}})
+            .to_string(),
+    )?;
     let deployment = json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
