@@ -138,3 +138,11 @@ pub struct SnapshotDelta {
     /// Nodes, pools or advertisements changed, or everything was read again.
     pub everything: bool,
 }
+
+impl SnapshotDelta {
+    /// Adds what `later` changed.
+    pub fn merge(&mut self, later: SnapshotDelta) {
+        self.everything |= later.everything;
+        self.services.extend(later.services);
+    }
+}

@@ -148,12 +148,17 @@ impl Replanner {
     }
 
     /// Brings the snapshot up to date in place (`update` says what it changed), after a
-    /// watch reported a change: the cheap way of [`Replanner::snapshot_read`].
-    pub fn update_snapshot(&mut self, update: impl FnOnce(&mut Snapshot) -> SnapshotDelta) {
+    /// watch reported a change: the cheap way of [`Replanner::snapshot_read`]. Returns what
+    /// changed.
+    pub fn update_snapshot(
+        &mut self,
+        update: impl FnOnce(&mut Snapshot) -> SnapshotDelta,
+    ) -> SnapshotDelta {
         self.snapshot_stale = false;
         let delta = update(&mut self.snapshot);
         self.changed_everything |= delta.everything;
-        self.changed_services.extend(delta.services);
+        self.changed_services.extend(delta.services.iter().cloned());
+        delta
     }
 
     /// Plan at the next step even if neither the snapshot nor the live speakers changed.

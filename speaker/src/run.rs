@@ -132,18 +132,20 @@ pub async fn run(
     let mut bgp_refresh = tokio::time::interval(crate::bgp::secrets::REFRESH);
     let mut secrets_read = bgp.secrets_read();
     let mut bgp_due = true;
+    // What changed in the snapshot since BGP last looked.
+    let mut bgp_delta = crate::model::SnapshotDelta::default();
     // Each node's entry in BGPPeer.status.sessions follows its sessions within a second.
     let mut bgp_report = tokio::time::interval(Duration::from_secs(1));
     loop {
         let view = live.borrow_and_update().clone();
         if replanner.snapshot_stale() {
-            replanner.update_snapshot(|snapshot| {
+            bgp_delta.merge(replanner.update_snapshot(|snapshot| {
                 sources.refresh(snapshot, &mut slice_index, config.lb_class.as_deref())
-            });
+            }));
             bgp_due = true;
         }
         if bgp_due {
-            bgp.update(replanner.snapshot());
+            bgp.update(replanner.snapshot(), &std::mem::take(&mut bgp_delta));
             bgp_due = false;
         }
         let links = announcer.interface_names();

@@ -8,6 +8,7 @@
 //! - `framing.rs`: bytes from the router split into messages.
 //! - `fsm.rs`: one session's state machine (RFC 4271), time passed in.
 //! - `routes.rs`: the route decision: which prefixes to which peer, with which attributes.
+//! - `route_table.rs`: that decision kept up to date Service by Service.
 //! - `status.rs`: this node's entry in `BGPPeer.status.sessions`.
 //! - `updates.rs`: the Adj-RIB-Out of a session and the UPDATEs that bring it up to date.
 //!
@@ -26,6 +27,7 @@ pub mod framing;
 pub mod fsm;
 pub mod metrics;
 pub mod open;
+pub mod route_table;
 pub mod routes;
 pub mod secrets;
 pub mod session;

@@ -87,7 +87,8 @@ pub struct Attributes {
 }
 
 impl Attributes {
-    fn merge(&mut self, other: &Attributes) {
+    /// Adds `other`'s communities; keeps the higher LOCAL_PREF.
+    pub fn merge(&mut self, other: &Attributes) {
         self.communities.extend(other.communities.iter().copied());
         self.local_pref = self.local_pref.max(other.local_pref);
     }
@@ -315,49 +316,114 @@ fn outcome(
     })
 }
 
-/// Decides what node `node_name` announces.
+/// What every Service's decision on this node shares: the node, its peers and the
+/// advertisements' attributes.
+#[derive(Debug)]
+pub struct NodeContext<'a> {
+    node: &'a NodeInfo,
+    peers: BTreeMap<&'a str, &'a PeerConfig>,
+    attributes: Vec<Option<Attributes>>,
+}
+
+impl<'a> NodeContext<'a> {
+    /// The context of `node_name` and the problems found in the advertisements; `None` when the
+    /// Node is unknown (it announces nothing).
+    pub fn new(
+        snapshot: &'a Snapshot,
+        node_name: &str,
+    ) -> (Option<NodeContext<'a>>, BTreeSet<Problem>) {
+        let (attributes, problems) = advertisement_attributes(snapshot);
+        let context = snapshot.nodes.get(node_name).map(|node| NodeContext {
+            node,
+            peers: peers_of(snapshot, node),
+            attributes,
+        });
+        (context, problems)
+    }
+
+    /// Whether any Service can be announced from here: the node has a peer and some
+    /// advertisement exists. When not, every Service's routes are empty.
+    pub fn may_announce(&self, snapshot: &Snapshot) -> bool {
+        !self.peers.is_empty() && !snapshot.bgp.advertisements.is_empty()
+    }
+}
+
+/// One Service's decision on this node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceRoutes {
+    /// For each of its addresses: the peers it goes to, or why none.
+    pub per_ip: BTreeMap<IpAddr, Result<BTreeSet<String>, NotAnnounced>>,
+    /// The routes it contributes: peer, prefix, attributes.
+    pub routes: Vec<(String, Prefix, Attributes)>,
+    /// Problems found while deciding (an aggregate reaching beyond the pool).
+    pub problems: BTreeSet<Problem>,
+}
+
+/// What `context`'s node announces for `svc`.
+pub fn service_routes(
+    snapshot: &Snapshot,
+    context: &NodeContext,
+    svc: &ServiceInfo,
+) -> ServiceRoutes {
+    let mut out = ServiceRoutes::default();
+    for &ip in &svc.ips {
+        let Some(result) = outcome(
+            snapshot,
+            context.node,
+            &context.peers,
+            &context.attributes,
+            svc,
+            ip,
+            &mut out.problems,
+        ) else {
+            continue;
+        };
+        let result = result.map(|routes| {
+            let to = routes.iter().map(|(peer, _, _)| peer.clone()).collect();
+            out.routes.extend(routes);
+            to
+        });
+        out.per_ip.insert(ip, result);
+    }
+    out
+}
+
+/// Adds `attrs` to `prefix`'s route to `peer` in `routes`, merging with what is there.
+pub fn merge_route(
+    routes: &mut BTreeMap<String, BTreeMap<Prefix, Attributes>>,
+    peer: &str,
+    prefix: Prefix,
+    attrs: &Attributes,
+) {
+    let table = match routes.get_mut(peer) {
+        Some(table) => table,
+        None => routes.entry(peer.to_string()).or_default(),
+    };
+    table
+        .entry(prefix)
+        .and_modify(|a| a.merge(attrs))
+        .or_insert_with(|| attrs.clone());
+}
+
+/// Decides what node `node_name` announces, over every Service (the reference the
+/// incremental [`crate::bgp::route_table::RouteTable`] is tested against).
 pub fn decide(snapshot: &Snapshot, node_name: &str) -> Decision {
-    let (attributes, problems) = advertisement_attributes(snapshot);
+    let (context, problems) = NodeContext::new(snapshot, node_name);
     let mut decision = Decision {
         problems,
         ..Decision::default()
     };
-    let Some(node) = snapshot.nodes.get(node_name) else {
+    let Some(context) = context else {
         return decision;
     };
-    let peers = peers_of(snapshot, node);
     for svc in snapshot.services.values() {
-        let mut per_ip = BTreeMap::new();
-        for &ip in &svc.ips {
-            let Some(result) = outcome(
-                snapshot,
-                node,
-                &peers,
-                &attributes,
-                svc,
-                ip,
-                &mut decision.problems,
-            ) else {
-                continue;
-            };
-            let result = result.map(|routes| {
-                let mut to = BTreeSet::new();
-                for (peer, prefix, attrs) in routes {
-                    decision
-                        .routes
-                        .entry(peer.clone())
-                        .or_default()
-                        .entry(prefix)
-                        .and_modify(|a| a.merge(&attrs))
-                        .or_insert(attrs);
-                    to.insert(peer);
-                }
-                to
-            });
-            per_ip.insert(ip, result);
+        let decided = service_routes(snapshot, &context, svc);
+        for (peer, prefix, attrs) in &decided.routes {
+            merge_route(&mut decision.routes, peer, *prefix, attrs);
         }
-        if !per_ip.is_empty() {
-            decision.services.insert(svc.key.clone(), per_ip);
+        decision.problems.extend(decided.problems);
+        if !decided.per_ip.is_empty() {
+            decision.services.insert(svc.key.clone(), decided.per_ip);
         }
     }
     decision
@@ -457,4 +523,4 @@ pub fn describe_announcers(
 
 #[cfg(test)]
 #[path = "routes_tests.rs"]
-mod tests;
+pub(super) mod tests;

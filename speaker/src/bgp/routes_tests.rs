@@ -10,9 +10,9 @@ use super::*;
 use crate::bgp::config::peer_config;
 use crate::model::{ServiceInfo, Snapshot};
 
-const NODE: &str = "node1";
+pub(crate) const NODE: &str = "node1";
 
-fn ip(s: &str) -> IpAddr {
+pub(crate) fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
@@ -23,7 +23,7 @@ fn select(pairs: &[(&str, &str)]) -> LabelSelector {
     }
 }
 
-fn peer(
+pub(crate) fn peer(
     name: &str,
     node_selectors: Vec<LabelSelector>,
 ) -> (String, Result<PeerConfig, crate::bgp::config::ConfigError>) {
@@ -43,7 +43,7 @@ fn peer(
     )
 }
 
-fn ad(name: &str) -> BgpAdvertisement {
+pub(crate) fn ad(name: &str) -> BgpAdvertisement {
     BgpAdvertisement {
         name: name.into(),
         aggregation_v4: 32,
@@ -52,7 +52,7 @@ fn ad(name: &str) -> BgpAdvertisement {
     }
 }
 
-fn service(name: &str, ips: &[&str]) -> ServiceInfo {
+pub(crate) fn service(name: &str, ips: &[&str]) -> ServiceInfo {
     ServiceInfo {
         key: ServiceKey::new("default", name),
         ips: ips.iter().map(|s| ip(s)).collect(),
@@ -62,7 +62,7 @@ fn service(name: &str, ips: &[&str]) -> ServiceInfo {
 
 /// One node (labelled rack=a), one pool (198.51.100.0/24 and 2001:db8:1::/64), peers r1 and
 /// r2 on every node, one empty advertisement, and Services as given.
-fn snapshot(services: Vec<ServiceInfo>) -> Snapshot {
+pub(crate) fn snapshot(services: Vec<ServiceInfo>) -> Snapshot {
     let mut s = Snapshot::default();
     for n in [NODE, "node2"] {
         s.nodes.insert(

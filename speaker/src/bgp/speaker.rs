@@ -12,12 +12,13 @@ use tracing::{error, info};
 use super::config::PasswordSource;
 use super::fsm::{State, StopReason};
 use super::metrics::BgpMetrics;
-use super::routes::{Decision, decide, peers_of};
+use super::route_table::RouteTable;
+use super::routes::peers_of;
 use super::secrets::Secrets;
 use super::session::{Routes, Session, SessionConfig};
 use super::{status, status_writer};
 use crate::bfd::task::Bfd;
-use crate::model::Snapshot;
+use crate::model::{Snapshot, SnapshotDelta};
 
 /// The sessions of this node.
 pub struct BgpSpeaker {
@@ -25,7 +26,8 @@ pub struct BgpSpeaker {
     client: Client,
     sessions: BTreeMap<String, (SessionConfig, Session)>,
     secrets: Secrets,
-    decision: Decision,
+    /// The routes to each peer, kept up to date Service by Service.
+    table: RouteTable,
     reported: BTreeSet<String>,
     metrics: BgpMetrics,
     /// The node's BFD task, started when a peer first asks for BFD.
@@ -61,7 +63,7 @@ impl BgpSpeaker {
             client,
             sessions: BTreeMap::new(),
             secrets,
-            decision: Decision::default(),
+            table: RouteTable::default(),
             reported: BTreeSet::new(),
             metrics,
             bfd: None,
@@ -70,12 +72,13 @@ impl BgpSpeaker {
         }
     }
 
-    /// Brings the sessions and their routes in line with `snapshot`.
-    pub fn update(&mut self, snapshot: &Snapshot) {
-        let decision = decide(snapshot, &self.node);
+    /// Brings the sessions and their routes in line with `snapshot`, of which `delta` changed
+    /// since the last call.
+    pub fn update(&mut self, snapshot: &Snapshot, delta: &SnapshotDelta) {
+        let touched = self.table.update(snapshot, &self.node, delta);
         // Every problem seen in this pass; each is logged once, when it first appears.
         let mut problems: BTreeSet<String> =
-            decision.problems.iter().map(|p| p.0.clone()).collect();
+            self.table.problems().into_iter().map(|p| p.0).collect();
         for (name, peer) in &snapshot.bgp.peers {
             if let Err(e) = peer {
                 problems.insert(format!("BGPPeer {name} refused: {e}"));
@@ -145,15 +148,17 @@ impl BgpSpeaker {
         }
         let empty: Routes = Arc::new(BTreeMap::new());
         for (name, config) in wanted {
-            let routes: Routes = decision
-                .routes
-                .get(&name)
-                .map(|r| Arc::new(r.clone()))
-                .unwrap_or_else(|| empty.clone());
+            let routes = || -> Routes {
+                self.table
+                    .routes()
+                    .get(&name)
+                    .map(|r| Arc::new(r.clone()))
+                    .unwrap_or_else(|| empty.clone())
+            };
             match self.sessions.get(&name) {
                 Some((current, session)) if *current == config => {
-                    if self.decision.routes.get(&name) != decision.routes.get(&name) {
-                        session.set_routes(routes);
+                    if touched.contains(&name) {
+                        session.set_routes(routes());
                     }
                 }
                 _ => {
@@ -173,7 +178,7 @@ impl BgpSpeaker {
                     }
                     let session = Session::start(
                         config.clone(),
-                        routes,
+                        routes(),
                         self.metrics.session(&name),
                         self.bfd.clone(),
                     );
@@ -181,7 +186,6 @@ impl BgpSpeaker {
                 }
             }
         }
-        self.decision = decision;
     }
 
     /// The key of `namespace/name` (the speaker's namespace when `None`; no other is allowed,

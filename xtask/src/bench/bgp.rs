@@ -92,8 +92,15 @@ pub struct Routes {
     pub announce_s: f64,
     /// The speaker's VmRSS with the Services and no BGP, MiB.
     pub rss_without_bgp_mib: f64,
+    /// The speaker's VmRSS with its 3 sessions up and nothing announced yet, MiB.
+    pub rss_sessions_mib: f64,
     /// The speaker's VmRSS with every route sent on every session, MiB.
     pub rss_with_bgp_mib: f64,
+    /// The speaker's VmRSS once every Service's Announced condition names BGP too (10,000
+    /// status writes done) and 5 s passed, MiB.
+    pub rss_settled_mib: f64,
+    /// The speaker's peak VmRSS (VmHWM) by then, MiB.
+    pub hwm_mib: f64,
 }
 
 /// The section.
@@ -413,6 +420,8 @@ async fn routes(count: usize) -> Result<Routes> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let with_sessions = procfs::memory(pid).vm_rss_mib;
     let t0 = Instant::now();
     b.advertisement("bench-routes", json!({"ipAddressPools": ["bench-routes"]}))
         .await?;
@@ -432,12 +441,38 @@ async fn routes(count: usize) -> Result<Routes> {
     }
     let announce_s = t0.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let with_routes = procfs::memory(pid).vm_rss_mib;
+    eprintln!("    waiting for every Service's Announced condition to name BGP");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let over_bgp = services
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .filter(|s| {
+                ferrolb_tests::l2lab::announced(s).is_some_and(|c| c.message.contains("over BGP"))
+            })
+            .count();
+        if over_bgp >= count {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {over_bgp} of {count} Services' conditions name BGP after 600 s");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let settled = procfs::memory(pid);
     Ok(Routes {
         routes: count,
         sessions: sessions.len(),
         announce_s: procfs::round3(announce_s),
         rss_without_bgp_mib: procfs::round3(without),
-        rss_with_bgp_mib: procfs::round3(procfs::memory(pid).vm_rss_mib),
+        rss_sessions_mib: procfs::round3(with_sessions),
+        rss_with_bgp_mib: procfs::round3(with_routes),
+        rss_settled_mib: procfs::round3(settled.vm_rss_mib),
+        hwm_mib: procfs::round3(settled.vm_hwm_mib),
     })
 }
 
@@ -535,13 +570,23 @@ impl BgpSection {
                 "",
                 None,
             ));
-            figures.push(Figure::new(
-                "speaker VmRSS, every route sent on 3 sessions",
-                r.rss_with_bgp_mib,
-                "MiB",
-                "",
-                None,
-            ));
+            for (what, mib) in [
+                (
+                    "speaker VmRSS, 3 sessions up, nothing announced",
+                    r.rss_sessions_mib,
+                ),
+                (
+                    "speaker VmRSS, every route sent on 3 sessions",
+                    r.rss_with_bgp_mib,
+                ),
+                (
+                    "speaker VmRSS, every Service's condition rewritten, 5 s later",
+                    r.rss_settled_mib,
+                ),
+                ("speaker peak VmRSS (VmHWM)", r.hwm_mib),
+            ] {
+                figures.push(Figure::new(what, mib, "MiB", "", None));
+            }
         }
         self.figures = figures;
     }
