@@ -34,7 +34,7 @@ pub use bfd_profile::{BFDProfile, BFDProfileSpec};
 pub use bgp_advertisement::{BGPAdvertisement, BGPAdvertisementSpec};
 pub use bgp_peer::{BGPPeer, BGPPeerSpec, BGPPeerStatus, BGPSessionStatus, DynamicAsn};
 pub use community::{Community, CommunityAlias, CommunitySpec, CommunityValue};
-pub use conditions::service_condition;
+pub use conditions::{ingress_ips, service_condition};
 pub use contract::GROUP;
 pub use count::AddressCount;
 pub use l2advertisement::{L2Advertisement, L2AdvertisementSpec};

@@ -297,14 +297,7 @@ where
 
 /// The Service's ingress IPs, in order.
 pub fn ingress(svc: &Service) -> Vec<String> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.clone())
-        .collect()
+    ferrolb_crds::ingress_ips(svc)
 }
 
 /// The controller's condition on the Service.

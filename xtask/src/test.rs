@@ -55,16 +55,18 @@ pub fn run(install: bool, filter: Option<&str>) -> Result<()> {
     )?;
     let fuzzed = crate::fuzz::fuzz(&root, &crate::fuzz::TARGETS, crate::fuzz::TEST_SECONDS)?;
     crate::fuzz::report(&fuzzed);
-    // The integration tests run the real controller and speaker binaries
-    // (ferrolb_tests::controller, ferrolb_tests::speaker).
+    // The integration tests run the real controller, speaker and kubectl plugin binaries
+    // (ferrolb_tests::controller, ferrolb_tests::speaker, tests/tests/plugin.rs).
     run_step(
-        "cargo build -p ferrolb-controller -p ferrolb-speaker",
+        "cargo build -p ferrolb-controller -p ferrolb-speaker -p kubectl-ferrolb",
         cargo().args([
             "build",
             "-p",
             "ferrolb-controller",
             "-p",
             "ferrolb-speaker",
+            "-p",
+            "kubectl-ferrolb",
             "--bins",
         ]),
     )?;

@@ -1,0 +1,147 @@
+use serde_json::json;
+
+use ferrolb_crds::contract::reason;
+
+use super::*;
+
+fn pool(name: &str, status: serde_json::Value) -> IPAddressPool {
+    serde_json::from_value(json!({
+        "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+        "metadata": {"name": name}, "spec": {"addresses": ["198.51.100.0/24"]}, "status": status,
+    }))
+    .unwrap()
+}
+
+fn service(name: &str, type_: &str, ips: &[&str], conditions: serde_json::Value) -> Service {
+    let ingress: Vec<_> = ips.iter().map(|ip| json!({"ip": ip})).collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "shop",
+                     "annotations": {(ALLOCATED_FROM_POOL): "lan"}},
+        "spec": {"type": type_},
+        "status": {"loadBalancer": {"ingress": ingress}, "conditions": conditions},
+    }))
+    .unwrap()
+}
+
+fn facts() -> StatusFacts {
+    StatusFacts {
+        controller: ControllerFact {
+            lease: "ferrolb-system/ferrolb-controller".into(),
+            lease_found: true,
+            leader: Some("c".into()),
+            live: true,
+            renewed: None,
+        },
+        speakers: vec![],
+        pools: vec![
+            pool(
+                "lan",
+                json!({"assignedIPv4": 2, "availableIPv4": 252, "assignedIPv6": 0, "availableIPv6": 0,
+                               "conditions": [{"type": POOL_EXHAUSTED, "status": "False", "reason": reason::POOL_ADDRESSES_FREE,
+                                               "message": "", "lastTransitionTime": "2026-12-05T06:00:00Z"}]}),
+            ),
+            pool(
+                "full",
+                json!({"assignedIPv4": 8, "availableIPv4": 0, "assignedIPv6": 0, "availableIPv6": 0,
+                                "conditions": [{"type": POOL_EXHAUSTED, "status": "True", "reason": reason::POOL_NO_FREE_ADDRESS,
+                                                "message": "every address is held", "lastTransitionTime": "2026-12-05T06:00:00Z"}]}),
+            ),
+        ],
+        services: vec![
+            service(
+                "web",
+                "LoadBalancer",
+                &["198.51.100.200"],
+                json!([
+                {"type": ANNOUNCED, "status": "True", "reason": reason::ANNOUNCED,
+                 "message": "node1 announces 198.51.100.200 on eth0", "lastTransitionTime": "2026-12-05T06:00:00Z"}]),
+            ),
+            service("db", "ClusterIP", &[], json!([])),
+            service(
+                "queue",
+                "LoadBalancer",
+                &[],
+                json!([
+                {"type": IP_ALLOCATED, "status": "False", "reason": reason::POOL_EXHAUSTED,
+                 "message": "no free address", "lastTransitionTime": "2026-12-05T06:01:00Z"}]),
+            ),
+        ],
+    }
+}
+
+#[test]
+fn pools_show_use_per_family_and_what_is_wrong() {
+    let s = status(&facts());
+    assert_eq!(s.pools[0].name, "full", "sorted by name");
+    assert_eq!(s.pools[0].ipv4, Usage { used: 8, free: 0 });
+    assert_eq!(
+        s.pools[0].problems,
+        ["NoFreeAddress: every address is held"]
+    );
+    assert_eq!(s.pools[1].ipv4, Usage { used: 2, free: 252 });
+    assert!(s.pools[1].problems.is_empty());
+    let unread = status(&StatusFacts {
+        pools: vec![pool("new", json!(null))],
+        ..facts()
+    });
+    assert!(unread.pools[0].problems[0].contains("controller has not read"));
+}
+
+#[test]
+fn services_show_who_announces_since_when_or_why_not() {
+    let s = status(&facts());
+    let names: Vec<&str> = s.services.iter().map(|l| l.service.as_str()).collect();
+    assert_eq!(
+        names,
+        ["shop/queue", "shop/web"],
+        "LoadBalancer Services only, sorted"
+    );
+    let web = &s.services[1];
+    assert!(web.serving);
+    assert_eq!(web.announced, "node1 announces 198.51.100.200 on eth0");
+    assert_eq!(web.since.as_deref(), Some("2026-12-05T06:00:00Z"));
+    assert_eq!(web.pool.as_deref(), Some("lan"));
+    let queue = &s.services[0];
+    assert!(!queue.serving);
+    assert_eq!(queue.announced, "no address: no free address");
+    assert!(!s.healthy());
+}
+
+#[test]
+fn the_json_form_names_every_field() {
+    let s = status(&facts());
+    let v = serde_json::to_value(&s).unwrap();
+    assert_eq!(v["controller"]["leader"], "c");
+    assert_eq!(v["pools"][1]["ipv4"]["free"], 252);
+    assert_eq!(
+        v["services"][1]["announced"],
+        "node1 announces 198.51.100.200 on eth0"
+    );
+}
+
+#[test]
+fn healthy_needs_a_leader_ready_speakers_and_every_service_served() {
+    let mut f = facts();
+    f.services
+        .retain(|s| s.metadata.name.as_deref() != Some("queue"));
+    f.speakers = vec![SpeakerFact {
+        pod: "p".into(),
+        node: "node1".into(),
+        ready: true,
+        state: "Running".into(),
+    }];
+    assert!(status(&f).healthy());
+    let no_speakers = StatusFacts {
+        speakers: vec![],
+        ..f.clone()
+    };
+    assert!(
+        !status(&no_speakers).healthy(),
+        "no speaker pod: nobody can announce"
+    );
+    let mut no_leader = f.clone();
+    no_leader.controller.live = false;
+    assert!(!status(&no_leader).healthy());
+    f.speakers[0].ready = false;
+    assert!(!status(&f).healthy());
+}
