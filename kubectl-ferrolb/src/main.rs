@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kubectl_ferrolb::explain::{Verdict, explain};
+use kubectl_ferrolb::migrate::{self, Untranslated, translate};
 use kubectl_ferrolb::read::{self, Target};
 use kubectl_ferrolb::render::{self, Colour, Format};
 use kubectl_ferrolb::status::status;
@@ -25,8 +26,13 @@ Examples:
   kubectl ferrolb explain svc/web -n shop
   kubectl ferrolb explain web -n shop -o yaml
 
+  # ferrolb's manifests for MetalLB's configuration in the cluster, or in files
+  kubectl ferrolb migrate metallb > ferrolb-config.yaml
+  kubectl ferrolb migrate metallb -f metallb-config.yaml | kubectl apply -f -
+
 Exit codes: 0 all is well, 1 the API could not be read, 2 bad arguments,
-3 a problem was found (explain: the Service is not served; status: something is not healthy).";
+3 a problem was found (explain: the Service is not served; status: something is not healthy;
+migrate: something could not be translated, named on stderr).";
 
 /// What ferrolb does for your Services, read from the API.
 #[derive(Debug, Parser)]
@@ -73,6 +79,28 @@ enum Command {
     Explain {
         /// The Service: NAME, svc/NAME or service/NAME.
         service: String,
+    },
+    /// ferrolb's manifests for another load balancer's configuration.
+    Migrate {
+        #[command(subcommand)]
+        from: MigrateFrom,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MigrateFrom {
+    /// MetalLB's IPAddressPools, L2Advertisements, BGPPeers, BGPAdvertisements, Communities and
+    /// BFDProfiles (metallb.io v1beta1, v1beta2) as ferrolb manifests on stdout (YAML, or -o
+    /// json); what cannot be translated is named by object and field on stderr. Each
+    /// translated object is checked by the apiserver (server-side dry run) unless --offline.
+    Metallb {
+        /// Read these files (YAML or JSON, several documents each; - for stdin) instead of the
+        /// cluster's objects.
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<PathBuf>,
+        /// No cluster at all: translate the files without the apiserver's check.
+        #[arg(long, requires = "files")]
+        offline: bool,
     },
 }
 
@@ -124,6 +152,9 @@ async fn run(cli: &Cli, colour: Colour) -> anyhow::Result<bool> {
     let name = match &cli.command {
         Command::Explain { service } => Some(service_name(service).map_err(anyhow::Error::msg)?),
         Command::Status => None,
+        Command::Migrate {
+            from: MigrateFrom::Metallb { files, offline },
+        } => return migrate_metallb(&target, files, *offline, cli.output).await,
     };
     let (client, context_namespace) = read::connect(&target).await?;
     let (text, structured, healthy) = match name {
@@ -151,6 +182,54 @@ async fn run(cli: &Cli, colour: Colour) -> anyhow::Result<bool> {
         _ => print!("{}", structured?),
     }
     Ok(healthy)
+}
+
+/// `migrate metallb`: the manifests on stdout, what was not translated on stderr.
+async fn migrate_metallb(
+    target: &Target,
+    files: &[PathBuf],
+    offline: bool,
+    format: Format,
+) -> anyhow::Result<bool> {
+    let client = if offline {
+        None
+    } else {
+        Some(read::connect(target).await?.0)
+    };
+    let (objects, missing) = match &client {
+        Some(client) if files.is_empty() => read::metallb_objects(client).await?,
+        _ => (read::objects_from_files(files)?, Vec::new()),
+    };
+    let mut m = translate(&objects, &migrate::schemas());
+    if let Some(client) = &client {
+        let refused = read::dry_run(client, &m.objects).await?;
+        for (object, words) in &refused {
+            m.untranslated.push(Untranslated {
+                object: object.clone(),
+                field: None,
+                why: format!("the apiserver refuses ferrolb's version: {words}; left out"),
+            });
+        }
+        m.objects.retain(|o| {
+            let key = format!(
+                "{} {}",
+                o["kind"].as_str().unwrap_or_default(),
+                o["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            o["apiVersion"] != "ferrolb.io/v1beta1" || !refused.iter().any(|(r, _)| *r == key)
+        });
+    }
+    print!("{}", render::manifests(&m.objects, format)?);
+    for note in missing {
+        eprintln!("note: {note}");
+    }
+    for note in &m.notes {
+        eprintln!("note: {note}");
+    }
+    for u in &m.untranslated {
+        eprintln!("not translated: {u}");
+    }
+    Ok(m.untranslated.is_empty())
 }
 
 #[cfg(test)]

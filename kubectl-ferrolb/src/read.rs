@@ -136,3 +136,118 @@ pub async fn status_facts(client: &Client, target: &Target) -> Result<StatusFact
         services,
     })
 }
+
+/// Every object in the YAML (or JSON) streams of `paths` (`-` is stdin), in order.
+pub fn objects_from_files(paths: &[PathBuf]) -> Result<Vec<serde_json::Value>> {
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    for path in paths {
+        let text = if path.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+        } else {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        };
+        for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            let value = serde_json::Value::deserialize(doc)
+                .with_context(|| format!("{}: document {}", path.display(), i + 1))?;
+            match value {
+                serde_json::Value::Null => {}
+                // `kind: List` (kubectl get -o yaml) holds its objects in items.
+                serde_json::Value::Object(ref o)
+                    if o.get("kind").and_then(|k| k.as_str()) == Some("List") =>
+                {
+                    out.extend(
+                        o.get("items")
+                            .and_then(|i| i.as_array())
+                            .cloned()
+                            .unwrap_or_default(),
+                    );
+                }
+                v => out.push(v),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every MetalLB configuration object in the cluster ([`crate::migrate::KINDS`], each at the
+/// first of its versions the cluster serves), and a note for each kind the cluster lacks.
+pub async fn metallb_objects(client: &Client) -> Result<(Vec<serde_json::Value>, Vec<String>)> {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    use kube::discovery::pinned_kind;
+    let mut objects = Vec::new();
+    let mut missing = Vec::new();
+    for (kind, versions) in crate::migrate::KINDS {
+        let mut found = false;
+        for version in versions {
+            let gvk = GroupVersionKind::gvk(crate::migrate::METALLB_GROUP, version, kind);
+            let Ok((resource, _)) = pinned_kind(client, &gvk).await else {
+                continue;
+            };
+            let api: Api<DynamicObject> = Api::all_with(
+                client.clone(),
+                &ApiResource::from_gvk_with_plural(&gvk, &resource.plural),
+            );
+            let list = api.list(&ListParams::default()).await.with_context(|| {
+                format!(
+                    "listing {kind} ({}/{version})",
+                    crate::migrate::METALLB_GROUP
+                )
+            })?;
+            for o in list.items {
+                let mut value = serde_json::to_value(&o)?;
+                value["apiVersion"] = format!("{}/{version}", crate::migrate::METALLB_GROUP).into();
+                value["kind"] = (*kind).into();
+                objects.push(value);
+            }
+            found = true;
+            break;
+        }
+        if !found {
+            missing.push(format!(
+                "the cluster serves no {kind} of {} ({}): nothing to read",
+                crate::migrate::METALLB_GROUP,
+                versions.join(", ")
+            ));
+        }
+    }
+    Ok((objects, missing))
+}
+
+/// Server-side dry-run apply of each of ferrolb's objects: the apiserver's own validation
+/// (schema and rules), nothing stored. Returns, per refused object, the apiserver's words.
+pub async fn dry_run(
+    client: &Client,
+    objects: &[serde_json::Value],
+) -> Result<Vec<(String, String)>> {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    let mut refused = Vec::new();
+    for o in objects {
+        if o["apiVersion"] != format!("{}/v1beta1", ferrolb_crds::contract::GROUP) {
+            continue;
+        }
+        let kind = o["kind"].as_str().unwrap_or_default();
+        let name = o["metadata"]["name"].as_str().unwrap_or_default();
+        let gvk = GroupVersionKind::gvk(ferrolb_crds::contract::GROUP, "v1beta1", kind);
+        let (resource, _) = kube::discovery::pinned_kind(client, &gvk)
+            .await
+            .with_context(|| {
+                format!("finding {kind} in the cluster (are ferrolb's CRDs installed?)")
+            })?;
+        let api: Api<DynamicObject> = Api::all_with(
+            client.clone(),
+            &ApiResource::from_gvk_with_plural(&gvk, &resource.plural),
+        );
+        let params = PatchParams::apply("kubectl-ferrolb")
+            .dry_run()
+            .validation_strict();
+        if let Err(e) = api.patch(name, &params, &Patch::Apply(o)).await {
+            let words = match e {
+                kube::Error::Api(s) => s.message,
+                other => other.to_string(),
+            };
+            refused.push((format!("{kind} {name}"), words));
+        }
+    }
+    Ok(refused)
+}

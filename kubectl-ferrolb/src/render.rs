@@ -59,6 +59,16 @@ pub fn structured(value: &impl Serialize, format: Format) -> Result<String> {
     })
 }
 
+/// Objects to apply: a YAML stream (`---` between documents), or with `-o json` a `List`.
+pub fn manifests(objects: &[serde_json::Value], format: Format) -> Result<String> {
+    if format == Format::Json {
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
+        return Ok(serde_json::to_string_pretty(&list)? + "\n");
+    }
+    let docs: Result<Vec<String>, _> = objects.iter().map(serde_yaml::to_string).collect();
+    Ok(docs?.join("---\n"))
+}
+
 /// An explanation in sentences: a mark per finding, the fixes indented under it.
 pub fn explanation(e: &Explanation, colour: Colour) -> String {
     let mut out = String::new();

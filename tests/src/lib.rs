@@ -26,6 +26,7 @@ pub mod http_client;
 pub mod image;
 pub mod l2lab;
 pub mod lab;
+pub mod metallb;
 pub mod node;
 pub mod pki;
 pub mod process;
