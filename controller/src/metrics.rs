@@ -58,6 +58,8 @@ pub struct Metrics {
     pub writes: Family<WriteLabels, Counter>,
     /// 1 while this replica leads.
     pub leader: Gauge,
+    /// Pools refused (their Valid condition says why).
+    pub pools_invalid: Gauge,
 }
 
 impl Metrics {
@@ -73,6 +75,7 @@ impl Metrics {
             reconcile_seconds: Histogram::new(exponential_buckets(0.000_05, 4.0, 10)),
             writes: Family::default(),
             leader: Gauge::default(),
+            pools_invalid: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("ferrolb_controller");
         r.register(
@@ -116,11 +119,17 @@ impl Metrics {
             m.writes.clone(),
         );
         r.register("leader", "1 while this replica leads", m.leader.clone());
+        r.register(
+            "pools_invalid",
+            "IPAddressPools refused (addresses that do not parse, a bad annotation, overlap with another pool); each says why in its Valid condition",
+            m.pools_invalid.clone(),
+        );
         m
     }
 
     /// Updates the pool gauges from the allocator.
     pub fn observe_pools(&self, alloc: &Allocator) {
+        self.pools_invalid.set(alloc.problems().len() as i64);
         self.pool_capacity.clear();
         self.pool_in_use.clear();
         for pool in alloc.pools() {

@@ -87,6 +87,8 @@ pub struct Metrics {
     pub kernel_check_errors: Counter,
     /// 1 while the speaker lacks a capability it needs (and so answers nothing).
     pub missing_capability: Family<CapabilityLabels, Gauge>,
+    /// Services this speaker reports as announced by nobody.
+    pub services_unannounced: Gauge,
     /// BGP sessions (`ferrolb_speaker_bgp_*`).
     pub bgp: crate::bgp::metrics::BgpMetrics,
 }
@@ -168,6 +170,11 @@ impl Metrics {
             "missing_capability",
             "1 while the speaker lacks a capability it needs and answers nothing",
             m.missing_capability.clone(),
+        );
+        r.register(
+            "services_unannounced",
+            "LoadBalancer Services with addresses that no node announces, as reported by this speaker (one speaker reports each such Service: sum over speakers)",
+            m.services_unannounced.clone(),
         );
         let bgp = crate::bgp::metrics::BgpMetrics::register(r);
         Metrics { bgp, ..m }

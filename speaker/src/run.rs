@@ -175,6 +175,12 @@ pub async fn run(
             }
         }
         writer.update(replanner.wanted().clone(), &sources.services);
+        let unannounced = replanner
+            .wanted()
+            .values()
+            .filter(|w| w.status != "True")
+            .count();
+        metrics.services_unannounced.set(unannounced as i64);
 
         tokio::select! {
             r = changes.changed() => {

@@ -30,6 +30,7 @@ pub mod metallb;
 pub mod node;
 pub mod pki;
 pub mod process;
+pub mod prometheus;
 pub mod rbac;
 pub mod router;
 pub mod scenario;

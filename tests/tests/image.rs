@@ -203,9 +203,9 @@ fn as_nobody_in(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
 }
 
 #[test]
-fn the_ferrolb_image_runs_controller_and_speaker_as_nobody_from_its_own_files() {
+fn the_ferrolb_image_runs_its_binaries_as_nobody_from_its_own_files() {
     let root = unpack(image_of(ImageKind::Ferrolb));
-    for binary in ["ferrolb-controller", "ferrolb-speaker"] {
+    for binary in ["ferrolb-controller", "ferrolb-speaker", "kubectl-ferrolb"] {
         let output = as_nobody_in(root.path(), &[binary, "--help"], &[])
             .output()
             .unwrap();

@@ -5,6 +5,7 @@
 //! - `demo [--keep]`: a 3-node lab with ferrolb, a Service, its EXTERNAL-IP curled from the client.
 //! - `cluster up [--nodes N] [--run-ferrolb]` / `cluster down`: a control plane and lab for humans.
 //! - `crds [--check]`: regenerate (or check) the CRD YAML committed under the chart.
+//! - `manifests [--check]`: regenerate (or check) deploy/ferrolb.yaml, the chart rendered.
 //! - `shape`: contract names spelled once, no oversized source file (also run by `test`).
 //! - `k8s-build`: build the control plane from Go modules (also done by `test` and `cluster up`).
 //! - `bench [--quick]`: performance figures on a real apiserver; writes target/bench/report.{md,json}.
@@ -23,6 +24,7 @@ mod deps;
 mod e2e;
 mod fuzz;
 mod image;
+mod manifests;
 mod shape;
 mod supply_chain;
 mod test;
@@ -64,6 +66,13 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Regenerate deploy/ferrolb.yaml, the chart rendered as plain manifests (with --check:
+    /// fail if it is stale).
+    Manifests {
+        /// Fail instead of writing when the committed file differs from the chart.
+        #[arg(long)]
+        check: bool,
+    },
     /// Check the codebase's shape: API contract names spelled only in crds/src/contract.rs, no
     /// source file over 600 lines of code without a stated reason.
     Shape,
@@ -90,6 +99,7 @@ fn main() {
         Command::Demo { keep } => demo::run(keep),
         Command::Cluster { action } => cluster::run(action),
         Command::Crds { check } => crds::run(check),
+        Command::Manifests { check } => manifests::run(check),
         Command::Shape => shape::check(&ferrolb_tests::bins::workspace_root()),
         Command::K8sBuild => ferrolb_tests::bins::build_if_missing().map(|_| ()),
         Command::Bench(args) => bench::run(*args),

@@ -48,6 +48,7 @@ pub fn run(install: bool, filter: Option<&str>) -> Result<()> {
             .args(["lint", "--strict", "--quiet"])
             .arg(root.join("charts/ferrolb")),
     )?;
+    crate::manifests::run(true)?;
 
     let unit = counted_tests(
         "unit tests",

@@ -55,7 +55,7 @@ pub const PATH: &str = rootfs::BIN_DIR;
 /// One of the images.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ImageKind {
-    /// `ferrolb-controller` and `ferrolb-speaker`.
+    /// `ferrolb-controller`, `ferrolb-speaker` and `kubectl-ferrolb`.
     Ferrolb,
     /// `ferrolb-echo`, the tests' HTTP workload.
     Echo,
@@ -90,6 +90,7 @@ impl ImageKind {
             ImageKind::Ferrolb => &[
                 ("ferrolb-controller", "ferrolb-controller"),
                 ("ferrolb-speaker", "ferrolb-speaker"),
+                ("kubectl-ferrolb", "kubectl-ferrolb"),
             ],
             ImageKind::Echo => &[("ferrolb-tests", "ferrolb-echo")],
             ImageKind::Pause => &[("ferrolb-tests", "ferrolb-pause")],
@@ -107,7 +108,8 @@ impl ImageKind {
             ImageKind::Ferrolb => (
                 "ferrolb",
                 "Bare-metal LoadBalancer for Kubernetes: ferrolb-controller allocates \
-                 EXTERNAL-IPs from IPAddressPools, ferrolb-speaker answers ARP/NDP for them.",
+                 EXTERNAL-IPs from IPAddressPools, ferrolb-speaker announces them (ARP/NDP, \
+                 BGP), kubectl-ferrolb explains what they do.",
             ),
             ImageKind::Echo => (
                 "ferrolb-echo",
@@ -314,7 +316,7 @@ pub fn image_config(
 /// that share a package build together, the others apart. Cargo unifies features across the
 /// packages of one invocation, so building `ferrolb-tests` (echo, pause) together with the
 /// controller would compile the controller against the testbed's feature set; apart, it is
-/// exactly `cargo build --release -p ferrolb-controller -p ferrolb-speaker`.
+/// exactly `cargo build --release -p ferrolb-controller -p ferrolb-speaker -p kubectl-ferrolb`.
 pub fn cargo_builds(kinds: &[ImageKind]) -> Vec<Vec<(&'static str, &'static str)>> {
     let mut groups: Vec<Vec<(&'static str, &'static str)>> = Vec::new();
     for kind in kinds {

@@ -463,6 +463,7 @@ fn the_controller_and_speaker_build_apart_from_the_test_binaries() {
             vec![
                 ("ferrolb-controller", "ferrolb-controller"),
                 ("ferrolb-speaker", "ferrolb-speaker"),
+                ("kubectl-ferrolb", "kubectl-ferrolb"),
             ],
             vec![
                 ("ferrolb-tests", "ferrolb-echo"),

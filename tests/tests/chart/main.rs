@@ -5,13 +5,16 @@
 //! ```text
 //!  controller      the controller's Deployment (args, hardening, probes) and metrics Service
 //!  speaker         the speakers' DaemonSet and their memberlist key Secret
-//!  metrics         the secured /metrics: HTTPS ports, a TLS Secret, PodMonitors with a token
+//!  manifests       deploy/ferrolb.yaml, the chart as plain manifests, on a real apiserver
+//!  metrics         the secured /metrics: HTTPS ports, a TLS Secret, PodMonitors with a token,
+//!                  the PrometheusRule and the dashboard ConfigMap
 //!  values          values.schema.json: every value typed and described, wrong values refused
 //!  rbac_rules      the rendered Roles and bindings, rule by rule
 //!  rbac_apiserver  the same RBAC applied to a real apiserver: can-i and real requests
 //! ```
 
 mod controller;
+mod manifests;
 mod metrics;
 mod rbac_apiserver;
 mod rbac_rules;

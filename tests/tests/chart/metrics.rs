@@ -157,3 +157,47 @@ fn pod_monitors_scrape_each_component_over_https_with_the_scraper_token() {
         "{err:#}"
     );
 }
+
+#[test]
+fn the_prometheus_rule_and_the_dashboard_ship_the_charts_files() {
+    let docs = render("ferrolb", "lb-system", &[]);
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "PrometheusRule" || d["kind"] == "ConfigMap"),
+        "off by default"
+    );
+    let docs = render(
+        "ferrolb",
+        "lb-system",
+        &[
+            "metrics.prometheusRule.enabled=true",
+            "metrics.prometheusRule.labels.release=prom",
+            "metrics.grafanaDashboard.enabled=true",
+        ],
+    );
+    let files = ferrolb_tests::bins::workspace_root().join("charts/ferrolb/files");
+    let rules: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(files.join("prometheus-rules.yaml")).unwrap(),
+    )
+    .unwrap();
+    let rule = docs
+        .iter()
+        .find(|d| d["kind"] == "PrometheusRule")
+        .expect("a PrometheusRule");
+    assert_eq!(rule["metadata"]["namespace"], "lb-system");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prom");
+    assert_eq!(rule["spec"]["groups"], rules["groups"]);
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(files.join("grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let map = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .expect("the dashboard ConfigMap");
+    assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped: Value =
+        serde_json::from_str(map["data"]["ferrolb.json"].as_str().unwrap()).unwrap();
+    assert_eq!(shipped, dashboard);
+}
