@@ -4,6 +4,7 @@
 //!  IPAddressPool.spec.addresses ──address::parse_entry──> AddressRange (u128 bounds, any size)
 //!  *.selectors ──────────────────selector::LabelSelector::matches──> bool
 //!  types ──schemars + cel rules──> crd::all() ──> charts/ferrolb/charts/crds/templates/*.yaml
+//!                                            └──> reference::markdown() ──> docs/reference.md
 //!  BGPPeer, BGPAdvertisement, Community, BFDProfile: the BGP objects; community::parse_*,
 //!  duration::parse_go_duration read their values as the apiserver's CEL rules check them
 //!  contract: every annotation, label, condition, reason and field manager; ServiceKey
@@ -26,6 +27,7 @@ pub mod crd;
 pub mod duration;
 pub mod l2advertisement;
 pub mod pool;
+pub mod reference;
 pub mod selector;
 pub mod service_key;
 

@@ -1,4 +1,5 @@
-//! CRD YAML under the chart, generated from the `ferrolb-crds` types.
+//! CRD YAML under the chart and the API reference (docs/reference.md), generated from the
+//! `ferrolb-crds` types.
 
 use std::path::PathBuf;
 
@@ -28,14 +29,25 @@ pub fn run(check: bool) -> Result<()> {
             }
         }
     }
+    // The configuration reference, generated from the same schemas.
+    let path = ferrolb_tests::bins::workspace_root().join("docs/reference.md");
+    let want = ferrolb_crds::reference::markdown();
+    if std::fs::read_to_string(&path).unwrap_or_default() != want {
+        if check {
+            stale.push(path.display().to_string());
+        } else {
+            std::fs::write(&path, want).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+    }
     if !stale.is_empty() {
         bail!(
-            "CRD YAML is stale (the types changed): {}; run `cargo xtask crds` and commit",
+            "CRD YAML or docs/reference.md is stale (the types changed): {}; run `cargo xtask crds` and commit",
             stale.join(", ")
         );
     }
     if check {
-        eprintln!("==> CRD YAML matches the types");
+        eprintln!("==> CRD YAML and docs/reference.md match the types");
     }
     Ok(())
 }

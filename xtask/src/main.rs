@@ -4,7 +4,7 @@
 //!   drift, chart lint, unit tests, and the real-cluster and lab tests (what `.ci/run` calls).
 //! - `demo [--keep]`: a 3-node lab with ferrolb, a Service, its EXTERNAL-IP curled from the client.
 //! - `cluster up [--nodes N] [--run-ferrolb]` / `cluster down`: a control plane and lab for humans.
-//! - `crds [--check]`: regenerate (or check) the CRD YAML committed under the chart.
+//! - `crds [--check]`: regenerate (or check) the CRD YAML under the chart and docs/reference.md.
 //! - `manifests [--check]`: regenerate (or check) deploy/ferrolb.yaml, the chart rendered.
 //! - `shape`: contract names spelled once, no oversized source file (also run by `test`).
 //! - `k8s-build`: build the control plane from Go modules (also done by `test` and `cluster up`).
@@ -60,7 +60,8 @@ enum Command {
         #[command(subcommand)]
         action: cluster::Action,
     },
-    /// Regenerate the CRD YAML under charts/ferrolb (with --check: fail if it is stale).
+    /// Regenerate the CRD YAML under charts/ferrolb and docs/reference.md (with --check: fail if
+    /// either is stale).
     Crds {
         /// Fail instead of writing when the committed YAML differs from the types.
         #[arg(long)]
