@@ -31,7 +31,8 @@ fn examples_in(path: &Path) -> Vec<Example> {
     while let Some((i, line)) = lines.next() {
         let fence = line.trim_start();
         let yaml_block = fence == "```yaml";
-        let heredoc = fence.contains("<<'YAML'") || fence.contains("<<YAML");
+        // A shell line ending in a YAML heredoc (not prose that mentions one).
+        let heredoc = fence.ends_with("<<'YAML'") || fence.ends_with("<<YAML");
         if !(yaml_block || heredoc) {
             continue;
         }
