@@ -203,21 +203,22 @@ async fn migrate_metallb(
     let mut m = translate(&objects, &migrate::schemas());
     if let Some(client) = &client {
         let refused = read::dry_run(client, &m.objects).await?;
-        for (object, words) in &refused {
+        for (i, words) in &refused {
+            let o = &m.objects[*i];
             m.untranslated.push(Untranslated {
-                object: object.clone(),
+                object: format!(
+                    "{} {}",
+                    o["kind"].as_str().unwrap_or_default(),
+                    o["metadata"]["name"].as_str().unwrap_or_default()
+                ),
                 field: None,
                 why: format!("the apiserver refuses ferrolb's version: {words}; left out"),
             });
         }
-        m.objects.retain(|o| {
-            let key = format!(
-                "{} {}",
-                o["kind"].as_str().unwrap_or_default(),
-                o["metadata"]["name"].as_str().unwrap_or_default()
-            );
-            o["apiVersion"] != "ferrolb.io/v1beta1" || !refused.iter().any(|(r, _)| *r == key)
-        });
+        // Highest index first, so the earlier indices stay valid.
+        for (i, _) in refused.iter().rev() {
+            m.objects.remove(*i);
+        }
     }
     print!("{}", render::manifests(&m.objects, format)?);
     for note in missing {

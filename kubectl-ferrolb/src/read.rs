@@ -215,29 +215,38 @@ pub async fn metallb_objects(client: &Client) -> Result<(Vec<serde_json::Value>,
 }
 
 /// Server-side dry-run apply of each of ferrolb's objects: the apiserver's own validation
-/// (schema and rules), nothing stored. Returns, per refused object, the apiserver's words.
+/// (schema and rules), nothing stored. Returns, per refused object, its index in `objects` and
+/// the apiserver's words.
 pub async fn dry_run(
     client: &Client,
     objects: &[serde_json::Value],
-) -> Result<Vec<(String, String)>> {
+) -> Result<Vec<(usize, String)>> {
     use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    let api_version = format!("{}/v1beta1", ferrolb_crds::contract::GROUP);
+    // One discovery per kind, not per object.
+    let mut resources: std::collections::BTreeMap<String, ApiResource> = Default::default();
     let mut refused = Vec::new();
-    for o in objects {
-        if o["apiVersion"] != format!("{}/v1beta1", ferrolb_crds::contract::GROUP) {
+    for (i, o) in objects.iter().enumerate() {
+        if o["apiVersion"] != api_version.as_str() {
             continue;
         }
         let kind = o["kind"].as_str().unwrap_or_default();
         let name = o["metadata"]["name"].as_str().unwrap_or_default();
-        let gvk = GroupVersionKind::gvk(ferrolb_crds::contract::GROUP, "v1beta1", kind);
-        let (resource, _) = kube::discovery::pinned_kind(client, &gvk)
-            .await
-            .with_context(|| {
-                format!("finding {kind} in the cluster (are ferrolb's CRDs installed?)")
-            })?;
-        let api: Api<DynamicObject> = Api::all_with(
-            client.clone(),
-            &ApiResource::from_gvk_with_plural(&gvk, &resource.plural),
-        );
+        let resource = match resources.get(kind) {
+            Some(r) => r.clone(),
+            None => {
+                let gvk = GroupVersionKind::gvk(ferrolb_crds::contract::GROUP, "v1beta1", kind);
+                let (found, _) = kube::discovery::pinned_kind(client, &gvk)
+                    .await
+                    .with_context(|| {
+                        format!("finding {kind} in the cluster (are ferrolb's CRDs installed?)")
+                    })?;
+                let r = ApiResource::from_gvk_with_plural(&gvk, &found.plural);
+                resources.insert(kind.to_string(), r.clone());
+                r
+            }
+        };
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
         let params = PatchParams::apply("kubectl-ferrolb")
             .dry_run()
             .validation_strict();
@@ -246,7 +255,7 @@ pub async fn dry_run(
                 kube::Error::Api(s) => s.message,
                 other => other.to_string(),
             };
-            refused.push((format!("{kind} {name}"), words));
+            refused.push((i, words));
         }
     }
     Ok(refused)
