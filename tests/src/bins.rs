@@ -329,6 +329,42 @@ pub fn cargo_binary(name: &str, env: &str, build_hint: &str) -> Result<PathBuf> 
         })
 }
 
+/// The `kubectl-ferrolb` plugin of this workspace (`$KUBECTL_FERROLB_BIN` when set).
+pub fn kubectl_ferrolb() -> Result<PathBuf> {
+    cargo_binary(
+        "kubectl-ferrolb",
+        "KUBECTL_FERROLB_BIN",
+        "cargo build -p kubectl-ferrolb",
+    )
+}
+
+/// A `cargo` command (`$CARGO`, else `cargo`) without the variables cargo sets for the process
+/// it runs (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...). Build scripts such as ring's rerun when
+/// `CARGO_MANIFEST_DIR` changes, so a build started from `cargo xtask` and one started from a
+/// test (each with its own package's values) would rebuild half the dependency tree, release
+/// profile included, every time they alternate.
+pub fn cargo_command() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo = name.starts_with("CARGO_PKG_")
+            || matches!(
+                name.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            );
+        if set_by_cargo {
+            cmd.env_remove(name.as_ref());
+        }
+    }
+    cmd
+}
+
 /// `cargo build` of `bins` (`(package, binary)` pairs) in the workspace, with cargo's output on
 /// the terminal and a `==>` line now and then, so a long first build is visibly alive.
 pub fn cargo_build(bins: &[(&str, &str)]) -> Result<()> {
@@ -348,7 +384,7 @@ fn cargo_build_profile(bins: &[(&str, &str)], release: bool) -> Result<()> {
         "==> cargo build{release_flag} {} (the first build takes a few minutes)",
         names.join(" ")
     );
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let mut cmd = cargo_command();
     cmd.current_dir(workspace_root()).arg("build");
     if release {
         cmd.arg("--release");

@@ -22,6 +22,7 @@ pub mod controller;
 pub mod daemon;
 pub mod demo;
 pub mod e2e;
+pub mod go_tool;
 pub mod http_client;
 pub mod image;
 pub mod l2lab;

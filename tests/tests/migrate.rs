@@ -24,11 +24,7 @@ struct Run {
 
 fn plugin(cp: &ControlPlane, args: &[&str], input: Option<&str>) -> Result<Run> {
     use std::io::Write;
-    let binary = ferrolb_tests::bins::cargo_binary(
-        "kubectl-ferrolb",
-        "KUBECTL_FERROLB_BIN",
-        "cargo build -p kubectl-ferrolb",
-    )?;
+    let binary = ferrolb_tests::bins::kubectl_ferrolb()?;
     let mut child = std::process::Command::new(binary)
         .args(args)
         .env("KUBECONFIG", cp.kubeconfig())

@@ -23,11 +23,7 @@ struct Run {
 }
 
 fn binary() -> Result<PathBuf> {
-    ferrolb_tests::bins::cargo_binary(
-        "kubectl-ferrolb",
-        "KUBECTL_FERROLB_BIN",
-        "cargo build -p kubectl-ferrolb",
-    )
+    ferrolb_tests::bins::kubectl_ferrolb()
 }
 
 /// `kubectl-ferrolb <args>` with the admin kubeconfig (through `KUBECONFIG`, as kubectl users

@@ -426,7 +426,7 @@ fn rerun_in_release() -> Result<()> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     crate::run_step(
         "cargo run --release -p xtask -- bench (the harness runs as a release build)",
-        Command::new(cargo())
+        bins::cargo_command()
             .current_dir(bins::workspace_root())
             .args(["run", "--release", "-p", "xtask", "--"])
             .args(args)
@@ -526,15 +526,11 @@ fn git(root: &Path, args: &[&str]) -> Option<String> {
 fn build_release(root: &Path, step: &str, targets: &[&str]) -> Result<()> {
     crate::run_step(
         step,
-        Command::new(cargo())
+        bins::cargo_command()
             .current_dir(root)
             .args(["build", "--release"])
             .args(targets),
     )
-}
-
-fn cargo() -> std::ffi::OsString {
-    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
 fn run_ipam(bin: &Path, quick: bool) -> Result<serde_json::Value> {

@@ -58,7 +58,7 @@ pub fn cargo_tool(root: &Path, crate_name: &str, version: &str) -> Result<(PathB
     }
     crate::run_step(
         &format!("cargo install {crate_name} {version} (once per machine)"),
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        ferrolb_tests::bins::cargo_command()
             .args(["install", crate_name, "--locked", "--quiet", "--version"])
             .arg(format!("={version}"))
             .arg("--root")
