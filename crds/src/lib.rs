@@ -26,6 +26,7 @@ pub mod count;
 pub mod crd;
 pub mod duration;
 pub mod l2advertisement;
+pub mod membership_view;
 pub mod pool;
 pub mod reference;
 pub mod selector;

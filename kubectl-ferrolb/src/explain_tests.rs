@@ -36,6 +36,8 @@ fn speaker(node: &str, ready: bool) -> SpeakerFact {
         node: node.into(),
         ready,
         state: "Running".into(),
+        membership: None,
+        membership_error: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! into them (a Lease into a leader that is or is not alive, a pod into a ready speaker, an
 //! Event into a line).
 
+use ferrolb_crds::membership_view::MembershipView;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -81,6 +82,12 @@ pub struct SpeakerFact {
     pub ready: bool,
     /// Its phase or the reason its container waits (`CrashLoopBackOff`, ...).
     pub state: String,
+    /// Its view of which speakers are alive (its `/membership` page), when it could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub membership: Option<MembershipView>,
+    /// Why its view could not be read (not running, no permission for `pods/proxy`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub membership_error: Option<String>,
 }
 
 impl SpeakerFact {
@@ -106,6 +113,8 @@ impl SpeakerFact {
                 .unwrap_or_else(|| "(not scheduled)".into()),
             ready,
             state: waiting.or(status.phase).unwrap_or_else(|| "Unknown".into()),
+            membership: None,
+            membership_error: None,
         }
     }
 }

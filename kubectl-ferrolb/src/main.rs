@@ -201,8 +201,12 @@ async fn migrate_metallb(
         _ => (read::objects_from_files(files)?, Vec::new()),
     };
     let mut m = translate(&objects, &migrate::schemas());
-    if let Some(client) = &client {
-        let refused = read::dry_run(client, &m.objects).await?;
+    let checked = match &client {
+        Some(client) => read::dry_run(client, &m.objects).await?,
+        None => None,
+    };
+    let unchecked = client.is_some() && checked.is_none();
+    if let Some(refused) = checked {
         for (i, words) in &refused {
             let o = &m.objects[*i];
             m.untranslated.push(Untranslated {
@@ -226,6 +230,12 @@ async fn migrate_metallb(
     }
     for note in &m.notes {
         eprintln!("note: {note}");
+    }
+    if unchecked {
+        eprintln!(
+            "note: ferrolb's CRDs are not installed in this cluster, so the apiserver did not \
+             check this output; it does when you apply it (install ferrolb first to check it now)"
+        );
     }
     for u in &m.untranslated {
         eprintln!("not translated: {u}");

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use ferrolb_crds::IPAddressPool;
+use ferrolb_crds::membership_view::{self, MembershipView};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
@@ -68,15 +69,65 @@ async fn components(
         Timestamp::now(),
     );
     let pods: Api<Pod> = Api::namespaced(client.clone(), &target.ferrolb_namespace);
-    let speakers = pods
+    let pods = pods
         .list(&ListParams::default().labels("app.kubernetes.io/component=speaker"))
         .await
         .with_context(|| format!("listing speaker pods in {}", target.ferrolb_namespace))?
-        .items
-        .iter()
-        .map(SpeakerFact::from_pod)
-        .collect();
+        .items;
+    let mut speakers = Vec::new();
+    for pod in &pods {
+        let mut speaker = SpeakerFact::from_pod(pod);
+        match membership_view(client, &target.ferrolb_namespace, pod).await {
+            Ok(view) => speaker.membership = Some(view),
+            Err(why) => speaker.membership_error = Some(why),
+        }
+        speakers.push(speaker);
+    }
     Ok((controller, speakers))
+}
+
+/// The speaker container's port that serves the probes and `/membership` (the chart's name).
+const PROBE_PORT_NAME: &str = "monitoring";
+
+/// A speaker's view of live speakers, read from its probe port through the apiserver's pod
+/// proxy (so it needs `get` on `pods/proxy` in ferrolb's namespace, and nothing on the nodes);
+/// or why it could not be read.
+async fn membership_view(
+    client: &Client,
+    namespace: &str,
+    pod: &Pod,
+) -> std::result::Result<MembershipView, String> {
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    if pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running") {
+        return Err("not running".into());
+    }
+    let port = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| p.name.as_deref() == Some(PROBE_PORT_NAME))
+        .map(|p| p.container_port)
+        .ok_or_else(|| format!("its pod has no port named {PROBE_PORT_NAME}"))?;
+    let uri = format!(
+        "/api/v1/namespaces/{namespace}/pods/{name}:{port}/proxy{}",
+        membership_view::PATH
+    );
+    let request = http::Request::get(uri)
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    client
+        .request::<MembershipView>(request)
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 403 => {
+                format!("not allowed to get pods/proxy in {namespace}, which reading it needs")
+            }
+            kube::Error::Api(s) if s.code == 404 => {
+                "it serves no /membership (a speaker older than this plugin)".into()
+            }
+            other => other.to_string(),
+        })
 }
 
 /// What `explain` needs about Service `namespace/name`.
@@ -216,11 +267,12 @@ pub async fn metallb_objects(client: &Client) -> Result<(Vec<serde_json::Value>,
 
 /// Server-side dry-run apply of each of ferrolb's objects: the apiserver's own validation
 /// (schema and rules), nothing stored. Returns, per refused object, its index in `objects` and
-/// the apiserver's words.
+/// the apiserver's words; `None` when the cluster does not serve ferrolb's API (its CRDs are
+/// not installed yet, as before a migration), so nothing could be checked.
 pub async fn dry_run(
     client: &Client,
     objects: &[serde_json::Value],
-) -> Result<Vec<(usize, String)>> {
+) -> Result<Option<Vec<(usize, String)>>> {
     use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
     let api_version = format!("{}/v1beta1", ferrolb_crds::contract::GROUP);
     // One discovery per kind, not per object.
@@ -236,11 +288,13 @@ pub async fn dry_run(
             Some(r) => r.clone(),
             None => {
                 let gvk = GroupVersionKind::gvk(ferrolb_crds::contract::GROUP, "v1beta1", kind);
-                let (found, _) = kube::discovery::pinned_kind(client, &gvk)
-                    .await
-                    .with_context(|| {
-                        format!("finding {kind} in the cluster (are ferrolb's CRDs installed?)")
-                    })?;
+                let found = match kube::discovery::pinned_kind(client, &gvk).await {
+                    Ok((found, _)) => found,
+                    Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("finding {kind} in the cluster"));
+                    }
+                };
                 let r = ApiResource::from_gvk_with_plural(&gvk, &found.plural);
                 resources.insert(kind.to_string(), r.clone());
                 r
@@ -258,5 +312,5 @@ pub async fn dry_run(
             refused.push((i, words));
         }
     }
-    Ok(refused)
+    Ok(Some(refused))
 }

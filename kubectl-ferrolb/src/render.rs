@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use anyhow::Result;
+use ferrolb_crds::membership_view::ViewSource;
 use serde::Serialize;
 
 use crate::explain::{Explanation, Verdict};
@@ -140,16 +141,32 @@ pub fn status(s: &Status, colour: Colour) -> String {
     } else {
         let _ = writeln!(out, "Speakers: {ready} of {} ready", s.speakers.len());
     }
-    let mut rows = vec![vec!["NODE".to_string(), "POD".into(), "STATE".into()]];
+    let mut rows = vec![vec![
+        "NODE".to_string(),
+        "POD".into(),
+        "STATE".into(),
+        "SEES ALIVE".into(),
+    ]];
     for p in &s.speakers {
         let state = if p.ready {
             colour.good("Ready")
         } else {
             colour.bad(&p.state)
         };
-        rows.push(vec![p.node.clone(), p.pod.clone(), state]);
+        let sees = match (&p.membership, &p.membership_error) {
+            (Some(view), _) if view.source == ViewSource::NodeFallback => {
+                colour.bad(&format!("{} (from Node readiness)", view.live.join(",")))
+            }
+            (Some(view), _) => view.live.join(","),
+            (None, Some(why)) => format!("? ({why})"),
+            (None, None) => "?".into(),
+        };
+        rows.push(vec![p.node.clone(), p.pod.clone(), state, sees]);
     }
     out.push_str(&table(&rows));
+    for problem in &s.membership_problems {
+        let _ = writeln!(out, "  {}", colour.bad(problem));
+    }
     let _ = writeln!(out, "Pools (used/total):");
     let mut rows = vec![vec![
         "POOL".to_string(),

@@ -1,9 +1,12 @@
 //! `kubectl ferrolb status` (pure): the controller's leader, the speakers, each pool's use per
 //! family, and each LoadBalancer Service's addresses with who announces them since when.
 
+use std::collections::BTreeMap;
+
 use ferrolb_crds::IPAddressPool;
 use ferrolb_crds::contract::annotation::ALLOCATED_FROM_POOL;
 use ferrolb_crds::contract::condition::{ANNOUNCED, IP_ALLOCATED, POOL_EXHAUSTED, POOL_VALID};
+use ferrolb_crds::membership_view::ViewSource;
 use ferrolb_crds::{ingress_ips, service_condition};
 use k8s_openapi::api::core::v1::Service;
 use serde::Serialize;
@@ -81,17 +84,55 @@ pub struct Status {
     pub pools: Vec<PoolLine>,
     /// The LoadBalancer Services.
     pub services: Vec<ServiceLine>,
+    /// What is wrong with the speakers' views of each other, in sentences: views that differ
+    /// (a split view), speakers that hear no heartbeat.
+    pub membership_problems: Vec<String>,
 }
 
 impl Status {
     /// Whether everything is as it should be: a live leader, speaker pods and every one ready,
-    /// every Service served.
+    /// the speakers agreeing on who is alive, every Service served.
     pub fn healthy(&self) -> bool {
         self.controller.live
             && !self.speakers.is_empty()
             && self.speakers.iter().all(|s| s.ready)
+            && self.membership_problems.is_empty()
             && self.services.iter().all(|s| s.serving)
     }
+}
+
+/// What is wrong with the views the speakers serve (pure): a speaker on the Node-readiness
+/// fallback, and views that differ, each view with the nodes that hold it. Speakers whose view
+/// could not be read are left out (the table says why).
+pub fn membership_problems(speakers: &[SpeakerFact]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut views: BTreeMap<&[String], Vec<&str>> = BTreeMap::new();
+    for s in speakers {
+        let Some(view) = &s.membership else {
+            continue;
+        };
+        if view.source == ViewSource::NodeFallback {
+            problems.push(format!(
+                "the speaker on {} hears no heartbeat and takes live speakers from Node readiness \
+                 (failover as slow as the node controller); check the memberlist port between \
+                 nodes and that every speaker has the same key",
+                s.node
+            ));
+        }
+        views.entry(&view.live).or_default().push(&s.node);
+    }
+    if views.len() > 1 {
+        let described: Vec<String> = views
+            .iter()
+            .map(|(live, holders)| format!("{} see {}", holders.join(", "), live.join(", ")))
+            .collect();
+        problems.push(format!(
+            "split view: the speakers disagree about who is alive ({}); speakers that see \
+             different live sets may both answer for an address, or none",
+            described.join("; ")
+        ));
+    }
+    problems
 }
 
 /// The status `f` shows.
@@ -109,6 +150,7 @@ pub fn status(f: &StatusFacts) -> Status {
     speakers.sort_by(|a, b| a.node.cmp(&b.node));
     Status {
         controller: f.controller.clone(),
+        membership_problems: membership_problems(&speakers),
         speakers,
         pools,
         services,

@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use ferrolb_crds::contract::reason;
+use ferrolb_crds::membership_view::MembershipView;
 
 use super::*;
 
@@ -129,6 +130,8 @@ fn healthy_needs_a_leader_ready_speakers_and_every_service_served() {
         node: "node1".into(),
         ready: true,
         state: "Running".into(),
+        membership: None,
+        membership_error: None,
     }];
     assert!(status(&f).healthy());
     let no_speakers = StatusFacts {
@@ -144,4 +147,71 @@ fn healthy_needs_a_leader_ready_speakers_and_every_service_served() {
     assert!(!status(&no_leader).healthy());
     f.speakers[0].ready = false;
     assert!(!status(&f).healthy());
+}
+
+fn speaker_seeing(node: &str, live: &[&str], source: ViewSource) -> SpeakerFact {
+    SpeakerFact {
+        pod: format!("ferrolb-speaker-{node}"),
+        node: node.into(),
+        ready: true,
+        state: "Running".into(),
+        membership: Some(MembershipView {
+            node: node.into(),
+            source,
+            live: live.iter().map(|n| n.to_string()).collect(),
+        }),
+        membership_error: None,
+    }
+}
+
+#[test]
+fn speakers_that_agree_are_no_problem_and_unread_views_are_left_out() {
+    let all = ["node1", "node2", "node3"];
+    let mut speakers: Vec<SpeakerFact> = all
+        .iter()
+        .map(|n| speaker_seeing(n, &all, ViewSource::Mesh))
+        .collect();
+    speakers[2].membership = None;
+    speakers[2].membership_error = Some("not allowed to get pods/proxy".into());
+    assert_eq!(membership_problems(&speakers), Vec::<String>::new());
+}
+
+#[test]
+fn a_split_view_names_who_sees_what_and_makes_status_unhealthy() {
+    let speakers = vec![
+        speaker_seeing("node1", &["node1", "node2", "node3"], ViewSource::Mesh),
+        speaker_seeing("node2", &["node1", "node2", "node3"], ViewSource::Mesh),
+        speaker_seeing("node3", &["node2", "node3"], ViewSource::Mesh),
+    ];
+    let problems = membership_problems(&speakers);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with(
+            "split view: the speakers disagree about who is alive (node1, node2 see node1, node2, node3; node3 see node2, node3)"
+        ),
+        "{}",
+        problems[0]
+    );
+    let mut f = facts();
+    f.services
+        .retain(|s| s.metadata.name.as_deref() != Some("queue"));
+    f.speakers = speakers;
+    let s = status(&f);
+    assert_eq!(s.membership_problems, problems);
+    assert!(!s.healthy());
+}
+
+#[test]
+fn a_speaker_on_the_node_fallback_is_named() {
+    let speakers = vec![
+        speaker_seeing("node1", &["node1", "node2"], ViewSource::NodeFallback),
+        speaker_seeing("node2", &["node1", "node2"], ViewSource::Mesh),
+    ];
+    let problems = membership_problems(&speakers);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("the speaker on node1 hears no heartbeat"),
+        "{}",
+        problems[0]
+    );
 }

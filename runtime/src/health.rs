@@ -2,7 +2,8 @@
 //!
 //! `/healthz` says the process serves requests; `/readyz` says whether it is ready (caches synced,
 //! no watch down for longer than [`WATCH_DOWN_GRACE`]), with the reason when not; `/metrics` is
-//! the Prometheus registry in OpenMetrics text.
+//! the Prometheus registry in OpenMetrics text. A binary may add read-only JSON pages of its own
+//! ([`HealthState::set_page`]), such as the speaker's `/membership`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -23,6 +24,7 @@ pub const NOT_SYNCED: &str = "caches not synced";
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
 
 /// How long a watch may fail before `/readyz` says so. Shorter outages (an apiserver rolling
 /// over, a leader change of etcd) pass without flapping readiness.
@@ -37,6 +39,18 @@ pub struct HealthState {
     /// Where `/metrics` is served securely instead ([`crate::secure_metrics`]); the plain
     /// listener then refuses it.
     secure_metrics: Option<std::net::SocketAddr>,
+    /// Extra JSON pages by path.
+    pages: Arc<Mutex<BTreeMap<&'static str, Page>>>,
+}
+
+/// A page's body, made at each request.
+#[derive(Clone)]
+struct Page(Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for Page {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Page")
+    }
 }
 
 #[derive(Debug, Default)]
@@ -78,7 +92,27 @@ impl HealthState {
             })),
             registry,
             secure_metrics: None,
+            pages: Arc::default(),
         }
+    }
+
+    /// Serves `body()` as JSON at `path` from now on (replacing an earlier page there).
+    pub fn set_page(&self, path: &'static str, body: impl Fn() -> String + Send + Sync + 'static) {
+        self.pages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path, Page(Arc::new(body)));
+    }
+
+    /// The body of the page at `path`, if there is one.
+    fn page(&self, path: &str) -> Option<String> {
+        let page = self
+            .pages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .cloned()?;
+        Some((page.0)())
     }
 
     /// `/metrics` is served over HTTPS with authentication at `addr`: the plain listener says so
@@ -242,10 +276,13 @@ fn respond(req: &Request<Incoming>, state: &HealthState) -> Response<String> {
                 ),
             ),
         },
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found; try /healthz, /readyz or /metrics".into(),
-        ),
+        path => match state.page(path) {
+            Some(body) => with_type(StatusCode::OK, body, JSON),
+            None => text(
+                StatusCode::NOT_FOUND,
+                "not found; try /healthz, /readyz or /metrics".into(),
+            ),
+        },
     }
 }
 
@@ -423,6 +460,28 @@ mod tests {
         // HEAD: same status, no body.
         let (status, _, body) = get(server.addr, "HEAD", "/healthz").await;
         assert_eq!((status, body.as_str()), (200, ""));
+    }
+
+    #[tokio::test]
+    async fn pages_are_json_made_at_each_request() {
+        let (registry, _) = registry_with_counter();
+        let state = HealthState::new(registry);
+        let server = start(state.clone()).await;
+        assert_eq!(get(server.addr, "GET", "/membership").await.0, 404);
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = calls.clone();
+        state.set_page("/membership", move || {
+            let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            format!("{{\"calls\":{n}}}")
+        });
+        let (status, head, body) = get(server.addr, "GET", "/membership").await;
+        assert_eq!((status, body.as_str()), (200, "{\"calls\":1}"));
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert_eq!(
+            get(server.addr, "GET", "/membership").await.2,
+            "{\"calls\":2}"
+        );
+        assert_eq!(get(server.addr, "POST", "/membership").await.0, 405);
     }
 
     #[tokio::test]

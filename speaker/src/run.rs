@@ -113,6 +113,10 @@ pub async fn run(
         .with_context(|| format!("starting membership on {bind}"))?;
     let peers = sources.peers(&config.node, config.memberlist_port, v4);
     membership.set_peers(peers.clone());
+    let (page_node, page_view) = (config.node.clone(), live.clone());
+    health.set_page(ferrolb_crds::membership_view::PATH, move || {
+        membership::page(&page_node, &page_view.borrow())
+    });
     health.set_ready();
 
     let mut writer = StatusWriter::new(client.clone(), config.node.clone(), metrics.clone());

@@ -19,7 +19,7 @@ pub fn run(install: bool, filter: Option<&str>) -> Result<()> {
     crate::deps::ensure_testbed(install)?;
     let root = bins::workspace_root();
     let cargo = || {
-        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        let mut c = bins::cargo_command();
         c.current_dir(&root);
         c
     };
@@ -86,6 +86,16 @@ pub fn run(install: bool, filter: Option<&str>) -> Result<()> {
     eprintln!(
         "==> images built in {:.0} s",
         images_started.elapsed().as_secs_f64()
+    );
+    // MetalLB's controller and speaker for the migration test, built from its Go module (once
+    // per machine, then cached) here, not inside the tests: a Go build saturating both cores
+    // beside an end-to-end journey would be a load the journey was not meant to measure.
+    let metallb_started = Instant::now();
+    ferrolb_tests::metallb::release::images()?;
+    eprintln!(
+        "==> MetalLB {} images ready in {:.0} s",
+        ferrolb_tests::metallb::release::VERSION,
+        metallb_started.elapsed().as_secs_f64()
     );
     let mut integration = cargo();
     integration.args(["test", "-p", "ferrolb-tests", "--test", "*"]);

@@ -34,6 +34,7 @@ pub mod keys;
 mod lifeline;
 mod metrics;
 pub mod packet;
+mod page;
 mod slowness;
 mod task;
 mod topology;
@@ -61,6 +62,7 @@ use tracing::info;
 pub use config::{Config, MIN_KEY_LEN, read_key_file};
 pub use fence::Fence;
 pub use metrics::{Metrics, ResultLabels};
+pub use page::page;
 pub use transport::SimNetwork;
 pub use view::{LiveView, ViewSource};
 

@@ -10,10 +10,13 @@
 //! ```
 
 pub mod bgp;
+pub mod doc_steps;
 pub mod kind;
+pub mod migration;
 pub mod probes;
 pub mod scenarios;
 pub mod testbed;
+pub mod watch;
 
 use std::net::IpAddr;
 use std::path::Path;

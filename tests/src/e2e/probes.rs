@@ -90,12 +90,18 @@ pub fn arping(d: &dyn Driver, ip: IpAddr, count: u32) -> Result<Vec<String>> {
             &ip.to_string(),
         ],
     )?;
-    Ok(String::from_utf8_lossy(&out.stdout)
+    Ok(arping_replies(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The sender MAC of every reply in `arping`'s output (lowercase, one per reply: a MAC twice
+/// means it answered twice).
+pub fn arping_replies(stdout: &str) -> Vec<String> {
+    stdout
         .lines()
         .filter(|l| l.contains("bytes from"))
         .filter_map(|l| l.split_whitespace().nth(3))
         .map(str::to_lowercase)
-        .collect())
+        .collect()
 }
 
 /// `ndisc6` from the client: the target link-layer address of every advertisement.
@@ -113,12 +119,17 @@ pub fn ndisc6(d: &dyn Driver, ip: IpAddr) -> Result<Vec<String>> {
             d.client_interface(),
         ],
     )?;
-    Ok(String::from_utf8_lossy(&out.stdout)
+    Ok(ndisc6_replies(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The target link-layer address of every advertisement in `ndisc6 -m`'s output (lowercase).
+pub fn ndisc6_replies(stdout: &str) -> Vec<String> {
+    stdout
         .lines()
         .filter(|l| l.contains("Target link-layer address"))
         .filter_map(|l| l.split_whitespace().last())
         .map(str::to_lowercase)
-        .collect())
+        .collect()
 }
 
 /// The MACs answering for `ip` (ARP for IPv4, NDP for IPv6), deduplicated and sorted.

@@ -103,6 +103,19 @@ impl Testbed {
         self.nodes.power_on(&self.control_plane, node)
     }
 
+    /// Imports image `archives` into every node's containerd (images the testbed does not
+    /// hold from the start, such as MetalLB's).
+    pub fn import_images(&self, archives: &[PathBuf]) -> Result<()> {
+        for node in self.nodes.nodes() {
+            for archive in archives {
+                process::run(node.ctr()?.args(["images", "import"]).arg(archive)).with_context(
+                    || format!("importing {} into {}", archive.display(), node.host().name),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     /// The tail of every node component's log.
     pub fn diagnostics(&self) -> String {
         self.nodes.diagnostics()

@@ -407,7 +407,7 @@ pub fn build_all(opts: &BuildOptions) -> Result<Vec<BuiltImage>> {
 
 /// Writes `path` through a temporary file in the same directory, so a reader never sees half
 /// an archive.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let partial = path.with_extension("tar.partial");
     std::fs::write(&partial, bytes).with_context(|| format!("writing {}", partial.display()))?;
     std::fs::rename(&partial, path).with_context(|| format!("renaming to {}", path.display()))
