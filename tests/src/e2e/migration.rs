@@ -121,11 +121,13 @@ pub fn journey(tb: &Testbed, scratch: &Path) -> Result<Report> {
         APP_NAMESPACE,
         &names,
     )?;
+    let pcap = scratch.with_extension("ndp.pcap");
     let lan = LanWatch::start(
         tb.lab().client().clone(),
         tb.client_interface(),
         targets.clone(),
-    );
+        &pcap,
+    )?;
     let followed = follow_guide(tb, scratch, &manifest, &before, &targets);
     let lan = watch::summarize(&lan.stop()?);
     let states = services.stop()?;
@@ -144,7 +146,7 @@ pub fn journey(tb: &Testbed, scratch: &Path) -> Result<Report> {
     );
     ensure!(
         lan.double_answers.is_empty(),
-        "two nodes answered one ARP request during the move:\n{}",
+        "two nodes answered one ARP request or NDP solicitation during the move:\n{}",
         lan.double_answers.join("\n")
     );
     eprintln!("==> migration: LAN during the move: {lan:?}");
@@ -469,7 +471,8 @@ fn check_ferrolb_answers(tb: &Testbed, targets: &[(IpAddr, u16)]) -> Result<()> 
 }
 
 /// Each target is answered by exactly one node (IPv4 only unless `ndp`: ndisc6 reports no
-/// answer to MetalLB's advertisements, see [`watch::Look::answers`]); every target serves HTTP.
+/// answer to MetalLB's advertisements, sent from the link-local address); every target serves
+/// HTTP.
 fn check_one_node_answers(tb: &Testbed, targets: &[(IpAddr, u16)], ndp: bool) -> Result<()> {
     for &(ip, port) in targets {
         if ip.is_ipv4() || ndp {

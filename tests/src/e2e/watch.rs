@@ -1,6 +1,6 @@
 //! Watching a change as it happens, not only its end: every state of every Service the
 //! apiserver records ([`ServiceWatch`]), and what the LAN sees of each address, over and over
-//! ([`LanWatch`]): who answers ARP for it and whether HTTP gets through.
+//! ([`LanWatch`]): who answers ARP or NDP for it and whether HTTP gets through.
 
 use std::collections::BTreeMap;
 use std::io::BufReader;
@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::SystemTime;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -18,6 +19,12 @@ use serde_json::Value;
 use super::probes::{self, EchoAnswer};
 use crate::lab::Host;
 use crate::process::wait_for;
+use answer_capture::AnswerCapture;
+
+mod answer_capture;
+
+/// How long after a request an answer counts as its answer (arping waits 300 ms).
+const ANSWER_WINDOW: Duration = Duration::from_millis(350);
 
 /// One state of a Service, as a watch event delivered it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,76 +179,111 @@ pub struct Look {
     pub at: Duration,
     pub ip: IpAddr,
     pub port: u16,
-    /// IPv4: the MAC of every ARP reply seen while arping waited for the answer to one request;
-    /// two different MACs mean two nodes answer. IPv6: `None`, not asked: ndisc6 reports no answer
-    /// to MetalLB's advertisements (sent from the link-local address, which the kernel accepts),
-    /// so IPv6 addresses are watched through HTTP only.
+    /// The MAC of every answer to one request (an ARP request by arping, an NDP solicitation
+    /// by ndisc6): the replies and advertisements addressed to the client within
+    /// [`ANSWER_WINDOW`], from the capture ([`answer_capture`]). Two different MACs mean two
+    /// nodes answered one request. `None` until the watch stops and fills it in.
     pub answers: Option<Vec<String>>,
     /// The echo answer to one HTTP request, or why there was none.
     pub http: Result<String, String>,
 }
 
-/// A thread in the client namespace that, round after round, asks who has each IPv4 address
-/// (one ARP request) and sends each address one HTTP request.
+/// A thread in the client namespace that, round after round, asks who has each address (one
+/// ARP request or NDP solicitation) and sends each address one HTTP request; the answers are
+/// read from a capture ([`answer_capture`]).
 #[derive(Debug)]
 pub struct LanWatch {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<Vec<Look>>,
+    capture: AnswerCapture,
+    started: SystemTime,
 }
 
 impl LanWatch {
-    /// Starts looking at `targets` (address, port) from `client` through `interface`.
-    pub fn start(client: Host, interface: &str, targets: Vec<(IpAddr, u16)>) -> LanWatch {
+    /// Starts looking at `targets` (address, port) from `client` through `interface`; the
+    /// answers are captured into `pcap`.
+    pub fn start(
+        client: Host,
+        interface: &str,
+        targets: Vec<(IpAddr, u16)>,
+        pcap: &Path,
+    ) -> Result<LanWatch> {
+        let capture = AnswerCapture::start(&client, interface, pcap)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let interface = interface.to_string();
-        let started = Instant::now();
+        let (started, wall) = (Instant::now(), SystemTime::now());
         let thread = std::thread::spawn(move || {
             let mut looks = Vec::new();
             while !stopped.load(Ordering::Relaxed) {
                 for &(ip, port) in &targets {
                     let at = started.elapsed();
-                    let answers = ask_neighbours(&client, &interface, ip);
+                    ask_neighbours(&client, &interface, ip);
                     let http = get(&client, ip, port);
                     looks.push(Look {
                         at,
                         ip,
                         port,
-                        answers,
+                        answers: None,
                         http,
                     });
                 }
             }
             looks
         });
-        LanWatch { stop, thread }
+        Ok(LanWatch {
+            stop,
+            thread,
+            capture,
+            started: wall,
+        })
     }
 
-    /// Stops after the current round; every look.
+    /// Stops after the current round; every look, its answers filled in from the capture.
     pub fn stop(self) -> Result<Vec<Look>> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread
+        let mut looks = self
+            .thread
             .join()
-            .map_err(|_| anyhow::anyhow!("the LAN watch panicked"))
+            .map_err(|_| anyhow::anyhow!("the LAN watch panicked"))?;
+        let answers = self.capture.stop()?;
+        let started = self
+            .started
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        for look in &mut looks {
+            let sent = started + look.at.as_secs_f64();
+            look.answers = Some(answer_capture::answers_to(
+                &answers,
+                look.ip,
+                sent,
+                ANSWER_WINDOW,
+            ));
+        }
+        Ok(looks)
     }
 }
 
-/// The MAC of every reply to one ARP request for an IPv4 `ip` (none when arping could not
-/// run); `None` for IPv6 (see [`Look::answers`]).
-fn ask_neighbours(client: &Host, interface: &str, ip: IpAddr) -> Option<Vec<String>> {
-    let IpAddr::V4(_) = ip else {
-        return None;
-    };
+/// Asks who has `ip`: one ARP request (arping) or NDP solicitation (ndisc6). Their output is
+/// not read: the answers come from the capture.
+fn ask_neighbours(client: &Host, interface: &str, ip: IpAddr) {
     let target = ip.to_string();
-    let out = client
-        .command("arping")
-        .args(["-i", interface, "-c", "1", "-W", "0.3", &target])
+    let (program, args): (&str, Vec<&str>) = match ip {
+        IpAddr::V4(_) => (
+            "arping",
+            vec!["-i", interface, "-c", "1", "-W", "0.3", &target],
+        ),
+        IpAddr::V6(_) => (
+            "ndisc6",
+            vec!["-m", "-n", "-r", "1", "-w", "300", &target, interface],
+        ),
+    };
+    let _ = client
+        .command(program)
+        .args(&args)
         .stdin(Stdio::null())
         .output();
-    Some(out.map_or_else(
-        |_| Vec::new(),
-        |out| probes::arping_replies(&String::from_utf8_lossy(&out.stdout)),
-    ))
 }
 
 /// One HTTP request with a 1 s limit: the echo answer, or the error.
@@ -266,17 +308,18 @@ fn get(client: &Host, ip: IpAddr, port: u16) -> Result<String, String> {
 pub struct LanSummary {
     /// Looks in all.
     pub looks: usize,
-    /// Each ARP request answered by more than one node (different MACs), in words.
+    /// Each ARP request or NDP solicitation answered by more than one node (different MACs), in
+    /// words.
     pub double_answers: Vec<String>,
-    /// ARP requests answered more than once by one MAC: a gratuitous ARP (sent when a speaker
-    /// announces an address anew) arriving while arping waited counts as a reply too.
+    /// Requests answered more than once by one MAC (two responders on one node, or a reply
+    /// repeated).
     pub repeated_replies: usize,
-    /// Per IPv4 address: the longest run of looks nobody answered, from the first unanswered look to
+    /// Per address: the longest run of looks nobody answered, from the first unanswered look to
     /// the next answered one.
     pub longest_silence: BTreeMap<IpAddr, Duration>,
     /// Each HTTP request that failed, in words.
     pub http_failures: Vec<String>,
-    /// Per IPv4 address: the MACs that answered, in the order they took over.
+    /// Per address: the MACs that answered, in the order they took over.
     pub owners: BTreeMap<IpAddr, Vec<String>>,
 }
 

@@ -113,3 +113,48 @@ fn watch_events_parse_and_deviations_name_the_service() {
     let garbage = serde_json::json!({"type": "ADDED", "object": {"metadata": {"name": "x"}, "status": {"loadBalancer": {"ingress": [{"ip": "nope"}]}}}});
     assert!(parse_event(&garbage, Duration::ZERO).is_err());
 }
+
+#[test]
+fn only_answers_addressed_to_the_client_count_and_within_the_window() {
+    use super::answer_capture::{answers_to, parse_fields};
+    const CLIENT: &str = "02:fe:00:00:01:00";
+    let text = "1796464463.100\t02:FE:00:00:00:02\t02:fe:00:00:01:00\t\t\t2001:db8:1::200\n\
+                1796464463.150\t02:fe:00:00:00:03\t02:fe:00:00:01:00\t\t\t2001:db8:1::200\n\
+                1796464463.160\t02:fe:00:00:00:01\t33:33:00:00:00:01\t\t\t2001:db8:1::200\n\
+                1796464463.170\t02:fe:00:00:00:03\t02:fe:00:00:01:00\t2\t198.51.100.200\t\n\
+                1796464463.180\t02:fe:00:00:00:01\tff:ff:ff:ff:ff:ff\t2\t198.51.100.200\t\n\
+                1796464463.190\t02:fe:00:00:01:00\tff:ff:ff:ff:ff:ff\t1\t198.51.100.100\t\n\
+                1796464464.000\t02:fe:00:00:00:01\t02:fe:00:00:01:00\t\t\t2001:db8:1::200\n";
+    let answers = parse_fields(text, CLIENT).unwrap();
+    assert_eq!(
+        answers.len(),
+        4,
+        "broadcast, all-nodes and requests left out: {answers:?}"
+    );
+    let v6: IpAddr = "2001:db8:1::200".parse().unwrap();
+    let v4: IpAddr = "198.51.100.200".parse().unwrap();
+    let window = Duration::from_millis(350);
+    assert_eq!(
+        answers_to(&answers, v6, 1796464463.05, window),
+        ["02:fe:00:00:00:02", "02:fe:00:00:00:03"],
+        "two nodes answered one solicitation"
+    );
+    assert_eq!(
+        answers_to(&answers, v4, 1796464463.05, window),
+        ["02:fe:00:00:00:03"],
+        "a gratuitous ARP to everyone is no answer"
+    );
+    assert_eq!(
+        answers_to(&answers, v6, 1796464463.9, window),
+        ["02:fe:00:00:00:01"]
+    );
+    assert!(answers_to(&answers, v6, 1796464465.0, window).is_empty());
+    assert!(parse_fields("1.0\t02:fe:00:00:00:01\n", CLIENT).is_err());
+    assert!(
+        parse_fields(
+            "x\t02:fe:00:00:00:01\t02:fe:00:00:01:00\t\t\t2001:db8::1\n",
+            CLIENT
+        )
+        .is_err()
+    );
+}
