@@ -16,6 +16,7 @@ pub mod backend;
 pub mod bgplab;
 pub mod bins;
 pub mod bulk_apiserver;
+pub mod capture;
 pub mod cluster;
 pub mod control_plane;
 pub mod controller;

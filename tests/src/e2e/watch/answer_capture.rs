@@ -8,14 +8,14 @@
 //! tools' own output cannot tell the two apart, and ndisc6 does not even report advertisements
 //! sent from another address than the target (MetalLB sends them from the link-local one).
 
-use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::capture::Tcpdump;
 use crate::lab::Host;
 
 /// One ARP reply or neighbour advertisement addressed to the client.
@@ -32,8 +32,7 @@ pub struct Answer {
 /// A running capture.
 #[derive(Debug)]
 pub struct AnswerCapture {
-    child: Child,
-    pcap: PathBuf,
+    tcpdump: Tcpdump,
     client_mac: String,
 }
 
@@ -41,41 +40,18 @@ impl AnswerCapture {
     /// Starts tcpdump on `interface` of `client`, writing ARP and neighbour advertisements to
     /// `pcap`; returns once it listens.
     pub fn start(client: &Host, interface: &str, pcap: &Path) -> Result<AnswerCapture> {
-        let mut child = client
-            .command("tcpdump")
-            .args(["-i", interface, "-U", "-n", "-w"])
-            .arg(pcap)
-            .arg("arp or (icmp6 and ip6[40] == 136)")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting tcpdump in the client namespace")?;
-        let stderr = child.stderr.take().context("tcpdump's stderr")?;
-        let mut first = String::new();
-        BufReader::new(stderr)
-            .read_line(&mut first)
-            .context("reading tcpdump's stderr")?;
-        if !first.contains("listening on") {
-            let _ = child.kill();
-            bail!("tcpdump did not start: {}", first.trim());
-        }
         Ok(AnswerCapture {
-            child,
-            pcap: pcap.to_path_buf(),
+            tcpdump: Tcpdump::start(client, interface, pcap, "arp or (icmp6 and ip6[40] == 136)")?,
             client_mac: client.mac.to_lowercase(),
         })
     }
 
     /// Stops the capture; every answer addressed to the client in it.
-    pub fn stop(mut self) -> Result<Vec<Answer>> {
-        // -U writes each packet as it comes, so nothing is lost by stopping it hard.
-        std::thread::sleep(Duration::from_millis(200));
-        self.child.kill()?;
-        self.child.wait()?;
+    pub fn stop(self) -> Result<Vec<Answer>> {
+        let pcap = self.tcpdump.stop();
         let out = Command::new("tshark")
             .args(["-r"])
-            .arg(&self.pcap)
+            .arg(&pcap)
             .args(["-T", "fields", "-E", "separator=/t"])
             .args(["-e", "frame.time_epoch", "-e", "eth.src", "-e", "eth.dst"])
             .args(["-e", "arp.opcode", "-e", "arp.src.proto_ipv4"])
@@ -86,7 +62,7 @@ impl AnswerCapture {
         if !out.status.success() {
             bail!(
                 "tshark -r {}: {}",
-                self.pcap.display(),
+                pcap.display(),
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }

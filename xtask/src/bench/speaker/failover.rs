@@ -13,13 +13,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use ferrolb_tests::Host;
+use ferrolb_tests::capture::Tcpdump;
 use ferrolb_tests::l2lab::{Rig, TIMEOUT, announced};
 use ferrolb_tests::process::run;
 use serde::Serialize;
@@ -378,79 +379,17 @@ pub async fn settle(rig: &mut Rig, service: &str, vip: Ipv4Addr, owner: &str) ->
 }
 
 /// `tcpdump` of ARP in the client namespace, writing `file`.
-pub(crate) struct Capture {
-    child: Child,
-    file: PathBuf,
-}
+pub(crate) struct Capture(Tcpdump);
 
 impl Capture {
     /// Starts the capture in `client`'s namespace; returns once tcpdump says it is listening.
     pub(crate) fn start(client: &Host, file: &Path) -> Result<Capture> {
-        let mut child = client
-            .command("tcpdump")
-            .args([
-                "-i",
-                "eth0",
-                "-j",
-                "host",
-                "--time-stamp-precision",
-                "micro",
-                "-n",
-                // Hand every frame to tcpdump at once (not in 1 s blocks) and write it at once,
-                // so stopping the capture loses nothing.
-                "--immediate-mode",
-                "-U",
-                "-w",
-            ])
-            .arg(file)
-            .arg("arp")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting tcpdump in the client namespace")?;
-        let stderr = child.stderr.take().context("tcpdump's stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let mut capture = Capture {
-            child,
-            file: file.to_path_buf(),
-        };
-        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
-            capture.kill();
-            bail!("tcpdump did not start listening within 10 s");
-        }
-        Ok(capture)
+        Ok(Capture(Tcpdump::start(client, "eth0", file, "arp")?))
     }
 
-    /// Stops tcpdump (SIGINT flushes the file) and reads the ARP frames.
-    pub(crate) fn finish(mut self) -> Result<Vec<pcap::ArpFrame>> {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.child.try_wait()?.is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.kill();
-        pcap::arp_frames(&self.file)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        self.kill();
+    /// Stops tcpdump and reads the ARP frames.
+    pub(crate) fn finish(self) -> Result<Vec<pcap::ArpFrame>> {
+        pcap::arp_frames(&self.0.stop())
     }
 }
 
